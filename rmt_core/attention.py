@@ -1,0 +1,66 @@
+"""The attention implementation RMT models run with.
+
+RMTModel switches its backbone to one of the names registered here. Outside tracing
+they compute exactly what the backbone's own "sdpa" or "eager" attention computes.
+When a call passes ``rmt_attention_probe=fn`` (a per-call keyword, so concurrent
+traces on one shared model never see each other's state), attention is computed
+eagerly and ``fn(layer_idx, weights)`` receives the (batch, heads, q, k) weights.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from transformers import AttentionInterface, AttentionMaskInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import eager_mask, sdpa_mask
+
+PROBE_KWARG = "rmt_attention_probe"
+IMPLEMENTATIONS = {"sdpa": "rmt_lens_sdpa", "eager": "rmt_lens_eager"}
+
+AttentionProbe = Callable[[int, torch.Tensor], None]
+
+
+def eager_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,  # (batch, heads, q, head_dim)
+    key: torch.Tensor,  # (batch, kv_heads, k, head_dim)
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,  # (batch, 1, q, k) additive
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **_: object,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain softmax attention (grouped-query aware), as the backbones' eager path."""
+    n_rep = query.shape[1] // key.shape[1]
+    if n_rep > 1:
+        key = key.repeat_interleave(n_rep, dim=1)
+        value = value.repeat_interleave(n_rep, dim=1)
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling  # (batch, heads, q, k)
+    if attention_mask is not None:
+        scores = scores + attention_mask[..., : key.shape[-2]]
+    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
+    output = torch.matmul(weights, value).transpose(1, 2).contiguous()  # (batch, q, heads, head_dim)
+    return output, weights
+
+
+def _make_implementation(base: str) -> Callable:
+    def attention(module, query, key, value, attention_mask, **kwargs):
+        probe: AttentionProbe | None = kwargs.pop(PROBE_KWARG, None)
+        if probe is None and base == "sdpa":
+            return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+        output, weights = eager_attention(module, query, key, value, attention_mask, **kwargs)
+        if probe is not None:
+            probe(int(getattr(module, "layer_idx", -1)), weights)
+        return output, weights
+
+    attention.__name__ = f"rmt_lens_{base}_attention"
+    return attention
+
+
+for _base, _name in IMPLEMENTATIONS.items():
+    AttentionInterface.register(_name, _make_implementation(_base))
+    AttentionMaskInterface.register(_name, sdpa_mask if _base == "sdpa" else eager_mask)

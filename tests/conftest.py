@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny random backbones built from configs (nothing downloaded)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(int(os.environ.get("RMT_TEST_THREADS", "1")))
+
+from rmt_core import RMTConfig, RMTModel  # noqa: E402
+from rmt_core.backbones import backbone_from_config, gpt2_config, llama_config  # noqa: E402
+
+VOCAB = 97
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs CUDA; none on this machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+def make_model(kind: str = "gpt2", impl: str = "sdpa", seed: int = 0, **rmt_fields) -> RMTModel:
+    """A tiny random RMT with float64-free, deterministic weights."""
+    torch.manual_seed(seed)
+    fields = dict(num_mem_tokens=3, segment_size=6, attn_implementation=impl)
+    fields.update(rmt_fields)
+    cfg = gpt2_config(VOCAB, n_layer=2, n_embd=32, n_head=4, n_positions=64) if kind == "gpt2" else llama_config(
+        VOCAB, n_layer=2, hidden=32, n_head=4, n_kv_head=2)
+    model = RMTModel.from_backbone(backbone_from_config(cfg, attn_implementation=impl), RMTConfig(**fields))
+    return model.eval()
+
+
+@pytest.fixture(params=["gpt2", "llama"])
+def backbone_kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture(params=["sdpa", "eager"])
+def attn_impl(request) -> str:
+    return request.param
