@@ -1,0 +1,364 @@
+"""The Trace: what an RMT did on one document, segment by segment.
+
+Recorded per segment (cheap summaries; full attention is recomputed on demand):
+token ids and display strings, character offsets, memory in/out, read/write slot
+hidden states at every layer, per-token log-probabilities and top-k predictions,
+the segment loss, block-to-block attention mass, per-slot attention over tokens,
+and a logit lens of the written memory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from .errors import TraceCancelled, TraceError
+from .masks import segment_layout
+
+BLOCK_PAIRS: tuple[str, ...] = (
+    "tokens->read", "write->tokens", "write->read", "write->write", "read->read", "tokens->tokens",
+)
+TOP_K = 5
+LENS_K = 5
+TRACE_FORMAT = "rmt-lens-trace"
+TRACE_FORMAT_VERSION = 1
+
+Progress = Callable[[int, int], Any]
+
+
+@dataclass
+class SegmentRecord:
+    """One segment of a trace. Shapes: L tokens, m slots, d hidden, Y layers, H heads.
+
+    token_logprob[j]: log p(token j | everything before it), predicted at the position
+        before j (for j = 0 that is the previous segment's last position); NaN for the
+        document's first token.
+    topk_ids / topk_logprobs[j]: the model's top predictions for the token AFTER j.
+    loss: mean negative log-likelihood of this segment's tokens (NaN-free ones).
+    block_attention[y, h, p]: mean over the query rows of block A of the attention mass
+        on block B, for p indexing BLOCK_PAIRS ("A->B").
+    write_to_tokens[y, h, k, j]: how much write slot k attends to token j.
+    tokens_to_read[y, h, j, k]: how much token j attends to read slot k.
+    lens_ids[y, k, :]: top token ids that write slot k's hidden state at layer y decodes
+        to through the final norm and the LM head (the logit lens); layer 0 = embeddings.
+    """
+
+    index: int
+    start: int
+    end: int
+    token_ids: np.ndarray  # (L,) int32
+    tokens: list[str]
+    char_spans: np.ndarray  # (L, 2) int64; -1 where unknown (ids given, no text)
+    memory_in: np.ndarray  # (m, d) float32
+    memory_out: np.ndarray  # (m, d) float32
+    read_hidden: np.ndarray  # (Y+1, m, d) float16
+    write_hidden: np.ndarray  # (Y+1, m, d) float16
+    token_logprob: np.ndarray  # (L,) float32
+    topk_ids: np.ndarray  # (L, TOP_K) int32
+    topk_logprobs: np.ndarray  # (L, TOP_K) float16
+    loss: float
+    block_attention: np.ndarray  # (Y, H, 6) float16
+    write_to_tokens: np.ndarray  # (Y, H, m, L) float16
+    tokens_to_read: np.ndarray  # (Y, H, L, m) float16
+    lens_ids: np.ndarray  # (Y+1, m, LENS_K) int32
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.token_ids.shape[0])
+
+    @property
+    def surprise(self) -> np.ndarray:
+        """Per-token negative log-likelihood in nats."""
+        return -self.token_logprob
+
+
+def model_identity(model) -> dict[str, Any]:
+    return {
+        "name": model.name or "unsaved model",
+        "weights_hash": model.weights_hash(),
+        "num_layers": model.num_layers,
+        "num_heads": model.num_heads,
+        "hidden_size": model.hidden_size,
+        "vocab_size": model.vocab_size,
+        "rmt": model.config.to_dict(),
+    }
+
+
+class Trace:
+    """A recorded run; see SegmentRecord for the per-segment fields."""
+
+    def __init__(self, text: str | None, token_ids: np.ndarray, model_info: dict[str, Any],
+                 initial_memory: np.ndarray, settings: dict[str, Any], model=None) -> None:
+        from . import __version__
+
+        self.text = text
+        self.token_ids = token_ids
+        self.model_info = model_info
+        self.initial_memory = initial_memory
+        self.settings = settings
+        self.version = __version__
+        self.segments: list[SegmentRecord] = []
+        self.complete = False
+        self.seconds = 0.0
+        self._model = model
+        self.meta: dict[str, Any] = {}  # free-form facts (e.g. a fact-recall sample's answer)
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def num_segments(self) -> int:
+        return len(self.segments)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(sum(s.num_tokens for s in self.segments))
+
+    @property
+    def num_mem_tokens(self) -> int:
+        return int(self.model_info["rmt"]["num_mem_tokens"])
+
+    @property
+    def model(self):
+        return self._model
+
+    def memory_states(self) -> np.ndarray:
+        """(S + 1, m, d): the initial memory, then the memory written by each segment."""
+        return np.stack([self.initial_memory] + [s.memory_out for s in self.segments])
+
+    def losses(self) -> np.ndarray:
+        return np.array([s.loss for s in self.segments], dtype=np.float64)
+
+    # ------------------------------------------------------------------ recompute
+    def attach(self, model) -> None:
+        """Re-attach the model this trace was made with (checked by weight hash)."""
+        if model.weights_hash() != self.model_info["weights_hash"]:
+            raise TraceError(
+                f"This trace was made with '{self.model_info['name']}' (weights {self.model_info['weights_hash']}), "
+                f"not with '{model.name}' (weights {model.weights_hash()}). Load the checkpoint it was made with."
+            )
+        self._model = model
+
+    def _require_model(self):
+        if self._model is None:
+            raise TraceError(
+                "This trace has no model attached: load it with Trace.load(path, model=rmt_core.load(...)) "
+                f"using checkpoint '{self.model_info['name']}' to recompute attention."
+            )
+        return self._model
+
+    @torch.no_grad()
+    def attention(self, index: int) -> np.ndarray:
+        """Exact (layers, heads, q, k) attention of segment `index`, recomputed from its memory_in.
+
+        Rows and columns follow attention_labels(index): read slots, tokens, write slots.
+        """
+        model = self._require_model()
+        seg = self.segments[index]
+        captured: dict[int, torch.Tensor] = {}
+        memory = torch.as_tensor(seg.memory_in, dtype=model.dtype, device=model.device).unsqueeze(0)
+        ids = torch.as_tensor(seg.token_ids, dtype=torch.long, device=model.device).unsqueeze(0)
+        model.run_segment(memory, ids, segment_index=index,
+                          attention_probe=lambda layer, w: captured.__setitem__(layer, w[0].float().cpu()))
+        return torch.stack([captured[y] for y in sorted(captured)]).numpy()
+
+    def attention_labels(self, index: int) -> list[str]:
+        """Row/column labels of attention(index): R0.., the segment's tokens, W0..."""
+        seg = self.segments[index]
+        m = self.num_mem_tokens
+        return [f"R{k}" for k in range(m)] + list(seg.tokens) + [f"W{k}" for k in range(m)]
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike) -> Path:
+        """One safetensors file: arrays + a JSON header (text, settings, model identity, version)."""
+        from .trace_io import save_trace
+
+        return save_trace(self, Path(path))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, model=None) -> "Trace":
+        """Read a trace file; with `model`, re-attach it (refused if it is another model)."""
+        from .trace_io import load_trace
+
+        trace = load_trace(Path(path))
+        if model is not None:
+            trace.attach(model)
+        return trace
+
+    def __repr__(self) -> str:
+        state = "complete" if self.complete else "partial"
+        return (f"Trace({self.num_tokens} tokens, {self.num_segments} segments, {state}, "
+                f"model={self.model_info['name']!r})")
+
+
+# ---------------------------------------------------------------------- tokenising
+def tokenize_document(model, text_or_ids: Any) -> tuple[str | None, np.ndarray, np.ndarray]:
+    """(text or None, token ids (T,), char spans (T, 2)); raises TraceError on empty input."""
+    if isinstance(text_or_ids, str):
+        if not text_or_ids.strip():
+            raise TraceError("The document is empty (or only whitespace): give it some text to trace.")
+        if model.tokenizer is None:
+            raise TraceError("This model has no tokenizer: pass token ids instead of text.")
+        enc = model.tokenizer(text_or_ids, add_special_tokens=False, return_offsets_mapping=True)
+        ids = np.asarray(enc["input_ids"], dtype=np.int32)
+        spans = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
+        return text_or_ids, ids, spans
+    ids = np.asarray(text_or_ids.detach().cpu() if isinstance(text_or_ids, torch.Tensor) else text_or_ids)
+    ids = ids.reshape(-1).astype(np.int32)
+    if ids.size == 0:
+        raise TraceError("No tokens to trace: the input is empty.")
+    if ids.min() < 0 or ids.max() >= model.vocab_size:
+        raise TraceError(f"Token ids must lie in [0, {model.vocab_size}); got {ids.min()}..{ids.max()}.")
+    return None, ids, np.full((ids.size, 2), -1, dtype=np.int64)
+
+
+def display_tokens(model, text: str | None, ids: np.ndarray, spans: np.ndarray) -> list[str]:
+    if text is not None:
+        return [text[s:e] for s, e in spans.tolist()]
+    if model.tokenizer is not None:
+        return [model.tokenizer.decode([int(i)]) for i in ids]
+    return [str(int(i)) for i in ids]
+
+
+# ---------------------------------------------------------------------- recording
+class _AttentionSummary:
+    """Attention probe that keeps only the summaries of one segment row."""
+
+    def __init__(self, m: int, n_tokens: int) -> None:
+        self.read, self.tokens, self.write = segment_layout(m, n_tokens, write=m > 0)
+        self.blocks: dict[int, torch.Tensor] = {}
+        self.write_to_tokens: dict[int, torch.Tensor] = {}
+        self.tokens_to_read: dict[int, torch.Tensor] = {}
+
+    def __call__(self, layer: int, weights: torch.Tensor) -> None:
+        w = weights[0].float()  # (H, n, n)
+        r, t, wr = self.read, self.tokens, self.write
+
+        def mass(rows: slice, cols: slice) -> torch.Tensor:
+            if rows.stop == rows.start or cols.stop == cols.start:
+                return torch.zeros(w.shape[0], device=w.device)
+            return w[:, rows, cols].sum(-1).mean(-1)
+
+        self.blocks[layer] = torch.stack([
+            mass(t, r), mass(wr, t), mass(wr, r), mass(wr, wr), mass(r, r), mass(t, t)], dim=-1)
+        self.write_to_tokens[layer] = w[:, wr, t]
+        self.tokens_to_read[layer] = w[:, t, r]
+
+    def stacked(self, table: dict[int, torch.Tensor]) -> np.ndarray:
+        return torch.stack([table[y] for y in sorted(table)]).cpu().numpy().astype(np.float16)
+
+
+def _final_norm(model) -> torch.nn.Module | None:
+    base = model.backbone.base_model
+    for name in ("ln_f", "norm", "final_layernorm"):
+        if hasattr(base, name):
+            return getattr(base, name)
+    return None
+
+
+class TraceStream:
+    """Iterator over a document's segment records; `.trace` holds everything recorded so far."""
+
+    def __init__(self, model, text_or_ids: Any, progress: Progress | None = None, top_k: int = TOP_K) -> None:
+        text, ids, spans = tokenize_document(model, text_or_ids)
+        self.model = model
+        self.progress = progress
+        self.top_k = top_k
+        self.spans = spans
+        self.display = display_tokens(model, text, ids, spans)
+        self.bounds = model.segment_bounds(len(ids))
+        self.trace = Trace(
+            text, ids, model_identity(model),
+            model.initial_memory.detach().float().cpu().numpy(),
+            {"top_k": top_k, "lens_k": LENS_K, "segment_size": model.config.segment_size,
+             "dtype": str(model.dtype).replace("torch.", ""), "device": str(model.device)},
+            model=model,
+        )
+        self._iterator = self._run()
+
+    def __iter__(self) -> "TraceStream":
+        return self
+
+    def __next__(self) -> SegmentRecord:
+        return next(self._iterator)
+
+    @torch.no_grad()
+    def _run(self) -> Iterator[SegmentRecord]:
+        model, trace = self.model, self.trace
+        started = time.perf_counter()
+        device = model.device
+        all_ids = torch.as_tensor(trace.token_ids, dtype=torch.long, device=device)
+        memory = model.initial_memory_batch(1)
+        carry_logprobs: torch.Tensor | None = None  # last position's log-softmax of the previous segment
+        norm, head = _final_norm(model), model.backbone.get_output_embeddings()
+        m = model.config.num_mem_tokens
+        total = len(self.bounds)
+        for index, (start, end) in enumerate(self.bounds):
+            ids = all_ids[start:end].unsqueeze(0)  # (1, L)
+            probe = _AttentionSummary(m, end - start)
+            out = model.run_segment(memory, ids, segment_index=index, attention_probe=probe, output_hidden_states=True)
+            logprobs = torch.log_softmax(out.logits[0].float(), dim=-1)  # (L, V)
+            token_lp = torch.full((end - start,), float("nan"), device=device)
+            if end - start > 1:
+                token_lp[1:] = logprobs[:-1].gather(1, ids[0, 1:, None]).squeeze(1)
+            if carry_logprobs is not None:
+                token_lp[0] = carry_logprobs[ids[0, 0]]
+            carry_logprobs = logprobs[-1]
+            top = torch.topk(logprobs, min(self.top_k, logprobs.shape[-1]), dim=-1)
+            hidden = torch.stack(out.hidden_states)[:, 0]  # (Y+1, n, d)
+            _, tokens, write = segment_layout(m, end - start, write=m > 0)
+            write_hidden = hidden[:, write]  # (Y+1, m, d)
+            lens_input = write_hidden.clone()
+            if norm is not None:  # the last entry is already normed
+                lens_input[:-1] = norm(lens_input[:-1])
+            lens = torch.topk(head(lens_input).float(), LENS_K, dim=-1).indices  # (Y+1, m, k)
+            memory_out = out.memory_out if out.memory_out is not None else memory
+            finite = token_lp[torch.isfinite(token_lp)]
+            record = SegmentRecord(
+                index=index, start=start, end=end,
+                token_ids=trace.token_ids[start:end],
+                tokens=self.display[start:end],
+                char_spans=self.spans[start:end],
+                memory_in=memory[0].float().cpu().numpy(),
+                memory_out=memory_out[0].float().cpu().numpy(),
+                read_hidden=hidden[:, :m].cpu().numpy().astype(np.float16),
+                write_hidden=write_hidden.cpu().numpy().astype(np.float16),
+                token_logprob=token_lp.cpu().numpy().astype(np.float32),
+                topk_ids=top.indices.cpu().numpy().astype(np.int32),
+                topk_logprobs=top.values.cpu().numpy().astype(np.float16),
+                loss=float(-finite.mean()) if finite.numel() else float("nan"),
+                block_attention=probe.stacked(probe.blocks),
+                write_to_tokens=probe.stacked(probe.write_to_tokens),
+                tokens_to_read=probe.stacked(probe.tokens_to_read),
+                lens_ids=lens.cpu().numpy().astype(np.int32),
+            )
+            trace.segments.append(record)
+            memory = memory_out
+            trace.seconds = time.perf_counter() - started
+            yield record
+            if self.progress is not None:
+                try:
+                    keep_going = self.progress(index + 1, total)
+                except TraceCancelled:
+                    keep_going = False
+                if keep_going is False:
+                    return
+        trace.complete = True
+
+
+def iter_trace(model, text_or_ids: Any, progress: Progress | None = None, top_k: int = TOP_K) -> TraceStream:
+    """Stream segment records as they finish; the stream's `.trace` grows with them."""
+    return TraceStream(model, text_or_ids, progress=progress, top_k=top_k)
+
+
+def trace_document(model, text_or_ids: Any, progress: Progress | None = None, top_k: int = TOP_K) -> Trace:
+    """Trace a whole document (text or token ids). A cancelled run returns the segments done,
+    with trace.complete False."""
+    stream = iter_trace(model, text_or_ids, progress=progress, top_k=top_k)
+    for _ in stream:
+        pass
+    return stream.trace

@@ -1,0 +1,207 @@
+"""The Trace: continuity, attention summaries, recompute, files, cancellation, threads, determinism."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import rmt_core
+from rmt_core import TraceCancelled, TraceError
+from rmt_core.trace import BLOCK_PAIRS
+
+from conftest import VOCAB, make_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return make_model("gpt2", num_mem_tokens=3, segment_size=6)
+
+
+@pytest.fixture(scope="module")
+def ids():
+    return np.random.default_rng(0).integers(0, VOCAB, 40)  # 7 segments, the last one short
+
+
+@pytest.fixture(scope="module")
+def trace(model, ids):
+    return model.trace(ids)
+
+
+def test_segments_cover_the_document(trace, ids):
+    assert trace.complete and trace.num_segments == 7
+    assert np.array_equal(np.concatenate([s.token_ids for s in trace.segments]), ids)
+    assert trace.segments[-1].num_tokens == 4
+
+
+def test_memory_continuity(trace):
+    assert np.array_equal(trace.segments[0].memory_in, trace.initial_memory)
+    for before, after in zip(trace.segments, trace.segments[1:]):
+        assert np.array_equal(after.memory_in, before.memory_out)
+
+
+def test_memory_out_equals_the_forward_pass(model, trace, ids):
+    with torch.no_grad():
+        out = model(torch.as_tensor(ids).unsqueeze(0))
+    for seg, state in zip(trace.segments, out.memory_states):
+        np.testing.assert_allclose(seg.memory_out, state[0].numpy(), rtol=1e-5, atol=1e-5)
+    logprobs = torch.log_softmax(out.logits[0], -1)
+    expected = logprobs[:-1].gather(1, torch.as_tensor(ids[1:]).unsqueeze(1)).squeeze(1).numpy()
+    recorded = np.concatenate([s.token_logprob for s in trace.segments])
+    assert np.isnan(recorded[0])
+    np.testing.assert_allclose(recorded[1:], expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(trace.segments[2].loss, -recorded[12:18].mean(), rtol=1e-5)
+
+
+def test_attention_rows_sum_to_one_over_allowed_positions(trace):
+    att = trace.attention(3)  # (Y, H, n, n)
+    assert att.shape == (2, 4, 12, 12)
+    np.testing.assert_allclose(att.sum(-1), 1.0, atol=1e-5)
+    from rmt_core.masks import allowed_attention
+
+    allowed = allowed_attention(3, 6, "paper")[0].numpy()
+    assert np.abs(att[..., ~allowed]).max() == 0
+
+
+def test_recompute_reproduces_recorded_summaries(trace):
+    for index in (0, 3, 6):
+        seg = trace.segments[index]
+        att = trace.attention(index)
+        m, L = 3, seg.num_tokens
+        R, T, W = slice(0, m), slice(m, m + L), slice(m + L, m + L + m)
+        np.testing.assert_allclose(seg.write_to_tokens, att[:, :, W, T], atol=2e-3)
+        np.testing.assert_allclose(seg.tokens_to_read, att[:, :, T, R], atol=2e-3)
+        blocks = {"tokens->read": (T, R), "write->tokens": (W, T), "write->read": (W, R),
+                  "write->write": (W, W), "read->read": (R, R), "tokens->tokens": (T, T)}
+        for p, name in enumerate(BLOCK_PAIRS):
+            rows, cols = blocks[name]
+            np.testing.assert_allclose(seg.block_attention[..., p], att[:, :, rows, cols].sum(-1).mean(-1), atol=2e-3)
+    labels = trace.attention_labels(6)
+    assert labels[:3] == ["R0", "R1", "R2"] and labels[-3:] == ["W0", "W1", "W2"] and len(labels) == 10
+
+
+def test_save_load_round_trip(tmp_path, model, trace):
+    path = trace.save(tmp_path / "doc.rmtrace")
+    loaded = rmt_core.Trace.load(path, model=model)
+    assert loaded.num_segments == trace.num_segments and loaded.complete
+    for a, b in zip(trace.segments, loaded.segments):
+        for name in ("token_ids", "memory_in", "memory_out", "write_to_tokens", "tokens_to_read", "block_attention",
+                     "read_hidden", "topk_ids", "lens_ids"):
+            assert np.array_equal(getattr(a, name), getattr(b, name)), name
+        assert a.tokens == b.tokens and a.loss == b.loss
+    np.testing.assert_allclose(loaded.attention(2), trace.attention(2))
+    assert loaded.model_info["weights_hash"] == model.weights_hash()
+
+
+def test_loading_with_a_foreign_model_is_refused(tmp_path, trace):
+    path = trace.save(tmp_path / "doc.rmtrace")
+    other = make_model("gpt2", seed=5)
+    with pytest.raises(TraceError, match="made with"):
+        rmt_core.Trace.load(path, model=other)
+    detached = rmt_core.Trace.load(path)
+    with pytest.raises(TraceError, match="no model attached"):
+        detached.attention(0)
+
+
+def test_corrupt_trace_file(tmp_path):
+    bad = tmp_path / "bad.rmtrace"
+    bad.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(TraceError, match="not a readable trace"):
+        rmt_core.Trace.load(bad)
+
+
+def test_cancellation_keeps_the_segments_done(model, ids):
+    calls = []
+
+    def stop_after_three(done, total):
+        calls.append((done, total))
+        return done < 3
+
+    partial = model.trace(ids, progress=stop_after_three)
+    assert partial.num_segments == 3 and not partial.complete
+    assert calls[-1] == (3, 7)
+
+    def raise_cancel(done, total):
+        if done == 2:
+            raise TraceCancelled()
+
+    assert model.trace(ids, progress=raise_cancel).num_segments == 2
+
+
+def test_streaming_yields_each_segment(model, ids):
+    stream = model.trace_iter(ids)
+    seen = []
+    for record in stream:
+        seen.append(record.index)
+        assert stream.trace.num_segments == record.index + 1
+    assert seen == list(range(7)) and stream.trace.complete
+
+
+def test_two_threads_on_one_model_give_what_each_gives_alone(model):
+    docs = [np.random.default_rng(s).integers(0, VOCAB, 60) for s in (1, 2)]
+    alone = [model.trace(d) for d in docs]
+    results = [None, None]
+
+    def run(i):
+        results[i] = model.trace(docs[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(alone, results):
+        for sa, sb in zip(a.segments, b.segments):
+            assert np.array_equal(sa.memory_out, sb.memory_out)
+            assert np.array_equal(sa.write_to_tokens, sb.write_to_tokens)
+
+
+def test_determinism_bit_identical(model, ids):
+    a, b = model.trace(ids), model.trace(ids)
+    for sa, sb in zip(a.segments, b.segments):
+        assert np.array_equal(sa.memory_out, sb.memory_out)
+        assert np.array_equal(sa.token_logprob, sb.token_logprob, equal_nan=True)
+        assert np.array_equal(sa.block_attention, sb.block_attention)
+
+
+@pytest.mark.parametrize("bad", ["", "   \n\t  "])
+def test_empty_text_gets_a_clear_error(bad):
+    from rmt_core.tokenizer import build_symbol_tokenizer
+
+    model = make_model()
+    model.tokenizer = build_symbol_tokenizer(list("abc"), ["<pad>"])
+    with pytest.raises(TraceError, match="empty"):
+        model.trace(bad)
+
+
+def test_text_trace_keeps_character_offsets():
+    from rmt_core.tokenizer import build_symbol_tokenizer
+
+    model = make_model()
+    model.tokenizer = build_symbol_tokenizer(list("abcdefgh"), ["<pad>", "<unk>"])
+    text = "a b c d e f g h a b c"
+    trace = model.trace(text)
+    for seg in trace.segments:
+        for token, (s, e) in zip(seg.tokens, seg.char_spans.tolist()):
+            assert text[s:e] == token
+    assert trace.segments[0].tokens[:3] == ["a", "b", "c"]
+
+
+def test_analysis_functions(trace):
+    from rmt_core import analysis
+
+    states = trace.memory_states()
+    assert states.shape == (8, 3, 32)
+    proj = analysis.pca_trajectory(states, 3)
+    assert proj.coords.shape == (8, 3, 3) and 0 < proj.explained_variance_ratio.sum() <= 1 + 1e-9
+    churn = analysis.slot_churn(states)
+    assert churn.shape == (7, 3) and np.all(churn >= -1e-9) and np.all(churn <= 2 + 1e-9)
+    assert np.allclose(np.diag(analysis.slot_similarity(states[1])), 1.0)
+    assert analysis.block_mass(trace, "write->tokens").shape == (7,)
+    assert analysis.block_grid(trace, 0, "tokens->read").shape == (2, 4)
+    tops = analysis.top_read_tokens(trace, 0, k=2)
+    assert len(tops) == 3 and len(tops[0]) == 2
+    lens = analysis.logit_lens(trace, 0)
+    assert len(lens) == 3 and len(lens[0]) == 3 and len(lens[0][0]) == 5
+    np.testing.assert_allclose(analysis.segment_perplexity(trace), np.exp(trace.losses()))
