@@ -64,6 +64,12 @@ DEFAULT = Recipe(
         Stage("1-2 segments", "fact", "detect", (1, 2), max_steps=800, lm_weight=0.5, gate=0.95),
         Stage("2-4 segments", "fact", "detect", (2, 3, 4), max_steps=1200, lm_weight=0.5, gate=0.97, batch_size=24),
         Stage("4-8 segments", "fact", "detect", (4, 6, 8), max_steps=1000, lm_weight=0.5, gate=0.98, batch_size=16),
+        # No gate: a fixed budget of language modelling (weight 1) with recall kept alive, so the
+        # model is a real LM of Austen that also uses memory for context.
+        Stage("LM + recall, 2-8 segments", "fact", "detect", (2, 4, 8), max_steps=3000, lm_weight=1.0,
+              batch_size=16, eval_every=250),
+        Stage("longer documents, 8-16 segments", "fact", "detect", (8, 16), max_steps=300, lm_weight=1.0,
+              batch_size=8, lr=3e-4, gate=0.99, eval_every=100, eval_samples=64),
     ],
 )
 
@@ -76,7 +82,7 @@ COPY = Recipe(
     rmt={"num_mem_tokens": 9, "segment_size": 9, "mask_mode": "paper", "task": "copy",
          "description": "copy 24 symbols across segments (paper reproduction)"},
     stages=[
-        Stage("copy, 6 segments", "algorithmic", "copy", (6,), max_steps=3000, lr=1e-3, gate=0.99,
+        Stage("copy, 3 and 6 segments", "algorithmic", "copy", (3, 6), max_steps=4000, lr=1e-3, gate=0.995,
               n_symbols=24, eval_every=200, eval_samples=256),
     ],
 )

@@ -252,6 +252,27 @@ class _AttentionSummary:
         return torch.stack([table[y] for y in sorted(table)]).cpu().numpy().astype(np.float16)
 
 
+def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, carry: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-softmax (L, V) of a segment's logits and log p(token j | before) (L,).
+
+    carry: the previous segment's last log-softmax row, which predicts this segment's first token
+    (None at the document's start: that token gets NaN).
+    """
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    token_lp = torch.full((ids.shape[0],), float("nan"), device=logits.device)
+    if ids.shape[0] > 1:
+        token_lp[1:] = logprobs[:-1].gather(1, ids[1:, None]).squeeze(1)
+    if carry is not None:
+        token_lp[0] = carry[ids[0]]
+    return logprobs, token_lp
+
+
+def segment_loss(token_lp: torch.Tensor) -> float:
+    """Mean negative log-likelihood over the tokens that have a prediction."""
+    finite = token_lp[torch.isfinite(token_lp)]
+    return float(-finite.mean()) if finite.numel() else float("nan")
+
+
 def _final_norm(model) -> torch.nn.Module | None:
     base = model.backbone.base_model
     for name in ("ln_f", "norm", "final_layernorm"):
@@ -301,12 +322,7 @@ class TraceStream:
             ids = all_ids[start:end].unsqueeze(0)  # (1, L)
             probe = _AttentionSummary(m, end - start)
             out = model.run_segment(memory, ids, segment_index=index, attention_probe=probe, output_hidden_states=True)
-            logprobs = torch.log_softmax(out.logits[0].float(), dim=-1)  # (L, V)
-            token_lp = torch.full((end - start,), float("nan"), device=device)
-            if end - start > 1:
-                token_lp[1:] = logprobs[:-1].gather(1, ids[0, 1:, None]).squeeze(1)
-            if carry_logprobs is not None:
-                token_lp[0] = carry_logprobs[ids[0, 0]]
+            logprobs, token_lp = token_logprobs(out.logits[0], ids[0], carry_logprobs)
             carry_logprobs = logprobs[-1]
             top = torch.topk(logprobs, min(self.top_k, logprobs.shape[-1]), dim=-1)
             hidden = torch.stack(out.hidden_states)[:, 0]  # (Y+1, n, d)
@@ -317,7 +333,6 @@ class TraceStream:
                 lens_input[:-1] = norm(lens_input[:-1])
             lens = torch.topk(head(lens_input).float(), LENS_K, dim=-1).indices  # (Y+1, m, k)
             memory_out = out.memory_out if out.memory_out is not None else memory
-            finite = token_lp[torch.isfinite(token_lp)]
             record = SegmentRecord(
                 index=index, start=start, end=end,
                 token_ids=trace.token_ids[start:end],
@@ -330,7 +345,7 @@ class TraceStream:
                 token_logprob=token_lp.cpu().numpy().astype(np.float32),
                 topk_ids=top.indices.cpu().numpy().astype(np.int32),
                 topk_logprobs=top.values.cpu().numpy().astype(np.float16),
-                loss=float(-finite.mean()) if finite.numel() else float("nan"),
+                loss=segment_loss(token_lp),
                 block_attention=probe.stacked(probe.blocks),
                 write_to_tokens=probe.stacked(probe.write_to_tokens),
                 tokens_to_read=probe.stacked(probe.tokens_to_read),

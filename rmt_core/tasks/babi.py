@@ -282,7 +282,7 @@ class FactSample:
     """A haystack with facts inserted, ending in a question.
 
     ``facts`` are character spans (start, end) of each fact sentence in ``text``;
-    ``shortcut_answer`` is what "answer the last place mentioned" would say.
+    ``shortcut_answer`` is what "answer the last place named in a fact" would say.
     """
 
     text: str

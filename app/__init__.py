@@ -1,0 +1,1 @@
+"""RMT Lens Streamlit front end (talks to rmt_core's public API only)."""

@@ -1,0 +1,29 @@
+"""RMT Lens: `streamlit run app/main.py`.
+
+The entry point lays out the sidebar (model, document, Run/Cancel) and the pages.
+Pages only lay out widgets and call app.services / rmt_core.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `app` and `rmt_core` importable
+
+import streamlit as st  # noqa: E402
+
+from app import sidebar, state  # noqa: E402
+from app.views import attention, attribution, memory, overview, timeline  # noqa: E402
+
+st.set_page_config(page_title="RMT Lens", page_icon="🔁", layout="wide")
+
+pages = [
+    st.Page(overview.render, title="Overview", icon="🏠", url_path="overview", default=True),
+    st.Page(timeline.render, title="Timeline", icon="📈", url_path="timeline"),
+    st.Page(attention.render, title="Attention", icon="🔍", url_path="attention"),
+    st.Page(memory.render, title="Memory", icon="🧠", url_path="memory"),
+    st.Page(attribution.render, title="Attribution", icon="🎯", url_path="attribution"),
+]
+current = st.navigation(pages)
+sidebar.render()
+current.run()

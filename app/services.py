@@ -1,0 +1,173 @@
+"""The app's service layer: loading models, demo documents, running traces.
+
+Pages call these functions; they call rmt_core's public API. Nothing here draws.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import streamlit as st
+
+import rmt_core
+from rmt_core import CheckpointError
+
+FALLBACK_NAME = "built-in untrained model"
+DEMOS = ("Fact recall (demo)", "Austen chapter (demo)", "Copy task (demo)")
+
+
+@dataclass
+class Document:
+    """A document ready to trace, with what the app knows about it."""
+
+    name: str
+    text: str
+    fact_spans: list[tuple[int, int]] = field(default_factory=list)  # character ranges to mark
+    answer: str | None = None  # expected answer of a fact-recall sample
+    answer_position: int | None = None  # token index whose prediction is the answer
+    note: str | None = None
+
+
+def shipped_checkpoints() -> list[dict[str, str]]:
+    return rmt_core.list_checkpoints()
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
+def load_model(name_or_path: str):
+    """One shared copy of each model per server (tracing never mutates it)."""
+    if name_or_path == FALLBACK_NAME:
+        return _fallback_model()
+    return rmt_core.load(name_or_path)
+
+
+def _fallback_model():
+    """A small untrained RMT with the project tokenizer, for when no checkpoint ships."""
+    import torch
+    from rmt_core import RMTConfig, RMTModel
+    from rmt_core.backbones import backbone_from_config, gpt2_config
+    from rmt_core.corpus import load_corpus
+    from rmt_core.tokenizer import train_tokenizer
+
+    tokenizer = train_tokenizer([load_corpus("heldout")[:300_000]], vocab_size=2048)
+    torch.manual_seed(0)
+    backbone = backbone_from_config(gpt2_config(len(tokenizer), n_layer=2, n_embd=64, n_positions=128))
+    model = RMTModel.from_backbone(backbone, RMTConfig(num_mem_tokens=4, segment_size=32,
+                                                       description="untrained fallback"), tokenizer=tokenizer)
+    model.name = FALLBACK_NAME
+    return model.eval()
+
+
+def default_checkpoint_name() -> str:
+    names = [c["name"] for c in shipped_checkpoints()]
+    default = rmt_core.DEFAULT_CHECKPOINT
+    if default in names:
+        return default
+    return names[0] if names else FALLBACK_NAME
+
+
+def model_facts(model) -> dict[str, Any]:
+    cfg = model.config
+    return {
+        "checkpoint": model.name,
+        "backbone": model.backbone.config.model_type,
+        "layers": model.num_layers,
+        "heads": model.num_heads,
+        "hidden size": model.hidden_size,
+        "memory slots": cfg.num_mem_tokens,
+        "segment size": cfg.segment_size,
+        "mask mode": cfg.mask_mode,
+        "trained on": cfg.task or cfg.description or "—",
+        "weights": model.weights_hash(),
+    }
+
+
+# ---------------------------------------------------------------------- documents
+def demo_document(kind: str, model, seed: int = 7) -> Document:
+    """A demo document for the model: a fact-recall sample (fact written early, asked at the end),
+    an Austen chapter, or a copy-task sample."""
+    from rmt_core.corpus import load_corpus, sentence_boundaries
+    from rmt_core.tasks import babi
+
+    seg = model.config.segment_size
+    if kind == DEMOS[0]:
+        tok = model.tokenizer
+        rng = np.random.default_rng(seed)
+        for _ in range(50):  # a sample whose fact sits in the first half, so memory must carry it
+            sample = babi.build_sample(load_corpus("heldout"), 4 * seg, "detect", rng, tok, keep_out_tail=seg)
+            fact_start = sample.facts[0][0]
+            prefix_tokens = len(tok(sample.text[:fact_start], add_special_tokens=False)["input_ids"])
+            if prefix_tokens < 2 * seg:
+                break
+        text = sample.text + sample.answer
+        return Document("Fact recall (demo)", text, fact_spans=list(sample.facts), answer=sample.answer.strip(),
+                        answer_position=None,
+                        note=f"A fact is hidden in the text; the question at the end asks for it "
+                             f"(answer: “{sample.answer.strip()}”).")
+    if kind == DEMOS[1]:
+        text = load_corpus("heldout")
+        starts = sentence_boundaries(text)
+        start = int(starts[np.searchsorted(starts, 20_000)])
+        return Document("Persuasion, an excerpt (held out from training)", text[start:start + 6_000])
+    if kind == DEMOS[2]:
+        from rmt_core.tasks.algorithmic import SYMBOLS
+
+        rng = np.random.default_rng(seed)
+        source = " ".join(rng.choice(list(SYMBOLS), 24))
+        return Document("Copy task (demo)", f"{source} <sep> {source}",
+                        note="The copy task: 24 symbols, a separator, then the same symbols again.")
+    raise ValueError(f"unknown demo {kind!r}")
+
+
+def read_upload(name: str, data: bytes) -> Document:
+    """An uploaded file as a Document (rmt_core.documents checks and converts it)."""
+    from rmt_core.documents import read_document
+
+    doc = read_document(name, data=data)
+    return Document(name, doc.text, note=doc.note)
+
+
+# ---------------------------------------------------------------------- running
+def run_trace(model, document: Document, on_segment: Callable[[Any, int, int], None]):
+    """Trace a document, calling on_segment(trace, done, total) after each segment.
+
+    The partial trace is handed out from the first segment on, so a cancelled run
+    (the page reruns) keeps what was done.
+    """
+    stream = model.trace_iter(document.text)
+    total = len(stream.bounds)
+    stream.trace.meta.update({"document": document.name, "fact_spans": document.fact_spans,
+                              "answer": document.answer})
+    for record in stream:
+        on_segment(stream.trace, record.index + 1, total)
+    return stream.trace
+
+
+def answer_check(trace, tokenizer) -> dict[str, Any] | None:
+    """For a fact-recall document: the model's top prediction after 'Answer:' vs the expected answer."""
+    answer = trace.meta.get("answer")
+    if not answer or not trace.complete or tokenizer is None:
+        return None
+    last = trace.segments[-1]
+    if last.num_tokens < 2:
+        return None
+    position = last.num_tokens - 2  # the token before the answer predicts it
+    top_ids = last.topk_ids[position]
+    top_lp = last.topk_logprobs[position].astype(float)
+    predictions = [(tokenizer.decode([int(i)]).strip(), float(np.exp(lp))) for i, lp in zip(top_ids, top_lp)]
+    return {"expected": answer, "predicted": predictions[0][0], "probability": predictions[0][1],
+            "top": predictions, "correct": predictions[0][0] == answer}
+
+
+def attention_for(trace, segment: int) -> np.ndarray:
+    """Recomputed attention of a segment, cached per trace in session state."""
+    from . import state
+
+    cache = st.session_state.setdefault(state.ATTENTION_CACHE, {})
+    key = (id(trace), segment)
+    if key not in cache:
+        if len(cache) > 32:
+            cache.clear()
+        cache[key] = trace.attention(segment)
+    return cache[key]

@@ -1,0 +1,74 @@
+"""Attention: one head's full heatmap, the layer x head block grid, what write slots read, bertviz."""
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from rmt_core import analysis, figures
+from rmt_core.trace import BLOCK_PAIRS
+
+from app import services, sidebar
+from app.views.common import require_trace, show_figure
+
+MAX_HEATMAP = 200  # positions per axis before the heatmap is cut (the browser stays responsive)
+
+
+def render() -> None:
+    st.header("Attention")
+    trace = require_trace()
+    if trace is None:
+        return
+    if trace.model is None:
+        st.warning("This trace has no model attached, so full attention cannot be recomputed.")
+        return
+    _views(trace, sidebar.selected_segment(trace))
+
+
+@st.fragment
+def _views(trace, segment: int) -> None:
+    layers, heads = int(trace.model_info["num_layers"]), int(trace.model_info["num_heads"])
+    c1, c2, c3 = st.columns(3)
+    layer = c1.selectbox("Layer", range(layers), index=layers - 1, key="att_layer")
+    head = c2.selectbox("Head", range(heads), key="att_head")
+    pair = c3.selectbox("Block pair (grid)", BLOCK_PAIRS, index=1, key="att_pair",
+                        format_func=lambda p: p.replace("->", " → "))
+    attention = services.attention_for(trace, segment)  # (Y, H, n, n)
+    labels = trace.attention_labels(segment)
+    m = trace.num_mem_tokens
+    matrix, shown = attention[layer, head], labels
+    if len(labels) > MAX_HEATMAP:
+        keep = list(range(m)) + list(range(m, MAX_HEATMAP - m)) + list(range(len(labels) - m, len(labels)))
+        matrix = matrix[np.ix_(keep, keep)]
+        shown = [labels[i] for i in keep]
+        st.caption(f"Segment row has {len(labels)} positions; the heatmap shows the memory slots and the first "
+                   f"{MAX_HEATMAP - 2 * m} tokens so the browser stays responsive.")
+    tab_map, tab_grid, tab_slots, tab_head, tab_model = st.tabs(
+        ["Heatmap", "Layer × head grid", "What write slots read", "bertviz head view", "bertviz model view"])
+    with tab_map:
+        st.caption("Read slots R0.. come first, then the segment's tokens, then write slots W0..; "
+                   "orange lines separate the blocks. Rows are queries.")
+        show_figure(figures.attention_heatmap(matrix, shown, m,
+                                              f"Segment {segment}, layer {layer}, head {head}"), key="att_heatmap")
+    with tab_grid:
+        show_figure(figures.block_grid_figure(analysis.block_grid(trace, segment, pair), pair), key="att_grid")
+    with tab_slots:
+        seg = trace.segments[segment]
+        show_figure(figures.slot_token_heatmap(seg.write_to_tokens[layer, head].astype(float), seg.tokens,
+                                               f"Write slots' attention over the tokens (layer {layer}, head {head})"),
+                    key="att_slots")
+        rows = [{"slot": f"W{k}", **{f"#{i + 1}": f"{tok!r} ({w:.2f})" for i, (_, tok, w) in enumerate(top)}}
+                for k, top in enumerate(analysis.top_read_tokens(trace, segment, layer=layer, k=5))]
+        st.dataframe(rows, hide_index=True)
+    with tab_head:
+        _bertviz("head", attention, labels, layer)
+    with tab_model:
+        _bertviz("model", attention, labels, layer)
+
+
+def _bertviz(kind: str, attention: np.ndarray, labels: list[str], layer: int) -> None:
+    from rmt_core.bertviz_views import head_view_html, model_view_html
+
+    view = head_view_html(attention, labels, layer=layer) if kind == "head" else model_view_html(attention, labels)
+    if view.note:
+        st.caption(view.note)
+    st.iframe(view.html, height=view.height)

@@ -1,0 +1,143 @@
+"""Attribution: which read slots a prediction used, what write slots took from which tokens,
+which earlier tokens a prediction uses through memory, and memory interventions."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from rmt_core import RMTLensError, attribution, figures, interventions
+from rmt_core.render import document_html
+
+from app import sidebar, state
+from app.views.common import require_trace, show_figure
+
+
+def _cached(trace, key: tuple, compute):
+    cache = st.session_state.setdefault(state.ATTRIBUTION_CACHE, {})
+    full_key = (id(trace),) + key
+    if full_key not in cache:
+        cache[full_key] = compute()
+    return cache[full_key]
+
+
+def render() -> None:
+    st.header("Attribution and interventions")
+    trace = require_trace()
+    if trace is None:
+        return
+    if trace.model is None:
+        st.warning("Attribution needs the model the trace was made with.")
+        return
+    _views(trace, sidebar.selected_segment(trace))
+
+
+def _default_position(trace, segment: int) -> int:
+    seg = trace.segments[segment]
+    last = seg.num_tokens - 1
+    return max(0, last - 1) if segment == trace.num_segments - 1 else last
+
+
+@st.fragment
+def _views(trace, segment: int) -> None:
+    seg = trace.segments[segment]
+    tokenizer = trace.model.tokenizer
+    c1, c2, c3 = st.columns([3, 2, 1])
+    position = c1.selectbox("Position (the prediction made at this token)", range(seg.num_tokens),
+                            index=_default_position(trace, segment), key=f"attr_pos_{segment}",
+                            format_func=lambda j: f"{j}: {seg.tokens[j]!r}")
+    custom = c2.text_input("Target token (empty = the token that actually follows)", key="attr_target")
+    method = c3.selectbox("Method", attribution.METHODS, key="attr_method")
+    target = None
+    if custom:
+        ids = tokenizer(custom, add_special_tokens=False)["input_ids"] if tokenizer is not None else []
+        if len(ids) != 1:
+            st.error(f"“{custom}” is {len(ids)} tokens for this model; give a single token (e.g. with its leading space).")
+            return
+        target = ids[0]
+    tab_read, tab_write, tab_through, tab_int = st.tabs(
+        ["Read slots", "Write slots", "Through memory", "Interventions"])
+    try:
+        with tab_read:
+            _read(trace, segment, position, target, method)
+        with tab_write:
+            _write(trace, segment, method)
+        with tab_through:
+            _through(trace, segment, position, target)
+        with tab_int:
+            _interventions(trace)
+    except RMTLensError as exc:
+        st.error(str(exc))
+
+
+def _read(trace, segment, position, target, method) -> None:
+    result = _cached(trace, ("read", segment, position, target, method),
+                     lambda: attribution.read_slots(trace, segment, position, target=target, method=method))
+    show_figure(figures.slot_bar(result.scores, f"Read-slot attribution of log p({result.target_token!r}) at "
+                                 f"position {position}, segment {segment}"), key="attr_read")
+    if result.delta is not None:
+        change = result.f_input - result.f_baseline
+        st.caption(f"Integrated gradients, {result.n_steps} steps, baseline = the initial memory. "
+                   f"Sum of scores {result.scores.sum():.4f} vs f(input) − f(baseline) = {change:.4f} "
+                   f"(convergence delta {result.delta:.2e}).")
+
+
+def _write(trace, segment, method) -> None:
+    if not st.button("Attribute the write slots of this segment", key="attr_write_go"):
+        key = (id(trace), "write", segment, method)
+        if key not in st.session_state.get(state.ATTRIBUTION_CACHE, {}):
+            st.caption("Which tokens of this segment produced what each write slot wrote "
+                       "(target: the slot's output along its own update direction).")
+            return
+    with st.spinner("Attributing every write slot…"):
+        result = _cached(trace, ("write", segment, method), lambda: attribution.write_slots(trace, segment, method=method))
+    seg = trace.segments[segment]
+    show_figure(figures.slot_token_heatmap(result.scores, seg.tokens, f"Write-slot attribution over segment {segment}'s tokens",
+                                           value_name="attribution", signed=True), key="attr_write")
+
+
+def _through(trace, segment, position, target) -> None:
+    key = (id(trace), "through", segment, position, target)
+    if key not in st.session_state.get(state.ATTRIBUTION_CACHE, {}):
+        st.caption(f"Integrated gradients through the memory chain over up to {attribution.MAX_THROUGH_SEGMENTS} "
+                   "earlier segments (cost grows with the distance).")
+        if not st.button("Attribute through memory", key="attr_through_go"):
+            return
+    bar = st.progress(0.0, text="Integrating…")
+    result = _cached(trace, ("through", segment, position, target),
+                     lambda: attribution.through_memory(trace, segment, position, target=target,
+                                                        progress=lambda d, t: bar.progress(d / t, text=f"step batch {d}/{t}")))
+    bar.empty()
+    if result.note:
+        st.info(result.note)
+    st.caption(f"Document coloured by attribution of log p({result.target_token!r}) at position {position} of "
+               f"segment {segment}: orange = raises it, blue = lowers it.")
+    html, note = document_html(trace, values=np.nan_to_num(result.scores, nan=0.0), value_name="attribution",
+                               selected_segment=segment, signed=True,
+                               marked_chars=[tuple(s) for s in trace.meta.get("fact_spans", [])])
+    with st.container(height=360):
+        st.html(html)
+    order = np.argsort(-np.nan_to_num(result.scores, nan=-np.inf))[:10]
+    tokens = [t for s in trace.segments for t in s.tokens]
+    st.dataframe([{"token index": int(i), "token": tokens[i], "attribution": float(result.scores[i])} for i in order],
+                 hide_index=True)
+
+
+def _interventions(trace) -> None:
+    c1, c2 = st.columns(2)
+    kind = c1.selectbox("Intervention", ["reset to initial memory", "zero memory", "shuffle slots"], key="int_kind")
+    at = c2.selectbox("Before segment", range(trace.num_segments), key="int_segment")
+    run = {"reset to initial memory": interventions.reset_memory, "zero memory": interventions.zero_memory,
+           "shuffle slots": interventions.shuffle_slots}[kind]
+    result = _cached(trace, ("intervene", kind, at), lambda: run(trace, at))
+    fig = go.Figure()
+    x = np.arange(trace.num_segments)
+    fig.add_trace(go.Scatter(x=x, y=result.loss_before, name="original", mode="lines+markers"))
+    fig.add_trace(go.Scatter(x=x, y=result.loss_after, name=result.name, mode="lines+markers", line={"dash": "dash"}))
+    fig.update_layout(template=figures.TEMPLATE, title="Per-segment loss before and after the intervention",
+                      xaxis_title="segment", yaxis_title="loss (nats/token)", height=380)
+    show_figure(fig, key="int_fig")
+    if result.answer_before is not None:
+        st.markdown(f"Final prediction before: **{result.answer_before!r}** (p(last token) = {result.p_answer_before:.3f}) · "
+                    f"after: **{result.answer_after!r}** (p = {result.p_answer_after:.3f})"
+                    + (" — **the answer changed**." if result.answer_changed else "."))

@@ -1,0 +1,45 @@
+"""Memory: trajectories in PCA space, slot norms and churn, slot similarity, logit lens."""
+from __future__ import annotations
+
+import streamlit as st
+
+from rmt_core import analysis, figures
+
+from app import sidebar
+from app.views.common import require_trace, show_figure
+
+
+def render() -> None:
+    st.header("Memory")
+    trace = require_trace()
+    if trace is None:
+        return
+    _views(trace, sidebar.selected_segment(trace))
+
+
+@st.fragment
+def _views(trace, segment: int) -> None:
+    states = trace.memory_states()  # (S + 1, m, d)
+    tokenizer = trace.model.tokenizer if trace.model is not None else None
+    final_layer = -1
+    hover = [["" for _ in range(trace.num_mem_tokens)]]
+    for index in range(trace.num_segments):
+        lens = analysis.logit_lens(trace, index, tokenizer)[final_layer]
+        hover.append(["decodes to: " + ", ".join(repr(t) for t in tokens[:3]) for tokens in lens])
+    dims = st.radio("Projection", [2, 3], horizontal=True, format_func=lambda d: f"{d}-D PCA", key="mem_dims")
+    show_figure(figures.memory_trajectory(analysis.pca_trajectory(states, dims), hover, dims=dims), key="mem_pca")
+    c1, c2 = st.columns(2)
+    with c1:
+        show_figure(figures.slot_segment_heatmap(analysis.slot_norms(states)[1:], "Slot norms after each segment",
+                                                 "L2 norm"), key="mem_norms")
+    with c2:
+        show_figure(figures.slot_segment_heatmap(analysis.slot_churn(states),
+                                                 "Churn per slot (cosine distance in → out)", "churn"), key="mem_churn")
+    show_figure(figures.slot_similarity_figure(analysis.slot_similarity(states[segment + 1]), segment), key="mem_sim")
+    st.subheader(f"Logit lens of the memory written by segment {segment}")
+    st.caption("The top tokens each write slot's hidden state decodes to through the final norm and the LM head, "
+               "per layer (layer 0 = the memory as it entered).")
+    lens = analysis.logit_lens(trace, segment, tokenizer)
+    rows = [{"layer": y, **{f"W{k}": " ".join(repr(t) for t in tokens) for k, tokens in enumerate(layer)}}
+            for y, layer in enumerate(lens)]
+    st.dataframe(rows, hide_index=True)

@@ -1,0 +1,366 @@
+"""rmt_core.documents: every input is built inside the test; each bad input gets its own message."""
+from __future__ import annotations
+
+import codecs
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from rmt_core.documents import Document, DocumentLimits, read_document, supported_extensions
+from rmt_core.errors import DocumentError, RMTLensError
+
+
+# ---------------------------------------------------------------------------
+# helpers
+
+
+def make_pdf(pages: list[str]) -> bytes:
+    """A minimal valid PDF, written by hand: one Helvetica text line per page, correct xref offsets."""
+    n = len(pages)
+    font_id = 3 + 2 * n
+    objects: list[bytes] = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [" + b" ".join(b"%d 0 R" % (3 + 2 * i) for i in range(n)) + b"] /Count %d >>" % n,
+    ]
+    for i, text in enumerate(pages):
+        escaped = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)").encode("latin-1")
+        content = b"BT /F1 12 Tf 72 720 Td (" + escaped + b") Tj ET"
+        objects.append(
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+            b"/Resources << /Font << /F1 %d 0 R >> >> /Contents %d 0 R >>" % (font_id, 4 + 2 * i)
+        )
+        objects.append(b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream")
+    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % off for off in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def make_docx() -> bytes:
+    import docx
+
+    document = docx.Document()
+    document.add_paragraph("First paragraph about memory tokens.")
+    table = document.add_table(rows=2, cols=2)
+    for r, row in enumerate([("Segment", "Tokens"), ("1", "512")]):
+        for c, value in enumerate(row):
+            table.cell(r, c).text = value
+    document.add_paragraph("After the table.")
+    buf = io.BytesIO()
+    document.save(buf)
+    return buf.getvalue()
+
+
+def error_of(*args, **kwargs) -> str:
+    with pytest.raises(DocumentError) as info:
+        read_document(*args, **kwargs)
+    return str(info.value)
+
+
+# ---------------------------------------------------------------------------
+# plain text
+
+
+def test_supported_extensions_and_error_base():
+    exts = supported_extensions()
+    assert {".txt", ".md", ".text", ".markdown", ".pdf", ".docx", ".html", ".htm"} == set(exts)
+    assert issubclass(DocumentError, RMTLensError)
+
+
+def test_utf8_file_from_path(tmp_path: Path):
+    path = tmp_path / "notes.txt"
+    path.write_bytes("Memory tokens carry state — café.\n".encode("utf-8"))
+    doc = read_document(path)
+    assert isinstance(doc, Document)
+    assert doc == Document(text="Memory tokens carry state — café.\n", name="notes.txt", kind="text",
+                           encoding="utf-8", truncated=False, note=None, n_bytes=path.stat().st_size)
+
+
+def test_upload_bytes_use_name_for_extension_only():
+    doc = read_document("folder/README.MD", data=b"# Title\r\n\r\nBody\r\n")
+    assert (doc.kind, doc.name, doc.text) == ("markdown", "README.MD", "# Title\n\nBody\n")
+
+
+@pytest.mark.parametrize("encoding, bom, expected", [
+    ("utf-16-le", codecs.BOM_UTF16_LE, "utf-16-le"),
+    ("utf-16-be", codecs.BOM_UTF16_BE, "utf-16-be"),
+    ("utf-32-le", codecs.BOM_UTF32_LE, "utf-32-le"),
+    ("utf-8", codecs.BOM_UTF8, "utf-8-sig"),
+])
+def test_bom_encodings_and_windows_newlines(encoding: str, bom: bytes, expected: str):
+    raw = bom + "Line one\r\nLigne deux: été\r\n".encode(encoding)
+    doc = read_document("a.txt", data=raw)
+    assert doc.text == "Line one\nLigne deux: été\n"
+    assert doc.encoding == expected
+    assert "\ufeff" not in doc.text
+
+
+def test_utf16_without_bom_is_detected():
+    doc = read_document("a.txt", data="Plain words without a mark\n".encode("utf-16-le"))
+    assert doc.text == "Plain words without a mark\n" and doc.encoding == "utf-16-le"
+
+
+def test_latin1_is_guessed_and_reported():
+    text = ("Le café était fermé, mais la crème brûlée restait délicieuse à côté du théâtre. " * 4).strip()
+    doc = read_document("fr.txt", data=text.encode("latin-1"))
+    assert doc.text == text
+    assert doc.encoding == "cp1252" and "best guess" in doc.note
+    assert read_document("de.txt", data="Schöne Grüße aus Köln".encode("latin-1")).text == "Schöne Grüße aus Köln"
+
+
+def test_non_western_legacy_encoding_is_guessed():
+    text = "Привет, мир! Это проверка кодировки текста для модели памяти."
+    assert read_document("ru.txt", data=text.encode("cp1251")).text == text
+
+
+def test_old_mac_newlines_nfc_and_control_chars_removed():
+    doc = read_document("a.txt", data="one\rtwo\rcafe\u0301\x07\x1b end\tx".encode("utf-8"))
+    assert doc.text == "one\ntwo\ncafé end\tx"
+    assert doc.note == "Removed 2 control characters."
+
+
+# ---------------------------------------------------------------------------
+# bad inputs: one message each
+
+
+def test_missing_file(tmp_path: Path):
+    assert "No such file" in error_of(tmp_path / "nope.txt")
+
+
+def test_folder_is_refused(tmp_path: Path):
+    folder = tmp_path / "docs.txt"
+    folder.mkdir()
+    assert "is a folder" in error_of(folder)
+
+
+def test_unknown_extension_lists_supported():
+    message = error_of("sheet.xlsx", data=b"whatever")
+    assert "'.xlsx' is not supported" in message and ".pdf" in message and ".docx" in message
+    assert "no extension" in error_of("Makefile", data=b"all:")
+
+
+def test_empty_and_whitespace_only(tmp_path: Path):
+    path = tmp_path / "empty.txt"
+    path.write_bytes(b"")
+    assert "is empty (0 bytes)" in error_of(path)
+    assert "no text (only whitespace)" in error_of("blank.md", data=b" \r\n\t\n  ")
+
+
+def test_binary_under_text_name():
+    png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))
+    message = error_of("photo.txt", data=png)
+    assert "binary file" in message and "NUL bytes" in message and "PNG" in message
+
+
+def test_control_character_soup_is_binary():
+    message = error_of("weird.txt", data=bytes([1, 2, 3, 4, 5, 6, 14, 15, 16, 17]) * 50 + b"text")
+    assert "binary file" in message and "control characters" in message
+
+
+def test_undecodable_after_byte_order_mark():
+    message = error_of("bad.txt", data=codecs.BOM_UTF16_LE + b"abc")
+    assert "binary file" in message and "byte-order mark" in message
+
+
+def test_over_size_limit_names_both_numbers(tmp_path: Path):
+    limits = DocumentLimits(max_bytes=100)
+    message = error_of("big.txt", data=b"a" * 150, limits=limits)
+    assert "150 bytes" in message and "100 bytes" in message and "DocumentLimits(max_bytes=" in message
+    path = tmp_path / "big.txt"
+    path.write_bytes(b"a" * 150)
+    assert "over the size limit" in error_of(path, limits=limits)
+    assert read_document(path, limits=DocumentLimits(max_bytes=150)).text == "a" * 150
+
+
+def test_over_char_limit_raises_or_truncates_with_note():
+    data = b"abcdefghijklmnopqrstuvwxyz"
+    limits = DocumentLimits(max_chars=10)
+    message = error_of("abc.txt", data=data, limits=limits)
+    assert "26 characters" in message and "limit of 10" in message and "truncate=True" in message
+    doc = read_document("abc.txt", data=data, limits=limits, truncate=True)
+    assert doc.text == "abcdefghij" and doc.truncated
+    assert doc.note == "Truncated to the first 10 characters of 26."
+
+
+def test_limits_must_be_positive():
+    with pytest.raises(DocumentError, match="max_chars"):
+        DocumentLimits(max_chars=0)
+
+
+# ---------------------------------------------------------------------------
+# PDF
+
+
+def test_pdf_round_trip(tmp_path: Path):
+    path = tmp_path / "hello.pdf"
+    path.write_bytes(make_pdf(["Hello RMT Lens", "Second page"]))
+    doc = read_document(path)
+    assert doc.kind == "pdf" and doc.encoding is None and doc.note is None
+    assert "Hello RMT Lens" in doc.text and "Second page" in doc.text
+    assert doc.text.index("Hello") < doc.text.index("Second") and "\n\n" in doc.text
+
+
+def test_pdf_page_limit_raises_or_truncates():
+    data = make_pdf(["page one", "page two", "page three"])
+    message = error_of("long.pdf", data=data, limits=DocumentLimits(max_pdf_pages=2))
+    assert "3 pages" in message and "limit of 2" in message
+    doc = read_document("long.pdf", data=data, limits=DocumentLimits(max_pdf_pages=2), truncate=True)
+    assert "page two" in doc.text and "page three" not in doc.text
+    assert doc.truncated and "first 2 pages of 3" in doc.note
+
+
+def test_encrypted_pdf():
+    from pypdf import PdfWriter
+
+    writer = PdfWriter()
+    writer.add_blank_page(width=200, height=200)
+    writer.encrypt("secret")
+    buf = io.BytesIO()
+    writer.write(buf)
+    assert "encrypted (password-protected) PDF" in error_of("locked.pdf", data=buf.getvalue())
+
+
+def test_pdf_with_only_an_owner_password_is_read():
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(make_pdf(["Hello RMT Lens"]))))
+    writer.encrypt("", owner_password="owner")
+    buf = io.BytesIO()
+    writer.write(buf)
+    assert "Hello RMT Lens" in read_document("open.pdf", data=buf.getvalue()).text
+
+
+def test_aes_pdf_without_cryptography_says_what_to_install(monkeypatch):
+    from pypdf import PdfReader, PdfWriter
+    from pypdf.errors import DependencyError
+
+    writer = PdfWriter()
+    writer.add_blank_page(width=200, height=200)
+    writer.encrypt("", owner_password="owner")
+    buf = io.BytesIO()
+    writer.write(buf)
+
+    def needs_cryptography(self, password):
+        raise DependencyError("cryptography>=3.1 is required for AES algorithm")
+    monkeypatch.setattr(PdfReader, "decrypt", needs_cryptography)
+    assert "needs the 'cryptography' package" in error_of("aes.pdf", data=buf.getvalue())
+
+
+def test_pdf_without_text_layer():
+    from pypdf import PdfWriter
+
+    writer = PdfWriter()
+    writer.add_blank_page(width=200, height=200)
+    writer.add_blank_page(width=200, height=200)
+    buf = io.BytesIO()
+    writer.write(buf)
+    message = error_of("scan.pdf", data=buf.getvalue())
+    assert "2 pages but no text layer" in message and "OCR" in message
+
+
+def test_corrupt_pdf():
+    assert "corrupt or unreadable PDF" in error_of("broken.pdf", data=b"%PDF-1.4\n" + b"\x00garbage" * 20)
+    assert "does not start with %PDF-" in error_of("fake.pdf", data=b"just some text")
+
+
+# ---------------------------------------------------------------------------
+# DOCX
+
+
+def test_docx_round_trip_with_table(tmp_path: Path):
+    path = tmp_path / "report.docx"
+    path.write_bytes(make_docx())
+    doc = read_document(path)
+    assert doc.kind == "docx" and doc.note is None
+    assert doc.text == "First paragraph about memory tokens.\n\nSegment\tTokens\n1\t512\n\nAfter the table."
+
+
+def test_corrupt_docx_not_a_zip():
+    assert "corrupt .docx (not a valid zip archive" in error_of("bad.docx", data=b"this is not a zip file at all")
+
+
+def test_corrupt_docx_missing_document_xml():
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("hello.txt", "hi")
+    assert "has no word/document.xml" in error_of("bad.docx", data=buf.getvalue())
+
+
+def test_old_word_doc_under_docx_name():
+    message = error_of("old.docx", data=b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 64)
+    assert "old Word .doc or a password-protected" in message
+
+
+def _zip_of_zeros(n_mib: int, level: int) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=level) as zf:
+        zf.writestr("[Content_Types].xml", "<Types/>")
+        with zf.open("word/document.xml", mode="w", force_zip64=True) as fh:
+            chunk = b"\x00" * (8 << 20)
+            for _ in range(n_mib // 8):
+                fh.write(chunk)
+    return buf.getvalue()
+
+
+def refuse_unzipping(monkeypatch) -> None:
+    """From now on, any attempt to inflate a zip member fails the test."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a zip member was opened")
+    monkeypatch.setattr(zipfile.ZipFile, "open", refuse)
+    monkeypatch.setattr(zipfile.ZipFile, "read", refuse)
+
+
+def test_zip_bomb_docx_refused_without_extracting(monkeypatch):
+    data = _zip_of_zeros(304, level=1)  # ~1.4 MB declaring 318.8 MB
+    refuse_unzipping(monkeypatch)
+    message = error_of("bomb.docx", data=data)
+    assert "zip bomb" in message and "318.8 MB" in message and "200.0 MB" in message
+    assert "Nothing was extracted" in message and "max_unzipped_bytes" in message
+
+
+def test_zip_bomb_by_compression_ratio(monkeypatch):
+    data = _zip_of_zeros(16, level=9)  # 16 MiB in ~16 kB: under the size limit, absurd ratio
+    refuse_unzipping(monkeypatch)
+    message = error_of("bomb.docx", data=data)
+    assert "zip bomb" in message and "compressed" in message and "to 1" in message
+
+
+# ---------------------------------------------------------------------------
+# HTML
+
+
+def test_html_visible_text_only():
+    page = b"""<!DOCTYPE html><html><head><title>RMT  Lens</title>
+    <style>body { color: red }</style><script>var x = 1;</script></head>
+    <body><h1>Heading</h1><!-- a comment -->
+    <p>First <b>bold</b>
+       paragraph.</p><script>alert(1)</script><noscript>enable js</noscript>
+    <div hidden>secret</div><div style="display: none">also secret</div>
+    <ul><li>one</li><li>two</li></ul>
+    <table><tr><td>a</td><td>b</td></tr><tr><td>c</td><td>d</td></tr></table>
+    line<br>break<template><p>tmpl</p></template></body></html>"""
+    doc = read_document("page.html", data=page)
+    assert doc.kind == "html"
+    assert doc.text == "RMT Lens\n\nHeading\n\nFirst bold paragraph.\n\none\ntwo\n\na\tb\nc\td\n\nline\nbreak"
+    for hidden in ("alert", "color", "var x", "comment", "enable js", "secret", "tmpl"):
+        assert hidden not in doc.text
+
+
+def test_html_meta_charset_is_honoured():
+    page = '<html><head><meta charset="iso-8859-1"></head><body><p>crème brûlée</p></body></html>'
+    doc = read_document("menu.htm", data=page.encode("latin-1"))
+    assert doc.text == "crème brûlée" and doc.encoding == "iso-8859-1"
+
+
+def test_deeply_nested_html_does_not_recurse():
+    page = "<div>" * 2000 + "deep" + "</div>" * 2000
+    assert read_document("deep.html", data=page.encode()).text == "deep"

@@ -1,0 +1,221 @@
+"""Evaluation on tiny random models: row shapes, same samples for memory and reset, tables, training resume."""
+from __future__ import annotations
+
+import functools
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rmt_core import RMTConfig, RMTModel
+from rmt_core.backbones import backbone_from_config, gpt2_config
+from rmt_core.evaluation import (
+    PAPER_ALGORITHMIC,
+    EvaluationError,
+    evaluate_algorithmic,
+    evaluate_fact_recall,
+    evaluate_lm,
+    format_table,
+    markdown_table,
+)
+from rmt_core.tasks import babi
+
+SEG = 32  # fact models: 32-token segments (a detect sample fits in one)
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_tokenizer():
+    """A 1024-token BPE on a slice of the held-out novel (+ bAbI words); trained once per process."""
+    from rmt_core.corpus import load_corpus
+    from rmt_core.tokenizer import train_tokenizer
+
+    return train_tokenizer([load_corpus("heldout")[:200000]], vocab_size=1024)
+
+
+def make_fact_model(num_mem_tokens: int = 4, seed: int = 0, segment_size: int = SEG) -> RMTModel:
+    """A tiny random GPT-2 RMT with the tiny BPE tokenizer."""
+    tok = tiny_tokenizer()
+    torch.manual_seed(seed)
+    cfg = gpt2_config(len(tok), n_layer=2, n_embd=32, n_head=4, n_positions=64)
+    rmt = RMTConfig(num_mem_tokens=num_mem_tokens, segment_size=segment_size, task="detect")
+    return RMTModel.from_backbone(backbone_from_config(cfg), rmt, tokenizer=tok).eval()
+
+
+def make_symbol_model(num_mem_tokens: int = 3, seed: int = 0) -> RMTModel:
+    """A tiny random GPT-2 RMT with the algorithmic tasks' symbol tokenizer."""
+    from rmt_core.tasks.algorithmic import symbol_tokenizer
+
+    tok = symbol_tokenizer()
+    torch.manual_seed(seed)
+    cfg = gpt2_config(len(tok), n_layer=2, n_embd=32, n_head=4, n_positions=64)
+    return RMTModel.from_backbone(backbone_from_config(cfg), RMTConfig(num_mem_tokens=num_mem_tokens, segment_size=9),
+                                  tokenizer=tok).eval()
+
+
+@pytest.fixture(scope="module")
+def fact_model() -> RMTModel:
+    return make_fact_model()
+
+
+FACT_KEYS = {"task", "segments", "tokens", "samples", "accuracy_memory", "accuracy_reset", "shortcut", "chance"}
+
+
+# ---------------------------------------------------------------------- fact recall
+def test_fact_recall_rows(fact_model):
+    calls = []
+    rows = evaluate_fact_recall(fact_model, "detect", segments=(1, 2), samples=6, batch_size=4,
+                                progress=lambda done, total: calls.append((done, total)))
+    assert [r["segments"] for r in rows] == [1, 2]
+    for row in rows:
+        assert set(row) == FACT_KEYS
+        assert row["tokens"] == row["segments"] * SEG
+        assert row["samples"] == 6
+        for key in ("accuracy_memory", "accuracy_reset", "shortcut"):
+            assert 0.0 <= row[key] <= 1.0
+        assert row["shortcut"] == 1.0  # detect: the only place mentioned is the answer
+        assert row["chance"] == pytest.approx(1 / 6)
+    assert calls[-1] == (12, 12) and len(calls) == 4  # 2 batches per row
+    # One segment: resetting before it changes nothing, so both columns agree (same samples).
+    assert rows[0]["accuracy_memory"] == rows[0]["accuracy_reset"]
+
+
+def test_fact_recall_is_seeded_and_matches_unbatched_forward(fact_model):
+    rows = evaluate_fact_recall(fact_model, "qa1", segments=(2,), samples=5, batch_size=3, seed=7)
+    again = evaluate_fact_recall(fact_model, "qa1", segments=(2,), samples=5, batch_size=5, seed=7)
+    assert rows == again  # batch size does not change the result (right padding is masked)
+    # Recompute by hand, one sample at a time without padding.
+    rng = np.random.default_rng([7, 2])
+    tok = fact_model.tokenizer
+    hits = {False: 0, True: 0}
+    shortcut = []
+    for _ in range(5):
+        sample = babi.build_sample(babi_haystack(), 2 * SEG, "qa1", rng, tok, keep_out_tail=SEG)
+        shortcut.append(sample)
+        enc = babi.encode_sample(sample, tok)
+        ids = torch.tensor([enc.input_ids])
+        for reset in (False, True):
+            with torch.no_grad():
+                logits = fact_model(ids, reset_memory=reset).logits
+            hits[reset] += int(logits[0, -2].argmax()) == enc.answer_id
+    assert rows[0]["accuracy_memory"] == hits[False] / 5
+    assert rows[0]["accuracy_reset"] == hits[True] / 5
+    assert rows[0]["shortcut"] == babi.shortcut_accuracy(shortcut)
+
+
+def babi_haystack() -> str:
+    from rmt_core.corpus import load_corpus
+
+    return load_corpus("heldout")
+
+
+def test_no_memory_slots_means_memory_equals_reset():
+    model = make_fact_model(num_mem_tokens=0)
+    rows = evaluate_fact_recall(model, "detect", segments=(2, 3), samples=6, batch_size=6)
+    for row in rows:
+        assert row["accuracy_memory"] == row["accuracy_reset"]
+
+
+def test_custom_haystack_and_errors(fact_model):
+    text = "It was a fine morning. The ship left the harbour at dawn. Nobody spoke of it again. " * 200
+    rows = evaluate_fact_recall(fact_model, "memorize", segments=(2,), samples=3, haystack=text)
+    assert rows[0]["samples"] == 3
+    with pytest.raises(EvaluationError, match="unknown fact task"):
+        evaluate_fact_recall(fact_model, "qa9", segments=(1,), samples=1)
+    with pytest.raises(EvaluationError, match="too small"):  # question + fact do not fit in 8 tokens
+        evaluate_fact_recall(make_fact_model(segment_size=8), "detect", segments=(1,), samples=1)
+    with pytest.raises(EvaluationError, match="empty"):
+        evaluate_fact_recall(fact_model, "detect", segments=(1,), samples=1, haystack="  ")
+    no_tok = make_fact_model()
+    no_tok.tokenizer = None
+    with pytest.raises(EvaluationError, match="no tokenizer"):
+        evaluate_fact_recall(no_tok, "detect", segments=(1,), samples=1)
+    with pytest.raises(EvaluationError, match="lacks the symbols"):
+        evaluate_algorithmic(fact_model, "copy", segments=(3,), samples=1)
+
+
+# ---------------------------------------------------------------------- language modelling
+def test_lm_perplexities_are_finite(fact_model):
+    result = evaluate_lm(fact_model, segments_per_window=3, windows=4, batch_size=3)
+    for key in ("perplexity_memory", "perplexity_reset", "perplexity_memory_later", "perplexity_reset_later"):
+        assert math.isfinite(result[key]) and result[key] > 1.0
+    assert result["tokens_scored"] == 4 * (3 * SEG - 1)
+    assert result["relative_improvement"] == pytest.approx(1 - result["perplexity_memory"] / result["perplexity_reset"])
+    # One segment per window: memory never comes into play.
+    single = evaluate_lm(fact_model, segments_per_window=1, windows=3)
+    assert single["perplexity_memory"] == pytest.approx(single["perplexity_reset"], rel=1e-6)
+    assert single["perplexity_memory_later"] is None
+    # A text shorter than a window is used whole.
+    short = evaluate_lm(fact_model, text="Anne walked to the garden and back again.", windows=2)
+    assert short["segments_per_window"] == 1 and math.isfinite(short["perplexity_memory"])
+
+
+# ---------------------------------------------------------------------- algorithmic
+def test_algorithmic_rows():
+    model = make_symbol_model()
+    rows = evaluate_algorithmic(model, "copy", segments=(3, 6), samples=8)
+    assert [r["segment_size"] for r in rows] == [17, 9]
+    assert model.config.segment_size == 9  # restored
+    for row in rows:
+        assert 0.0 <= row["accuracy_memory"] <= 1.0 and 0.0 <= row["accuracy_reset"] <= 1.0
+        assert (row["paper_baseline"], row["paper_rmt"]) == PAPER_ALGORITHMIC[("copy", row["segments"])]
+        assert row["chance"] == 1 / 8
+    small = evaluate_algorithmic(model, "retrieval", segments=(2,), samples=4, n_symbols=3)
+    assert small[0]["paper_rmt"] is None  # the paper used 4 pairs
+    assert small[0]["chance"] == 1 / 10
+    assert evaluate_algorithmic(make_symbol_model(num_mem_tokens=0), "reverse", (2,), samples=4)[0]["accuracy_memory"] == \
+        evaluate_algorithmic(make_symbol_model(num_mem_tokens=0), "reverse", (2,), samples=4)[0]["accuracy_reset"]
+    with pytest.raises(EvaluationError, match="exactly 7"):
+        evaluate_algorithmic(model, "retrieval", segments=(7,), samples=1)
+    with pytest.raises(EvaluationError, match="unknown algorithmic task"):
+        evaluate_algorithmic(model, "sort", segments=(2,), samples=1)
+
+
+# ---------------------------------------------------------------------- tables
+def test_tables():
+    rows = [{"task": "detect", "segments": 1, "acc": 0.5, "paper": None},
+            {"task": "qa1", "segments": 16, "acc": 1 / 3, "paper": 0.99}]
+    text = format_table(rows)
+    lines = text.splitlines()
+    assert lines[0].split() == ["task", "segments", "acc", "paper"]
+    assert set(lines[1]) <= {"-", " "}
+    assert lines[2].split() == ["detect", "1", "0.500", "-"]
+    assert lines[3].split() == ["qa1", "16", "0.333", "0.990"]
+    assert len({len(line) for line in lines[:2]}) == 1  # header and rule aligned
+    assert lines[2].index("0.500") + 5 == lines[3].index("0.333") + 5  # numbers right-aligned
+    assert format_table(rows, columns=["acc"]).splitlines()[2].strip() == "0.500"
+    md = markdown_table(rows).splitlines()
+    assert md[0] == "| task | segments | acc | paper |"
+    assert md[1] == "|---|---:|---:|---:|"
+    assert md[2] == "| detect | 1 | 0.500 | - |"
+    assert format_table([]) == "" and markdown_table([]) == ""
+
+
+# ---------------------------------------------------------------------- training resume
+def test_train_three_steps_then_resume(tmp_path):
+    from rmt_core import checkpoint
+    from rmt_core.recipes import Recipe, Stage
+    from rmt_core.training import train
+
+    recipe = Recipe(
+        name="tiny-copy", summary="test", tokenizer="symbols",
+        backbone={"kind": "gpt2", "n_layer": 1, "n_embd": 16, "n_head": 2, "n_positions": 16},
+        rmt={"num_mem_tokens": 2, "segment_size": 3},
+        stages=[Stage("copy", "algorithmic", "copy", (3,), max_steps=3, batch_size=4, n_symbols=4,
+                      eval_every=100, eval_samples=4)],
+        warmup_steps=1,
+    )
+    out = tmp_path / "run"
+    logs: list[str] = []
+    first = train(recipe, out, max_minutes=0, threads=1, log=logs.append)  # stops after one step
+    state = json.loads((out / "state.json").read_text())
+    assert first == out / "latest" and (state["stage"], state["step"], state["total_steps"]) == (0, 1, 1)
+    final = train(recipe, out, threads=1, log=logs.append)
+    state = json.loads((out / "state.json").read_text())
+    assert any(line.startswith("resumed tiny-copy") for line in logs)
+    assert (state["stage"], state["total_steps"]) == (1, 3)
+    assert state["stages"][0]["steps"] == 3
+    assert final == out / "final" and checkpoint.load(final, device="cpu").config.segment_size == 3
+    logs.clear()
+    assert train(recipe, out, log=logs.append) == out / "final" and "all stages done" in logs[0]
