@@ -13,16 +13,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `app` and `rm
 import streamlit as st  # noqa: E402
 
 from app import sidebar, state  # noqa: E402
-from app.views import attention, attribution, memory, overview, timeline  # noqa: E402
 
 st.set_page_config(page_title="RMT Lens", page_icon="🔁", layout="wide")
 
 pages = [
-    st.Page(overview.render, title="Overview", icon="🏠", url_path="overview", default=True),
-    st.Page(timeline.render, title="Timeline", icon="📈", url_path="timeline"),
-    st.Page(attention.render, title="Attention", icon="🔍", url_path="attention"),
-    st.Page(memory.render, title="Memory", icon="🧠", url_path="memory"),
-    st.Page(attribution.render, title="Attribution", icon="🎯", url_path="attribution"),
+    st.Page("screens/overview.py", title="Overview", icon="🏠", url_path="overview", default=True),
+    st.Page("screens/timeline.py", title="Timeline", icon="📈", url_path="timeline"),
+    st.Page("screens/attention.py", title="Attention", icon="🔍", url_path="attention"),
+    st.Page("screens/memory.py", title="Memory", icon="🧠", url_path="memory"),
+    st.Page("screens/attribution.py", title="Attribution", icon="🎯", url_path="attribution"),
 ]
 current = st.navigation(pages)
 sidebar.render()

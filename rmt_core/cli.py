@@ -216,6 +216,28 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- registry
+# ---------------------------------------------------------------------- ship
+def add_ship(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="a training run folder (with state.json and final/ or latest/)")
+    p.add_argument("--name", required=True, help="folder name under checkpoints/")
+    p.add_argument("--samples", type=_positive_int, default=500, metavar="N", help="evaluation samples per cell")
+    p.add_argument("--lm-windows", type=_positive_int, default=64, metavar="N")
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="T")
+
+
+def run_ship(args: argparse.Namespace) -> int:
+    import torch
+
+    from .shipping import ship
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not (Path(args.run) / "state.json").is_file():
+        raise RMTLensError(f"{args.run} is not a training run folder (no state.json).")
+    ship(args.run, args.name, samples=args.samples, lm_windows=args.lm_windows, progress=_say)
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "train": Command("train (or resume) a recipe", add_train, run_train,
                      "Train a recipe into a run folder. Running the same command again resumes where it stopped."),
@@ -223,6 +245,7 @@ COMMANDS: dict[str, Command] = {
                     "Evaluate a checkpoint on fact recall, an algorithmic task or perplexity; every number "
                     "is measured with memory and with the memory reset before every segment."),
     "list": Command("list the shipped checkpoints", add_list, run_list),
+    "ship": Command("evaluate a training run and write it to checkpoints/ with its model card", add_ship, run_ship),
 }
 
 

@@ -201,6 +201,7 @@ def train(
         log_file.flush()
 
     base_seconds = state["seconds"]
+    state["threads"] = torch.get_num_threads()
     while state["stage"] < len(recipe.stages):
         stage = recipe.stages[state["stage"]]
         if state["step"] == 0:

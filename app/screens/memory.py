@@ -1,0 +1,4 @@
+"""Page file: the layout lives in app.views.memory."""
+from app.views import memory
+
+memory.render()

@@ -1,0 +1,74 @@
+"""The Streamlit app through AppTest: first screen, every page, uploads, widgets, bad input."""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from app import state  # noqa: E402
+
+PAGES = ["screens/timeline.py", "screens/attention.py", "screens/memory.py", "screens/attribution.py"]
+TIMEOUT = 240
+
+
+@pytest.fixture(scope="module")
+def first_screen():
+    at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    at.run()
+    return at
+
+
+def _no_exception(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def test_first_screen_runs_the_demo_with_no_clicks(first_screen):
+    at = first_screen
+    _no_exception(at)
+    trace = at.session_state[state.TRACE]
+    assert trace.complete and trace.num_segments >= 2
+    assert len(at.get("plotly_chart")) >= 1
+    assert any("Question at the end" in m.value for m in at.markdown)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_each_page_runs(first_screen, page):
+    at = first_screen
+    at.switch_page(page).run()
+    _no_exception(at)
+    assert len(at.get("plotly_chart")) >= 1
+
+
+def test_changing_segment_layer_head_works(first_screen):
+    at = first_screen
+    at.switch_page("screens/attention.py").run()
+    trace = at.session_state[state.TRACE]
+    at.slider(key=state.SEGMENT).set_value(0).run()
+    _no_exception(at)
+    at.selectbox(key="att_layer").set_value(0).run()
+    at.selectbox(key="att_head").set_value(1).run()
+    _no_exception(at)
+    assert at.session_state[state.SEGMENT] == 0
+    # the model is not re-run by view changes: the same trace object stays
+    assert at.session_state[state.TRACE] is trace
+
+
+def test_pasted_text_runs_to_completion():
+    at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    at.run()
+    at.radio(key=state.SOURCE).set_value("Paste text").run()
+    at.text_area(key=state.PASTED).input("It is a truth universally acknowledged, that a single man " * 20).run()
+    at.button[0].click().run()  # Run is the first button in the sidebar
+    _no_exception(at)
+    trace = at.session_state[state.TRACE]
+    assert trace.complete and trace.text.startswith("It is a truth")
+
+
+def test_a_folder_that_is_not_a_checkpoint_gets_a_message(tmp_path):
+    at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    at.run()
+    at.selectbox(key=state.CHECKPOINT).set_value("Local folder…").run()
+    at.text_input(key=state.LOCAL_FOLDER).input(str(tmp_path)).run()
+    _no_exception(at)
+    assert any("not a checkpoint" in e.value for e in at.error)

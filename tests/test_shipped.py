@@ -1,0 +1,115 @@
+"""Real tests of the shipped weights: each checkpoint answers held-out samples as its card claims,
+and the default model's attributions and interventions find the fact it carries in memory."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import rmt_core
+from rmt_core import attribution, evaluation, interventions
+from rmt_core.checkpoint import list_checkpoints
+
+SHIPPED = [c["name"] for c in list_checkpoints()]
+SAMPLES = 100
+
+
+def _card_results(model) -> dict:
+    import json
+
+    config = json.loads((rmt_core.checkpoint.SHIPPED_DIR / model.name / "config.json").read_text())
+    return config["card"]["evaluation_results"]
+
+
+def test_the_default_checkpoint_ships():
+    assert rmt_core.DEFAULT_CHECKPOINT in SHIPPED
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_checkpoint_meets_its_card(name):
+    model = rmt_core.load(name, device="cpu")
+    claimed = _card_results(model)
+    if "fact_recall" in claimed:
+        task = claimed["fact_recall"][0]["task"]
+        rows = evaluation.evaluate_fact_recall(model, task, (2, 4), samples=SAMPLES, seed=12345)
+        card = {r["segments"]: r for r in claimed["fact_recall"]}
+        for row in rows:
+            assert row["accuracy_memory"] >= card[row["segments"]]["accuracy_memory"] - 0.05, row
+            assert row["accuracy_reset"] <= row["chance"] + 0.1, row  # without memory: near chance
+    else:
+        rows = evaluation.evaluate_algorithmic(model, claimed["algorithmic"][0]["task"], (3, 6), samples=SAMPLES, seed=12345)
+        card = {r["segments"]: r for r in claimed["algorithmic"]}
+        for row in rows:
+            assert row["accuracy_memory"] >= card[row["segments"]]["accuracy_memory"] - 0.05, row
+
+
+# ---------------------------------------------------------------------- the default model's memory
+@pytest.fixture(scope="module")
+def recall_traces():
+    """Held-out fact-recall samples of 4 segments, traced by the default model."""
+    from rmt_core.corpus import load_corpus
+    from rmt_core.tasks import babi
+
+    model = rmt_core.load(rmt_core.DEFAULT_CHECKPOINT, device="cpu", dtype=torch.float32)
+    seg = model.config.segment_size
+    rng = np.random.default_rng(7)
+    samples = []
+    for _ in range(20):
+        sample = babi.build_sample(load_corpus("heldout"), 4 * seg, "detect", rng, model.tokenizer, keep_out_tail=seg)
+        encoded = babi.encode_sample(sample, model.tokenizer)
+        trace = model.trace(np.array(encoded.input_ids))
+        samples.append((trace, encoded.fact_token_spans[0], encoded.answer_id))
+    return samples
+
+
+@pytest.mark.slow
+def test_default_model_answers_the_samples(recall_traces):
+    correct = [int(t.segments[-1].topk_ids[-2, 0]) == answer for t, _, answer in recall_traces]
+    assert np.mean(correct) >= 0.9
+
+
+@pytest.mark.slow
+def test_write_attribution_of_the_fact_segment_lands_on_the_fact(recall_traces):
+    hits = []
+    for trace, (start, end), _ in recall_traces:
+        seg = trace.segments[start // trace.segments[0].num_tokens]
+        scores = np.clip(attribution.write_slots(trace, seg.index, n_steps=16).scores, 0, None).sum(axis=0)
+        in_fact = (np.arange(seg.start, seg.end) >= start) & (np.arange(seg.start, seg.end) < end)
+        hits.append(scores[in_fact].sum() > 0.5 * scores.sum())  # most of the positive mass
+    assert np.mean(hits) >= 0.8, np.mean(hits)
+
+
+@pytest.mark.slow
+def test_through_memory_ranks_the_fact_in_the_top_five_percent(recall_traces):
+    hits = []
+    for trace, (start, end), _ in recall_traces:
+        last = trace.num_segments - 1
+        result = attribution.through_memory(trace, last, trace.segments[last].num_tokens - 2, n_steps=32)
+        k = int(np.ceil(0.05 * trace.num_tokens))
+        top = set(np.argsort(-np.nan_to_num(result.scores, nan=-np.inf))[:k].tolist())
+        hits.append(any(j in top for j in range(start, end)))
+    assert np.mean(hits) >= 0.8, np.mean(hits)
+
+
+@pytest.mark.slow
+def test_resetting_memory_after_the_fact_changes_the_answer_and_before_does_not(recall_traces):
+    after, before = [], []
+    size = recall_traces[0][0].segments[0].num_tokens
+    for trace, (start, _), _ in recall_traces:
+        fact_segment = start // size
+        if fact_segment + 1 < trace.num_segments:
+            after.append(interventions.reset_memory(trace, fact_segment + 1).answer_changed)
+        if fact_segment > 0:
+            before.append(interventions.reset_memory(trace, fact_segment).answer_changed)
+    assert np.mean(after) > 0.5, after  # most samples
+    assert np.mean(before) <= 0.1, before
+
+
+@pytest.mark.slow
+def test_read_attribution_is_complete_on_the_default_model(recall_traces):
+    trace = recall_traces[0][0]
+    last = trace.num_segments - 1
+    result = attribution.read_slots(trace, last, trace.segments[last].num_tokens - 2, n_steps=32)
+    change = result.f_input - result.f_baseline
+    assert abs(result.delta) < 0.05 * abs(change)
