@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup app test test-fast bench clean-venv
+.PHONY: setup app test test-fast bench clean-venv browser
 
 setup: $(VENV)/.installed
 
@@ -17,8 +17,16 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 app: setup
 	$(VENV)/bin/streamlit run app/main.py --server.headless true
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q
+
+# Browser tests drive Debian's chromium (never a downloaded browser). Install it when missing;
+# if that fails the browser tests skip with a loud "BROWSER TESTS SKIPPED" reason.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests and figure export..."; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "!!! could not install chromium: browser tests will be SKIPPED"; }
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not browser"

@@ -4,6 +4,7 @@ Pages call these functions; they call rmt_core's public API. Nothing here draws.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -15,6 +16,7 @@ import rmt_core
 from rmt_core import CheckpointError
 
 FALLBACK_NAME = "built-in untrained model"
+MAX_UPLOAD_ENV = "RMT_LENS_MAX_UPLOAD_BYTES"  # optional: a smaller (or larger) cap on uploaded files, in bytes
 DEMOS = ("Fact recall (demo)", "Austen chapter (demo)", "Copy task (demo)")
 
 
@@ -120,11 +122,29 @@ def demo_document(kind: str, model, seed: int = 7) -> Document:
     raise ValueError(f"unknown demo {kind!r}")
 
 
+def upload_limits():
+    """rmt_core's DocumentLimits, with max_bytes from $RMT_LENS_MAX_UPLOAD_BYTES when it is set."""
+    from rmt_core import DocumentError
+    from rmt_core.documents import DocumentLimits
+
+    raw = os.environ.get(MAX_UPLOAD_ENV, "").strip()
+    if not raw:
+        return DocumentLimits()
+    try:
+        max_bytes = int(raw.replace("_", ""))
+    except ValueError:
+        max_bytes = 0
+    if max_bytes < 1:
+        raise DocumentError(f"{MAX_UPLOAD_ENV}={raw!r} is not a positive whole number of bytes; "
+                            "fix or unset it to accept uploads.")
+    return DocumentLimits(max_bytes=max_bytes)
+
+
 def read_upload(name: str, data: bytes) -> Document:
     """An uploaded file as a Document (rmt_core.documents checks and converts it)."""
     from rmt_core.documents import read_document
 
-    doc = read_document(name, data=data)
+    doc = read_document(name, data=data, limits=upload_limits())
     return Document(name, doc.text, note=doc.note)
 
 

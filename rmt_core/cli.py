@@ -63,17 +63,17 @@ def _positive_int(value: str) -> int:
     return n
 
 
-def read_text_file(path: str | Path) -> str:
-    """Text of a haystack file, read safely with rmt_core.documents.read_document.
+def read_document_file(path: str | Path, truncate: bool = True):
+    """A file read safely with rmt_core.documents.read_document (returns its Document).
 
     .txt/.md/.pdf/.docx/.html are read as such; any other file is decoded as plain text.
-    Text beyond the document limits is cut (a note goes to stderr).
+    truncate: cut text beyond the document limits (a note goes to stderr) instead of failing.
     """
     from .documents import read_document, supported_extensions
 
     p = Path(path)
     if p.suffix.lower() in supported_extensions():
-        document = read_document(p, truncate=True)
+        document = read_document(p, truncate=truncate)
     else:
         try:
             data = p.read_bytes()
@@ -82,12 +82,17 @@ def read_text_file(path: str | Path) -> str:
         except OSError as exc:
             raise DocumentError(f"Cannot read {p}: {exc.strerror or exc}.") from None
         try:
-            document = read_document(f"{p.name}.txt", data=data, truncate=True)
+            document = read_document(f"{p.name}.txt", data=data, truncate=truncate)
         except DocumentError as exc:  # name the file as the user gave it
             raise DocumentError(str(exc).replace(f"{p.name}.txt", str(p))) from None
     if document.note:
         print(f"note: {document.note}", file=sys.stderr)
-    return document.text
+    return document
+
+
+def read_text_file(path: str | Path) -> str:
+    """Text of a haystack file (see read_document_file); text beyond the document limits is cut."""
+    return read_document_file(path, truncate=True).text
 
 
 def _progress_printer(label: str) -> Callable[[int, int], None] | None:
@@ -215,7 +220,6 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------- registry
 # ---------------------------------------------------------------------- ship
 def add_ship(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="a training run folder (with state.json and final/ or latest/)")
@@ -238,6 +242,329 @@ def run_ship(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- shared: traces and models
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="T", help="CPU threads for torch")
+
+
+def _load_model(args: argparse.Namespace):
+    """The checkpoint named by args.checkpoint (None when not given), with args.threads applied."""
+    import torch
+
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    if not getattr(args, "checkpoint", None):
+        return None
+    from . import checkpoint
+
+    return checkpoint.load(args.checkpoint, device=args.device)
+
+
+def _load_trace(path: str, model=None):
+    """A trace file, re-attached to `model` when given (refused if it was made with another model)."""
+    from .trace import Trace
+
+    return Trace.load(path, model=model)
+
+
+def _check_view(trace, segment: int | None, layer: int, head: int) -> tuple[int, int, int]:
+    """Validated (segment, layer, head); segment None = the last, negative layer counts from the end."""
+    from .errors import TraceError
+
+    if not trace.segments:
+        raise TraceError("This trace has no segments.")
+    segment = trace.num_segments - 1 if segment is None else segment
+    if not 0 <= segment < trace.num_segments:
+        raise TraceError(f"--segment must be in 0..{trace.num_segments - 1} (this trace has "
+                         f"{trace.num_segments} segments), got {segment}.")
+    n_layers, n_heads = int(trace.model_info["num_layers"]), int(trace.model_info["num_heads"])
+    if not -n_layers <= layer < n_layers:
+        raise TraceError(f"--layer must be in 0..{n_layers - 1} (or -1 for the last), got {layer}.")
+    if not 0 <= head < n_heads:
+        raise TraceError(f"--head must be in 0..{n_heads - 1}, got {head}.")
+    return segment, layer % n_layers, head
+
+
+def _add_view_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--segment", type=int, default=None, metavar="S", help="segment shown in detail (default: the last)")
+    p.add_argument("--layer", type=int, default=-1, metavar="Y", help="layer of the attention figures (default: -1, the last)")
+    p.add_argument("--head", type=int, default=0, metavar="H", help="head of the attention heatmap (default 0)")
+
+
+def _show_token(token: str) -> str:
+    """A token for a text table: quoted, with newlines and tabs visible."""
+    return json.dumps(token, ensure_ascii=False)
+
+
+def _write_text(path: str | Path, text: str) -> Path:
+    out = Path(path)
+    if out.parent != Path(""):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    return out
+
+
+# ---------------------------------------------------------------------- trace
+def add_trace(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", metavar="FILE",
+                   help="document to trace: .txt, .md, .pdf, .docx, .html (any other file is read as plain text)")
+    p.add_argument("--checkpoint", required=True, metavar="C",
+                   help="checkpoint folder, or the name of a shipped checkpoint (see `list`)")
+    p.add_argument("--out", required=True, metavar="T", help="trace file to write (safetensors), e.g. book.trace")
+    p.add_argument("--max-tokens", type=_positive_int, default=None, metavar="N",
+                   help="trace only the first N tokens (default: the whole document; a document over the "
+                        "size limits is refused unless this is given)")
+    _add_model_options(p)
+
+
+def _cut_to_tokens(model, text: str, limit: int) -> tuple[str, int]:
+    """The longest prefix of `text` (cut at a token boundary) that has at most `limit` tokens; and the total."""
+    tokenizer = model.tokenizer
+    if tokenizer is None:
+        raise RMTLensError(f"{model.name} has no tokenizer, so it cannot read text.")
+    spans = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    total = len(spans)
+    keep = min(limit, total)
+    while keep < total and keep > 0:  # re-tokenising a prefix can merge differently at the cut: check
+        prefix = text[:spans[keep - 1][1]]
+        if len(tokenizer(prefix, add_special_tokens=False)["input_ids"]) <= limit:
+            return prefix, total
+        keep -= 1
+    return text, total
+
+
+def run_trace(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .errors import DocumentError as _DocumentError
+
+    try:
+        document = read_document_file(args.file, truncate=args.max_tokens is not None)
+    except _DocumentError as exc:
+        if "truncate=True" in str(exc):
+            raise _DocumentError(f"{exc} From the command line: pass --max-tokens N to trace only the start.") from None
+        raise
+    model = _load_model(args)
+    text = document.text
+    if args.max_tokens is not None:
+        text, total = _cut_to_tokens(model, text, args.max_tokens)
+        if text != document.text:
+            print(f"note: tracing the first {args.max_tokens:,} of {total:,} tokens (--max-tokens).", file=sys.stderr)
+    _say(f"tracing {document.name} ({document.kind}, {len(text):,} characters) with {model.name} "
+         f"({model.config.num_mem_tokens} memory slots, segments of {model.config.segment_size} tokens, on {model.device})")
+    trace = model.trace(text, progress=_progress_printer("segments"))
+    trace.meta.update({"document": document.name, "document_kind": document.kind})
+    if args.max_tokens is not None:
+        trace.meta["max_tokens"] = args.max_tokens
+    out = trace.save(args.out)
+    logprobs = np.concatenate([s.token_logprob for s in trace.segments]).astype(np.float64)
+    finite = logprobs[np.isfinite(logprobs)]
+    loss = float(-finite.mean()) if finite.size else float("nan")
+    _say(f"{out}: {trace.num_tokens:,} tokens in {trace.num_segments} segments, mean loss {loss:.3f} nats/token, "
+         f"{trace.seconds:.1f} s; model {model.name} (weights {model.weights_hash()})")
+    return 0
+
+
+# ---------------------------------------------------------------------- figures
+def add_figures(p: argparse.ArgumentParser) -> None:
+    from .export import FORMATS
+
+    p.add_argument("trace", metavar="T", help="trace file written by `trace` (or Trace.save)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the figure files and figures.json")
+    p.add_argument("--format", choices=FORMATS, default="svg", help="file format (default: svg)")
+    p.add_argument("--checkpoint", default=None, metavar="C",
+                   help="the checkpoint the trace was made with; needed for the attention heatmap (recomputed)")
+    _add_view_options(p)
+    p.add_argument("--width", type=_positive_int, default=None, metavar="PX", help="figure width in layout pixels")
+    p.add_argument("--height", type=_positive_int, default=None, metavar="PX", help="figure height in layout pixels")
+    p.add_argument("--scale", type=float, default=2.0, metavar="X", help="PNG resolution multiplier (default 2)")
+    _add_model_options(p)
+
+
+def run_figures(args: argparse.Namespace) -> int:
+    from . import export
+    from .figures import standard_figures
+
+    trace = _load_trace(args.trace)  # fails fast on a missing or broken file, before loading a model
+    if args.checkpoint:
+        trace.attach(_load_model(args))
+    segment, layer, head = _check_view(trace, args.segment, args.layer, args.head)
+    if export.browser_available() is None:
+        raise export.ExportError(export._NO_BROWSER)
+    figures = standard_figures(trace, segment, layer, head)
+    skipped = []
+    if trace.model is None:
+        reason = (f"needs the model: pass --checkpoint {trace.model_info['name']} "
+                  "(the checkpoint the trace was made with)")
+        skipped.append({"name": "attention", "reason": reason})
+        print(f"note: attention heatmap skipped: it {reason}.", file=sys.stderr)
+    printable = {name: export.print_style(fig) for name, fig in figures.items()}
+    prov = export.provenance(trace, segment=segment, layer=layer, head=head, format=args.format)
+    _say(f"exporting {len(printable)} figures as {args.format} to {args.out} (segment {segment}, layer {layer}, head {head})")
+    written = export.export_figures(printable, args.out, args.format, prov, width=args.width, height=args.height,
+                                    scale=args.scale, progress=_progress_printer("figures"))
+    out = Path(args.out)
+    table = _write_text(out / "segments.csv", export.table_csv(export.segment_table(trace)))
+    listing = {
+        "format": args.format,
+        "provenance": prov,
+        "figures": [{"name": name, "file": path.name, "title": printable[name].layout.meta.get("title", ""),
+                     "bytes": path.stat().st_size} for name, path in written.items()],
+        "tables": [{"name": "segments", "file": table.name, "title": "Per-segment numbers"}],
+        "skipped": skipped,
+    }
+    (out / "figures.json").write_text(json.dumps(listing, indent=2))
+    for path in written.values():
+        _say(f"  {path}")
+    _say(f"  {table}")
+    _say(f"wrote {len(written)} figures, segments.csv and figures.json to {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------- report
+def add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("trace", metavar="T", help="trace file written by `trace` (or Trace.save)")
+    p.add_argument("--out", required=True, metavar="HTML", help="report file to write, e.g. report.html")
+    p.add_argument("--checkpoint", default=None, metavar="C",
+                   help="the checkpoint the trace was made with; needed for the attention heatmap and head view")
+    _add_view_options(p)
+    _add_model_options(p)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    trace = _load_trace(args.trace)
+    if args.checkpoint:
+        trace.attach(_load_model(args))
+    segment, layer, head = _check_view(trace, args.segment, args.layer, args.head)
+    if trace.model is None:
+        print(f"note: the attention heatmap and head view are left out: pass --checkpoint "
+              f"{trace.model_info['name']} (the checkpoint the trace was made with) to include them.", file=sys.stderr)
+    out = build_report(trace, args.out, segment=segment, layer=layer, head=head)
+    _say(f"report: {out} ({out.stat().st_size / 1e6:.1f} MB, self-contained; segment {segment})")
+    return 0
+
+
+# ---------------------------------------------------------------------- attribute
+ATTRIBUTION_KINDS = ("read", "write", "through")
+
+
+def add_attribute(p: argparse.ArgumentParser) -> None:
+    from .attribution import METHODS
+
+    p.add_argument("trace", metavar="T", help="trace file written by `trace` (or Trace.save)")
+    p.add_argument("--checkpoint", required=True, metavar="C", help="the checkpoint the trace was made with")
+    p.add_argument("--segment", type=int, required=True, metavar="S", help="segment of the prediction (read, through) "
+                                                                          "or of the writing (write)")
+    p.add_argument("--position", type=int, default=None, metavar="P",
+                   help="token position in the segment whose next-token prediction is explained (read, through)")
+    p.add_argument("--kind", choices=ATTRIBUTION_KINDS, default="read",
+                   help="read: which read memory slots the prediction used; write: which tokens each write slot "
+                        "took in; through: which earlier tokens the prediction used through memory (default: read)")
+    p.add_argument("--method", choices=METHODS, default=None,
+                   help="read/write: ig (integrated gradients, default), saliency or input_x_gradient; through: ig only")
+    p.add_argument("--steps", type=_positive_int, default=32, metavar="N", help="integration steps (ig; default 32)")
+    p.add_argument("--target", type=int, default=None, metavar="ID",
+                   help="token id whose log-probability is explained (default: the token that actually follows)")
+    p.add_argument("--baseline", choices=("initial", "zeros"), default="initial",
+                   help="read: memory baseline, the learned initial memory or zeros (default: initial)")
+    p.add_argument("--top", type=_positive_int, default=None, metavar="K",
+                   help="rows shown: top tokens per slot (write, default 5) or overall (through, default 20)")
+    p.add_argument("--csv", metavar="OUT", default=None,
+                   help="also write every score to this CSV file (its provenance goes to OUT.json)")
+    _add_model_options(p)
+
+
+def _attribution_rows(trace, result, top: int | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(rows to print, rows for the CSV) of one Attribution."""
+    import numpy as np
+
+    if result.kind == "read":
+        scores = np.asarray(result.scores, dtype=np.float64)
+        total = float(np.abs(scores).sum()) or 1.0
+        rows = [{"slot": f"R{k}", "score": float(v), "share_of_abs": float(abs(v) / total)} for k, v in enumerate(scores)]
+        return rows, rows
+    if result.kind == "write":
+        seg = trace.segments[result.segment]
+        shown, full = [], []
+        for k, slot in enumerate(np.asarray(result.scores, dtype=np.float64)):
+            for j, v in enumerate(slot):
+                full.append({"slot": f"W{k}", "position": j, "document_position": seg.start + j,
+                             "token": seg.tokens[j], "score": float(v)})
+            for rank, j in enumerate(np.argsort(-np.abs(slot))[:top or 5], start=1):
+                shown.append({"slot": f"W{k}", "rank": rank, "position": int(j), "token": _show_token(seg.tokens[j]),
+                              "score": float(slot[j])})
+        return shown, full
+    # through: one score per document token in the window, NaN elsewhere
+    scores = np.asarray(result.scores, dtype=np.float64)
+    tokens = [t for s in trace.segments for t in s.tokens]
+    segment_of = np.concatenate([np.full(s.num_tokens, s.index) for s in trace.segments])
+    start, end = result.extra["window"]
+    full = [{"document_position": i, "segment": int(segment_of[i]), "position": i - trace.segments[segment_of[i]].start,
+             "token": tokens[i], "score": float(scores[i])} for i in range(start, end)]
+    order = sorted(range(start, end), key=lambda i: -abs(scores[i]))[:top or 20]
+    shown = [{"rank": r, "document_position": i, "segment": int(segment_of[i]),
+              "position": i - trace.segments[segment_of[i]].start, "token": _show_token(tokens[i]),
+              "score": float(scores[i])} for r, i in enumerate(order, start=1)]
+    return shown, full
+
+
+def run_attribute(args: argparse.Namespace) -> int:
+    from . import attribution, export
+    from .evaluation import format_table
+
+    if args.kind in ("read", "through") and args.position is None:
+        print(f"error: --kind {args.kind} needs --position P (the token whose next-token prediction is explained).",
+              file=sys.stderr)
+        return 2
+    if args.kind == "through" and args.method not in (None, "ig"):
+        print("error: --kind through uses integrated gradients only (--method ig).", file=sys.stderr)
+        return 2
+    trace = _load_trace(args.trace)
+    trace.attach(_load_model(args))
+    _check_view(trace, args.segment, -1, 0)
+    method = args.method or "ig"
+    if args.kind == "read":
+        result = attribution.read_slots(trace, args.segment, args.position, target=args.target, method=method,
+                                        n_steps=args.steps, baseline=args.baseline)
+        _say(f"read-slot attribution of log p({_show_token(result.target_token)} | segment {args.segment}, "
+             f"position {args.position}) to the read memory ({method}, baseline: {result.baseline} memory)")
+    elif args.kind == "write":
+        result = attribution.write_slots(trace, args.segment, method=method, n_steps=args.steps)
+        _say(f"write-slot attribution of segment {args.segment}: which tokens each write slot took in "
+             f"({method}, baseline: {result.baseline}; target: the slot's update direction)")
+    else:
+        result = attribution.through_memory(trace, args.segment, args.position, target=args.target, n_steps=args.steps,
+                                            progress=_progress_printer("integration batches"))
+        _say(f"through-memory attribution of log p({_show_token(result.target_token)} | segment {args.segment}, "
+             f"position {args.position}) to the tokens of segments {result.extra['first_segment']}..{args.segment} "
+             f"(ig, baseline: {result.baseline})")
+    if result.method == "ig" and result.delta is not None:
+        import numpy as np
+
+        delta = np.atleast_1d(np.asarray(result.delta, dtype=np.float64))
+        _say(f"integrated gradients: {result.n_steps} steps, max |convergence delta| {np.nanmax(np.abs(delta)):.4g}")
+    if result.note:
+        print(f"note: {result.note}", file=sys.stderr)
+    shown, full = _attribution_rows(trace, result, args.top)
+    _say(format_table(shown))
+    if args.csv:
+        out = _write_text(args.csv, export.table_csv(full))
+        details = {
+            "kind": result.kind, "method": result.method, "n_steps": result.n_steps, "baseline": result.baseline,
+            "segment": result.segment, "position": result.position, "target_id": result.target_id,
+            "target_token": result.target_token, "delta": result.delta, "f_input": result.f_input,
+            "f_baseline": result.f_baseline, "note": result.note,
+        }
+        sidecar = out.with_name(out.name + ".json")
+        sidecar.write_text(json.dumps(export._jsonable({"attribution": details, "provenance": export.provenance(trace)}),
+                                      indent=2))
+        _say(f"scores written to {out} (provenance in {sidecar})")
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "train": Command("train (or resume) a recipe", add_train, run_train,
                      "Train a recipe into a run folder. Running the same command again resumes where it stopped."),
@@ -246,6 +573,20 @@ COMMANDS: dict[str, Command] = {
                     "is measured with memory and with the memory reset before every segment."),
     "list": Command("list the shipped checkpoints", add_list, run_list),
     "ship": Command("evaluate a training run and write it to checkpoints/ with its model card", add_ship, run_ship),
+    "trace": Command("trace a document with a checkpoint and save the trace file", add_trace, run_trace,
+                     "Read a document (.txt, .md, .pdf, .docx, .html), run the checkpoint over it segment by "
+                     "segment, and save what it did (memory, attention summaries, predictions) to a trace file."),
+    "figures": Command("export every standard figure of a trace as SVG, PDF or PNG", add_figures, run_figures,
+                       "Export the standard figures of a trace, styled for print, with provenance (checkpoint, "
+                       "weights hash, code version, settings, document) embedded in every file, plus "
+                       "segments.csv and a figures.json listing. Needs Chromium for kaleido (set BROWSER_PATH)."),
+    "report": Command("write a self-contained HTML report of a trace", add_report, run_report,
+                      "Write one HTML file that opens with no network: provenance, per-segment numbers, every "
+                      "standard figure, the document with segment boundaries and an attention head view."),
+    "attribute": Command("attribute a prediction to memory slots or earlier tokens", add_attribute, run_attribute,
+                         "Attribution with captum: read (which read memory slots a prediction used), write (which "
+                         "tokens each write slot took in) or through (which earlier tokens a prediction used "
+                         "through memory). Prints a table; --csv writes every score."),
 }
 
 

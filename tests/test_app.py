@@ -72,3 +72,32 @@ def test_a_folder_that_is_not_a_checkpoint_gets_a_message(tmp_path):
     at.text_input(key=state.LOCAL_FOLDER).input(str(tmp_path)).run()
     _no_exception(at)
     assert any("not a checkpoint" in e.value for e in at.error)
+
+
+def test_every_tour_step_renders():
+    at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    at.run()
+    at.switch_page("screens/tour.py").run()
+    _no_exception(at)
+    titles = []
+    for _ in range(6):
+        titles.append(at.subheader[0].value)
+        assert len(at.get("plotly_chart")) + len(at.get("html")) >= 1
+        next_button = [b for b in at.button if b.key == "tour_next"][0]
+        if next_button.disabled:
+            break
+        next_button.click().run()
+        _no_exception(at)
+    assert len(titles) == 6 and titles[0].startswith("1") and titles[-1].startswith("6")
+    [b for b in at.button if b.key == "tour_back"][0].click().run()
+    assert at.subheader[0].value.startswith("5")
+    at.number_input(key="tour_seed").set_value(11).run()  # another sample works too
+    _no_exception(at)
+
+
+def test_paper_figures_page_renders():
+    at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    at.run()
+    at.switch_page("screens/papers.py").run()
+    _no_exception(at)
+    assert len(at.get("plotly_chart")) >= 5

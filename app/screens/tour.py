@@ -1,0 +1,4 @@
+"""Page file: the layout lives in app.views.tour."""
+from app.views import tour
+
+tour.render()

@@ -1,0 +1,50 @@
+"""Guided tour: one fact-recall sample, step by step, with next/back and any seed."""
+from __future__ import annotations
+
+import streamlit as st
+
+from rmt_core import RMTLensError
+from rmt_core.tour import make_tour, tour_steps
+
+from app import services, state
+from app.views.common import show_figure
+
+
+@st.cache_resource(show_spinner="Preparing the tour (tracing and attributing the sample)…", max_entries=8)
+def _tour(checkpoint: str, seed: int):
+    model = services.load_model(checkpoint)
+    tour = make_tour(model, seed=seed)
+    return tour, tour_steps(tour)
+
+
+def render() -> None:
+    st.header("Guided tour: how a recurrent memory carries a fact")
+    shipped = [c["name"] for c in services.shipped_checkpoints()]
+    checkpoint = services.default_checkpoint_name()
+    if checkpoint not in shipped:
+        st.warning("The tour needs the shipped fact-recall model (checkpoints/austen-recall).")
+        return
+    c1, c2 = st.columns([1, 3])
+    seed = int(c1.number_input("Sample (seed)", min_value=0, max_value=10_000, value=7, step=1, key="tour_seed"))
+    c2.caption("Every seed is a different held-out sample (Persuasion, never seen in training): the same steps work on it.")
+    try:
+        tour, steps = _tour(checkpoint, seed)
+    except RMTLensError as exc:
+        st.error(str(exc))
+        return
+    index = min(st.session_state.get(state.TOUR_STEP, 0), len(steps) - 1)
+    back, progress, forward = st.columns([1, 4, 1])
+    if back.button("← Back", disabled=index == 0, key="tour_back"):
+        index -= 1
+    if forward.button("Next →", disabled=index == len(steps) - 1, key="tour_next"):
+        index += 1
+    st.session_state[state.TOUR_STEP] = index
+    progress.progress((index + 1) / len(steps), text=f"Step {index + 1} of {len(steps)}")
+    step = steps[index]
+    st.subheader(step.title)
+    st.markdown(step.text)
+    if step.html is not None:
+        with st.container(height=360):
+            st.html(step.html)
+    if step.figure is not None:
+        show_figure(step.figure, key=f"tour_fig_{index}")

@@ -1,0 +1,294 @@
+"""RMT Lens in a real browser: `streamlit run app/main.py` driven by the system Chromium through playwright.
+
+What AppTest (tests/test_app.py) cannot see: the charts are drawn, the bertviz view renders offline inside
+its iframe, uploads go through the real uploader, several users share one server, bad input shows a message
+on the page, and document text cannot run script. Every request that leaves 127.0.0.1 is aborted and
+recorded, and each test checks none was made. Screenshots go to artifacts/screenshots/.
+
+Run: `.venv/bin/python -m pytest -m browser tests/test_browser.py` (skipped LOUDLY when Chromium is missing).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+pytest.importorskip("streamlit")
+
+from browser_support import (  # noqa: E402,F401 - fixtures are used by name
+    ALERT, CHART, EXCEPTION, MAIN, RUN_MS, SIDEBAR, UI_MS, UPLOAD_LIMIT_BYTES,
+    assert_offline, browser, choose_source, first_chart, fresh, goto_page, local_model, new_session, open_app,
+    open_session, paste_text, run_button, screenshot, streamlit_server, upload, wait_first_screen, wait_idle,
+)
+
+pytestmark = pytest.mark.browser
+
+# (nav link title, the page's st.header)
+PAGES = [("Overview", "What the memory did on this document"), ("Timeline", "Timeline"), ("Attention", "Attention"),
+         ("Memory", "Memory"), ("Attribution", "Attribution and interventions")]
+XSS = "<script>alert(1)</script> <img src=x onerror=alert(1)>"
+
+
+def expect(locator):
+    from playwright.sync_api import expect as _expect
+
+    return _expect(locator)
+
+
+def heldout_text(start: int, n_words: int) -> str:
+    """n_words of held-out Austen from about character `start`, starting at a word."""
+    from rmt_core.corpus import load_corpus
+
+    text = load_corpus("heldout")
+    begin = text.index(" ", start) + 1
+    return " ".join(text[begin:].split()[:n_words])
+
+
+def no_exception(page) -> None:
+    errors = page.locator(EXCEPTION)
+    assert errors.count() == 0, f"Streamlit exception on the page: {errors.first.inner_text()[:2000]}"
+
+
+def open_bertviz_head_view(page):
+    """Open the 'bertviz head view' tab; return the iframe's frame once its SVG is drawn."""
+    page.get_by_role("tab", name="bertviz head view").click()
+    iframe = page.locator(f'{MAIN} [data-testid="stIFrame"]:visible').first
+    expect(iframe).to_be_visible(timeout=UI_MS)
+    frame = iframe.content_frame
+    expect(frame.locator("#vis svg").first).to_be_attached(timeout=UI_MS)
+    expect(frame.locator("#vis svg text").first).to_be_visible(timeout=UI_MS)
+    return frame
+
+
+def run_and_wait_for_caption(page) -> str:
+    """Click Run; wait for the 'Traced N tokens ...' caption of THIS run; return it."""
+    sidebar = page.locator(SIDEBAR)
+    old = sidebar.get_by_text("Traced ").all_inner_texts()
+    run_button(page).click()
+    caption = sidebar.locator('[data-testid="stCaptionContainer"]', has_text="Traced ")
+    expect(caption).to_be_visible(timeout=RUN_MS)
+    if old:
+        expect(caption).not_to_have_text(old[0], timeout=RUN_MS)
+    wait_idle(page)
+    return caption.inner_text()
+
+
+def assert_recovers(page) -> None:
+    """After bad input: back to the first demo, Run, and the charts and the answer check are there."""
+    choose_source(page, "Fact recall (demo)")
+    expect(run_button(page)).to_be_enabled(timeout=UI_MS)
+    run_and_wait_for_caption(page)
+    wait_first_screen(page)
+    no_exception(page)
+
+
+# ---------------------------------------------------------------------- first screen and pages
+@pytest.fixture(scope="module")
+def shared(browser, streamlit_server):
+    """One session kept across the page tests (navigation happens in the browser, like a user)."""
+    session = new_session(browser, streamlit_server.url)
+    yield session
+    session.context.close()
+
+
+def test_first_screen_draws_charts_offline(shared, streamlit_server):
+    page = shared.page
+    open_app(shared, streamlit_server.url)  # waits for "Question at the end" and a drawn plotly chart
+    expect(page.locator(f"{MAIN} .js-plotly-plot svg.main-svg").first).to_be_visible()
+    no_exception(page)
+    assert page.locator(MAIN).get_by_text("Question at the end").count() >= 1
+    screenshot(page, "first-screen")
+    assert_offline(shared)
+    assert not shared.dialogs
+
+
+@pytest.mark.parametrize("title,heading", PAGES, ids=[p[0] for p in PAGES])
+def test_each_page_opens_and_draws(shared, streamlit_server, title, heading):
+    page = shared.page
+    if page.url == "about:blank":  # run alone: start the session here
+        open_app(shared, streamlit_server.url)
+    goto_page(page, title, heading)
+    no_exception(page)
+    expect(first_chart(page)).to_be_visible(timeout=RUN_MS)
+    assert page.locator(f"{MAIN} {CHART}").count() >= 1
+    screenshot(page, f"page-{title.lower()}")
+    no_exception(page)
+    assert_offline(shared)
+
+
+def test_bertviz_head_view_draws_offline(shared, streamlit_server):
+    page = shared.page
+    if page.url == "about:blank":
+        open_app(shared, streamlit_server.url)
+    goto_page(page, "Attention", "Attention")
+    frame = open_bertviz_head_view(page)
+    assert frame.locator("#vis svg text").count() > 10  # token labels on both sides
+    labels = [t or "" for t in frame.locator("#vis svg text").all_text_contents()]
+    assert any(label.strip() == "R0" for label in labels) and any(label.strip() == "W0" for label in labels), labels[:20]
+    screenshot(page, "attention-bertviz-head-view")
+    no_exception(page)
+    assert_offline(shared)
+
+
+# ---------------------------------------------------------------------- upload
+def test_upload_runs_to_completion_with_progress(fresh, local_model):
+    from rmt_core.documents import read_document
+
+    page = fresh.page
+    data = heldout_text(40_000, 400).encode("utf-8")
+    upload(page, "story.txt", data)
+    no_exception(page)
+    # Record every state of the progress bar the browser draws during the run.
+    page.evaluate("""() => {
+        window.__progress = [];
+        const seen = () => document.querySelectorAll('[data-testid="stProgress"]').forEach(
+            e => window.__progress.push(e.innerText));
+        window.__observer = new MutationObserver(seen);
+        window.__observer.observe(document.body, {childList: true, subtree: true, characterData: true});
+    }""")
+    caption = run_and_wait_for_caption(page)
+    progress = page.evaluate("() => { window.__observer.disconnect(); return window.__progress; }")
+    expected = local_model.trace(read_document("story.txt", data=data).text)
+    print(f"caption: {caption!r}; progress states seen: {sorted(set(progress))[:6]}")
+    assert f"Traced {expected.num_tokens:,} tokens in {expected.num_segments} segments" in caption
+    assert any("Segment" in p and f"of {expected.num_segments}" in p for p in progress), (
+        f"the progress bar was never drawn during the run: {progress[:10]}")
+    expect(page.locator(SIDEBAR).locator('[data-testid="stProgress"]')).to_have_count(0)  # removed when done
+    expect(page.locator(MAIN).get_by_text("story.txt · colour")).to_be_visible()
+    expect(first_chart(page)).to_be_visible()
+    no_exception(page)
+    screenshot(page, "upload-done")
+    assert_offline(fresh)
+
+
+# ---------------------------------------------------------------------- several users
+def test_four_users_at_once_get_their_own_results(open_session, streamlit_server, local_model):
+    texts = [heldout_text(60_000 + 25_000 * i, 700) for i in range(4)]
+    expected = []
+    for text in texts:
+        trace = local_model.trace(text)
+        expected.append({"Tokens": f"{trace.num_tokens:,}", "Mean loss (nats/token)": f"{trace.losses().mean():.3f}"})
+    assert len({e["Mean loss (nats/token)"] for e in expected}) > 1, "the texts should give different results"
+
+    sessions = [open_session() for _ in texts]
+    open_app(sessions[0], streamlit_server.url)
+    rss_one = streamlit_server.rss_bytes()
+    for session in sessions[1:]:
+        open_app(session, streamlit_server.url, wait=False)
+    for session in sessions[1:]:
+        wait_first_screen(session.page)
+    for session, text in zip(sessions, texts):
+        paste_text(session.page, text)
+
+    # Start all four runs (each click returns at once), then wait for all.
+    for session in sessions:
+        run_button(session.page).click(no_wait_after=True)
+    for session in sessions:
+        expect(session.page.locator(MAIN).get_by_text("Pasted text · colour")).to_be_visible(timeout=RUN_MS)
+    for session in sessions:
+        wait_idle(session.page)
+    rss_four = streamlit_server.rss_bytes()
+
+    for i, (session, want) in enumerate(zip(sessions, expected)):
+        page = session.page
+        no_exception(page)
+        got = {label: page.locator(MAIN).locator('[data-testid="stMetric"]', has_text=label)
+               .locator('[data-testid="stMetricValue"]').inner_text().strip() for label in want}
+        assert got == want, f"session {i}: the page shows {got}, one session alone gives {want}"
+        expect(first_chart(page)).to_be_visible()
+    screenshot(sessions[-1].page, "four-users-last")
+    growth = rss_four - rss_one
+    print(f"server RSS: {rss_one / 2**20:.0f} MiB with one session, {rss_four / 2**20:.0f} MiB with four "
+          f"(+{growth / 2**20:.0f} MiB)")
+    assert growth < 300 * 2**20, f"the server grew by {growth / 2**20:.0f} MiB for 3 more sessions"
+    assert_offline(*sessions)
+
+
+# ---------------------------------------------------------------------- bad input
+BAD_UPLOADS = {
+    "empty": ("empty.txt", b"", "is empty (0 bytes)"),
+    "binary": ("binary.txt", bytes(range(256)) * 8, "looks like a binary file"),
+    "too-large": ("large.txt", b"All work and no play. " * (UPLOAD_LIMIT_BYTES // 22 + 200), "over the size limit"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_UPLOADS))
+def test_bad_upload_shows_a_message_and_the_app_keeps_working(fresh, case):
+    name, data, message = BAD_UPLOADS[case]
+    page = fresh.page
+    upload(page, name, data)
+    alert = page.locator(SIDEBAR).locator(ALERT, has_text=message)
+    expect(alert).to_be_visible(timeout=UI_MS)
+    expect(run_button(page)).to_be_disabled()
+    no_exception(page)
+    screenshot(page, f"bad-upload-{case}")
+    assert_recovers(page)
+    expect(page.locator(SIDEBAR).locator(ALERT, has_text=message)).to_have_count(0)
+    assert_offline(fresh)
+
+
+def test_folder_that_is_not_a_checkpoint_shows_a_message(fresh, tmp_path):
+    page = fresh.page
+    sidebar = page.locator(SIDEBAR)
+    model_box = sidebar.locator('[data-testid="stSelectbox"]').filter(has_text="Model")
+    shipped = model_box.locator('[data-baseweb="select"]').inner_text().strip()  # the default checkpoint
+    assert shipped and "Local" not in shipped
+    model_box.locator('[data-baseweb="select"]').click()
+    page.get_by_role("option", name="Local folder…").click()
+    wait_idle(page)
+    (tmp_path / "notes.txt").write_text("not a model")
+    folder = sidebar.locator('[data-testid="stTextInput"] input')
+    folder.fill(str(tmp_path))
+    folder.press("Enter")
+    expect(sidebar.locator(ALERT, has_text="not a checkpoint")).to_be_visible(timeout=RUN_MS)
+    no_exception(page)
+    screenshot(page, "bad-local-folder")
+    # back to the shipped model: everything works again
+    model_box.locator('[data-baseweb="select"]').click()
+    page.get_by_role("option", name=shipped).click()
+    wait_idle(page)
+    expect(sidebar.locator(ALERT, has_text="not a checkpoint")).to_have_count(0)
+    assert_recovers(page)
+    assert_offline(fresh)
+
+
+# ---------------------------------------------------------------------- security
+def test_document_text_cannot_run_script(fresh):
+    page = fresh.page
+    text = f"{XSS} The memory keeps what the reader saw. " * 2 + XSS
+    paste_text(page, text)
+    run_and_wait_for_caption(page)
+    expect(page.locator(MAIN).get_by_text("Pasted text · colour")).to_be_visible()
+
+    def check(where: str) -> None:
+        no_exception(page)
+        assert page.locator('img[src="x"]').count() == 0, f"{where}: the document's <img> became an element"
+        for frame in page.frames:
+            assert frame.locator('img[src="x"]').count() == 0, f"{where}: an <img src=x> inside a frame"
+        assert not fresh.dialogs, f"{where}: a dialog opened: {fresh.dialogs}"
+
+    # the payload is on the page as text (so the check above is meaningful)
+    expect(page.locator(MAIN).get_by_text("onerror", exact=False).first).to_be_visible()
+    check("Overview")
+    goto_page(page, "Timeline", "Timeline")
+    expect(page.locator(MAIN).get_by_text("onerror", exact=False).first).to_be_attached()
+    check("Timeline")
+    goto_page(page, "Attention", "Attention")
+    frame = open_bertviz_head_view(page)
+    assert frame.locator('img[src="x"]').count() == 0
+    assert any("alert" in t or "script" in t or "onerror" in t for t in frame.locator("#vis svg text").all_text_contents())
+    check("Attention (bertviz head view)")
+    page.get_by_role("tab", name="bertviz model view").click()
+    check("Attention (bertviz model view)")
+    goto_page(page, "Attribution", "Attribution and interventions")
+    page.get_by_role("tab", name="Through memory").click()
+    page.get_by_role("button", name="Attribute through memory").click()
+    expect(page.locator(MAIN).get_by_text("Document coloured by attribution")).to_be_visible(timeout=RUN_MS)
+    wait_idle(page)
+    check("Attribution (through memory)")
+    screenshot(page, "xss-attribution")
+    assert not fresh.dialogs
+    assert_offline(fresh)
