@@ -22,6 +22,7 @@ pages = [
     st.Page("screens/attention.py", title="Attention", icon="🔍", url_path="attention"),
     st.Page("screens/memory.py", title="Memory", icon="🧠", url_path="memory"),
     st.Page("screens/attribution.py", title="Attribution", icon="🎯", url_path="attribution"),
+    st.Page("screens/export.py", title="Export", icon="💾", url_path="export"),
     st.Page("screens/tour.py", title="Guided tour", icon="🎓", url_path="tour"),
     st.Page("screens/papers.py", title="Paper figures", icon="📄", url_path="papers"),
 ]

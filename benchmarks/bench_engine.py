@@ -124,18 +124,20 @@ def main() -> int:
     min_seconds = 0.0 if args.quick else 8.0
 
     columns = ["device", "case", "tokens/row", "RMT ms", "backbone ms", "backbone+cat ms",
-               "RMT/backbone (paired)", "ratio of medians", "rounds", "max |dlogits|"]
+               "RMT/backbone (paired)", "ratio of medians", "RMT/(backbone+cat) (paired)", "rounds", "max |dlogits|"]
     rows_out, bwd_rows, checks = [], [], []
     for device in C.devices(args):
         model = C.load_model(device)
         _, ids_source, _ = C.corpus_ids(model, max_chars=200_000)
         for n in counts:
-            times, diff = measure_forward(model, ids_source, n, device, rounds, min_seconds)
+            times, diff = measure_forward(model, ids_source, n, device, rounds if n < 16 else max(2, rounds * 2 // 3),
+                                          min_seconds)
             paired = C.paired_ratio(times, "RMT", "backbone")
             of_medians = C.median(times["RMT"]) / C.median(times["backbone"])
             rows_out.append([device, f"forward n={n}, batch {BATCH}", n * model.config.segment_size,
                              C.ms(C.median(times["RMT"])), C.ms(C.median(times["backbone"])),
-                             C.ms(C.median(times["backbone+cat"])), paired, of_medians, len(times["RMT"]), diff])
+                             C.ms(C.median(times["backbone+cat"])), paired, of_medians,
+                             C.paired_ratio(times, "RMT", "backbone+cat"), len(times["RMT"]), diff])
             if device == "cpu":
                 checks.append((f"RMT/backbone forward n={n} (cpu)", paired))
         n_bwd = 1 if args.quick else 4
@@ -143,7 +145,8 @@ def main() -> int:
         bwd_rows.append([device, f"forward+backward n={n_bwd}, batch {BATCH} (info)", n_bwd * model.config.segment_size,
                          C.ms(C.median(times["RMT"])), C.ms(C.median(times["backbone"])), float("nan"),
                          C.paired_ratio(times, "RMT", "backbone"),
-                         C.median(times["RMT"]) / C.median(times["backbone"]), len(times["RMT"]), float("nan")])
+                         C.median(times["RMT"]) / C.median(times["backbone"]), float("nan"), len(times["RMT"]),
+                         float("nan")])
         del model
     report.table(columns, rows_out + bwd_rows, title="Medians per call (ms); ratio = median over rounds of RMT/backbone")
     print("backbone+cat: the backbone rows plus torch.cat of the per-segment logits (what model() returns); "

@@ -252,7 +252,7 @@ def upload(page, name: str, data: bytes, mime: str = "text/plain") -> None:
     choose_source(page, "Upload a file")
     page.locator(SIDEBAR).locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
         {"name": name, "mimeType": mime, "buffer": data})
-    expect(page.locator(SIDEBAR).locator('[data-testid="stFileUploaderFile"]', has_text=name)).to_be_visible()
+    expect(page.locator(SIDEBAR).locator('[data-testid="stFileUploader"]').get_by_text(name, exact=True)).to_be_visible()
     wait_idle(page)
 
 

@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from app import state  # noqa: E402
 
-PAGES = ["screens/timeline.py", "screens/attention.py", "screens/memory.py", "screens/attribution.py"]
+PAGES = ["screens/timeline.py", "screens/attention.py", "screens/memory.py", "screens/attribution.py", "screens/export.py"]
 TIMEOUT = 240
 
 
