@@ -114,7 +114,7 @@ def measure_backward(model, ids_source, n_segments: int, device, rounds: int):
 
 def main() -> int:
     p = C.parser(__doc__.splitlines()[0])
-    p.add_argument("--segments", default=None, help="comma-separated segment counts (default 1,4,16; quick 1,4)")
+    p.add_argument("--segments", default=None, help="comma-separated segment counts (default 1,4,16; quick 1,2)")
     args = p.parse_args()
     C.setup(args)
     report = C.Report("bench_engine", "RMT forward vs bare backbone on the same segment rows", quick=args.quick)

@@ -361,7 +361,8 @@ def run_trace(args: argparse.Namespace) -> int:
     logprobs = np.concatenate([s.token_logprob for s in trace.segments]).astype(np.float64)
     finite = logprobs[np.isfinite(logprobs)]
     loss = float(-finite.mean()) if finite.size else float("nan")
-    _say(f"{out}: {trace.num_tokens:,} tokens in {trace.num_segments} segments, mean loss {loss:.3f} nats/token, "
+    segments = f"{trace.num_segments} segment{'s' if trace.num_segments != 1 else ''}"
+    _say(f"{out}: {trace.num_tokens:,} tokens in {segments}, mean loss {loss:.3f} nats/token, "
          f"{trace.seconds:.1f} s; model {model.name} (weights {model.weights_hash()})")
     return 0
 
@@ -390,8 +391,7 @@ def run_figures(args: argparse.Namespace) -> int:
     if args.checkpoint:
         trace.attach(_load_model(args))
     segment, layer, head = _check_view(trace, args.segment, args.layer, args.head)
-    if export.browser_available() is None:
-        raise export.ExportError(export._NO_BROWSER)
+    export.require_browser()  # fail before any work
     figures = standard_figures(trace, segment, layer, head)
     skipped = []
     if trace.model is None:
@@ -559,7 +559,7 @@ def run_attribute(args: argparse.Namespace) -> int:
             "f_baseline": result.f_baseline, "note": result.note,
         }
         sidecar = out.with_name(out.name + ".json")
-        sidecar.write_text(json.dumps(export._jsonable({"attribution": details, "provenance": export.provenance(trace)}),
+        sidecar.write_text(json.dumps(export.to_jsonable({"attribution": details, "provenance": export.provenance(trace)}),
                                       indent=2))
         _say(f"scores written to {out} (provenance in {sidecar})")
     return 0

@@ -32,9 +32,9 @@ import numpy as np
 from .errors import RMTLensError
 
 __all__ = [
-    "ExportError", "FORMATS", "PROVENANCE_KEY", "browser_available", "provenance", "export_figure",
+    "ExportError", "FORMATS", "PROVENANCE_KEY", "browser_available", "require_browser", "provenance", "export_figure",
     "export_figures", "render_figures", "embed_provenance", "read_provenance", "print_style", "table_csv",
-    "segment_table",
+    "segment_table", "to_jsonable",
 ]
 
 FORMATS = ("svg", "pdf", "png")
@@ -79,17 +79,17 @@ def provenance(trace, **extra: Any) -> dict[str, Any]:
         "exported_at": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
     }
     record.update(extra)
-    return _jsonable(record)
+    return to_jsonable(record)
 
 
-def _jsonable(value: Any) -> Any:
+def to_jsonable(value: Any) -> Any:
     """Plain JSON types (numpy scalars and arrays, tuples and paths converted)."""
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [to_jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return to_jsonable(value.tolist())
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, Path):
@@ -100,7 +100,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _provenance_json(prov: Mapping[str, Any]) -> str:
-    return json.dumps(_jsonable(prov), sort_keys=True, ensure_ascii=True)
+    return json.dumps(to_jsonable(prov), sort_keys=True, ensure_ascii=True)
 
 
 # ---------------------------------------------------------------------- browser
@@ -131,7 +131,8 @@ def _is_executable(path: str) -> bool:
     return os.path.isfile(path) and os.access(path, os.X_OK)
 
 
-def _require_browser() -> str:
+def require_browser() -> str:
+    """The browser path (also put in $BROWSER_PATH for kaleido); ExportError when there is none."""
     path = browser_available()
     if path is None:
         if "BROWSER_PATH" in os.environ:
@@ -182,7 +183,7 @@ def render_figures(jobs: Sequence[tuple[Any, Mapping[str, Any]]], timeout: float
     progress(done, total) is called after each render (from the rendering thread).
     Raises ExportError when no browser is found or a render fails.
     """
-    _require_browser()
+    require_browser()
     try:
         import kaleido
     except ImportError as exc:  # pragma: no cover - kaleido is in requirements.txt
@@ -383,7 +384,7 @@ def _csv_cell(value: Any) -> str:
     if isinstance(value, float):
         return "" if not np.isfinite(value) else repr(value)
     if isinstance(value, (list, tuple, dict, np.ndarray)):
-        return json.dumps(_jsonable(value))
+        return json.dumps(to_jsonable(value))
     return str(value)
 
 

@@ -167,7 +167,10 @@ def _head_view_section(trace, segment: int, layer: int) -> list[str]:
     if view.note:
         parts.append(f'<p class="note">{html.escape(view.note)}</p>')
     # srcdoc holds a whole document; html.escape(quote=True) escapes &, <, >, " and ' for the attribute.
-    parts.append(f'<iframe title="attention head view" sandbox="allow-scripts" height="{int(view.height)}" '
+    # The sandbox needs allow-same-origin: with an opaque origin bertviz's script stops before drawing
+    # (checked in headless Chromium). It still blocks navigation of this page, pop-ups and forms.
+    parts.append(f'<iframe title="attention head view" sandbox="allow-scripts allow-same-origin" '
+                 f'height="{int(view.height)}" '
                  f'srcdoc="{html.escape(view.html, quote=True)}"></iframe>')
     return parts
 

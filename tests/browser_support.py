@@ -215,13 +215,41 @@ def open_app(session: Session, base_url: str, wait: bool = True) -> None:
         wait_first_screen(session.page)
 
 
-def goto_page(page, title: str, heading: str) -> None:
-    """Click a sidebar nav link and wait for the page's heading and the end of its run."""
+def app_pages() -> list[tuple[str, str]]:
+    """(title, url_path) of every page app/main.py declares, in nav order."""
+    source = (REPO / "app" / "main.py").read_text(encoding="utf-8")
+    pages = []
+    for call in re.findall(r"st\.Page\((.*?)\)\s*,?\s*$", source, flags=re.MULTILINE):
+        title = re.search(r"title=\"([^\"]+)\"", call)
+        url = re.search(r"url_path=\"([^\"]+)\"", call)
+        if title:
+            pages.append((title.group(1), url.group(1) if url else ""))
+    return pages
+
+
+def page_heading(page):
+    """The text of the page's st.header (the first h2 of the main area)."""
+    return page.locator(MAIN).locator("h2 [data-heading-text]").first
+
+
+def goto_page(page, title: str) -> str:
+    """Click a sidebar nav link; wait until the new page's heading is drawn and its run has ended.
+
+    Returns the heading. Waiting for the heading to change first means the old page's elements,
+    which stay on screen until the new run replaces them, are never mistaken for the new page's."""
     from playwright.sync_api import expect
 
-    page.locator('[data-testid="stSidebarNavLink"]', has_text=title).click()
-    expect(page.locator(MAIN).get_by_role("heading", name=heading, level=2)).to_be_visible(timeout=RUN_MS)
+    link = page.locator('[data-testid="stSidebarNavLink"]', has_text=re.compile(rf"^\s*{re.escape(title)}\s*$"))
+    heading = page_heading(page)
+    before = heading.text_content(timeout=UI_MS) if heading.count() else None
+    current = link.get_attribute("aria-current") == "page"
+    link.click()
+    if before and not current:
+        expect(heading).not_to_have_text(before, timeout=RUN_MS)
+    expect(heading).to_be_visible(timeout=RUN_MS)
+    expect(link).to_have_attribute("aria-current", "page")
     wait_idle(page)
+    return heading.inner_text().strip()
 
 
 def choose_source(page, label: str) -> None:

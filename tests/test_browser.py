@@ -9,6 +9,7 @@ Run: `.venv/bin/python -m pytest -m browser tests/test_browser.py` (skipped LOUD
 """
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -20,15 +21,17 @@ pytest.importorskip("streamlit")
 
 from browser_support import (  # noqa: E402,F401 - fixtures are used by name
     ALERT, CHART, EXCEPTION, MAIN, RUN_MS, SIDEBAR, UI_MS, UPLOAD_LIMIT_BYTES,
-    assert_offline, browser, choose_source, first_chart, fresh, goto_page, local_model, new_session, open_app,
+    app_pages, assert_offline, browser, choose_source, first_chart, fresh, goto_page, local_model, new_session, open_app,
     open_session, paste_text, run_button, screenshot, streamlit_server, upload, wait_first_screen, wait_idle,
 )
 
 pytestmark = pytest.mark.browser
 
-# (nav link title, the page's st.header)
-PAGES = [("Overview", "What the memory did on this document"), ("Timeline", "Timeline"), ("Attention", "Attention"),
-         ("Memory", "Memory"), ("Attribution", "Attribution and interventions")]
+# The st.header of the core pages; every page app/main.py declares is opened (app_pages()).
+HEADINGS = {"Overview": "What the memory did on this document", "Timeline": "Timeline", "Attention": "Attention",
+            "Memory": "Memory", "Attribution": "Attribution and interventions"}
+PAGES = [title for title, _ in app_pages()]
+
 XSS = "<script>alert(1)</script> <img src=x onerror=alert(1)>"
 
 
@@ -63,29 +66,32 @@ def open_bertviz_head_view(page):
     return frame
 
 
-def run_and_wait_for_caption(page) -> str:
-    """Click Run; wait for the 'Traced N tokens ...' caption of THIS run; return it."""
-    sidebar = page.locator(SIDEBAR)
-    old = sidebar.get_by_text("Traced ").all_inner_texts()
+def run_and_wait(page, document: str) -> str:
+    """Click Run; wait until the Overview shows the trace of `document` and the run has ended.
+
+    Returns the sidebar's 'Traced N tokens in S segments' caption."""
     run_button(page).click()
-    caption = sidebar.locator('[data-testid="stCaptionContainer"]', has_text="Traced ")
-    expect(caption).to_be_visible(timeout=RUN_MS)
-    if old:
-        expect(caption).not_to_have_text(old[0], timeout=RUN_MS)
+    expect(page.locator(MAIN).get_by_text(f"{document} · colour")).to_be_visible(timeout=RUN_MS)
     wait_idle(page)
+    caption = page.locator(SIDEBAR).locator('[data-testid="stCaptionContainer"]', has_text="Traced ")
+    expect(caption).to_be_visible()
     return caption.inner_text()
 
 
 def assert_recovers(page) -> None:
-    """After bad input: back to the first demo, Run, and the charts and the answer check are there."""
-    choose_source(page, "Fact recall (demo)")
+    """After bad input: pick another demo, Run, and it is traced and charted."""
+    choose_source(page, "Copy task (demo)")
     expect(run_button(page)).to_be_enabled(timeout=UI_MS)
-    run_and_wait_for_caption(page)
-    wait_first_screen(page)
+    run_and_wait(page, "Copy task (demo)")
+    expect(first_chart(page)).to_be_visible(timeout=RUN_MS)
     no_exception(page)
 
 
 # ---------------------------------------------------------------------- first screen and pages
+def test_app_declares_the_core_pages():
+    assert set(HEADINGS) <= set(PAGES), f"app/main.py lost a core page: {PAGES}"
+
+
 @pytest.fixture(scope="module")
 def shared(browser, streamlit_server):
     """One session kept across the page tests (navigation happens in the browser, like a user)."""
@@ -105,16 +111,18 @@ def test_first_screen_draws_charts_offline(shared, streamlit_server):
     assert not shared.dialogs
 
 
-@pytest.mark.parametrize("title,heading", PAGES, ids=[p[0] for p in PAGES])
-def test_each_page_opens_and_draws(shared, streamlit_server, title, heading):
+@pytest.mark.parametrize("title", PAGES)
+def test_each_page_opens_and_draws(shared, streamlit_server, title):
     page = shared.page
     if page.url == "about:blank":  # run alone: start the session here
         open_app(shared, streamlit_server.url)
-    goto_page(page, title, heading)
+    heading = goto_page(page, title)
+    if title in HEADINGS:
+        assert heading == HEADINGS[title]
     no_exception(page)
     expect(first_chart(page)).to_be_visible(timeout=RUN_MS)
     assert page.locator(f"{MAIN} {CHART}").count() >= 1
-    screenshot(page, f"page-{title.lower()}")
+    screenshot(page, "page-" + re.sub(r"\W+", "-", title.lower()))
     no_exception(page)
     assert_offline(shared)
 
@@ -123,7 +131,7 @@ def test_bertviz_head_view_draws_offline(shared, streamlit_server):
     page = shared.page
     if page.url == "about:blank":
         open_app(shared, streamlit_server.url)
-    goto_page(page, "Attention", "Attention")
+    goto_page(page, "Attention")
     frame = open_bertviz_head_view(page)
     assert frame.locator("#vis svg text").count() > 10  # token labels on both sides
     labels = [t or "" for t in frame.locator("#vis svg text").all_text_contents()]
@@ -149,7 +157,7 @@ def test_upload_runs_to_completion_with_progress(fresh, local_model):
         window.__observer = new MutationObserver(seen);
         window.__observer.observe(document.body, {childList: true, subtree: true, characterData: true});
     }""")
-    caption = run_and_wait_for_caption(page)
+    caption = run_and_wait(page, "story.txt")
     progress = page.evaluate("() => { window.__observer.disconnect(); return window.__progress; }")
     expected = local_model.trace(read_document("story.txt", data=data).text)
     print(f"caption: {caption!r}; progress states seen: {sorted(set(progress))[:6]}")
@@ -157,7 +165,6 @@ def test_upload_runs_to_completion_with_progress(fresh, local_model):
     assert any("Segment" in p and f"of {expected.num_segments}" in p for p in progress), (
         f"the progress bar was never drawn during the run: {progress[:10]}")
     expect(page.locator(SIDEBAR).locator('[data-testid="stProgress"]')).to_have_count(0)  # removed when done
-    expect(page.locator(MAIN).get_by_text("story.txt · colour")).to_be_visible()
     expect(first_chart(page)).to_be_visible()
     no_exception(page)
     screenshot(page, "upload-done")
@@ -233,11 +240,11 @@ def test_bad_upload_shows_a_message_and_the_app_keeps_working(fresh, case):
 def test_folder_that_is_not_a_checkpoint_shows_a_message(fresh, tmp_path):
     page = fresh.page
     sidebar = page.locator(SIDEBAR)
-    model_box = sidebar.locator('[data-testid="stSelectbox"]').filter(has_text="Model")
-    shipped = model_box.locator('[data-baseweb="select"]').inner_text().strip()  # the default checkpoint
+    model_box = sidebar.get_by_role("combobox", name="Model")
+    shipped = model_box.input_value().strip()  # the default checkpoint
     assert shipped and "Local" not in shipped
-    model_box.locator('[data-baseweb="select"]').click()
-    page.get_by_role("option", name="Local folder…").click()
+    model_box.click()
+    page.get_by_role("option", name="Local folder…", exact=True).click()
     wait_idle(page)
     (tmp_path / "notes.txt").write_text("not a model")
     folder = sidebar.locator('[data-testid="stTextInput"] input')
@@ -247,8 +254,8 @@ def test_folder_that_is_not_a_checkpoint_shows_a_message(fresh, tmp_path):
     no_exception(page)
     screenshot(page, "bad-local-folder")
     # back to the shipped model: everything works again
-    model_box.locator('[data-baseweb="select"]').click()
-    page.get_by_role("option", name=shipped).click()
+    model_box.click()
+    page.get_by_role("option", name=shipped, exact=True).click()
     wait_idle(page)
     expect(sidebar.locator(ALERT, has_text="not a checkpoint")).to_have_count(0)
     assert_recovers(page)
@@ -260,8 +267,7 @@ def test_document_text_cannot_run_script(fresh):
     page = fresh.page
     text = f"{XSS} The memory keeps what the reader saw. " * 2 + XSS
     paste_text(page, text)
-    run_and_wait_for_caption(page)
-    expect(page.locator(MAIN).get_by_text("Pasted text · colour")).to_be_visible()
+    run_and_wait(page, "Pasted text")
 
     def check(where: str) -> None:
         no_exception(page)
@@ -273,17 +279,18 @@ def test_document_text_cannot_run_script(fresh):
     # the payload is on the page as text (so the check above is meaningful)
     expect(page.locator(MAIN).get_by_text("onerror", exact=False).first).to_be_visible()
     check("Overview")
-    goto_page(page, "Timeline", "Timeline")
+    goto_page(page, "Timeline")
     expect(page.locator(MAIN).get_by_text("onerror", exact=False).first).to_be_attached()
     check("Timeline")
-    goto_page(page, "Attention", "Attention")
+    goto_page(page, "Attention")
     frame = open_bertviz_head_view(page)
     assert frame.locator('img[src="x"]').count() == 0
-    assert any("alert" in t or "script" in t or "onerror" in t for t in frame.locator("#vis svg text").all_text_contents())
+    shown = {(t or "").strip() for t in frame.locator("#vis svg text").all_text_contents()}
+    assert {"<", ">", "error", "cri"} <= shown, f"the payload's tokens should be drawn as text: {sorted(shown)[:40]}"
     check("Attention (bertviz head view)")
     page.get_by_role("tab", name="bertviz model view").click()
     check("Attention (bertviz model view)")
-    goto_page(page, "Attribution", "Attribution and interventions")
+    goto_page(page, "Attribution")
     page.get_by_role("tab", name="Through memory").click()
     page.get_by_role("button", name="Attribute through memory").click()
     expect(page.locator(MAIN).get_by_text("Document coloured by attribution")).to_be_visible(timeout=RUN_MS)

@@ -1,0 +1,253 @@
+"""Tracing cost: trace vs plain forward, scaling to 1M tokens, trace memory and file size,
+and recomputing one segment's full attention.
+
+(a) model.trace(ids) of a 50k-token document vs model(ids) under no_grad (batch 1) on the
+    same tokens, interleaved. Target: trace / forward <= 1.3. Info rows: trace(text) (also
+    tokenises and keeps the text), and the bare segment loop (model.iter_segments, no logits
+    concatenated).
+(b) One subprocess per size (10k, 100k, 1M tokens of the Austen corpus, tokenised once in the
+    parent), so memory peaks do not mix. In each child: a 10k-token reference trace timed
+    before and after the big one (in the same process, so machine load hits both), the big
+    trace, then trace.save() to a temporary file. Targets: per-token time(1M) / per-token
+    time(10k) <= 1.2 (against the in-process reference); peak RSS growth during the 1M trace
+    beyond the loaded model < 1.5 GB. Reported: trace file size per 1k tokens.
+(c) trace.attention(i) (one segment's full attention, recomputed): median < 0.2 s.
+"""
+from __future__ import annotations
+
+import _common as C  # noqa: E402  (puts the repo root on sys.path)
+
+import argparse  # noqa: E402
+import gc  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+RATIO_TARGET = 1.3
+SCALING_TARGET = 1.2
+MEMORY_TARGET_GB = 1.5
+ATTENTION_TARGET_S = 0.2
+REF_TOKENS = 10_000
+GB = 1024 ** 3
+
+
+def corpus_tokens(model, n_tokens: int):
+    """(text, ids, spans) of the Austen corpus (all six novels), tokenised once, repeated until
+    it holds n_tokens, cut there."""
+    text, ids, spans = C.corpus_ids(model, split="all", max_chars=n_tokens * 6)  # ~3.8 characters a token
+    if len(ids) < n_tokens:
+        reps = -(-n_tokens // len(ids))
+        gap = len(text) + 1
+        ids = np.tile(ids, reps)
+        spans = np.concatenate([spans + r * gap for r in range(reps)])
+        text = "\n".join([text] * reps)
+    return text, ids[:n_tokens], spans[:n_tokens]
+
+
+# ---------------------------------------------------------------------- (a) and (c)
+def trace_vs_forward(model, text, ids, spans, n_tokens: int, device, rounds: int):
+    doc_ids = ids[:n_tokens]
+    doc_text = text[: int(spans[n_tokens - 1, 1])]
+    x = torch.as_tensor(doc_ids, dtype=torch.long, device=device).unsqueeze(0)
+
+    def forward():
+        with torch.no_grad():
+            return model(x).logits
+
+    def segment_loop():
+        with torch.no_grad():
+            for _ in model.iter_segments(x):
+                pass
+
+    variants = {
+        "trace(ids)": lambda: model.trace(doc_ids),
+        "forward": forward,
+        "trace(text)": lambda: model.trace(doc_text),
+        "segment loop": segment_loop,
+    }
+    # warm up on a short piece (a full 50k-token warm-up would double the run time)
+    short = min(n_tokens, 2048)
+    model.trace(doc_ids[:short])
+    with torch.no_grad():
+        model(x[:, :short])
+    times = C.interleaved(variants, rounds=rounds, warmup=0, device=device)
+    return times, model.trace(doc_ids)
+
+
+def attention_times(trace, device, count: int) -> list[float]:
+    picks = np.unique(np.linspace(0, trace.num_segments - 1, count).astype(int))
+    trace.attention(int(picks[0]))  # warm-up
+    return [C.time_call(lambda i=int(i): trace.attention(i), device) for i in picks]
+
+
+# ---------------------------------------------------------------------- (b) child
+def child(args: argparse.Namespace) -> None:
+    """Runs in a subprocess: trace one size, print one JSON line."""
+    C.setup(args)
+    device = args.device
+    model = C.load_model(device)
+    ids = np.load(args.ids_file)[: args.child]
+    n_ref = min(REF_TOKENS, len(ids))
+    model.trace(ids[:2048])  # warm-up
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        cuda_base = torch.cuda.memory_allocated()
+
+    def ref() -> float:
+        return C.time_call(lambda: model.trace(ids[:n_ref]), device) / n_ref
+
+    same = len(ids) == n_ref
+    ref_before = [ref() for _ in range(args.ref_runs)]
+    C.release_free_memory()
+    base_rss = C.rss_bytes()
+    exact_peak = C.reset_peak_rss()
+    start = time.perf_counter()
+    trace = model.trace(ids)
+    C.sync(device)
+    seconds = time.perf_counter() - start
+    peak_trace = C.peak_rss_bytes()
+    rss_after = C.rss_bytes()
+    cuda_peak = (torch.cuda.max_memory_allocated() - cuda_base) if device.startswith("cuda") else 0
+    with tempfile.TemporaryDirectory(dir=args.tmp_dir) as tmp:
+        path = Path(tmp) / "trace.safetensors"
+        save_start = time.perf_counter()
+        trace.save(path)
+        save_seconds = time.perf_counter() - save_start
+        file_bytes = path.stat().st_size
+    peak_save = C.peak_rss_bytes()
+    n_tokens = trace.num_tokens
+    del trace
+    gc.collect()
+    ref_after = [ref() for _ in range(0 if same else args.ref_runs)]
+    refs = ref_before + ref_after
+    per_token = seconds / n_tokens
+    print("RESULT_JSON " + json.dumps({
+        "tokens": n_tokens, "seconds": seconds, "per_token": per_token,
+        "ref_per_token": C.median(refs), "ref_runs": len(refs),
+        "ratio_vs_ref": per_token / C.median(refs),
+        "base_rss": base_rss, "peak_growth_trace": max(peak_trace, rss_after) - base_rss,
+        "peak_growth_save": peak_save - base_rss, "exact_peak": exact_peak, "rss_after": rss_after,
+        "retained": rss_after - base_rss, "cuda_peak": cuda_peak,
+        "file_bytes": file_bytes, "save_seconds": save_seconds}), flush=True)
+
+
+def run_child(size: int, ids_file: str, args: argparse.Namespace, device: str, tmp_dir: str) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(size), "--ids-file", ids_file,
+           "--device", device, "--threads", str(args.threads), "--tmp-dir", tmp_dir,
+           "--ref-runs", "1" if args.quick else "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT_JSON "):
+            return json.loads(line[len("RESULT_JSON "):])
+    raise RuntimeError(f"child for {size} tokens failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr[-3000:]}")
+
+
+# ---------------------------------------------------------------------- main
+def main() -> int:
+    p = C.parser(__doc__.splitlines()[0])
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help="largest size for (b) (default 1,000,000; 100,000 with --quick)")
+    p.add_argument("--doc-tokens", type=int, default=None, help="document size for (a) (default 50,000; quick 5,000)")
+    p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--ids-file", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
+    p.add_argument("--tmp-dir", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--ref-runs", type=int, default=2, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child is not None:
+        child(args)
+        return 0
+
+    C.setup(args)
+    report = C.Report("bench_trace", "trace cost, scaling, memory, file size, attention recompute", quick=args.quick)
+    report.header(args)
+    max_tokens = args.max_tokens or (100_000 if args.quick else 1_000_000)
+    doc_tokens = args.doc_tokens or (5_000 if args.quick else 50_000)
+    sizes = sorted({s for s in (10_000, 100_000, 1_000_000) if s < max_tokens} | {max_tokens})
+    rounds = 1 if args.quick else 3
+
+    cpu_model = C.load_model("cpu")
+    t0 = time.perf_counter()
+    text, ids, spans = corpus_tokens(cpu_model, max(max_tokens, doc_tokens))
+    print(f"tokenised the corpus once ({len(ids):,} tokens used) in {time.perf_counter() - t0:.1f} s")
+
+    rows_a, rows_c, rows_b, checks = [], [], [], []
+    for device in C.devices(args):
+        model = cpu_model if device == "cpu" else C.load_model(device)
+        times, trace = trace_vs_forward(model, text, ids, spans, doc_tokens, device, rounds)
+        fwd = C.median(times["forward"])
+        for name in ("trace(ids)", "trace(text)", "segment loop", "forward"):
+            rows_a.append([device, name, doc_tokens, C.median(times[name]), C.spread(times[name]),
+                           C.paired_ratio(times, name, "forward"), C.median(times[name]) / fwd,
+                           len(times[name])])
+        if device == "cpu":
+            checks.append(("trace/forward, 50k tokens (cpu)" if doc_tokens == 50_000
+                           else f"trace/forward, {doc_tokens} tokens (cpu)",
+                           C.paired_ratio(times, "trace(ids)", "forward"), RATIO_TARGET, ""))
+        att = attention_times(trace, device, 5 if args.quick else 25)
+        rows_c.append([device, f"{len(att)} segments of a {doc_tokens}-token trace", C.ms(C.median(att)),
+                       C.ms(min(att)), C.ms(max(att))])
+        if device == "cpu":
+            checks.append(("trace.attention(i) median (cpu)", C.median(att), ATTENTION_TARGET_S, " s"))
+        del trace
+        if device != "cpu":
+            del model
+        gc.collect()
+
+    with tempfile.TemporaryDirectory(prefix="rmt-bench-") as tmp:
+        ids_file = str(Path(tmp) / "ids.npy")
+        np.save(ids_file, ids[:max_tokens].astype(np.int64))
+        del text, spans
+        gc.collect()
+        for device in C.devices(args):
+            results = {}
+            for size in sizes:
+                t0 = time.perf_counter()
+                print(f"(b) {device}: tracing {size:,} tokens in a subprocess…", flush=True)
+                results[size] = r = run_child(size, ids_file, args, device, tmp)
+                print(f"    done in {time.perf_counter() - t0:.0f} s", flush=True)
+            if not all(r["exact_peak"] for r in results.values()):
+                report.note("could not reset the peak-RSS mark (/proc/self/clear_refs): peaks include "
+                            "the child's start-up (model load, warm-up)")
+            smallest = results[sizes[0]]["per_token"]
+            for size in sizes:
+                r = results[size]
+                rows_b.append([device, f"{r['tokens']:,}", r["seconds"], r["per_token"] * 1e6, r["ref_per_token"] * 1e6,
+                               r["ratio_vs_ref"], r["per_token"] / smallest, r["peak_growth_trace"] / GB,
+                               r["peak_growth_save"] / GB, r["retained"] / GB,
+                               r["cuda_peak"] / GB if device != "cpu" else float("nan"),
+                               r["file_bytes"] / r["tokens"] * 1000 / 2**20, r["save_seconds"]])
+            if device == "cpu":
+                big = results[sizes[-1]]
+                label = f"{sizes[-1] // 1000}k" if sizes[-1] < 1_000_000 else f"{sizes[-1] / 1e6:g}M"
+                checks.append((f"per-token({label})/per-token(10k), same process (cpu)", big["ratio_vs_ref"],
+                               SCALING_TARGET, ""))
+                checks.append((f"peak RSS growth tracing {label} tokens (cpu)", big["peak_growth_trace"] / GB,
+                               MEMORY_TARGET_GB, " GB"))
+
+    report.table(["device", "variant", "tokens", "median s", "min..max ms", "x forward (paired)",
+                  "x forward (medians)", "rounds"], rows_a, title="(a) trace vs plain forward, batch 1")
+    report.table(["device", "segments", "median ms", "min ms", "max ms"], rows_c,
+                 title="(c) trace.attention(i): one segment's full attention, recomputed")
+    report.table(["device", "tokens", "trace s", "us/token", "10k ref us/token", "ratio vs 10k ref",
+                  "ratio vs 10k child", "peak RSS growth GB", "peak incl. save GB", "retained GB",
+                  "CUDA peak GB", "file MB per 1k tokens", "save s"], rows_b,
+                 title="(b) scaling, one subprocess per size (growth = beyond the loaded model and ids)")
+    print("ratio vs 10k ref: per-token time of the big trace / a 10k-token trace timed before and after it in "
+          "the same process (the judged ratio); ratio vs 10k child: against the 10k subprocess (info). "
+          "retained = RSS still held with the finished trace alive.")
+    for label, value, target, unit in checks:
+        report.check(label, value, target, unit, op="<" if "GB" in unit or "attention" in label else "<=")
+    return report.finish(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
