@@ -66,7 +66,7 @@ DEFAULT = Recipe(
         Stage("4-8 segments", "fact", "detect", (4, 6, 8), max_steps=1000, lm_weight=0.5, gate=0.98, batch_size=16),
         # No gate: a fixed budget of language modelling (weight 1) with recall kept alive, so the
         # model is a real LM of Austen that also uses memory for context.
-        Stage("LM + recall, 2-8 segments", "fact", "detect", (2, 4, 8), max_steps=2000, lm_weight=1.0,
+        Stage("LM + recall, 2-8 segments", "fact", "detect", (2, 4, 8), max_steps=900, lm_weight=1.0,
               batch_size=16, eval_every=250),
         Stage("longer documents, 8-16 segments", "fact", "detect", (8, 16), max_steps=300, lm_weight=1.0,
               batch_size=8, lr=3e-4, gate=0.99, eval_every=100, eval_samples=64),

@@ -8,18 +8,15 @@ from rmt_core import analysis, figures
 from rmt_core.trace import BLOCK_PAIRS
 
 from app import services, sidebar
-from app.views.common import require_trace, show_figure
+from app.views.common import require_trace_with_model, show_figure
 
 MAX_HEATMAP = 200  # positions per axis before the heatmap is cut (the browser stays responsive)
 
 
 def render() -> None:
     st.header("Attention")
-    trace = require_trace()
+    trace = require_trace_with_model("Recomputing full attention")
     if trace is None:
-        return
-    if trace.model is None:
-        st.warning("This trace has no model attached, so full attention cannot be recomputed.")
         return
     _views(trace, sidebar.selected_segment(trace))
 

@@ -10,7 +10,7 @@ from rmt_core import RMTLensError, attribution, figures, interventions
 from rmt_core.render import document_html
 
 from app import sidebar, state
-from app.views.common import require_trace, show_figure
+from app.views.common import require_trace_with_model, show_figure
 
 
 def _cached(trace, key: tuple, compute):
@@ -23,11 +23,8 @@ def _cached(trace, key: tuple, compute):
 
 def render() -> None:
     st.header("Attribution and interventions")
-    trace = require_trace()
+    trace = require_trace_with_model("Attribution")
     if trace is None:
-        return
-    if trace.model is None:
-        st.warning("Attribution needs the model the trace was made with.")
         return
     _views(trace, sidebar.selected_segment(trace))
 

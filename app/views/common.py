@@ -17,6 +17,15 @@ def require_trace():
     return trace
 
 
+def require_trace_with_model(purpose: str):
+    """The current trace if its model is attached (needed to recompute), else None with a message."""
+    trace = require_trace()
+    if trace is not None and trace.model is None:
+        st.warning(f"{purpose} needs the model the trace was made with; load the trace with its checkpoint.")
+        return None
+    return trace
+
+
 def show_figure(fig, key: str | None = None, **kwargs):
     return st.plotly_chart(fig, config=FIGURE_CONFIG, key=key, **kwargs)
 
