@@ -29,10 +29,22 @@ import numpy as np  # noqa: E402
 TARGET_MS = 300.0
 
 
+def quiet_streamlit() -> None:
+    """No 'missing ScriptRunContext' warnings: the app's code runs here without a server (bare mode)."""
+    import logging
+
+    for name in ("streamlit", "streamlit.runtime.scriptrunner_utils.script_run_context",
+                 "streamlit.runtime.caching.cache_data_api"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def build_document(model):
     """(text, how it was made): the app's demo document, else the same recipe by hand."""
     try:
+        quiet_streamlit()
         from app import services
+
+        quiet_streamlit()  # streamlit sets its loggers' levels on import
 
         return services.demo_document(services.DEMOS[0], model).text, "app.services.demo_document"
     except Exception as exc:  # noqa: BLE001 - fall back to the same recipe without the app

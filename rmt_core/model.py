@@ -36,8 +36,9 @@ class RMTOutput:
 class SegmentOutput:
     """One segment's results (see RMTModel.run_segment)."""
 
-    logits: torch.Tensor  # (batch, L, vocab)
+    logits: torch.Tensor | None  # (batch, L, vocab); None when compute_logits=False
     memory_out: torch.Tensor | None  # (batch, m, d); None when the segment has no write block
+    token_hidden: torch.Tensor | None = None  # (batch, L, d) final hidden states of the tokens
     hidden_states: tuple[torch.Tensor, ...] | None = None  # per layer (batch, row, d), if asked
 
 
@@ -155,6 +156,7 @@ class RMTModel(nn.Module):
         attention_probe: Callable[[int, torch.Tensor], None] | None = None,
         output_hidden_states: bool = False,
         inputs_embeds: torch.Tensor | None = None,
+        compute_logits: bool = True,
     ) -> SegmentOutput:
         """Run one segment row [read | tokens | write] through the backbone.
 
@@ -162,6 +164,7 @@ class RMTModel(nn.Module):
         token_ids: (batch, L) ids; token_valid: (batch, L) bool, False at right padding.
         inputs_embeds: optional (batch, L, d) token embeddings used instead of token_ids
             (attribution methods perturb them).
+        compute_logits: False skips the LM head (forward applies it once to all segments).
         """
         cfg = self.config
         m = cfg.num_mem_tokens
@@ -196,14 +199,15 @@ class RMTModel(nn.Module):
         )
         hidden = out.last_hidden_state  # (batch, n, d), after the final norm
         _, tokens, write_block = segment_layout(m, n_tokens, write)
-        logits = self.backbone.get_output_embeddings()(hidden[:, tokens])  # (batch, L, vocab)
+        token_hidden = hidden[:, tokens]  # (batch, L, d)
+        logits = self.backbone.get_output_embeddings()(token_hidden) if compute_logits else None  # (batch, L, vocab)
         memory_out = hidden[:, write_block] if write else None
         if memory_out is not None and token_valid is not None:
             # A sample whose segment is all padding keeps the memory it had.
             has_tokens = token_valid.any(dim=1).view(batch, 1, 1)
             memory_out = torch.where(has_tokens, memory_out, memory)
         hidden_states = tuple(out.hidden_states) if output_hidden_states else None
-        return SegmentOutput(logits=logits, memory_out=memory_out, hidden_states=hidden_states)
+        return SegmentOutput(logits=logits, memory_out=memory_out, hidden_states=hidden_states, token_hidden=token_hidden)
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -231,19 +235,21 @@ class RMTModel(nn.Module):
         bounds = self.segment_bounds(total)
         depth = self.config.bptt_depth
         state = memory if memory is not None else self.initial_memory_batch(batch)
-        logits, memory_states = [], []
+        token_hidden, memory_states = [], []
         for index, (start, end) in enumerate(bounds):
             if reset_memory is True or (not isinstance(reset_memory, bool) and index in reset_memory):
                 state = self.initial_memory_batch(batch)
             seg_valid = valid[:, start:end] if valid is not None else None
-            out = self.run_segment(state, input_ids[:, start:end], seg_valid, segment_index=index)
-            logits.append(out.logits)
+            out = self.run_segment(state, input_ids[:, start:end], seg_valid, segment_index=index, compute_logits=False)
+            token_hidden.append(out.token_hidden)
             if out.memory_out is not None:
                 state = out.memory_out
                 memory_states.append(state)
                 if depth is not None and index < len(bounds) - depth:
                     state = state.detach()  # truncated BPTT: only the last `depth` segments unroll
-        all_logits = torch.cat(logits, dim=1)  # (batch, T, vocab)
+        # One LM-head call over the concatenated hidden states: concatenating (batch, T, d) is
+        # vocab/d times cheaper than concatenating per-segment logits.
+        all_logits = self.backbone.get_output_embeddings()(torch.cat(token_hidden, dim=1))  # (batch, T, vocab)
         loss = shifted_cross_entropy(all_logits, labels, attention_mask) if labels is not None else None
         return RMTOutput(logits=all_logits, loss=loss, memory_states=memory_states)
 

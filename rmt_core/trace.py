@@ -294,7 +294,7 @@ class TraceStream:
         self.bounds = model.segment_bounds(len(ids))
         self.trace = Trace(
             text, ids, model_identity(model),
-            model.initial_memory.detach().float().cpu().numpy(),
+            model.initial_memory.detach().float().cpu().numpy().copy(),
             {"top_k": top_k, "lens_k": LENS_K, "segment_size": model.config.segment_size,
              "dtype": str(model.dtype).replace("torch.", ""), "device": str(model.device)},
             model=model,
@@ -338,8 +338,10 @@ class TraceStream:
                 token_ids=trace.token_ids[start:end],
                 tokens=self.display[start:end],
                 char_spans=self.spans[start:end],
-                memory_in=memory[0].float().cpu().numpy(),
-                memory_out=memory_out[0].float().cpu().numpy(),
+                # memory_in is the previous record's memory_out (one shared array); memory_out is a
+                # copy, since a view would keep the whole segment's hidden-state buffer alive
+                memory_in=trace.segments[-1].memory_out if trace.segments else trace.initial_memory,
+                memory_out=memory_out[0].float().cpu().numpy().copy(),
                 read_hidden=hidden[:, :m].cpu().numpy().astype(np.float16),
                 write_hidden=write_hidden.cpu().numpy().astype(np.float16),
                 token_logprob=token_lp.cpu().numpy().astype(np.float32),

@@ -68,9 +68,11 @@ class StreamlitServer:
             return "(no log)"
 
     def rss_bytes(self) -> int:
-        """Resident memory of the server and all its children."""
-        import psutil
-
+        """Resident memory of the server and all its children (psutil; /proc when psutil is missing)."""
+        try:
+            import psutil
+        except ImportError:
+            return _proc_tree_rss(self.process.pid)
         root = psutil.Process(self.process.pid)
         total = 0
         for proc in [root] + root.children(recursive=True):
@@ -79,6 +81,20 @@ class StreamlitServer:
             except psutil.Error:
                 pass
         return total
+
+
+def _proc_tree_rss(pid: int) -> int:
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            total += int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE).group(1)) * 1024
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, AttributeError, ValueError):
+            pass
+    return total
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -239,7 +255,7 @@ def goto_page(page, title: str) -> str:
     which stay on screen until the new run replaces them, are never mistaken for the new page's."""
     from playwright.sync_api import expect
 
-    link = page.locator('[data-testid="stSidebarNavLink"]', has_text=re.compile(rf"^\s*{re.escape(title)}\s*$"))
+    link = page.locator('[data-testid="stSidebarNavLink"]').filter(has=page.locator(f'span[label="{title}"]'))
     heading = page_heading(page)
     before = heading.text_content(timeout=UI_MS) if heading.count() else None
     current = link.get_attribute("aria-current") == "page"
@@ -298,8 +314,13 @@ def screenshot(page, name: str) -> Path:
 
 
 def assert_offline(*sessions: Session) -> None:
+    """No request left the machine, and no uncaught JavaScript error or dialog happened on the page."""
     blocked = [url for s in sessions for url in s.guard.blocked]
     assert not blocked, f"the page asked for something outside the machine (it must work offline): {blocked}"
+    errors = [e for s in sessions for e in s.page_errors]
+    assert not errors, f"uncaught JavaScript errors on the page: {errors[:5]}"
+    dialogs = [d for s in sessions for d in s.dialogs]
+    assert not dialogs, f"the page opened dialogs: {dialogs}"
 
 
 # ---------------------------------------------------------------------- fixtures
