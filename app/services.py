@@ -144,7 +144,14 @@ def read_upload(name: str, data: bytes) -> Document:
     """An uploaded file as a Document (rmt_core.documents checks and converts it)."""
     from rmt_core.documents import read_document
 
-    doc = read_document(name, data=data, limits=upload_limits())
+    from rmt_core.documents import DocumentError
+
+    try:
+        doc = read_document(name, data=data, limits=upload_limits())
+    except DocumentError as exc:
+        if "size limit" in str(exc):  # the library's advice is for Python users; say what app users can do
+            raise DocumentError(f"{exc} In the app, start it with RMT_LENS_MAX_UPLOAD_BYTES=<bytes> to raise the limit.") from exc
+        raise
     return Document(name, doc.text, note=doc.note)
 
 

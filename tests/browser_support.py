@@ -51,6 +51,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _proc_tree_rss(pid: int) -> int:
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            total += int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE).group(1)) * 1024
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, AttributeError, ValueError):
+            pass
+    return total
+
+
 @dataclass
 class StreamlitServer:
     port: int
@@ -82,20 +96,6 @@ class StreamlitServer:
                 pass
         return total
 
-
-def _proc_tree_rss(pid: int) -> int:
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            status = Path(f"/proc/{current}/status").read_text()
-            total += int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE).group(1)) * 1024
-            for task in Path(f"/proc/{current}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, AttributeError, ValueError):
-            pass
-    return total
-
     def stop(self) -> None:
         if self.process.poll() is None:
             try:
@@ -108,6 +108,16 @@ def _proc_tree_rss(pid: int) -> int:
                 pass
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the test process dies without tearing down (Linux; a no-op elsewhere)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort only
+        pass
+
+
 def start_server(log_dir: Path, extra_env: dict[str, str] | None = None) -> StreamlitServer:
     port = free_port()
     log_path = log_dir / f"streamlit-{port}.log"
@@ -117,7 +127,8 @@ def start_server(log_dir: Path, extra_env: dict[str, str] | None = None) -> Stre
            "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
     log = open(log_path, "wb")
-    process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                               preexec_fn=_die_with_parent)
     log.close()
     server = StreamlitServer(port, process, log_path)
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
