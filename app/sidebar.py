@@ -45,9 +45,17 @@ def current_model():
 
 def _choose_document(model) -> services.Document | None:
     sources = list(services.DEMOS) + ["Paste text", "Upload a file"]
-    source = st.radio("Document", sources, key=state.SOURCE)
+    symbolic = model.config.task in ("copy", "reverse", "retrieval")
+    source = st.radio("Document", sources, key=state.SOURCE, index=2 if symbolic else 0)
+    if symbolic and source != services.DEMOS[2]:
+        st.warning(f"This model was trained on the {model.config.task} task: ordinary text is mostly unknown "
+                   "tokens to it. Pick “Copy task (demo)” to see it work.")
     if source in services.DEMOS:
-        return services.demo_document(source, model)
+        try:
+            return services.demo_document(source, model)
+        except (ValueError, RuntimeError, RMTLensError) as exc:  # a demo this model's tokenizer cannot express
+            st.error(f"This demo does not fit the selected model: {exc}")
+            return None
     if source == "Paste text":
         text = st.text_area("Text", key=state.PASTED, height=150, placeholder="Paste any text…")
         return services.Document("Pasted text", text) if text.strip() else None

@@ -101,3 +101,16 @@ def test_paper_figures_page_renders():
     at.switch_page("screens/papers.py").run()
     _no_exception(at)
     assert len(at.get("plotly_chart")) >= 5
+
+
+def test_switching_to_the_copy_model_runs_its_demo():
+    at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    at.run()
+    at.selectbox(key=state.CHECKPOINT).set_value("copy-paper").run()
+    at.radio(key=state.SOURCE).set_value("Copy task (demo)").run()
+    at.button[0].click().run()
+    _no_exception(at)
+    trace = at.session_state[state.TRACE]
+    assert trace.model_info["name"] == "copy-paper" and trace.num_segments == 6
+    at.radio(key=state.SOURCE).set_value("Austen chapter (demo)").run()
+    assert any("copy task" in w.value for w in at.warning)
