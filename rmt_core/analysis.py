@@ -97,7 +97,7 @@ def top_read_tokens(trace: Trace, segment: int, layer: int | None = None, k: int
 
 def logit_lens(trace: Trace, segment: int, tokenizer=None) -> list[list[list[str]]]:
     """[layer][slot] -> top tokens the written memory decodes to at that layer (layer 0 = embeddings)."""
-    ids = trace.segments[segment].lens_ids
+    ids = trace.lens_ids(segment)
     decode = (lambda i: tokenizer.decode([int(i)])) if tokenizer is not None else str
     return [[[decode(i) for i in slot] for slot in layer] for layer in ids]
 

@@ -68,8 +68,8 @@ DEFAULT = Recipe(
         # model is a real LM of Austen that also uses memory for context.
         Stage("LM + recall, 2-8 segments", "fact", "detect", (2, 4, 8), max_steps=900, lm_weight=1.0,
               batch_size=16, eval_every=250),
-        Stage("longer documents, 8-16 segments", "fact", "detect", (8, 16), max_steps=300, lm_weight=1.0,
-              batch_size=8, lr=3e-4, gate=0.99, eval_every=100, eval_samples=64),
+        Stage("longer documents, 8-16 segments", "fact", "detect", (8, 16), max_steps=120, lm_weight=1.0,
+              batch_size=8, lr=3e-4, gate=0.99, eval_every=40, eval_samples=64),
     ],
 )
 

@@ -47,6 +47,8 @@ class SegmentRecord:
     tokens_to_read[y, h, j, k]: how much token j attends to read slot k.
     lens_ids[y, k, :]: top token ids that write slot k's hidden state at layer y decodes
         to through the final norm and the LM head (the logit lens); layer 0 = embeddings.
+        Computed on first use (Trace.lens_ids), not while tracing: it is not needed to
+        trace and costs an LM-head call per segment.
     """
 
     index: int
@@ -66,7 +68,7 @@ class SegmentRecord:
     block_attention: np.ndarray  # (Y, H, 6) float16
     write_to_tokens: np.ndarray  # (Y, H, m, L) float16
     tokens_to_read: np.ndarray  # (Y, H, L, m) float16
-    lens_ids: np.ndarray  # (Y+1, m, LENS_K) int32
+    lens_ids: np.ndarray | None = None  # (Y+1, m, LENS_K) int32; filled on demand by Trace.lens_ids
 
     @property
     def num_tokens(self) -> int:
@@ -132,6 +134,28 @@ class Trace:
 
     def losses(self) -> np.ndarray:
         return np.array([s.loss for s in self.segments], dtype=np.float64)
+
+    # ------------------------------------------------------------------ logit lens
+    def lens_ids(self, index: int) -> np.ndarray:
+        """(Y+1, m, LENS_K) logit-lens token ids of segment `index`'s write slots (computed once)."""
+        if self.segments[index].lens_ids is None:
+            self.compute_lens([i for i, s in enumerate(self.segments) if s.lens_ids is None])
+        return self.segments[index].lens_ids
+
+    @torch.no_grad()
+    def compute_lens(self, indices: list[int], chunk: int = 256) -> None:
+        """Fill lens_ids for these segments from their stored write-slot hidden states, in batches."""
+        model = self._require_model()
+        norm, head = _final_norm(model), model.backbone.get_output_embeddings()
+        for first in range(0, len(indices), chunk):
+            batch = indices[first:first + chunk]
+            hidden = torch.as_tensor(np.stack([self.segments[i].write_hidden for i in batch]),
+                                     device=model.device).to(model.dtype)  # (B, Y+1, m, d)
+            if norm is not None:  # the last layer is stored after the final norm already
+                hidden[:, :-1] = norm(hidden[:, :-1])
+            ids = torch.topk(head(hidden).float(), LENS_K, dim=-1).indices.cpu().numpy().astype(np.int32)
+            for i, lens in zip(batch, ids):
+                self.segments[i].lens_ids = lens
 
     # ------------------------------------------------------------------ recompute
     def attach(self, model) -> None:
@@ -259,12 +283,19 @@ def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, carry: torch.Tensor 
     (None at the document's start: that token gets NaN).
     """
     logprobs = torch.log_softmax(logits.float(), dim=-1)
-    token_lp = torch.full((ids.shape[0],), float("nan"), device=logits.device)
+    return logprobs, gather_token_logprobs(logprobs, ids, carry)
+
+
+def gather_token_logprobs(scores: torch.Tensor, ids: torch.Tensor, carry: torch.Tensor | None,
+                          lse: torch.Tensor | None = None) -> torch.Tensor:
+    """(L,) log p(token j | before) from a segment's (L, V) log-softmax, or from its logits
+    when lse (L,) = logsumexp of each row is given (see token_logprobs)."""
+    token_lp = torch.full((ids.shape[0],), float("nan"), device=scores.device)
     if ids.shape[0] > 1:
-        token_lp[1:] = logprobs[:-1].gather(1, ids[1:, None]).squeeze(1)
+        token_lp[1:] = scores[:-1].gather(1, ids[1:, None]).squeeze(1) - (lse[:-1] if lse is not None else 0)
     if carry is not None:
         token_lp[0] = carry[ids[0]]
-    return logprobs, token_lp
+    return token_lp
 
 
 def segment_loss(token_lp: torch.Tensor) -> float:
@@ -309,30 +340,27 @@ class TraceStream:
 
     @torch.no_grad()
     def _run(self) -> Iterator[SegmentRecord]:
+        """Run segment by segment; the LM head, log-softmax and top-k run on small batches of
+        finished segments (1, 2, 4, then 8 at a time): one larger matmul is much cheaper than
+        many 64-row ones, and the first records still appear at once."""
         model, trace = self.model, self.trace
         started = time.perf_counter()
-        device = model.device
-        all_ids = torch.as_tensor(trace.token_ids, dtype=torch.long, device=device)
+        all_ids = torch.as_tensor(trace.token_ids, dtype=torch.long, device=model.device)
         memory = model.initial_memory_batch(1)
-        carry_logprobs: torch.Tensor | None = None  # last position's log-softmax of the previous segment
-        norm, head = _final_norm(model), model.backbone.get_output_embeddings()
         m = model.config.num_mem_tokens
         total = len(self.bounds)
+        pending: list[tuple[SegmentRecord, torch.Tensor]] = []  # records waiting for their log-probs
+        carry: list[torch.Tensor | None] = [None]  # last log-softmax row of the previous segment
+        chunk = 1
         for index, (start, end) in enumerate(self.bounds):
             ids = all_ids[start:end].unsqueeze(0)  # (1, L)
             probe = _AttentionSummary(m, end - start)
-            out = model.run_segment(memory, ids, segment_index=index, attention_probe=probe, output_hidden_states=True)
-            logprobs, token_lp = token_logprobs(out.logits[0], ids[0], carry_logprobs)
-            carry_logprobs = logprobs[-1]
-            top = torch.topk(logprobs, min(self.top_k, logprobs.shape[-1]), dim=-1)
+            out = model.run_segment(memory, ids, segment_index=index, attention_probe=probe,
+                                    output_hidden_states=True, compute_logits=False)
             hidden = torch.stack(out.hidden_states)[:, 0]  # (Y+1, n, d)
-            _, tokens, write = segment_layout(m, end - start, write=m > 0)
-            write_hidden = hidden[:, write]  # (Y+1, m, d)
-            lens_input = write_hidden.clone()
-            if norm is not None:  # the last entry is already normed
-                lens_input[:-1] = norm(lens_input[:-1])
-            lens = torch.topk(head(lens_input).float(), LENS_K, dim=-1).indices  # (Y+1, m, k)
+            _, _, write = segment_layout(m, end - start, write=m > 0)
             memory_out = out.memory_out if out.memory_out is not None else memory
+            previous = pending[-1][0] if pending else (trace.segments[-1] if trace.segments else None)
             record = SegmentRecord(
                 index=index, start=start, end=end,
                 token_ids=trace.token_ids[start:end],
@@ -340,31 +368,57 @@ class TraceStream:
                 char_spans=self.spans[start:end],
                 # memory_in is the previous record's memory_out (one shared array); memory_out is a
                 # copy, since a view would keep the whole segment's hidden-state buffer alive
-                memory_in=trace.segments[-1].memory_out if trace.segments else trace.initial_memory,
+                memory_in=previous.memory_out if previous is not None else trace.initial_memory,
                 memory_out=memory_out[0].float().cpu().numpy().copy(),
                 read_hidden=hidden[:, :m].cpu().numpy().astype(np.float16),
-                write_hidden=write_hidden.cpu().numpy().astype(np.float16),
-                token_logprob=token_lp.cpu().numpy().astype(np.float32),
-                topk_ids=top.indices.cpu().numpy().astype(np.int32),
-                topk_logprobs=top.values.cpu().numpy().astype(np.float16),
-                loss=segment_loss(token_lp),
+                write_hidden=hidden[:, write].cpu().numpy().astype(np.float16),
+                token_logprob=np.empty(0, dtype=np.float32), topk_ids=np.empty((0, 0), dtype=np.int32),
+                topk_logprobs=np.empty((0, 0), dtype=np.float16), loss=float("nan"),
                 block_attention=probe.stacked(probe.blocks),
                 write_to_tokens=probe.stacked(probe.write_to_tokens),
                 tokens_to_read=probe.stacked(probe.tokens_to_read),
-                lens_ids=lens.cpu().numpy().astype(np.int32),
             )
-            trace.segments.append(record)
+            pending.append((record, out.token_hidden[0]))
             memory = memory_out
-            trace.seconds = time.perf_counter() - started
-            yield record
-            if self.progress is not None:
-                try:
-                    keep_going = self.progress(index + 1, total)
-                except TraceCancelled:
-                    keep_going = False
-                if keep_going is False:
-                    return
+            if len(pending) < chunk and index + 1 < total:
+                continue
+            self._predictions(pending, carry)
+            chunk = min(8, chunk * 2)
+            for record, _ in pending:
+                trace.segments.append(record)
+                trace.seconds = time.perf_counter() - started
+                yield record
+                if self.progress is not None:
+                    try:
+                        keep_going = self.progress(record.index + 1, total)
+                    except TraceCancelled:
+                        keep_going = False
+                    if keep_going is False:
+                        return
+            pending = []
         trace.complete = True
+
+    def _predictions(self, pending: list[tuple[SegmentRecord, torch.Tensor]], carry: list[torch.Tensor | None]) -> None:
+        """Fill token log-probs, top-k and loss of the pending records with one LM-head call."""
+        head = self.model.backbone.get_output_embeddings()
+        logits = head(torch.cat([h for _, h in pending])).float()  # (sum L, V)
+        # log p = logit - logsumexp: never materialises a full (sum L, V) log-softmax
+        lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # (sum L, 1)
+        top = torch.topk(logits, min(self.top_k, logits.shape[-1]), dim=-1)
+        top_ids = top.indices.cpu().numpy().astype(np.int32)
+        top_lp = (top.values - lse).cpu().numpy().astype(np.float16)
+        offset = 0
+        for record, _ in pending:
+            n = record.num_tokens
+            ids = torch.as_tensor(record.token_ids, dtype=torch.long, device=logits.device)
+            rows = slice(offset, offset + n)
+            token_lp = gather_token_logprobs(logits[rows], ids, carry[0], lse=lse[rows, 0])
+            carry[0] = logits[offset + n - 1] - lse[offset + n - 1]  # (V,) log-probs of the last position
+            record.token_logprob = token_lp.cpu().numpy().astype(np.float32)
+            record.topk_ids = top_ids[offset:offset + n]
+            record.topk_logprobs = top_lp[offset:offset + n]
+            record.loss = segment_loss(token_lp)
+            offset += n
 
 
 def iter_trace(model, text_or_ids: Any, progress: Progress | None = None, top_k: int = TOP_K) -> TraceStream:

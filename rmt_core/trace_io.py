@@ -14,7 +14,7 @@ from .errors import TraceError
 from .trace import TRACE_FORMAT, TRACE_FORMAT_VERSION, SegmentRecord, Trace
 
 PER_TOKEN = ("token_ids", "char_spans", "token_logprob", "topk_ids", "topk_logprobs")
-PER_SEGMENT = ("memory_out", "read_hidden", "write_hidden", "block_attention", "lens_ids")
+PER_SEGMENT = ("memory_out", "read_hidden", "write_hidden", "block_attention")
 
 
 def save_trace(trace: Trace, path: Path) -> Path:
@@ -31,6 +31,11 @@ def save_trace(trace: Trace, path: Path) -> Path:
     # token axis first so segments of different lengths concatenate: (T, Y, H, m)
     arrays["write_to_tokens"] = np.ascontiguousarray(np.concatenate([s.write_to_tokens.transpose(3, 0, 1, 2) for s in segs]))
     arrays["tokens_to_read"] = np.ascontiguousarray(np.concatenate([s.tokens_to_read.transpose(2, 0, 1, 3) for s in segs]))
+    missing_lens = [s.index for s in segs if s.lens_ids is None]
+    if missing_lens and trace.model is not None:
+        trace.compute_lens(missing_lens)
+    if all(s.lens_ids is not None for s in segs):  # without the model the lens is left to recompute later
+        arrays["lens_ids"] = np.ascontiguousarray(np.stack([s.lens_ids for s in segs]))
     arrays["bounds"] = np.array([[s.start, s.end] for s in segs], dtype=np.int64)
     arrays["loss"] = np.array([s.loss for s in segs], dtype=np.float64)
     header = {
@@ -94,7 +99,7 @@ def load_trace(path: Path) -> Trace:
             block_attention=arrays["block_attention"][index],
             write_to_tokens=arrays["write_to_tokens"][start:end].transpose(1, 2, 3, 0),
             tokens_to_read=arrays["tokens_to_read"][start:end].transpose(1, 2, 0, 3),
-            lens_ids=arrays["lens_ids"][index],
+            lens_ids=arrays["lens_ids"][index] if "lens_ids" in arrays else None,
         )
         trace.segments.append(record)
         memory_in = record.memory_out

@@ -205,3 +205,13 @@ def test_analysis_functions(trace):
     lens = analysis.logit_lens(trace, 0)
     assert len(lens) == 3 and len(lens[0]) == 3 and len(lens[0][0]) == 5
     np.testing.assert_allclose(analysis.segment_perplexity(trace), np.exp(trace.losses()))
+
+
+def test_logit_lens_of_the_written_memory_decodes_through_the_lm_head(trace, model):
+    assert trace.segments[4].lens_ids is None or trace.segments[4].lens_ids.shape == (3, 3, 5)
+    lens = trace.lens_ids(4)  # computed on demand for every segment still missing it
+    assert lens.shape == (3, 3, 5) and all(s.lens_ids is not None for s in trace.segments)
+    with torch.no_grad():
+        logits = model.backbone.get_output_embeddings()(torch.as_tensor(trace.segments[4].memory_out))
+    expected = torch.topk(logits, 5, dim=-1).indices.numpy()
+    assert np.array_equal(lens[-1][:, 0], expected[:, 0])  # top-1 of the last layer = the memory itself
