@@ -20,6 +20,7 @@ import torch
 
 from .errors import TraceCancelled, TraceError
 from .masks import segment_layout
+from .memory import release_free_memory
 
 BLOCK_PAIRS: tuple[str, ...] = (
     "tokens->read", "write->tokens", "write->read", "write->write", "read->read", "tokens->tokens",
@@ -396,6 +397,8 @@ class TraceStream:
                     if keep_going is False:
                         return
             pending = []
+            if index % 512 < chunk:  # about every 512 segments
+                release_free_memory()
         trace.complete = True
 
     def _predictions(self, pending: list[tuple[SegmentRecord, torch.Tensor]], carry: list[torch.Tensor | None]) -> None:
