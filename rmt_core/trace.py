@@ -244,8 +244,9 @@ def tokenize_document(model, text_or_ids: Any) -> tuple[str | None, np.ndarray, 
 def display_tokens(model, text: str | None, ids: np.ndarray, spans: np.ndarray) -> list[str]:
     if text is not None:
         return [text[s:e] for s, e in spans.tolist()]
-    if model.tokenizer is not None:
-        return [model.tokenizer.decode([int(i)]) for i in ids]
+    if model.tokenizer is not None:  # decode each distinct id once (a book repeats its vocabulary)
+        decoded = {int(i): model.tokenizer.decode([int(i)]) for i in np.unique(ids)}
+        return [decoded[i] for i in ids.tolist()]
     return [str(int(i)) for i in ids]
 
 
@@ -262,14 +263,15 @@ class _AttentionSummary:
     def __call__(self, layer: int, weights: torch.Tensor) -> None:
         w = weights[0].float()  # (H, n, n)
         r, t, wr = self.read, self.tokens, self.write
-
-        def mass(rows: slice, cols: slice) -> torch.Tensor:
-            if rows.stop == rows.start or cols.stop == cols.start:
-                return torch.zeros(w.shape[0], device=w.device)
-            return w[:, rows, cols].sum(-1).mean(-1)
-
-        self.blocks[layer] = torch.stack([
-            mass(t, r), mass(wr, t), mass(wr, r), mass(wr, wr), mass(r, r), mass(t, t)], dim=-1)
+        if r.stop == r.start:  # no memory: only tokens->tokens has mass
+            zeros = torch.zeros(w.shape[0], device=w.device)
+            self.blocks[layer] = torch.stack([zeros] * 5 + [w[:, t, t].sum(-1).mean(-1)], dim=-1)
+        else:
+            # per query row, the mass on each key block; then the mean over each query block
+            to_block = torch.stack([w[..., r].sum(-1), w[..., t].sum(-1), w[..., wr].sum(-1)], dim=-1)  # (H, n, 3)
+            read_q, token_q, write_q = to_block[:, r].mean(1), to_block[:, t].mean(1), to_block[:, wr].mean(1)  # (H, 3)
+            self.blocks[layer] = torch.stack([  # in BLOCK_PAIRS order
+                token_q[:, 0], write_q[:, 1], write_q[:, 0], write_q[:, 2], read_q[:, 0], token_q[:, 1]], dim=-1)
         self.write_to_tokens[layer] = w[:, wr, t]
         self.tokens_to_read[layer] = w[:, t, r]
 
