@@ -69,22 +69,9 @@ def read_document_file(path: str | Path, truncate: bool = True):
     .txt/.md/.pdf/.docx/.html are read as such; any other file is decoded as plain text.
     truncate: cut text beyond the document limits (a note goes to stderr) instead of failing.
     """
-    from .documents import read_document, supported_extensions
+    from .documents import read_document
 
-    p = Path(path)
-    if p.suffix.lower() in supported_extensions():
-        document = read_document(p, truncate=truncate)
-    else:
-        try:
-            data = p.read_bytes()
-        except FileNotFoundError:
-            raise DocumentError(f"No such file: {p}. Check the path.") from None
-        except OSError as exc:
-            raise DocumentError(f"Cannot read {p}: {exc.strerror or exc}.") from None
-        try:
-            document = read_document(f"{p.name}.txt", data=data, truncate=truncate)
-        except DocumentError as exc:  # name the file as the user gave it
-            raise DocumentError(str(exc).replace(f"{p.name}.txt", str(p))) from None
+    document = read_document(Path(path), truncate=truncate, unknown_as_text=True)
     if document.note:
         print(f"note: {document.note}", file=sys.stderr)
     return document
@@ -337,13 +324,11 @@ def _cut_to_tokens(model, text: str, limit: int) -> tuple[str, int]:
 def run_trace(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .errors import DocumentError as _DocumentError
-
     try:
         document = read_document_file(args.file, truncate=args.max_tokens is not None)
-    except _DocumentError as exc:
+    except DocumentError as exc:
         if "truncate=True" in str(exc):
-            raise _DocumentError(f"{exc} From the command line: pass --max-tokens N to trace only the start.") from None
+            raise DocumentError(f"{exc} From the command line: pass --max-tokens N to trace only the start.") from None
         raise
     model = _load_model(args)
     text = document.text

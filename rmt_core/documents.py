@@ -97,6 +97,7 @@ def read_document(
     data: bytes | None = None,
     limits: DocumentLimits | None = None,
     truncate: bool = False,
+    unknown_as_text: bool = False,
 ) -> Document:
     """Read a document as plain text.
 
@@ -104,11 +105,13 @@ def read_document(
     for its extension; without it, the file at that path is read.  Text longer
     than ``limits.max_chars`` (and a PDF longer than ``limits.max_pdf_pages``)
     raises, unless ``truncate`` is true: then the start is kept and ``note``
-    says so.  Raises DocumentError on anything that cannot be read.
+    says so.  ``unknown_as_text`` reads a file of any other extension as plain text
+    (with all the text checks) instead of refusing it.  Raises DocumentError on
+    anything that cannot be read.
     """
     limits = limits or DocumentLimits()
     name = Path(os.fspath(path_or_name)).name or os.fspath(path_or_name)
-    kind = _kind_of(name)
+    kind = _kind_of(name, unknown_as_text)
     if data is None:
         data = _read_file(Path(os.fspath(path_or_name)), limits)
     elif isinstance(data, (bytes, bytearray, memoryview)):
@@ -164,10 +167,12 @@ class _Extraction:
 # Shared steps
 
 
-def _kind_of(name: str) -> str:
+def _kind_of(name: str, unknown_as_text: bool = False) -> str:
     ext = Path(name).suffix.lower()
     if ext in _KINDS:
         return _KINDS[ext]
+    if unknown_as_text:
+        return "text"
     supported = ", ".join(_KINDS)
     what = f"File type '{ext}'" if ext else "A file with no extension"
     raise DocumentError(

@@ -364,3 +364,16 @@ def test_html_meta_charset_is_honoured():
 def test_deeply_nested_html_does_not_recurse():
     page = "<div>" * 2000 + "deep" + "</div>" * 2000
     assert read_document("deep.html", data=page.encode()).text == "deep"
+
+
+def test_unknown_extension_can_be_read_as_text(tmp_path):
+    from rmt_core.documents import read_document
+
+    path = tmp_path / "notes.log"
+    path.write_text("Mary travelled to the office.\r\n")
+    with pytest.raises(DocumentError, match="not supported"):
+        read_document(path)
+    assert read_document(path, unknown_as_text=True).text == "Mary travelled to the office.\n"
+    (tmp_path / "blob.bin").write_bytes(b"\x00\x01\x02" * 100)
+    with pytest.raises(DocumentError, match="binary"):
+        read_document(tmp_path / "blob.bin", unknown_as_text=True)  # the text checks still apply
