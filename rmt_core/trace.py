@@ -21,6 +21,7 @@ import torch
 from .errors import TraceCancelled, TraceError
 from .masks import segment_layout
 from .memory import release_free_memory
+from .topk import top_k_rows
 
 BLOCK_PAIRS: tuple[str, ...] = (
     "tokens->read", "write->tokens", "write->read", "write->write", "read->read", "tokens->tokens",
@@ -252,31 +253,34 @@ def display_tokens(model, text: str | None, ids: np.ndarray, spans: np.ndarray) 
 
 # ---------------------------------------------------------------------- recording
 class _AttentionSummary:
-    """Attention probe that keeps only the summaries of one segment row."""
+    """Attention probe that keeps each layer's weights of one segment row, then summarises all
+    layers at once (one set of small tensor ops per segment instead of one per layer)."""
 
     def __init__(self, m: int, n_tokens: int) -> None:
         self.read, self.tokens, self.write = segment_layout(m, n_tokens, write=m > 0)
-        self.blocks: dict[int, torch.Tensor] = {}
-        self.write_to_tokens: dict[int, torch.Tensor] = {}
-        self.tokens_to_read: dict[int, torch.Tensor] = {}
+        self.weights: dict[int, torch.Tensor] = {}
 
     def __call__(self, layer: int, weights: torch.Tensor) -> None:
-        w = weights[0].float()  # (H, n, n)
+        self.weights[layer] = weights[0]  # (H, n, n)
+
+    def summaries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(block_attention (Y, H, 6), write_to_tokens (Y, H, m, L), tokens_to_read (Y, H, L, m)), float16."""
+        w = torch.stack([self.weights[y] for y in sorted(self.weights)]).float()  # (Y, H, n, n)
         r, t, wr = self.read, self.tokens, self.write
         if r.stop == r.start:  # no memory: only tokens->tokens has mass
-            zeros = torch.zeros(w.shape[0], device=w.device)
-            self.blocks[layer] = torch.stack([zeros] * 5 + [w[:, t, t].sum(-1).mean(-1)], dim=-1)
+            zeros = torch.zeros(w.shape[:2], device=w.device)
+            blocks = torch.stack([zeros] * 5 + [w[..., t, t].sum(-1).mean(-1)], dim=-1)
         else:
             # per query row, the mass on each key block; then the mean over each query block
-            to_block = torch.stack([w[..., r].sum(-1), w[..., t].sum(-1), w[..., wr].sum(-1)], dim=-1)  # (H, n, 3)
-            read_q, token_q, write_q = to_block[:, r].mean(1), to_block[:, t].mean(1), to_block[:, wr].mean(1)  # (H, 3)
-            self.blocks[layer] = torch.stack([  # in BLOCK_PAIRS order
-                token_q[:, 0], write_q[:, 1], write_q[:, 0], write_q[:, 2], read_q[:, 0], token_q[:, 1]], dim=-1)
-        self.write_to_tokens[layer] = w[:, wr, t]
-        self.tokens_to_read[layer] = w[:, t, r]
+            to_block = torch.stack([w[..., r].sum(-1), w[..., t].sum(-1), w[..., wr].sum(-1)], dim=-1)  # (Y, H, n, 3)
+            read_q, token_q, write_q = to_block[:, :, r].mean(2), to_block[:, :, t].mean(2), to_block[:, :, wr].mean(2)
+            blocks = torch.stack([  # in BLOCK_PAIRS order
+                token_q[..., 0], write_q[..., 1], write_q[..., 0], write_q[..., 2], read_q[..., 0], token_q[..., 1]], dim=-1)
 
-    def stacked(self, table: dict[int, torch.Tensor]) -> np.ndarray:
-        return torch.stack([table[y] for y in sorted(table)]).cpu().numpy().astype(np.float16)
+        def host(x: torch.Tensor) -> np.ndarray:
+            return x.cpu().numpy().astype(np.float16)
+
+        return host(blocks), host(w[:, :, wr, t]), host(w[:, :, t, r])
 
 
 def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, carry: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -289,13 +293,11 @@ def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, carry: torch.Tensor 
     return logprobs, gather_token_logprobs(logprobs, ids, carry)
 
 
-def gather_token_logprobs(scores: torch.Tensor, ids: torch.Tensor, carry: torch.Tensor | None,
-                          lse: torch.Tensor | None = None) -> torch.Tensor:
-    """(L,) log p(token j | before) from a segment's (L, V) log-softmax, or from its logits
-    when lse (L,) = logsumexp of each row is given (see token_logprobs)."""
-    token_lp = torch.full((ids.shape[0],), float("nan"), device=scores.device)
+def gather_token_logprobs(logprobs: torch.Tensor, ids: torch.Tensor, carry: torch.Tensor | None) -> torch.Tensor:
+    """(L,) log p(token j | before) from a segment's (L, V) log-softmax (see token_logprobs)."""
+    token_lp = torch.full((ids.shape[0],), float("nan"), device=logprobs.device)
     if ids.shape[0] > 1:
-        token_lp[1:] = scores[:-1].gather(1, ids[1:, None]).squeeze(1) - (lse[:-1] if lse is not None else 0)
+        token_lp[1:] = logprobs[:-1].gather(1, ids[1:, None]).squeeze(1)
     if carry is not None:
         token_lp[0] = carry[ids[0]]
     return token_lp
@@ -361,6 +363,7 @@ class TraceStream:
             out = model.run_segment(memory, ids, segment_index=index, attention_probe=probe,
                                     output_hidden_states=True, compute_logits=False)
             hidden = torch.stack(out.hidden_states)[:, 0]  # (Y+1, n, d)
+            block_attention, write_to_tokens, tokens_to_read = probe.summaries()
             _, _, write = segment_layout(m, end - start, write=m > 0)
             memory_out = out.memory_out if out.memory_out is not None else memory
             previous = pending[-1][0] if pending else (trace.segments[-1] if trace.segments else None)
@@ -377,9 +380,7 @@ class TraceStream:
                 write_hidden=hidden[:, write].cpu().numpy().astype(np.float16),
                 token_logprob=np.empty(0, dtype=np.float32), topk_ids=np.empty((0, 0), dtype=np.int32),
                 topk_logprobs=np.empty((0, 0), dtype=np.float16), loss=float("nan"),
-                block_attention=probe.stacked(probe.blocks),
-                write_to_tokens=probe.stacked(probe.write_to_tokens),
-                tokens_to_read=probe.stacked(probe.tokens_to_read),
+                block_attention=block_attention, write_to_tokens=write_to_tokens, tokens_to_read=tokens_to_read,
             )
             pending.append((record, out.token_hidden[0]))
             memory = memory_out
@@ -406,19 +407,17 @@ class TraceStream:
     def _predictions(self, pending: list[tuple[SegmentRecord, torch.Tensor]], carry: list[torch.Tensor | None]) -> None:
         """Fill token log-probs, top-k and loss of the pending records with one LM-head call."""
         head = self.model.backbone.get_output_embeddings()
-        logits = head(torch.cat([h for _, h in pending])).float()  # (sum L, V)
-        # log p = logit - logsumexp: never materialises a full (sum L, V) log-softmax
-        lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # (sum L, 1)
-        top = torch.topk(logits, min(self.top_k, logits.shape[-1]), dim=-1)
-        top_ids = top.indices.cpu().numpy().astype(np.int32)
-        top_lp = (top.values - lse).cpu().numpy().astype(np.float16)
+        # log_softmax is one fused pass on the CPU (a separate logsumexp costs twice as much)
+        logprobs = torch.log_softmax(head(torch.cat([h for _, h in pending])).float(), dim=-1)  # (sum L, V)
+        top_lp, top_ids = top_k_rows(logprobs, self.top_k)
+        top_ids = top_ids.cpu().numpy().astype(np.int32)
+        top_lp = top_lp.cpu().numpy().astype(np.float16)
         offset = 0
         for record, _ in pending:
             n = record.num_tokens
-            ids = torch.as_tensor(record.token_ids, dtype=torch.long, device=logits.device)
-            rows = slice(offset, offset + n)
-            token_lp = gather_token_logprobs(logits[rows], ids, carry[0], lse=lse[rows, 0])
-            carry[0] = logits[offset + n - 1] - lse[offset + n - 1]  # (V,) log-probs of the last position
+            ids = torch.as_tensor(record.token_ids, dtype=torch.long, device=logprobs.device)
+            token_lp = gather_token_logprobs(logprobs[offset:offset + n], ids, carry[0])
+            carry[0] = logprobs[offset + n - 1].clone()  # a copy: a view would keep the whole chunk alive
             record.token_logprob = token_lp.cpu().numpy().astype(np.float32)
             record.topk_ids = top_ids[offset:offset + n]
             record.topk_logprobs = top_lp[offset:offset + n]
