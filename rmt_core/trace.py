@@ -28,6 +28,7 @@ BLOCK_PAIRS: tuple[str, ...] = (
 )
 TOP_K = 5
 LENS_K = 5
+CHUNK_SEGMENTS = 8  # most segments whose LM head runs as one matmul (see TraceStream._run)
 TRACE_FORMAT = "rmt-lens-trace"
 TRACE_FORMAT_VERSION = 1
 
@@ -264,23 +265,28 @@ class _AttentionSummary:
         self.weights[layer] = weights[0]  # (H, n, n)
 
     def summaries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(block_attention (Y, H, 6), write_to_tokens (Y, H, m, L), tokens_to_read (Y, H, L, m)), float16."""
-        w = torch.stack([self.weights[y] for y in sorted(self.weights)]).float()  # (Y, H, n, n)
+        """(block_attention (Y, H, 6), write_to_tokens (Y, H, m, L), tokens_to_read (Y, H, L, m)), float16.
+
+        numpy on the host: a few reduceat calls instead of dozens of small tensor ops."""
+        weights = torch.stack([self.weights[y] for y in sorted(self.weights)]).float().cpu()  # (Y, H, n, n)
+        w = weights.numpy()
         r, t, wr = self.read, self.tokens, self.write
         if r.stop == r.start:  # no memory: only tokens->tokens has mass
-            zeros = torch.zeros(w.shape[:2], device=w.device)
-            blocks = torch.stack([zeros] * 5 + [w[..., t, t].sum(-1).mean(-1)], dim=-1)
+            blocks = np.zeros(w.shape[:2] + (len(BLOCK_PAIRS),), dtype=np.float32)  # BLOCK_PAIRS order
+            blocks[..., 5] = w[..., t, t].sum(-1).mean(-1)
         else:
-            # per query row, the mass on each key block; then the mean over each query block
-            to_block = torch.stack([w[..., r].sum(-1), w[..., t].sum(-1), w[..., wr].sum(-1)], dim=-1)  # (Y, H, n, 3)
-            read_q, token_q, write_q = to_block[:, :, r].mean(2), to_block[:, :, t].mean(2), to_block[:, :, wr].mean(2)
-            blocks = torch.stack([  # in BLOCK_PAIRS order
-                token_q[..., 0], write_q[..., 1], write_q[..., 0], write_q[..., 2], read_q[..., 0], token_q[..., 1]], dim=-1)
+            starts = [r.start, t.start, wr.start]
+            sizes = np.array([r.stop - r.start, t.stop - t.start, wr.stop - wr.start], dtype=np.float32)
+            to_block = np.add.reduceat(w, starts, axis=3)  # (Y, H, q, 3): each query's mass per key block
+            mass = np.add.reduceat(to_block, starts, axis=2) / sizes[:, None]  # (Y, H, 3 query, 3 key) means
+            query_block, key_block = [1, 2, 2, 2, 0, 1], [0, 1, 0, 2, 0, 1]  # BLOCK_PAIRS as (query, key) blocks
+            blocks = mass[..., query_block, key_block]  # (Y, H, 6)
+        return blocks.astype(np.float16), half(weights[:, :, wr, t]), half(weights[:, :, t, r])
 
-        def host(x: torch.Tensor) -> np.ndarray:
-            return x.cpu().numpy().astype(np.float16)
 
-        return host(blocks), host(w[:, :, wr, t]), host(w[:, :, t, r])
+def half(x: torch.Tensor) -> np.ndarray:
+    """A float16 numpy copy on the host (torch converts several times faster than numpy)."""
+    return x.to(torch.float16).cpu().numpy()
 
 
 def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, carry: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -325,6 +331,7 @@ class TraceStream:
         self.model = model
         self.progress = progress
         self.top_k = top_k
+        self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None  # logits, log-probs (see _logprobs)
         self.spans = spans
         self.display = display_tokens(model, text, ids, spans)
         self.bounds = model.segment_bounds(len(ids))
@@ -376,8 +383,8 @@ class TraceStream:
                 # copy, since a view would keep the whole segment's hidden-state buffer alive
                 memory_in=previous.memory_out if previous is not None else trace.initial_memory,
                 memory_out=memory_out[0].float().cpu().numpy().copy(),
-                read_hidden=hidden[:, :m].cpu().numpy().astype(np.float16),
-                write_hidden=hidden[:, write].cpu().numpy().astype(np.float16),
+                read_hidden=half(hidden[:, :m]),
+                write_hidden=half(hidden[:, write]),
                 token_logprob=np.empty(0, dtype=np.float32), topk_ids=np.empty((0, 0), dtype=np.int32),
                 topk_logprobs=np.empty((0, 0), dtype=np.float16), loss=float("nan"),
                 block_attention=block_attention, write_to_tokens=write_to_tokens, tokens_to_read=tokens_to_read,
@@ -387,7 +394,7 @@ class TraceStream:
             if len(pending) < chunk and index + 1 < total:
                 continue
             self._predictions(pending, carry)
-            chunk = min(8, chunk * 2)
+            chunk = min(CHUNK_SEGMENTS, chunk * 2)
             for record, _ in pending:
                 trace.segments.append(record)
                 trace.seconds = time.perf_counter() - started
@@ -404,14 +411,36 @@ class TraceStream:
                 release_free_memory()
         trace.complete = True
 
+    def _logprobs(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(rows, V) float32 log-softmax of the LM head over hidden (rows, d).
+
+        Written into two buffers reused for the whole run: a fresh 8 MB logits tensor every
+        few segments fragments the heap (small records settle between the freed blocks), which
+        cost a 1M-token trace about 0.3 GB of peak memory.  log_softmax is one fused pass (a
+        separate logsumexp costs twice as much on the CPU)."""
+        head = self.model.backbone.get_output_embeddings()
+        rows, vocab = hidden.shape[0], head.weight.shape[0]
+        if self._buffers is None or self._buffers[0].shape[0] < rows:
+            rows = max(rows, CHUNK_SEGMENTS * self.model.config.segment_size)
+            self._buffers = (torch.empty(rows, vocab, dtype=hidden.dtype, device=hidden.device),
+                             torch.empty(rows, vocab, dtype=torch.float32, device=hidden.device))
+        rows = hidden.shape[0]
+        logits, logprobs = self._buffers[0][:rows], self._buffers[1][:rows]
+        if type(head) is torch.nn.Linear and head.weight.dtype == hidden.dtype:
+            if head.bias is None:
+                torch.mm(hidden, head.weight.t(), out=logits)
+            else:
+                torch.addmm(head.bias, hidden, head.weight.t(), out=logits)
+        else:  # another head type: its own call, then a copy
+            logits.copy_(head(hidden))
+        return torch.log_softmax(logits if logits.dtype == torch.float32 else logits.float(), dim=-1, out=logprobs)
+
     def _predictions(self, pending: list[tuple[SegmentRecord, torch.Tensor]], carry: list[torch.Tensor | None]) -> None:
         """Fill token log-probs, top-k and loss of the pending records with one LM-head call."""
-        head = self.model.backbone.get_output_embeddings()
-        # log_softmax is one fused pass on the CPU (a separate logsumexp costs twice as much)
-        logprobs = torch.log_softmax(head(torch.cat([h for _, h in pending])).float(), dim=-1)  # (sum L, V)
+        logprobs = self._logprobs(torch.cat([h for _, h in pending]))  # (sum L, V)
         top_lp, top_ids = top_k_rows(logprobs, self.top_k)
         top_ids = top_ids.cpu().numpy().astype(np.int32)
-        top_lp = top_lp.cpu().numpy().astype(np.float16)
+        top_lp = half(top_lp)
         offset = 0
         for record, _ in pending:
             n = record.num_tokens

@@ -141,12 +141,28 @@ def stage_accuracy(model: RMTModel, stage: Stage, haystack: str, samples: int, s
     return correct / max(total, 1)
 
 
+def held_out_lm_gain(model: RMTModel, text: str | None, windows: int = 32) -> float:
+    """Relative perplexity gain of memory over memory reset on held-out text (8-segment windows)."""
+    from .evaluation import evaluate_lm
+
+    return float(evaluate_lm(model, text, segments_per_window=8, windows=windows, seed=1)["relative_improvement"])
+
+
+def segment_size_at(recipe: Recipe, stage_index: int) -> int:
+    """The model's segment size during a stage: the last size a stage up to it set."""
+    size = recipe.rmt["segment_size"]
+    for stage in recipe.stages[: stage_index + 1]:
+        size = stage.segment_size or size
+    return size
+
+
 # ---------------------------------------------------------------------- the loop
 def _lr_at(step: int, stage: Stage, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to 10% over the stage's cap."""
+    """Linear warm-up, then cosine decay to 10% over the stage's schedule (default its cap)."""
     if step < warmup:
         return stage.lr * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, stage.max_steps - warmup))
+    length = stage.schedule_steps or stage.max_steps
+    progress = min(1.0, (step - warmup) / max(1, length - warmup))
     return stage.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
@@ -193,7 +209,7 @@ def train(
         writer.writerow(["stage", "step", "total_step", "seconds", "loss", "task_loss", "lm_loss", "train_acc", "eval_acc"])
 
     def save() -> None:
-        model.config.segment_size = recipe.rmt["segment_size"]
+        model.config.segment_size = segment_size_at(recipe, min(state["stage"], len(recipe.stages) - 1))
         model.save_pretrained(str(out / "latest"), card={"summary": recipe.summary, "recipe": recipe.name})
         torch.save(optimizer.state_dict(), out / "optimizer.pt")
         state["seconds"] = base_seconds + time.time() - started
@@ -204,6 +220,7 @@ def train(
     state["threads"] = torch.get_num_threads()
     while state["stage"] < len(recipe.stages):
         stage = recipe.stages[state["stage"]]
+        model.config.segment_size = segment_size_at(recipe, state["stage"])
         if state["step"] == 0:
             state["stage_started_at"] = base_seconds + time.time() - started
         gate_reached = False
@@ -224,8 +241,14 @@ def train(
             eval_acc = ""
             if state["step"] % stage.eval_every == 0 or state["step"] == stage.max_steps:
                 eval_acc = stage_accuracy(model, stage, heldout_text, stage.eval_samples, seed=10_000 + state["stage"])
-                model.train()
                 gate_reached = stage.gate is not None and eval_acc >= stage.gate
+                if stage.lm_gate is not None:
+                    lm_gain = held_out_lm_gain(model, heldout_text)
+                    state.setdefault("lm_evals", []).append(
+                        {"stage": stage.name, "step": state["step"], "relative_improvement": round(lm_gain, 4)})
+                    log(f"[{stage.name}] step {state['step']}: memory lowers held-out perplexity by {lm_gain:.1%}")
+                    gate_reached = gate_reached and lm_gain >= stage.lm_gate
+                model.train()
             if state["step"] % 10 == 0 or eval_acc != "":
                 writer.writerow([stage.name, state["step"], state["total_steps"], round(time.time() - started, 1),
                                  f"{float(stats['loss']):.4f}", f"{float(stats['task_loss']):.4f}",
@@ -251,7 +274,7 @@ def train(
         state["step"] = 0
         save()
     (out / "stages.json").write_text(json.dumps(state["stages"], indent=2))
-    model.config.segment_size = recipe.rmt["segment_size"]
+    model.config.segment_size = segment_size_at(recipe, len(recipe.stages) - 1)
     model.save_pretrained(str(out / "final"), card={"summary": recipe.summary, "recipe": recipe.name})
     log_file.close()
     return out / "final"

@@ -219,3 +219,30 @@ def test_train_three_steps_then_resume(tmp_path):
     assert final == out / "final" and checkpoint.load(final, device="cpu").config.segment_size == 3
     logs.clear()
     assert train(recipe, out, log=logs.append) == out / "final" and "all stages done" in logs[0]
+
+
+def test_a_stage_can_move_the_model_to_another_segment_size(tmp_path):
+    from rmt_core import checkpoint
+    from rmt_core.recipes import Recipe, Stage
+    from rmt_core.training import segment_size_at, train
+
+    stages = [Stage("copy", "algorithmic", "copy", (3,), max_steps=1, batch_size=2, n_symbols=4, eval_every=100),
+              Stage("copy again", "algorithmic", "copy", (3,), max_steps=1, batch_size=2, n_symbols=4, eval_every=100,
+                    segment_size=5)]
+    recipe = Recipe(name="tiny-resize", summary="test", tokenizer="symbols",
+                    backbone={"kind": "gpt2", "n_layer": 1, "n_embd": 16, "n_head": 2, "n_positions": 16},
+                    rmt={"num_mem_tokens": 2, "segment_size": 3}, stages=stages, warmup_steps=1)
+    assert [segment_size_at(recipe, i) for i in range(2)] == [3, 5]
+    final = train(recipe, tmp_path / "run", threads=1, log=lambda _: None)
+    assert checkpoint.load(final, device="cpu").config.segment_size == 5
+
+
+def test_a_stage_cut_short_keeps_its_learning_rate_schedule():
+    from rmt_core.recipes import Stage
+    from rmt_core.training import _lr_at
+
+    planned = Stage("s", "fact", "detect", (1,), max_steps=2400)
+    cut = Stage("s", "fact", "detect", (1,), max_steps=600, schedule_steps=2400)
+    assert [_lr_at(s, cut, 50) for s in (0, 100, 599)] == [_lr_at(s, planned, 50) for s in (0, 100, 599)]
+    assert _lr_at(599, cut, 50) > 0.85 * cut.lr  # not decayed as a 600-step schedule would be
+    assert _lr_at(599, Stage("s", "fact", "detect", (1,), max_steps=600), 50) < 0.2 * cut.lr
