@@ -96,6 +96,26 @@ DEFAULT = Recipe(
     ],
 )
 
+QA1 = Recipe(
+    name="austen-qa1",
+    summary="The default model (austen-recall) trained further on bAbI qa1: 2-4 moves of different "
+    "actors, asked about one; the answer is that actor's last place.",
+    tokenizer=DEFAULT.tokenizer,
+    backbone=DEFAULT.backbone,
+    rmt={**DEFAULT.rmt, "task": "qa1", "description": "Austen LM + bAbI qa1 with distractors"},
+    # Warm start: the default recipe's stages first (a run of it can be copied and resumed
+    # with this recipe).  Then dense stories with four questions each (many labels per step,
+    # the actor-place binding), then the stories hidden in book text, 2-4 then 4-8 segments.
+    stages=list(DEFAULT.stages) + [
+        Stage("qa1 dense stories", "dense", "qa1", (1,), max_steps=2500, batch_size=32, gate=0.9,
+              eval_every=200, eval_samples=256),
+        Stage("qa1 in the book, 2-4 segments", "fact", "qa1", (2, 3, 4), max_steps=1500, lm_weight=0.5,
+              batch_size=32, gate=0.9, eval_every=200, eval_samples=256),
+        Stage("qa1 in the book, 4-8 segments", "fact", "qa1", (4, 6, 8), max_steps=800, lm_weight=0.5,
+              batch_size=16, gate=0.85, eval_every=100, eval_samples=256),
+    ],
+)
+
 COPY = Recipe(
     name="copy-paper",
     summary="The RMT paper's copy task (24 symbols from an 8-symbol vocabulary) over 3 and 6 segments; "
@@ -110,6 +130,6 @@ COPY = Recipe(
     ],
 )
 
-RECIPES: dict[str, Recipe] = {r.name: r for r in (DEFAULT, COPY)}
+RECIPES: dict[str, Recipe] = {r.name: r for r in (DEFAULT, QA1, COPY)}
 RECIPES["default"] = DEFAULT
 RECIPES["copy"] = COPY

@@ -54,6 +54,15 @@ def _card_tables(results: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _stage_line(stage: dict[str, Any]) -> str:
+    """One curriculum line of a model card, from a finished stage in state.json."""
+    if stage["gate"] is None:
+        outcome = "no gate (fixed budget)"
+    else:
+        outcome = f"gate {stage['gate']} " + ("reached" if stage["gate_reached"] else "NOT reached (step cap)")
+    return f"- {stage['name']}: {stage['steps']} steps, {stage['minutes']} min, {outcome}"
+
+
 def ship(run_dir: str | Path, name: str, samples: int = 500, lm_windows: int = 64, dest: Path | None = None,
          progress: Callable[[str], None] = print) -> Path:
     """Evaluate run_dir/final (or latest) and write it to checkpoints/<name> with its model card."""
@@ -63,10 +72,7 @@ def ship(run_dir: str | Path, name: str, samples: int = 500, lm_windows: int = 6
     recipe_name = state["recipe"]["name"]
     model = checkpoint.load(source, device="cpu", dtype=torch.float32)
     results = evaluate_for_card(model, recipe_name, samples, lm_windows, progress)
-    stages = "\n".join(
-        f"- {s['name']}: {s['steps']} steps, {s['minutes']} min, gate {s['gate']} "
-        f"{'reached' if s['gate_reached'] else 'not used' if s['gate'] is None else 'NOT reached (step cap)'}"
-        for s in state.get("stages", []))
+    stages = "\n".join(_stage_line(s) for s in state.get("stages", []))
     recipe = RECIPES[recipe_name]
     card = {
         "title": name,

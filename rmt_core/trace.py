@@ -253,35 +253,39 @@ def display_tokens(model, text: str | None, ids: np.ndarray, spans: np.ndarray) 
 
 
 # ---------------------------------------------------------------------- recording
-class _AttentionSummary:
-    """Attention probe that keeps each layer's weights of one segment row, then summarises all
-    layers at once (one set of small tensor ops per segment instead of one per layer)."""
+class _AttentionProbe:
+    """Attention probe that keeps each layer's weights of one segment row."""
 
-    def __init__(self, m: int, n_tokens: int) -> None:
-        self.read, self.tokens, self.write = segment_layout(m, n_tokens, write=m > 0)
+    def __init__(self) -> None:
         self.weights: dict[int, torch.Tensor] = {}
 
     def __call__(self, layer: int, weights: torch.Tensor) -> None:
         self.weights[layer] = weights[0]  # (H, n, n)
 
-    def summaries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(block_attention (Y, H, 6), write_to_tokens (Y, H, m, L), tokens_to_read (Y, H, L, m)), float16.
+    def stacked(self) -> torch.Tensor:
+        return torch.stack([self.weights[y] for y in sorted(self.weights)])  # (Y, H, n, n)
 
-        numpy on the host: a few reduceat calls instead of dozens of small tensor ops."""
-        weights = torch.stack([self.weights[y] for y in sorted(self.weights)]).float().cpu()  # (Y, H, n, n)
-        w = weights.numpy()
-        r, t, wr = self.read, self.tokens, self.write
-        if r.stop == r.start:  # no memory: only tokens->tokens has mass
-            blocks = np.zeros(w.shape[:2] + (len(BLOCK_PAIRS),), dtype=np.float32)  # BLOCK_PAIRS order
-            blocks[..., 5] = w[..., t, t].sum(-1).mean(-1)
-        else:
-            starts = [r.start, t.start, wr.start]
-            sizes = np.array([r.stop - r.start, t.stop - t.start, wr.stop - wr.start], dtype=np.float32)
-            to_block = np.add.reduceat(w, starts, axis=3)  # (Y, H, q, 3): each query's mass per key block
-            mass = np.add.reduceat(to_block, starts, axis=2) / sizes[:, None]  # (Y, H, 3 query, 3 key) means
-            query_block, key_block = [1, 2, 2, 2, 0, 1], [0, 1, 0, 2, 0, 1]  # BLOCK_PAIRS as (query, key) blocks
-            blocks = mass[..., query_block, key_block]  # (Y, H, 6)
-        return blocks.astype(np.float16), half(weights[:, :, wr, t]), half(weights[:, :, t, r])
+
+def attention_summaries(weights: torch.Tensor, m: int, n_tokens: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Summaries of segment rows' attention (..., Y, H, n, n): block_attention (..., Y, H, 6) in
+    BLOCK_PAIRS order, write_to_tokens (..., Y, H, m, L) and tokens_to_read (..., Y, H, L, m), float16.
+
+    numpy on the host: a few reduceat calls for a whole chunk of segments instead of dozens of
+    small tensor ops per segment."""
+    weights = weights.float().cpu()
+    w = weights.numpy()
+    r, t, wr = segment_layout(m, n_tokens, write=m > 0)
+    if r.stop == r.start:  # no memory: only tokens->tokens has mass
+        blocks = np.zeros(w.shape[:-2] + (len(BLOCK_PAIRS),), dtype=np.float32)
+        blocks[..., 5] = w[..., t, t].sum(-1).mean(-1)
+    else:
+        starts = [r.start, t.start, wr.start]
+        sizes = np.array([r.stop - r.start, t.stop - t.start, wr.stop - wr.start], dtype=np.float32)
+        to_block = np.add.reduceat(w, starts, axis=-1)  # (..., q, 3): each query's mass per key block
+        mass = np.add.reduceat(to_block, starts, axis=-2) / sizes[:, None]  # (..., 3 query, 3 key) means
+        query_block, key_block = [1, 2, 2, 2, 0, 1], [0, 1, 0, 2, 0, 1]  # BLOCK_PAIRS as (query, key) blocks
+        blocks = mass[..., query_block, key_block]
+    return blocks.astype(np.float16), half(weights[..., wr, t]), half(weights[..., t, r])
 
 
 def half(x: torch.Tensor) -> np.ndarray:
@@ -309,10 +313,11 @@ def gather_token_logprobs(logprobs: torch.Tensor, ids: torch.Tensor, carry: torc
     return token_lp
 
 
-def segment_loss(token_lp: torch.Tensor) -> float:
+def segment_loss(token_lp: torch.Tensor | np.ndarray) -> float:
     """Mean negative log-likelihood over the tokens that have a prediction."""
-    finite = token_lp[torch.isfinite(token_lp)]
-    return float(-finite.mean()) if finite.numel() else float("nan")
+    values = token_lp.detach().cpu().numpy() if isinstance(token_lp, torch.Tensor) else np.asarray(token_lp)
+    finite = values[np.isfinite(values)]
+    return float(-finite.mean()) if finite.size else float("nan")
 
 
 def _final_norm(model) -> torch.nn.Module | None:
@@ -352,52 +357,35 @@ class TraceStream:
 
     @torch.no_grad()
     def _run(self) -> Iterator[SegmentRecord]:
-        """Run segment by segment; the LM head, log-softmax and top-k run on small batches of
-        finished segments (1, 2, 4, then 8 at a time): one larger matmul is much cheaper than
-        many 64-row ones, and the first records still appear at once."""
-        model, trace = self.model, self.trace
+        """Run segment by segment; everything else runs on small batches of finished segments
+        (1, 2, 4, then 8 at a time): the LM head, log-softmax and top-k (one larger matmul is
+        much cheaper than many small ones) and the host copies and attention summaries (a few
+        calls per chunk instead of a dozen per segment).  The first records still appear at once."""
+        model = self.model
         started = time.perf_counter()
-        all_ids = torch.as_tensor(trace.token_ids, dtype=torch.long, device=model.device)
+        self._all_ids = torch.as_tensor(self.trace.token_ids, dtype=torch.long, device=model.device)
         memory = model.initial_memory_batch(1)
         m = model.config.num_mem_tokens
         total = len(self.bounds)
-        pending: list[tuple[SegmentRecord, torch.Tensor]] = []  # records waiting for their log-probs
+        pending: list[_Pending] = []
         carry: list[torch.Tensor | None] = [None]  # last log-softmax row of the previous segment
         chunk = 1
         for index, (start, end) in enumerate(self.bounds):
-            ids = all_ids[start:end].unsqueeze(0)  # (1, L)
-            probe = _AttentionSummary(m, end - start)
-            out = model.run_segment(memory, ids, segment_index=index, attention_probe=probe,
-                                    output_hidden_states=True, compute_logits=False)
-            hidden = torch.stack(out.hidden_states)[:, 0]  # (Y+1, n, d)
-            block_attention, write_to_tokens, tokens_to_read = probe.summaries()
+            probe = _AttentionProbe()
+            out = model.run_segment(memory, self._all_ids[start:end].unsqueeze(0), segment_index=index,
+                                    attention_probe=probe, output_hidden_states=True, compute_logits=False)
             _, _, write = segment_layout(m, end - start, write=m > 0)
-            memory_out = out.memory_out if out.memory_out is not None else memory
-            previous = pending[-1][0] if pending else (trace.segments[-1] if trace.segments else None)
-            record = SegmentRecord(
-                index=index, start=start, end=end,
-                token_ids=trace.token_ids[start:end],
-                tokens=self.display[start:end],
-                char_spans=self.spans[start:end],
-                # memory_in is the previous record's memory_out (one shared array); memory_out is a
-                # copy, since a view would keep the whole segment's hidden-state buffer alive
-                memory_in=previous.memory_out if previous is not None else trace.initial_memory,
-                memory_out=memory_out[0].float().cpu().numpy().copy(),
-                read_hidden=half(hidden[:, :m]),
-                write_hidden=half(hidden[:, write]),
-                token_logprob=np.empty(0, dtype=np.float32), topk_ids=np.empty((0, 0), dtype=np.int32),
-                topk_logprobs=np.empty((0, 0), dtype=np.float16), loss=float("nan"),
-                block_attention=block_attention, write_to_tokens=write_to_tokens, tokens_to_read=tokens_to_read,
-            )
-            pending.append((record, out.token_hidden[0]))
-            memory = memory_out
+            hidden = torch.stack(out.hidden_states)[:, 0]  # (Y+1, n, d)
+            memory = out.memory_out if out.memory_out is not None else memory
+            pending.append(_Pending(index, start, end, probe.stacked(), torch.cat([hidden[:, :m], hidden[:, write]], dim=1),
+                                    memory[0], out.token_hidden[0]))
             if len(pending) < chunk and index + 1 < total:
                 continue
-            self._predictions(pending, carry)
+            records = self._records(pending, carry)
             chunk = min(CHUNK_SEGMENTS, chunk * 2)
-            for record, _ in pending:
-                trace.segments.append(record)
-                trace.seconds = time.perf_counter() - started
+            for record in records:
+                self.trace.segments.append(record)
+                self.trace.seconds = time.perf_counter() - started
                 yield record
                 if self.progress is not None:
                     try:
@@ -409,7 +397,36 @@ class TraceStream:
             pending = []
             if index % 512 < chunk:  # about every 512 segments
                 release_free_memory()
-        trace.complete = True
+        self.trace.complete = True
+
+    def _records(self, pending: list["_Pending"], carry: list[torch.Tensor | None]) -> list[SegmentRecord]:
+        """SegmentRecords of a chunk of finished segments; their arrays are views of chunk arrays."""
+        m = self.model.config.num_mem_tokens
+        trace = self.trace
+        records: list[SegmentRecord] = []
+        previous = trace.segments[-1].memory_out if trace.segments else trace.initial_memory
+        for group in _equal_lengths(pending):  # only a document's last segment can be shorter
+            n_tokens = group[0].end - group[0].start
+            blocks, write_to_tokens, tokens_to_read = attention_summaries(
+                torch.stack([p.attention for p in group]), m, n_tokens)
+            slots = half(torch.stack([p.slot_hidden for p in group]))  # (S, Y+1, 2m, d)
+            memory_out = torch.stack([p.memory_out for p in group]).float().cpu().numpy()  # (S, m, d)
+            for i, p in enumerate(group):
+                records.append(SegmentRecord(
+                    index=p.index, start=p.start, end=p.end,
+                    token_ids=trace.token_ids[p.start:p.end],
+                    tokens=self.display[p.start:p.end],
+                    char_spans=self.spans[p.start:p.end],
+                    memory_in=previous,  # the previous record's memory_out: one shared array
+                    memory_out=memory_out[i],
+                    read_hidden=slots[i, :, :m], write_hidden=slots[i, :, m:],
+                    token_logprob=np.empty(0, dtype=np.float32), topk_ids=np.empty((0, 0), dtype=np.int32),
+                    topk_logprobs=np.empty((0, 0), dtype=np.float16), loss=float("nan"),
+                    block_attention=blocks[i], write_to_tokens=write_to_tokens[i], tokens_to_read=tokens_to_read[i],
+                ))
+                previous = memory_out[i]
+        self._predictions(records, torch.cat([p.token_hidden for p in pending]), carry)
+        return records
 
     def _logprobs(self, hidden: torch.Tensor) -> torch.Tensor:
         """(rows, V) float32 log-softmax of the LM head over hidden (rows, d).
@@ -435,23 +452,54 @@ class TraceStream:
             logits.copy_(head(hidden))
         return torch.log_softmax(logits if logits.dtype == torch.float32 else logits.float(), dim=-1, out=logprobs)
 
-    def _predictions(self, pending: list[tuple[SegmentRecord, torch.Tensor]], carry: list[torch.Tensor | None]) -> None:
-        """Fill token log-probs, top-k and loss of the pending records with one LM-head call."""
-        logprobs = self._logprobs(torch.cat([h for _, h in pending]))  # (sum L, V)
+    def _predictions(self, records: list[SegmentRecord], token_hidden: torch.Tensor,
+                     carry: list[torch.Tensor | None]) -> None:
+        """Token log-probs, top-k and loss of a chunk of consecutive records, with one LM-head call.
+
+        The chunk's rows are the document positions [first.start, last.end): row j predicts
+        position j + 1, so one gather scores every token but the chunk's first, whose
+        prediction (carry) is the previous chunk's last row."""
+        logprobs = self._logprobs(token_hidden)  # (rows, V)
         top_lp, top_ids = top_k_rows(logprobs, self.top_k)
         top_ids = top_ids.cpu().numpy().astype(np.int32)
         top_lp = half(top_lp)
-        offset = 0
-        for record, _ in pending:
-            n = record.num_tokens
-            ids = torch.as_tensor(record.token_ids, dtype=torch.long, device=logprobs.device)
-            token_lp = gather_token_logprobs(logprobs[offset:offset + n], ids, carry[0])
-            carry[0] = logprobs[offset + n - 1].clone()  # a copy: a view would keep the whole chunk alive
-            record.token_logprob = token_lp.cpu().numpy().astype(np.float32)
-            record.topk_ids = top_ids[offset:offset + n]
-            record.topk_logprobs = top_lp[offset:offset + n]
-            record.loss = segment_loss(token_lp)
-            offset += n
+        first, last = records[0].start, records[-1].end
+        token_lp = torch.full((last - first,), float("nan"), device=logprobs.device)
+        token_lp[1:] = logprobs[:-1].gather(1, self._all_ids[first + 1:last, None]).squeeze(1)
+        if carry[0] is not None:
+            token_lp[0] = carry[0][self._all_ids[first]]
+        carry[0] = logprobs[-1].clone()  # a copy: the buffer is reused by the next chunk
+        token_lp = token_lp.cpu().numpy()
+        for record in records:
+            rows = slice(record.start - first, record.end - first)
+            record.token_logprob = token_lp[rows]
+            record.topk_ids = top_ids[rows]
+            record.topk_logprobs = top_lp[rows]
+            record.loss = segment_loss(record.token_logprob)
+
+
+@dataclass
+class _Pending:
+    """A segment that has run, waiting for its chunk's LM head and host copies."""
+
+    index: int
+    start: int
+    end: int
+    attention: torch.Tensor  # (Y, H, n, n)
+    slot_hidden: torch.Tensor  # (Y+1, 2m, d): read slots, then write slots
+    memory_out: torch.Tensor  # (m, d)
+    token_hidden: torch.Tensor  # (L, d), after the final norm
+
+
+def _equal_lengths(pending: list[_Pending]) -> list[list[_Pending]]:
+    """Consecutive runs of segments with the same number of tokens."""
+    groups: list[list[_Pending]] = []
+    for p in pending:
+        if groups and groups[-1][0].end - groups[-1][0].start == p.end - p.start:
+            groups[-1].append(p)
+        else:
+            groups.append([p])
+    return groups
 
 
 def iter_trace(model, text_or_ids: Any, progress: Progress | None = None, top_k: int = TOP_K) -> TraceStream:

@@ -71,13 +71,19 @@ def test_default_model_answers_the_samples(recall_traces):
 
 @pytest.mark.slow
 def test_write_attribution_of_the_fact_segment_lands_on_the_fact(recall_traces):
-    hits = []
+    # The memory also carries recent text for language modelling, so the fact does not get all
+    # the mass; it must get far more than its share of the segment's tokens.
+    shares, dense = [], []
     for trace, (start, end), _ in recall_traces:
-        seg = trace.segments[start // trace.segments[0].num_tokens]
+        seg = trace.segments[(end - 1) // trace.segments[0].num_tokens]  # the write after the whole fact
         scores = np.clip(attribution.write_slots(trace, seg.index, n_steps=16).scores, 0, None).sum(axis=0)
-        in_fact = (np.arange(seg.start, seg.end) >= start) & (np.arange(seg.start, seg.end) < end)
-        hits.append(scores[in_fact].sum() > 0.5 * scores.sum())  # most of the positive mass
-    assert np.mean(hits) >= 0.8, np.mean(hits)
+        positions = np.arange(seg.start, seg.end)
+        in_fact = (positions >= start) & (positions < end)
+        share = scores[in_fact].sum() / scores.sum()
+        shares.append(share)
+        dense.append(share >= 2 * in_fact.mean())  # at least twice the mass a uniform spread gives
+    assert np.mean(dense) >= 0.8, shares
+    assert np.mean(shares) >= 0.5, shares
 
 
 @pytest.mark.slow
