@@ -1,7 +1,7 @@
 """Attribution run times on the shipped model (rmt_core.attribution, integrated gradients).
 
 Two fact-recall samples (bAbI "detect" in the held-out novel, like the app's demo; the
-fact is kept out of the last segment), 4 and 9 segments of 64 tokens, each traced once.
+fact is kept out of the last segment), 4 and 9 segments (of the model's segment size), each traced once.
 The attributed prediction is the answer after "Answer:" (the token before it predicts it).
 
 * read_slots(last segment, 32 steps): target <= 3 s
