@@ -86,6 +86,9 @@ def model_facts(model) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- documents
+DEMO_SEGMENTS = 8  # the fact-recall demo: long enough that memory carries the fact over several segments
+
+
 def demo_document(kind: str, model, seed: int = 7) -> Document:
     """A demo document for the model: a fact-recall sample (fact written early, asked at the end),
     an Austen chapter, or a copy-task sample."""
@@ -96,11 +99,12 @@ def demo_document(kind: str, model, seed: int = 7) -> Document:
     if kind == DEMOS[0]:
         tok = model.tokenizer
         rng = np.random.default_rng(seed)
+        n_segments = DEMO_SEGMENTS
         for _ in range(50):  # a sample whose fact sits in the first half, so memory must carry it
-            sample = babi.build_sample(load_corpus("heldout"), 4 * seg, "detect", rng, tok, keep_out_tail=seg)
+            sample = babi.build_sample(load_corpus("heldout"), n_segments * seg, "detect", rng, tok, keep_out_tail=seg)
             fact_start = sample.facts[0][0]
             prefix_tokens = len(tok(sample.text[:fact_start], add_special_tokens=False)["input_ids"])
-            if prefix_tokens < 2 * seg:
+            if prefix_tokens < n_segments // 2 * seg:
                 break
         text = sample.text + sample.answer
         return Document("Fact recall (demo)", text, fact_spans=list(sample.facts), answer=sample.answer.strip(),

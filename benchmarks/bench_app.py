@@ -1,6 +1,6 @@
 """Server-side work of one view change on the Attention and Memory pages, after a trace exists.
 
-The shipped model traces the demo fact-recall document (app.services.demo_document, 4
+The shipped model traces the demo fact-recall document (app.services.demo_document, 8
 segments). Then, as app/views/attention.py and app/views/memory.py do on a rerun:
 
 Attention page: the segment's full attention (services.attention_for: recomputed on a
@@ -52,7 +52,7 @@ def build_document(model):
         from rmt_core.tasks import babi
 
         seg = model.config.segment_size
-        sample = babi.build_sample(load_corpus("heldout"), 4 * seg, "detect", np.random.default_rng(7),
+        sample = babi.build_sample(load_corpus("heldout"), 8 * seg, "detect", np.random.default_rng(7),
                                    model.tokenizer, keep_out_tail=seg)
         return sample.text + sample.answer, f"babi.build_sample ({type(exc).__name__}: {exc})"
 

@@ -36,7 +36,7 @@ class TourStep:
     html: str | None = None  # a rendered document, for steps that show text
 
 
-def make_tour(model, seed: int = 7, segments: int = 4, n_steps: int = 32) -> Tour:
+def make_tour(model, seed: int = 7, segments: int = 8, n_steps: int = 32) -> Tour:
     """Build and analyse one held-out fact-recall sample whose fact is not in the last segment."""
     from .corpus import load_corpus
     from .tasks import babi
