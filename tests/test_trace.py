@@ -215,3 +215,21 @@ def test_logit_lens_of_the_written_memory_decodes_through_the_lm_head(trace, mod
         logits = model.backbone.get_output_embeddings()(torch.as_tensor(trace.segments[4].memory_out))
     expected = torch.topk(logits, 5, dim=-1).indices.numpy()
     assert np.array_equal(lens[-1][:, 0], expected[:, 0])  # top-1 of the last layer = the memory itself
+
+
+def test_a_model_without_memory_traces_with_empty_memory_blocks(ids):
+    plain = make_model("gpt2", num_mem_tokens=0, segment_size=6)
+    trace = plain.trace(ids)
+    record = trace.segments[0]
+    layers, heads = plain.num_layers, plain.num_heads
+    assert record.memory_out.shape == (0, plain.hidden_size)
+    assert record.write_to_tokens.shape == (layers, heads, 0, 6)
+    assert record.tokens_to_read.shape == (layers, heads, 6, 0)
+    tokens_to_tokens = BLOCK_PAIRS.index("tokens->tokens")
+    for seg in trace.segments:
+        assert np.allclose(seg.block_attention[..., tokens_to_tokens], 1.0, atol=1e-3)
+        others = np.delete(seg.block_attention, tokens_to_tokens, axis=-1)
+        assert not others.any()
+    # without memory each segment is the backbone alone: its loss does not depend on what came before
+    alone = plain.trace(ids[6:12])
+    assert np.allclose(alone.segments[0].token_logprob[1:], trace.segments[1].token_logprob[1:], atol=1e-5)
