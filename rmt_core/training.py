@@ -77,7 +77,7 @@ def make_batch(stage: Stage, model: RMTModel, rng: np.random.Generator, haystack
     if stage.kind == "dense":
         from .tasks.babi import make_dense_batch
 
-        b = make_dense_batch(model.tokenizer, stage.task, size, rng)
+        b = make_dense_batch(model.tokenizer, stage.task, size, rng, *stage.dense_facts)
         return Batch(b["input_ids"], b["labels"], b["attention_mask"], seg)
     if stage.kind == "algorithmic":
         from .tasks.algorithmic import make_task_batch, segment_size_for

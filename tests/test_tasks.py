@@ -242,3 +242,18 @@ def test_segment_size_spans_exact_segments(task: str, n: int, segments: tuple[in
 def test_segment_size_impossible_raises() -> None:
     with pytest.raises(ValueError):
         algorithmic.segment_size_for("copy", 4, 6)  # 9 tokens cannot make exactly 6 segments
+
+
+def test_a_dense_stage_sets_facts_and_questions_per_story(tok) -> None:
+    from rmt_core.recipes import Stage
+    from rmt_core.training import make_batch
+
+    class Model:  # make_batch needs the tokenizer and the segment size only
+        tokenizer = tok
+        config = type("Config", (), {"segment_size": 32})()
+
+    stage = Stage("short stories", "dense", "qa1", (1,), max_steps=1, batch_size=5, dense_facts=(3, 1))
+    batch = make_batch(stage, Model(), np.random.default_rng(0), None)
+    assert int((batch.labels != -100).sum()) == 5  # one question per story
+    texts = [tok.decode(row[mask.bool()]) for row, mask in zip(batch.input_ids, batch.attention_mask)]
+    assert all(len(babi.parse_facts(t)) == 3 for t in texts), texts
