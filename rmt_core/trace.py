@@ -438,10 +438,9 @@ class TraceStream:
         head = self.model.backbone.get_output_embeddings()
         rows, vocab = hidden.shape[0], head.weight.shape[0]
         if self._buffers is None or self._buffers[0].shape[0] < rows:
-            rows = max(rows, CHUNK_SEGMENTS * self.model.config.segment_size)
-            self._buffers = (torch.empty(rows, vocab, dtype=hidden.dtype, device=hidden.device),
-                             torch.empty(rows, vocab, dtype=torch.float32, device=hidden.device))
-        rows = hidden.shape[0]
+            capacity = max(rows, CHUNK_SEGMENTS * self.model.config.segment_size)
+            self._buffers = (torch.empty(capacity, vocab, dtype=hidden.dtype, device=hidden.device),
+                             torch.empty(capacity, vocab, dtype=torch.float32, device=hidden.device))
         logits, logprobs = self._buffers[0][:rows], self._buffers[1][:rows]
         if type(head) is torch.nn.Linear and head.weight.dtype == hidden.dtype:
             if head.bias is None:
@@ -464,10 +463,7 @@ class TraceStream:
         top_ids = top_ids.cpu().numpy().astype(np.int32)
         top_lp = half(top_lp)
         first, last = records[0].start, records[-1].end
-        token_lp = torch.full((last - first,), float("nan"), device=logprobs.device)
-        token_lp[1:] = logprobs[:-1].gather(1, self._all_ids[first + 1:last, None]).squeeze(1)
-        if carry[0] is not None:
-            token_lp[0] = carry[0][self._all_ids[first]]
+        token_lp = gather_token_logprobs(logprobs, self._all_ids[first:last], carry[0])
         carry[0] = logprobs[-1].clone()  # a copy: the buffer is reused by the next chunk
         token_lp = token_lp.cpu().numpy()
         for record in records:
