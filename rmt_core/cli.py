@@ -63,6 +63,17 @@ def _positive_int(value: str) -> int:
     return n
 
 
+def _offset_list(value: str) -> tuple[str, ...]:
+    """argparse type: comma-separated question offsets (see tasks.babi.OFFSETS)."""
+    from .tasks.babi import OFFSETS
+
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    bad = [v for v in items if v not in OFFSETS]
+    if not items or bad:
+        raise argparse.ArgumentTypeError(f"offsets must be some of {','.join(OFFSETS)}; got {value!r}")
+    return items
+
+
 def read_document_file(path: str | Path, truncate: bool = True):
     """A file read safely with rmt_core.documents.read_document (returns its Document).
 
@@ -130,6 +141,9 @@ def add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=16, metavar="B", help="samples per forward pass")
     p.add_argument("--n-symbols", type=_positive_int, default=None, metavar="N",
                    help="algorithmic tasks: symbols (copy/reverse) or pairs (retrieval); default: the paper's")
+    p.add_argument("--offsets", type=_offset_list, default=("aligned", "random", "straddle"), metavar="O,O,...",
+                   help="fact tasks: where the question falls in the last segment: aligned (ends with the "
+                        "segment), random (uniform offset), straddle (split by a segment boundary); default: all three")
     p.add_argument("--no-lm", action="store_true", help="fact tasks: skip the perplexity evaluation")
     p.add_argument("--lm-windows", type=_positive_int, default=64, metavar="N", help="random text windows for perplexity")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
@@ -153,16 +167,22 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.task in FACT_TASKS:
         rows = evaluation.evaluate_fact_recall(
             model, args.task, segments, samples=args.samples, haystack=haystack, seed=args.seed,
-            batch_size=args.batch_size, progress=_progress_printer("samples"))
+            batch_size=args.batch_size, progress=_progress_printer("samples"), offsets=args.offsets)
         result["rows"] = rows
-        _say(evaluation.format_table(rows))
+        _say(evaluation.format_table(rows, [c for c in evaluation.FACT_TABLE_COLUMNS if c in rows[0]]))
         if not args.no_lm:
-            lm = evaluation.evaluate_lm(model, text=haystack, windows=args.lm_windows, seed=args.seed,
-                                        batch_size=args.batch_size, progress=_progress_printer("windows"))
+            from .corpus import SOURCES, load_source
+
+            texts = {f"{source} (held out)": load_source(source, "heldout") for source in SOURCES}
+            if haystack is not None:
+                texts[Path(args.haystack).name] = haystack
+            lm = evaluation.evaluate_lm_texts(model, texts, windows=args.lm_windows, seed=args.seed,
+                                              progress=_progress_printer("texts"))
             result["lm"] = lm
             _say()
-            _say("language modelling (perplexity):")
-            _say(evaluation.format_table([lm]))
+            _say("language modelling (perplexity with memory vs memory reset every segment):")
+            _say(evaluation.format_table(lm, ["text", "windows", "perplexity_memory", "perplexity_reset",
+                                              "relative_improvement"]))
     elif args.task in ALGORITHMIC_TASKS:
         rows = evaluation.evaluate_algorithmic(
             model, args.task, segments, samples=args.samples, n_symbols=args.n_symbols, seed=args.seed,

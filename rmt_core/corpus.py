@@ -1,8 +1,15 @@
-"""The haystack corpus: Jane Austen's six novels, vendored gzip-compressed.
+"""The training corpus, vendored gzip-compressed, with held-out parts of each source.
 
-The text lives in ``rmt_core/data/austen/austen_<name>.txt.gz`` (see the
-PROVENANCE.md next to it).  ``persuasion`` is held out of training so that
-evaluation can use unseen noise text.
+Two sources (see each folder's PROVENANCE.md):
+
+* ``"austen"``: Jane Austen's six novels, ``rmt_core/data/austen/austen_<name>.txt.gz``
+  (public domain, hard-wrapped lines).  ``persuasion`` is held out.
+* ``"pydocs"``: the Python 3.11 documentation as plain text,
+  ``rmt_core/data/pydocs/pydocs_<section>.txt.gz`` (PSF licence, one line per
+  paragraph).  ``howto`` and ``faq`` are held out.
+
+:func:`load_corpus` keeps its meaning (Austen only); :func:`load_source` reads any
+source's split and :func:`load_mix` all of them.
 """
 
 from __future__ import annotations
@@ -29,6 +36,11 @@ HELDOUT_NOVEL: str = "persuasion"
 TRAIN_NOVELS: tuple[str, ...] = tuple(n for n in NOVELS if n != HELDOUT_NOVEL)
 
 Split = Literal["train", "heldout", "all"]
+
+PYDOCS_DIR: Path = Path(__file__).resolve().parent / "data" / "pydocs"
+PYDOCS_SECTIONS: tuple[str, ...] = ("tutorial", "reference", "library", "howto", "faq")
+PYDOCS_HELDOUT: tuple[str, ...] = ("howto", "faq")
+SOURCES: tuple[str, ...] = ("austen", "pydocs")
 
 # Novels are joined with a blank-line gap so a paragraph break separates them.
 NOVEL_SEPARATOR = "\n\n\n\n"
@@ -68,6 +80,43 @@ def load_corpus(split: Split = "train") -> str:
     else:
         raise ValueError(f"unknown split {split!r}; use 'train', 'heldout' or 'all'")
     return NOVEL_SEPARATOR.join(load_novel(n) for n in names)
+
+
+@functools.lru_cache(maxsize=None)
+def _load_pydocs_section(section: str) -> str:
+    path = PYDOCS_DIR / f"pydocs_{section}.txt.gz"
+    if not path.is_file():
+        raise FileNotFoundError(f"corpus file missing: {path}")
+    with gzip.open(path, "rb") as f:
+        return f.read().decode("utf-8")
+
+
+@functools.lru_cache(maxsize=None)
+def load_source(source: str, split: Split = "train") -> str:
+    """Text of one source's split (``"train"``, ``"heldout"`` or ``"all"``).
+
+    ``"austen"`` is :func:`load_corpus`; ``"pydocs"`` joins its sections (training:
+    tutorial, reference, library; held out: howto, faq) with :data:`NOVEL_SEPARATOR`.
+    Raises ``ValueError`` for an unknown source or split.
+    """
+    if source == "austen":
+        return load_corpus(split)
+    if source != "pydocs":
+        raise ValueError(f"unknown corpus source {source!r}; choose one of {', '.join(SOURCES)}")
+    if split == "train":
+        names = tuple(s for s in PYDOCS_SECTIONS if s not in PYDOCS_HELDOUT)
+    elif split == "heldout":
+        names = PYDOCS_HELDOUT
+    elif split == "all":
+        names = PYDOCS_SECTIONS
+    else:
+        raise ValueError(f"unknown split {split!r}; use 'train', 'heldout' or 'all'")
+    return NOVEL_SEPARATOR.join(_load_pydocs_section(n) for n in names)
+
+
+def load_mix(split: Split = "train") -> dict[str, str]:
+    """``{source: text}`` for every source in :data:`SOURCES` (see :func:`load_source`)."""
+    return {source: load_source(source, split) for source in SOURCES}
 
 
 # A sentence end: . ! or ? , optional closing quotes/brackets/underscores (Austen's
@@ -110,6 +159,12 @@ def sentence_boundaries(text: str) -> np.ndarray:
 
 __all__ = [
     "DATA_DIR",
+    "PYDOCS_DIR",
+    "PYDOCS_HELDOUT",
+    "PYDOCS_SECTIONS",
+    "SOURCES",
+    "load_mix",
+    "load_source",
     "HELDOUT_NOVEL",
     "NOVELS",
     "NOVEL_SEPARATOR",

@@ -41,6 +41,13 @@ PAPER_ALGORITHMIC: dict[tuple[str, int], tuple[float, float]] = {
 PAPER_N_SYMBOLS: dict[str, int] = {"copy": 24, "reverse": 24, "retrieval": 4}
 
 
+# What a fact-recall table shows (accuracy_memory repeats accuracy_random).
+FACT_TABLE_COLUMNS: tuple[str, ...] = (
+    "task", "segments", "samples", "accuracy_aligned", "accuracy_random", "accuracy_straddle",
+    "accuracy_reset", "shortcut", "chance",
+)
+
+
 class EvaluationError(RMTLensError, ValueError):
     """An evaluation cannot run as asked (wrong task, model without tokenizer, too short...)."""
 
@@ -95,15 +102,27 @@ def evaluate_fact_recall(
     seed: int = 0,
     batch_size: int = 16,
     progress: Progress | None = None,
+    offsets: Sequence[str] = ("aligned", "random", "straddle"),
 ) -> list[dict[str, Any]]:
-    """Answer accuracy on held-out bAbI-in-book samples, per number of segments.
+    """Answer accuracy on held-out bAbI-in-book samples, per number of segments and layout.
 
-    For each n in ``segments``: ``samples`` samples of n x segment_size tokens (facts
-    kept out of the last segment when n > 1), each run with memory and with the memory
-    reset before every segment (same samples).  Accuracy = the argmax over the whole
-    vocabulary at the position before the answer is the answer token.  Rows hold
-    task, segments, tokens, samples, accuracy_memory, accuracy_reset, shortcut (how
-    often "the last place mentioned" is right) and chance.
+    For each n in ``segments`` and each offset in ``offsets`` (see
+    :func:`rmt_core.tasks.babi.last_segment_tokens`): ``samples`` samples of n segments
+    whose question falls ``"aligned"`` (its end at the last segment's end), at a
+    ``"random"`` offset of the last segment (uniform), or ``"straddle"`` (the segment
+    boundary inside the question; not defined for n = 1).  Facts are kept out of the
+    last segment when n > 1, so only memory can answer.  Accuracy = the argmax over
+    the whole vocabulary at the position before the answer is the answer token.
+
+    Rows hold task, segments, segment_size, samples, accuracy_<offset> for each offset
+    (None where undefined), accuracy_memory (the random-offset accuracy, or the first
+    offset's when "random" is not asked), accuracy_reset (the same samples with the
+    memory reset before every segment: the no-memory baseline), shortcut (how often
+    "the last place mentioned" is right) and chance.  Seeded per (seed, n, offset):
+    a cell does not depend on the others.
+
+    Raises :class:`EvaluationError` for an unknown task or offset, counts < 1, a model
+    without a fitting tokenizer, an empty haystack, or samples that cannot be built.
     """
     from .tasks import babi
 
@@ -114,48 +133,82 @@ def evaluate_fact_recall(
     counts = [int(n) for n in segments]
     if not counts or min(counts) < 1:
         raise EvaluationError(f"segment counts must be >= 1, got {list(segments)}")
+    offsets = list(offsets)
+    unknown = [o for o in offsets if o not in babi.OFFSETS]
+    if unknown or not offsets:
+        raise EvaluationError(f"unknown offsets {unknown or offsets}; choose from {', '.join(babi.OFFSETS)}")
+    main_offset = "random" if "random" in offsets else offsets[0]
     tokenizer = _check_tokenizer(model)
     text = _default_haystack() if haystack is None else haystack
     if not text.strip():
         raise EvaluationError("the haystack text is empty")
     pad_id = babi._pad_id(tokenizer)
     seg = model.config.segment_size
+    _check_haystack_length(tokenizer, text, max(counts) * seg, haystack is None)
     was_training = model.training
     model.eval()
-    tracker = _Tracker(progress, samples * len(counts))
+    cells = [(n, o) for n in counts for o in offsets if not (o == "straddle" and n == 1)]
+    tracker = _Tracker(progress, samples * len(cells))
     rows = []
     try:
         for n in counts:
-            rng = np.random.default_rng([seed, n])  # a row's samples do not depend on the other rows
-            n_tokens = n * seg
-            built: list[Any] = []
-            hits_memory = hits_reset = 0
-            for start in range(0, samples, batch_size):
-                chunk = []
-                for _ in range(min(batch_size, samples - start)):
-                    try:
-                        sample = babi.build_sample(text, n_tokens, task, rng, tokenizer, keep_out_tail=seg if n > 1 else 0)
-                        chunk.append(babi.encode_sample(sample, tokenizer))
-                    except (ValueError, RuntimeError) as exc:
-                        raise EvaluationError(f"cannot build {task} samples of {n_tokens} tokens: {exc}") from exc
-                    built.append(sample)
-                batch = babi.collate(chunk, pad_id)
-                hits_memory += _answer_hits(model, batch, reset=False)
-                hits_reset += _answer_hits(model, batch, reset=True)
-                tracker.add(len(chunk))
-            rows.append({
-                "task": task,
-                "segments": n,
-                "tokens": n_tokens,
-                "samples": samples,
-                "accuracy_memory": hits_memory / samples,
-                "accuracy_reset": hits_reset / samples,
-                "shortcut": babi.shortcut_accuracy(built),
-                "chance": babi.CHANCE,
-            })
+            row: dict[str, Any] = {"task": task, "segments": n, "segment_size": seg, "samples": samples}
+            for k, offset in enumerate(offsets):
+                if offset == "straddle" and n == 1:
+                    row[f"accuracy_{offset}"] = None
+                    continue
+                # "aligned" keeps the seed of the first evaluations ([seed, n]): same samples as then.
+                rng = np.random.default_rng([seed, n] if offset == "aligned" else [seed, n, 1 + babi.OFFSETS.index(offset)])
+                with_reset = offset == main_offset
+                hits, hits_reset, built = _offset_cell(model, babi, text, n, seg, task, offset, rng, samples,
+                                                       batch_size, pad_id, with_reset, tracker)
+                row[f"accuracy_{offset}"] = hits / samples
+                if with_reset:
+                    row["accuracy_memory"] = hits / samples
+                    row["accuracy_reset"] = hits_reset / samples
+                    row["shortcut"] = babi.shortcut_accuracy(built)
+            row["chance"] = babi.CHANCE
+            order = ["task", "segments", "segment_size", "samples", *(f"accuracy_{o}" for o in offsets),
+                     "accuracy_memory", "accuracy_reset", "shortcut", "chance"]
+            rows.append({key: row[key] for key in order})
     finally:
         model.train(was_training)
     return rows
+
+
+def _check_haystack_length(tokenizer: Any, text: str, needed: int, default: bool) -> None:
+    """Refuse a haystack shorter than one sample: it would repeat itself to fill the length."""
+    have = len(_encode(tokenizer, text[: needed * 16]))
+    if have < needed:
+        what = "the default haystack" if default else "the haystack text"
+        raise EvaluationError(
+            f"{what} has {have} tokens, but samples of the largest segment count need {needed}: "
+            "use a longer text (--haystack) or fewer segments (--segments)"
+        )
+
+
+def _offset_cell(model: RMTModel, babi: Any, text: str, n: int, seg: int, task: str, offset: str,
+                 rng: np.random.Generator, samples: int, batch_size: int, pad_id: int, with_reset: bool,
+                 tracker: _Tracker) -> tuple[int, int, list[Any]]:
+    """Hits with memory (and with memory reset) over one cell's samples."""
+    tokenizer = model.tokenizer
+    built: list[Any] = []
+    hits = hits_reset = 0
+    for start in range(0, samples, batch_size):
+        chunk = []
+        for _ in range(min(batch_size, samples - start)):
+            try:
+                sample = babi.build_layout_sample(text, n, seg, task, rng, tokenizer, offset)
+                chunk.append(babi.encode_sample(sample, tokenizer))
+            except (ValueError, RuntimeError) as exc:
+                raise EvaluationError(f"cannot build {task} samples of {n} segments of {seg} tokens: {exc}") from exc
+            built.append(sample)
+        batch = babi.collate(chunk, pad_id)
+        hits += _answer_hits(model, batch, reset=False)
+        if with_reset:
+            hits_reset += _answer_hits(model, batch, reset=True)
+        tracker.add(len(chunk))
+    return hits, hits_reset, built
 
 
 def _answer_hits(model: RMTModel, batch: dict[str, torch.Tensor], reset: bool) -> int:
@@ -324,6 +377,78 @@ def evaluate_lm(
     }
 
 
+def evaluate_lm_texts(
+    model: RMTModel,
+    texts: dict[str, str],
+    segments_per_window: int = 8,
+    windows: int = 64,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`evaluate_lm` on each of several named texts; one row per text (key ``text``).
+
+    Typical use: the held-out part of every training source (``rmt_core.corpus.load_mix
+    ("heldout")``) plus a text from none of them.
+    """
+    rows = []
+    for name, text in texts.items():
+        try:
+            row = evaluate_lm(model, text, segments_per_window=segments_per_window, windows=windows, seed=seed)
+        except EvaluationError as exc:
+            raise EvaluationError(f"{name}: {exc}") from exc
+        rows.append({"text": name, **row})
+        if progress is not None:
+            progress(len(rows), len(texts))
+    return rows
+
+
+@torch.no_grad()
+def evaluate_slot_similarity(
+    model: RMTModel,
+    text: str | None = None,
+    segments_per_window: int = 8,
+    windows: int = 32,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """How alike the written memory slots are: mean pairwise cosine similarity.
+
+    Runs random windows of ``text`` (default: the held-out novel) and, for every
+    segment's written memory (m, d), takes the cosine similarity of each pair of slots
+    (i < j).  Returns mean_pairwise_cosine (lower = more diverse slots),
+    share_pairs_above_0_9 (pairs that are nearly the same vector), the number of
+    memory states and pairs.  Slots that collapse onto a few directions waste memory.
+    Raises :class:`EvaluationError` for a model without memory or a too-short text.
+    """
+    m = model.config.num_mem_tokens
+    if m < 2:
+        raise EvaluationError("slot similarity needs a model with at least two memory slots")
+    tokenizer = _check_tokenizer(model)
+    ids = _encode(tokenizer, _default_haystack() if text is None else text)
+    length = min(segments_per_window * model.config.segment_size, len(ids))
+    if length < 2:
+        raise EvaluationError("the text is too short (fewer than 2 tokens)")
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, len(ids) - length + 1, size=windows)
+    batch = torch.tensor(np.stack([ids[int(s):int(s) + length] for s in starts]), dtype=torch.long, device=model.device)
+    was_training = model.training
+    model.eval()
+    try:
+        states = model(batch).memory_states  # one (B, m, d) per segment
+    finally:
+        model.train(was_training)
+    mem = torch.stack([st.float() for st in states], dim=1).reshape(-1, m, states[0].shape[-1])  # (B*S, m, d)
+    normed = F.normalize(mem, dim=-1)
+    cos = normed @ normed.transpose(1, 2)  # (B*S, m, m)
+    iu = torch.triu_indices(m, m, offset=1)
+    pairs = cos[:, iu[0], iu[1]]  # (B*S, m(m-1)/2)
+    return {
+        "mean_pairwise_cosine": float(pairs.mean()),
+        "share_pairs_above_0_9": float((pairs > 0.9).float().mean()),
+        "memory_states": int(mem.shape[0]),
+        "pairs": int(pairs.numel()),
+    }
+
+
 # ---------------------------------------------------------------------- tables
 def _cell(value: Any) -> str:
     if value is None:
@@ -381,5 +506,5 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Iterable[str] | None
 
 __all__ = [
     "FACT_TASKS", "ALGORITHMIC_TASKS", "PAPER_ALGORITHMIC", "EvaluationError",
-    "evaluate_fact_recall", "evaluate_algorithmic", "evaluate_lm", "format_table", "markdown_table",
+    "FACT_TABLE_COLUMNS", "evaluate_fact_recall", "evaluate_algorithmic", "evaluate_lm", "evaluate_lm_texts", "evaluate_slot_similarity", "format_table", "markdown_table",
 ]

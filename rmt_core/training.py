@@ -62,16 +62,56 @@ class Batch:
     segment_size: int
 
 
-def make_batch(stage: Stage, model: RMTModel, rng: np.random.Generator, haystack: str | None, batch_size: int | None = None,
-               n_segments: int | None = None) -> Batch:
-    """One batch for a stage; the number of segments is drawn from stage.segments unless given."""
+def any_layout_batch(stage: Stage, tokenizer: Any, rng: np.random.Generator, haystack: str | dict[str, str],
+                     batch_size: int, n_segments: int, segment_size: int,
+                     offsets: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+    """Fact samples of ``n_segments`` segments, each in a layout of its own (Stage.layout "any").
+
+    Per sample: a source of ``stage.sources`` (``haystack`` maps source -> text), a line
+    layout of :data:`~rmt_core.tasks.babi.LINE_LAYOUTS`, where the question falls
+    (``offsets`` if given, else 15% straddling a boundary, 10% aligned, the rest uniform),
+    10% with a space or newline after "Answer:", 10% with the fact allowed in the
+    question's own segment.  Returns input_ids, labels, attention_mask (B, T).
+    """
+    from .tasks import babi
+
+    texts = haystack if isinstance(haystack, dict) else {"austen": haystack}
+    sources = [s for s in stage.sources if s in texts] or list(texts)
+    encoded = []
+    for _ in range(batch_size):
+        text = texts[sources[int(rng.integers(len(sources)))]]
+        text = babi.reflow(text, babi.LINE_LAYOUTS[int(rng.integers(len(babi.LINE_LAYOUTS)))])
+        if offsets is not None:
+            offset = offsets[int(rng.integers(len(offsets)))]
+        else:
+            u = rng.random()
+            offset = "straddle" if u < 0.15 else "aligned" if u < 0.25 else "random"
+        trailing = ("", "", "", "", "", "", "", "", " ", "\n")[int(rng.integers(10))]
+        sample = babi.build_layout_sample(text, n_segments, segment_size, stage.task, rng, tokenizer, offset,
+                                          facts_before_last_segment=bool(rng.random() >= 0.1),
+                                          after_answer_prefix=trailing)
+        encoded.append(babi.encode_sample(sample, tokenizer))
+    b = babi.collate(encoded, babi._pad_id(tokenizer))
+    return {"input_ids": b["input_ids"], "labels": b["labels"], "attention_mask": b["attention_mask"]}
+
+
+def make_batch(stage: Stage, model: RMTModel, rng: np.random.Generator, haystack: str | dict[str, str] | None,
+               batch_size: int | None = None, n_segments: int | None = None) -> Batch:
+    """One batch for a stage; the number of segments is drawn from stage.segments unless given.
+
+    ``haystack``: the text facts are hidden in, or ``{source: text}`` for stages that mix
+    sources (``Stage.sources``).
+    """
     n_seg = int(n_segments or rng.choice(stage.segments))
     size = batch_size or stage.batch_size
     seg = model.config.segment_size
+    if stage.kind == "fact" and stage.layout == "any":
+        return Batch(**any_layout_batch(stage, model.tokenizer, rng, haystack, size, n_seg, seg), segment_size=seg)
     if stage.kind == "fact":
         from .tasks.babi import make_batch as fact_batch
 
-        b = fact_batch(haystack, model.tokenizer, n_seg * seg, stage.task, size, rng,
+        text = haystack["austen"] if isinstance(haystack, dict) else haystack
+        b = fact_batch(text, model.tokenizer, n_seg * seg, stage.task, size, rng,
                        keep_out_tail=seg if n_seg > 1 else 0)
         return Batch(b["input_ids"], b["labels"], b["attention_mask"], seg)
     if stage.kind == "dense":
@@ -141,11 +181,18 @@ def stage_accuracy(model: RMTModel, stage: Stage, haystack: str, samples: int, s
     return correct / max(total, 1)
 
 
-def held_out_lm_gain(model: RMTModel, text: str | None, windows: int = 32) -> float:
-    """Relative perplexity gain of memory over memory reset on held-out text (8-segment windows)."""
+def held_out_lm_gain(model: RMTModel, text: str | dict[str, str] | None, windows: int = 32,
+                     sources: tuple[str, ...] = ("austen",)) -> float:
+    """Relative perplexity gain of memory over memory reset on held-out text (8-segment windows).
+
+    With ``{source: text}``, the smallest gain over ``sources`` (every source must gain).
+    """
     from .evaluation import evaluate_lm
 
-    return float(evaluate_lm(model, text, segments_per_window=8, windows=windows, seed=1)["relative_improvement"])
+    texts = text if isinstance(text, dict) else {"austen": text}
+    gains = [float(evaluate_lm(model, texts[s], segments_per_window=8, windows=windows, seed=1)["relative_improvement"])
+             for s in sources if s in texts]
+    return min(gains)
 
 
 def segment_size_at(recipe: Recipe, stage_index: int) -> int:
@@ -179,7 +226,7 @@ def train(
     Stops cleanly after max_minutes (checkpointed), so long training runs in pieces.
     """
     from . import checkpoint as ckpt
-    from .corpus import load_corpus
+    from .corpus import load_mix
 
     if threads:
         torch.set_num_threads(threads)
@@ -200,8 +247,8 @@ def train(
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.stages[state["stage"]].lr, weight_decay=0.01)
     if (out / "optimizer.pt").is_file() and state["step"] > 0:
         optimizer.load_state_dict(torch.load(out / "optimizer.pt", weights_only=True))
-    train_text = load_corpus("train") if recipe.tokenizer == "austen" else None
-    heldout_text = load_corpus("heldout") if recipe.tokenizer == "austen" else None
+    train_text = load_mix("train") if recipe.tokenizer == "austen" else None
+    heldout_text = load_mix("heldout") if recipe.tokenizer == "austen" else None
     started = time.time()
     log_file = (out / "log.csv").open("a", newline="")
     writer = csv.writer(log_file)
@@ -243,7 +290,7 @@ def train(
                 eval_acc = stage_accuracy(model, stage, heldout_text, stage.eval_samples, seed=10_000 + state["stage"])
                 gate_reached = stage.gate is not None and eval_acc >= stage.gate
                 if stage.lm_gate is not None:
-                    lm_gain = held_out_lm_gain(model, heldout_text)
+                    lm_gain = held_out_lm_gain(model, heldout_text, sources=stage.sources)
                     state.setdefault("lm_evals", []).append(
                         {"stage": stage.name, "step": state["step"], "relative_improvement": round(lm_gain, 4)})
                     log(f"[{stage.name}] step {state['step']}: memory lowers held-out perplexity by {lm_gain:.1%}")

@@ -44,12 +44,17 @@ def test_python_m_eval_prints_table(fact_ckpt, tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["task", "segments"])
-    assert "accuracy_memory" in lines[header] and "accuracy_reset" in lines[header]
-    assert lines[header + 2].split()[:4] == ["detect", "1", "32", "8"]
-    assert lines[header + 3].split()[:4] == ["detect", "2", "64", "8"]
+    for column in ("accuracy_aligned", "accuracy_random", "accuracy_straddle", "accuracy_reset", "shortcut"):
+        assert column in lines[header]
+    assert lines[header + 2].split()[:3] == ["detect", "1", "8"]
+    assert lines[header + 2].split()[5] == "-"  # one segment: nothing to straddle
+    assert lines[header + 3].split()[:3] == ["detect", "2", "8"]
     assert "perplexity_memory" in proc.stdout
+    assert "austen (held out)" in proc.stdout and "pydocs (held out)" in proc.stdout
     result = json.loads(out.read_text())
-    assert [r["segments"] for r in result["rows"]] == [1, 2] and result["lm"]["windows"] == 2
+    assert [r["segments"] for r in result["rows"]] == [1, 2]
+    assert [r["text"] for r in result["lm"]] == ["austen (held out)", "pydocs (held out)"]
+    assert all(r["windows"] == 2 for r in result["lm"])
 
 
 def test_python_m_eval_missing_folder_exits_1(tmp_path):

@@ -59,7 +59,8 @@ def fact_model() -> RMTModel:
     return make_fact_model()
 
 
-FACT_KEYS = {"task", "segments", "tokens", "samples", "accuracy_memory", "accuracy_reset", "shortcut", "chance"}
+FACT_KEYS = {"task", "segments", "segment_size", "samples", "accuracy_aligned", "accuracy_random",
+             "accuracy_straddle", "accuracy_memory", "accuracy_reset", "shortcut", "chance"}
 
 
 # ---------------------------------------------------------------------- fact recall
@@ -70,28 +71,70 @@ def test_fact_recall_rows(fact_model):
     assert [r["segments"] for r in rows] == [1, 2]
     for row in rows:
         assert set(row) == FACT_KEYS
-        assert row["tokens"] == row["segments"] * SEG
+        assert row["segment_size"] == SEG
         assert row["samples"] == 6
-        for key in ("accuracy_memory", "accuracy_reset", "shortcut"):
+        for key in ("accuracy_aligned", "accuracy_random", "accuracy_memory", "accuracy_reset", "shortcut"):
             assert 0.0 <= row[key] <= 1.0
+        assert row["accuracy_memory"] == row["accuracy_random"]
         assert row["shortcut"] == 1.0  # detect: the only place mentioned is the answer
         assert row["chance"] == pytest.approx(1 / 6)
-    assert calls[-1] == (12, 12) and len(calls) == 4  # 2 batches per row
+    # One segment: no boundary for the question to straddle.
+    assert rows[0]["accuracy_straddle"] is None and 0.0 <= rows[1]["accuracy_straddle"] <= 1.0
+    # 5 cells (1 segment: aligned, random; 2 segments: all three) of 2 batches each.
+    assert calls[-1] == (30, 30) and len(calls) == 10
     # One segment: resetting before it changes nothing, so both columns agree (same samples).
     assert rows[0]["accuracy_memory"] == rows[0]["accuracy_reset"]
+
+
+def test_fact_recall_offsets_put_the_question_where_they_say():
+    from rmt_core.corpus import load_corpus
+
+    tok = make_fact_model().tokenizer
+    q = babi.question_tokens(tok)
+    rng = np.random.default_rng(3)
+    seen = {"aligned": set(), "random": set(), "straddle": set()}
+    for _ in range(40):
+        for offset in seen:
+            sample = babi.build_layout_sample(load_corpus("heldout"), 3, SEG, "detect", rng, tok, offset)
+            enc = babi.encode_sample(sample, tok)
+            r = len(enc.input_ids) - 2 * SEG  # tokens in the last segment, answer included
+            assert 1 <= r <= SEG
+            seen[offset].add(r)
+            # facts stay out of the last segment
+            assert all(end <= 2 * SEG for _, end in enc.fact_token_spans)
+            if offset == "straddle":  # the question block starts before the boundary, its ':' after it
+                assert 2 <= r <= q
+    assert seen["aligned"] == {SEG}
+    assert len(seen["random"]) > 10
+    assert seen["straddle"] <= set(range(2, q + 1)) and len(seen["straddle"]) > 3
+
+
+def test_fact_recall_aligned_offset_keeps_the_first_evaluations_samples(fact_model):
+    """The aligned column is the evaluation shipped cards were measured with: same samples, same hits."""
+    rows = evaluate_fact_recall(fact_model, "detect", segments=(2,), samples=4, batch_size=4, seed=5,
+                                offsets=("aligned",))
+    rng = np.random.default_rng([5, 2])
+    tok = fact_model.tokenizer
+    hits = 0
+    for _ in range(4):
+        enc = babi.encode_sample(babi.build_sample(babi_haystack(), 2 * SEG, "detect", rng, tok, keep_out_tail=SEG), tok)
+        with torch.no_grad():
+            logits = fact_model(torch.tensor([enc.input_ids])).logits
+        hits += int(logits[0, -2].argmax()) == enc.answer_id
+    assert rows[0]["accuracy_aligned"] == rows[0]["accuracy_memory"] == hits / 4
 
 
 def test_fact_recall_is_seeded_and_matches_unbatched_forward(fact_model):
     rows = evaluate_fact_recall(fact_model, "qa1", segments=(2,), samples=5, batch_size=3, seed=7)
     again = evaluate_fact_recall(fact_model, "qa1", segments=(2,), samples=5, batch_size=5, seed=7)
     assert rows == again  # batch size does not change the result (right padding is masked)
-    # Recompute by hand, one sample at a time without padding.
-    rng = np.random.default_rng([7, 2])
+    # Recompute the random-offset column by hand, one sample at a time without padding.
+    rng = np.random.default_rng([7, 2, 1 + babi.OFFSETS.index("random")])
     tok = fact_model.tokenizer
     hits = {False: 0, True: 0}
     shortcut = []
     for _ in range(5):
-        sample = babi.build_sample(babi_haystack(), 2 * SEG, "qa1", rng, tok, keep_out_tail=SEG)
+        sample = babi.build_layout_sample(babi_haystack(), 2, SEG, "qa1", rng, tok, "random")
         shortcut.append(sample)
         enc = babi.encode_sample(sample, tok)
         ids = torch.tensor([enc.input_ids])
@@ -127,6 +170,10 @@ def test_custom_haystack_and_errors(fact_model):
         evaluate_fact_recall(make_fact_model(segment_size=8), "detect", segments=(1,), samples=1)
     with pytest.raises(EvaluationError, match="empty"):
         evaluate_fact_recall(fact_model, "detect", segments=(1,), samples=1, haystack="  ")
+    with pytest.raises(EvaluationError, match="has 4 tokens.*need 64.*longer text"):  # it would repeat itself
+        evaluate_fact_recall(fact_model, "detect", segments=(2,), samples=1, haystack="Short.")
+    with pytest.raises(EvaluationError, match="unknown offsets"):
+        evaluate_fact_recall(fact_model, "detect", segments=(2,), samples=1, offsets=("middle",))
     no_tok = make_fact_model()
     no_tok.tokenizer = None
     with pytest.raises(EvaluationError, match="no tokenizer"):

@@ -335,6 +335,7 @@ def build_sample(
     rng: np.random.Generator | None = None,
     tokenizer: Any | None = None,
     keep_out_tail: int = 0,
+    after_answer_prefix: str = "",
 ) -> FactSample:
     """Cut a piece of ``haystack`` at a random sentence start, insert facts, ask.
 
@@ -343,8 +344,11 @@ def build_sample(
     at 4 characters per token.  No fact may lie in the final ``keep_out_tail``
     tokens (e.g. the last segment when ``n_tokens`` is a multiple of the segment
     size).  The haystack wraps around if it is shorter than needed.  Deterministic
-    for a seeded ``rng``.
+    for a seeded ``rng``.  ``after_answer_prefix`` (``""``, ``" "`` or ``"\n"``) is
+    whitespace a user may leave after ``"Answer:"``; the answer token follows it.
     """
+    if after_answer_prefix.strip():
+        raise ValueError("after_answer_prefix may only hold whitespace")
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     rng = rng if rng is not None else np.random.default_rng()
@@ -355,7 +359,7 @@ def build_sample(
         facts, question, place, shortcut = make_story(task, rng)
         result = _try_build(
             haystack, n_tokens, task, rng, counter, keep_out_tail, facts, question, place, shortcut, clean,
-            exact=attempt < 20,
+            exact=attempt < 20, after_answer_prefix=after_answer_prefix,
         )
         if isinstance(result, FactSample):
             return result
@@ -378,9 +382,10 @@ def _try_build(
     shortcut: str,
     clean: bool,
     exact: bool = True,
+    after_answer_prefix: str = "",
 ) -> FactSample | str:
     """One attempt; returns a sample, or a reason string ('!' prefix = give up)."""
-    suffix = f"{QUESTION_PREFIX}{question}{ANSWER_PREFIX}"
+    suffix = f"{QUESTION_PREFIX}{question}{ANSWER_PREFIX}{after_answer_prefix}"
     answer = " " + place
     sentences = [f.sentence for f in facts]
     n_suffix = counter.count(suffix)
@@ -478,6 +483,106 @@ def _assemble(piece: str, positions: list[int], sentences: list[str], suffix: st
     parts.append(piece[cur:])
     parts.append(suffix)
     return "".join(parts), spans
+
+
+# ------------------------------------------------------------------------- layouts
+#
+# Users' documents do not end where a segment ends, and their line breaks are their own.
+# A layout fixes where the question falls in the last segment and how the haystack is
+# broken into lines; training on random layouts is what lets a model answer anywhere.
+
+LINE_LAYOUTS: tuple[str, ...] = ("original", "one_line", "paragraphs", "wrapped")
+OFFSETS: tuple[str, ...] = ("aligned", "random", "straddle")
+_PARAGRAPH_BREAK_RE = re.compile(r"\n[ \t\r]*\n\s*")
+
+
+@functools.lru_cache(maxsize=16)
+def reflow(text: str, layout: str) -> str:
+    """``text`` with its line breaks redone: one of :data:`LINE_LAYOUTS`.
+
+    ``"original"`` as is; ``"one_line"`` every whitespace run becomes one space;
+    ``"paragraphs"`` lines inside a paragraph are joined, paragraphs separated by one
+    blank line; ``"wrapped"`` those paragraphs hard-wrapped at 72 columns.  Cached
+    (the corpus texts are reflowed once per process).
+    """
+    if layout == "original":
+        return text
+    if layout == "one_line":
+        return re.sub(r"\s+", " ", text).strip()
+    if layout not in LINE_LAYOUTS:
+        raise ValueError(f"unknown line layout {layout!r}; choose one of {', '.join(LINE_LAYOUTS)}")
+    paragraphs = [re.sub(r"\s+", " ", p).strip() for p in _PARAGRAPH_BREAK_RE.split(text)]
+    paragraphs = [p for p in paragraphs if p]
+    if layout == "wrapped":
+        import textwrap
+
+        paragraphs = [textwrap.fill(p, 72, break_long_words=False, break_on_hyphens=False) for p in paragraphs]
+    return "\n\n".join(paragraphs)
+
+
+def question_tokens(tokenizer: Any, question: str = "Where is Mary?") -> int:
+    """Tokens of the question block ``"\nQuestion: ...\nAnswer:"`` in ``tokenizer``."""
+    return len(_token_ids(tokenizer, f"{QUESTION_PREFIX}{question}{ANSWER_PREFIX}"))
+
+
+def last_segment_tokens(offset: str, segment_size: int, question_len: int, rng: np.random.Generator) -> int:
+    """How many tokens (answer included) a sample puts in its last segment.
+
+    A sample of n segments has ``(n - 1) * segment_size + r`` tokens, answer last.
+    ``"aligned"``: r = segment_size (the question ends at the segment's end, the
+    layout the first models were trained on); ``"random"``: r uniform in
+    [1, segment_size]; ``"straddle"``: r in [2, question_len], so the segment
+    boundary falls inside the question block (its first token in the segment before,
+    the ``":"`` that predicts the answer in the last one).
+    """
+    if offset == "aligned":
+        return segment_size
+    if offset == "random":
+        return int(rng.integers(1, segment_size + 1))
+    if offset == "straddle":
+        hi = min(question_len, segment_size)
+        return int(rng.integers(2, hi + 1)) if hi >= 2 else 1
+    raise ValueError(f"unknown offset {offset!r}; choose one of {', '.join(OFFSETS)}")
+
+
+def build_layout_sample(
+    haystack: str,
+    n_segments: int,
+    segment_size: int,
+    task: str,
+    rng: np.random.Generator,
+    tokenizer: Any,
+    offset: str = "random",
+    facts_before_last_segment: bool = True,
+    after_answer_prefix: str = "",
+) -> FactSample:
+    """A :func:`build_sample` of ``n_segments`` whose question falls as ``offset`` says.
+
+    Total length ``(n_segments - 1) * segment_size + r`` tokens with r from
+    :func:`last_segment_tokens`; with ``facts_before_last_segment`` (and n > 1) every
+    fact lies in an earlier segment than the question, so only memory can answer.
+    ``after_answer_prefix`` as in :func:`build_sample`.  When the story does not fit
+    the drawn length (several facts in a short document), r is drawn again.
+    Raises ``ValueError`` when it cannot fit at all.
+    """
+    if n_segments < 1 or segment_size < 1:
+        raise ValueError("n_segments and segment_size must be >= 1")
+    q = question_tokens(tokenizer)
+    for attempt in range(20):
+        r = last_segment_tokens(offset, segment_size, q, rng)
+        n_tokens = (n_segments - 1) * segment_size + r
+        if n_segments == 1:
+            n_tokens = max(n_tokens, min(segment_size, 3 * q))
+        keep = r if (facts_before_last_segment and n_segments > 1) else 0
+        try:
+            return build_sample(haystack, n_tokens, task, rng, tokenizer, keep_out_tail=keep,
+                                after_answer_prefix=after_answer_prefix)
+        except ValueError as exc:
+            # A story of several facts may not fit a short document: draw another offset
+            # (this favours longer last segments only where nothing else fits).
+            if "too small" not in str(exc) or offset == "aligned" or attempt == 19:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 # ------------------------------------------------------------------------ encoding
@@ -691,5 +796,6 @@ __all__ = [
     "QUESTION_PREFIX", "ANSWER_PREFIX", "FACT_RE", "QUESTION_RE", "IGNORE_INDEX",
     "Fact", "ParsedFact", "World", "FactSample", "EncodedSample",
     "parse_facts", "solve", "make_story", "build_sample", "encode_sample", "answer_token_id",
-    "collate", "make_batch", "dense_story", "encode_dense_story", "make_dense_batch", "shortcut_accuracy",
+    "collate", "make_batch", "dense_story", "LINE_LAYOUTS", "OFFSETS", "reflow", "question_tokens",
+    "last_segment_tokens", "build_layout_sample", "encode_dense_story", "make_dense_batch", "shortcut_accuracy",
 ]
