@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .token_text import decode_token
 from .trace import BLOCK_PAIRS, Trace
 
 
@@ -98,8 +99,8 @@ def top_read_tokens(trace: Trace, segment: int, layer: int | None = None, k: int
 def logit_lens(trace: Trace, segment: int, tokenizer=None) -> list[list[list[str]]]:
     """[layer][slot] -> top tokens the written memory decodes to at that layer (layer 0 = embeddings)."""
     ids = trace.lens_ids(segment)
-    decode = (lambda i: tokenizer.decode([int(i)])) if tokenizer is not None else str
-    return [[[decode(i) for i in slot] for slot in layer] for layer in ids]
+    decoded = {int(i): decode_token(tokenizer, int(i)) for i in np.unique(ids)}  # each distinct id once
+    return [[[decoded[int(i)] for i in slot] for slot in layer] for layer in ids]
 
 
 def memory_reading(trace: Trace, segment: int, layer: int | None = None) -> np.ndarray:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .errors import TraceError
+from .token_text import decode_token
 from .trace import Trace
 
 METHODS = ("ig", "saliency", "input_x_gradient")
@@ -65,7 +66,7 @@ def default_target(trace: Trace, segment: int, position: int) -> int:
 
 
 def _decode(model, token_id: int) -> str:
-    return model.tokenizer.decode([token_id]) if model.tokenizer is not None else str(token_id)
+    return decode_token(model.tokenizer, token_id)
 
 
 def _tensor(array: np.ndarray, model) -> torch.Tensor:

@@ -32,6 +32,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .token_text import token_label
+
 __all__ = ["ViewHTML", "head_view_html", "model_view_html", "memory_slot_counts", "vendored_js"]
 
 VENDOR_DIR = Path(__file__).resolve().parent / "vendor"
@@ -208,9 +210,9 @@ def _as_bertviz(att: np.ndarray) -> tuple:
 
 
 def _display_label(token: str) -> str:
-    """bertviz's prettify (Ġ/▁ to space, drop </w>), plus visible newlines and tabs."""
-    token = token.replace("Ġ", " ").replace("▁", " ").replace("</w>", "")
-    return token.replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")
+    """A label as shown: token_text.token_label (visible newlines and tabs, the continuation
+    mark for an empty piece); the text itself is kept as given (no Ġ/▁ rewriting)."""
+    return token_label(token)
 
 
 def _script_safe_json(value: Any) -> str:

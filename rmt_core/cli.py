@@ -280,8 +280,11 @@ def _add_view_options(p: argparse.ArgumentParser) -> None:
 
 
 def _show_token(token: str) -> str:
-    """A token for a text table: quoted, with newlines and tabs visible."""
-    return json.dumps(token, ensure_ascii=False)
+    """A token for a text table: quoted, with newlines and tabs visible; a continuation piece
+    (its character is shown on the token before) as the continuation mark."""
+    from .token_text import CONTINUATION
+
+    return json.dumps(token, ensure_ascii=False) if token else CONTINUATION
 
 
 def _write_text(path: str | Path, text: str) -> Path:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .errors import TraceError
+from .token_text import decode_token
 from .trace import Trace, segment_loss, token_logprobs
 
 
@@ -73,7 +74,9 @@ def _final_answer(trace: Trace, logprobs: torch.Tensor | None) -> tuple[str | No
     if last.num_tokens < 2:
         return None, None
     tokenizer = trace.model.tokenizer
-    decode = (lambda i: tokenizer.decode([int(i)]).strip()) if tokenizer is not None else str
+    def decode(i: int) -> str:
+        return decode_token(tokenizer, int(i)).strip()
+
     if logprobs is None:
         top = int(last.topk_ids[-2, 0])
         return decode(top), float(np.exp(last.token_logprob[-1]))

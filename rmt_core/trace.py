@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from . import token_text
 from .errors import TraceCancelled, TraceError
 from .masks import segment_layout
 from .memory import release_free_memory
@@ -194,10 +195,13 @@ class Trace:
         return torch.stack([captured[y] for y in sorted(captured)]).numpy()
 
     def attention_labels(self, index: int) -> list[str]:
-        """Row/column labels of attention(index): R0.., the segment's tokens, W0..."""
+        """Row/column labels of attention(index): R0.., the segment's tokens, W0...
+
+        Tokens are shown with token_text.token_label: visible newlines, and the continuation
+        mark for a piece whose character is shown on the piece before."""
         seg = self.segments[index]
         m = self.num_mem_tokens
-        return [f"R{k}" for k in range(m)] + list(seg.tokens) + [f"W{k}" for k in range(m)]
+        return [f"R{k}" for k in range(m)] + [token_text.token_label(t) for t in seg.tokens] + [f"W{k}" for k in range(m)]
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> Path:
@@ -244,12 +248,8 @@ def tokenize_document(model, text_or_ids: Any) -> tuple[str | None, np.ndarray, 
 
 
 def display_tokens(model, text: str | None, ids: np.ndarray, spans: np.ndarray) -> list[str]:
-    if text is not None:
-        return [text[s:e] for s, e in spans.tolist()]
-    if model.tokenizer is not None:  # decode each distinct id once (a book repeats its vocabulary)
-        decoded = {int(i): model.tokenizer.decode([int(i)]) for i in np.unique(ids)}
-        return [decoded[i] for i in ids.tolist()]
-    return [str(int(i)) for i in ids]
+    """Display strings of the tokens; with text they join to it exactly (see rmt_core.token_text)."""
+    return token_text.display_tokens(model.tokenizer, text, ids, spans)
 
 
 # ---------------------------------------------------------------------- recording
