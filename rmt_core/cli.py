@@ -1,7 +1,9 @@
 """The ``rmt-lens`` command line (also ``python -m rmt_core``).
 
 Exit codes: 0 done; 1 runtime failure (one ``error: ...`` line on stderr, no
-traceback); 2 usage error.  Each command is one ``run_<name>(args) -> int`` function
+traceback); 2 usage error (also one ``error:`` line).  An exception RMT Lens did not
+raise on purpose is a bug: it becomes one ``error: unexpected error ...`` line and its
+traceback is appended to the log file named there (rmt_core.errors.error_log_path()).  Each command is one ``run_<name>(args) -> int`` function
 plus an ``add_<name>(parser)`` that declares its arguments, registered in
 :data:`COMMANDS`; add a command by adding a pair there.
 """
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import DocumentError, RMTLensError
+from .errors import DocumentError, RMTLensError, unexpected_error_message
 
 FACT_TASKS = ("memorize", "detect", "qa1", "qa2")
 ALGORITHMIC_TASKS = ("copy", "reverse", "retrieval")
@@ -578,11 +580,18 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors as ONE line: ``error: PROG: what is wrong (see PROG --help)``."""
+
+    def error(self, message: str):  # noqa: D102 (argparse API)
+        self.exit(2, f"error: {self.prog}: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subparser per entry of COMMANDS."""
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rmt-lens", description="RMT Lens: train, evaluate and look inside Recurrent Memory Transformers.")
     parser.add_argument("--version", action="version", version=f"rmt-lens {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -600,7 +609,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help / --version (0) or a usage error (2)
         return int(exc.code) if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     if args.command is None:
-        parser.print_help(sys.stderr)
+        print(f"error: {parser.prog}: no command given; choose one of {', '.join(COMMANDS)} "
+              f"(see {parser.prog} --help)", file=sys.stderr)
         return 2
     try:
         return int(COMMANDS[args.command].run(args) or 0)
@@ -611,6 +621,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: one line here, the traceback in the log file
+        print(f"error: {unexpected_error_message(exc, f'command: {args.command}')}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

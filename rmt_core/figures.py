@@ -21,6 +21,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from . import analysis
+from .checks import check_int
 from .token_text import token_label
 from .trace import Trace
 
@@ -215,9 +216,13 @@ def standard_figures(trace: Trace, segment: int | None = None, layer: int = -1, 
     Attention heatmaps need the model attached (they are recomputed); without it they are skipped.
     """
     segment = trace.num_segments - 1 if segment is None else segment
+    segment = trace.check_segment(segment)
     seg = trace.segments[segment]
     states = trace.memory_states()
-    layer = layer % int(trace.model_info["num_layers"])
+    n_layers, n_heads = int(trace.model_info["num_layers"]), int(trace.model_info["num_heads"])
+    layer = check_int(layer, "layer", -n_layers, n_layers - 1, fix=f"The model has {n_layers} layers (-1 is the last).")
+    head = check_int(head, "head", 0, n_heads - 1, fix=f"The model has {n_heads} attention heads per layer.")
+    layer = layer % n_layers
     figures = {
         "timeline": segment_curves(trace, selected=segment),
         "memory_pca_2d": memory_trajectory(analysis.pca_trajectory(states, 2), dims=2),

@@ -11,7 +11,7 @@ from rmt_core.render import document_html
 from rmt_core.token_text import token_label
 
 from app import sidebar, state
-from app.views.common import require_trace_with_model, show_figure
+from app.views.common import guarded, require_trace_with_model, show_figure
 
 
 def _cached(trace, key: tuple, compute):
@@ -37,6 +37,7 @@ def _default_position(trace, segment: int) -> int:
 
 
 @st.fragment
+@guarded
 def _views(trace, segment: int) -> None:
     seg = trace.segments[segment]
     tokenizer = trace.model.tokenizer
