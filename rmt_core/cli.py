@@ -65,6 +65,17 @@ def _positive_int(value: str) -> int:
     return n
 
 
+def _positive_float(value: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
+    if not (x > 0 and x != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
+    return x
+
+
 def read_document_file(path: str | Path, truncate: bool = True):
     """A file read safely with rmt_core.documents.read_document (returns its Document).
 
@@ -102,7 +113,7 @@ def add_train(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--recipe", required=True, choices=sorted(RECIPES), help="training recipe (see rmt_core/recipes.py)")
     p.add_argument("--out", required=True, metavar="DIR", help="run folder; running the same command again resumes it")
-    p.add_argument("--minutes", type=float, default=None, metavar="M",
+    p.add_argument("--minutes", type=_positive_float, default=None, metavar="M",
                    help="stop cleanly (checkpointed) after M minutes; default: run to the end")
     p.add_argument("--threads", type=_positive_int, default=None, metavar="T", help="CPU threads for torch")
 
@@ -369,7 +380,7 @@ def add_figures(p: argparse.ArgumentParser) -> None:
     _add_view_options(p)
     p.add_argument("--width", type=_positive_int, default=None, metavar="PX", help="figure width in layout pixels")
     p.add_argument("--height", type=_positive_int, default=None, metavar="PX", help="figure height in layout pixels")
-    p.add_argument("--scale", type=float, default=2.0, metavar="X", help="PNG resolution multiplier (default 2)")
+    p.add_argument("--scale", type=_positive_float, default=2.0, metavar="X", help="PNG resolution multiplier (default 2)")
     _add_model_options(p)
 
 
