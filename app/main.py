@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `app` and `rm
 import streamlit as st  # noqa: E402
 
 from app import sidebar, state  # noqa: E402
+from app.views.common import show_error  # noqa: E402
 
 st.set_page_config(page_title="RMT Lens", page_icon="🔁", layout="wide")
 
@@ -27,5 +28,11 @@ pages = [
     st.Page("screens/papers.py", title="Paper figures", icon="📄", url_path="papers"),
 ]
 current = st.navigation(pages)
-sidebar.render()
-current.run()
+try:  # a bug shows one message (its traceback goes to the log file it names), never a traceback
+    sidebar.render()
+except Exception as exc:
+    show_error(exc, "app: sidebar")
+try:
+    current.run()
+except Exception as exc:
+    show_error(exc, f"app: page {current.title}")

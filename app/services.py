@@ -14,6 +14,7 @@ import streamlit as st
 
 import rmt_core
 from rmt_core import CheckpointError
+from rmt_core.token_text import decode_token
 
 FALLBACK_NAME = "built-in untrained model"
 MAX_UPLOAD_ENV = "RMT_LENS_MAX_UPLOAD_BYTES"  # optional: a smaller (or larger) cap on uploaded files, in bytes
@@ -186,7 +187,7 @@ def answer_check(trace, tokenizer) -> dict[str, Any] | None:
     position = last.num_tokens - 2  # the token before the answer predicts it
     top_ids = last.topk_ids[position]
     top_lp = last.topk_logprobs[position].astype(float)
-    predictions = [(tokenizer.decode([int(i)]).strip(), float(np.exp(lp))) for i, lp in zip(top_ids, top_lp)]
+    predictions = [(decode_token(tokenizer, int(i)).strip(), float(np.exp(lp))) for i, lp in zip(top_ids, top_lp)]
     return {"expected": answer, "predicted": predictions[0][0], "probability": predictions[0][1],
             "top": predictions, "correct": predictions[0][0] == answer}
 

@@ -6,14 +6,15 @@ DEFAULT_CHECKPOINT, Trace, and the error types in rmt_core.errors.
 from __future__ import annotations
 
 from .config import RMTConfig
-from .errors import CheckpointError, ConfigError, DocumentError, RMTLensError, TraceCancelled, TraceError
+from .errors import (ArgumentError, CheckpointError, ConfigError, DocumentError, RMTLensError, TraceCancelled,
+                     TraceError)
 from .model import RMTModel, RMTOutput
 
 __version__ = "0.1.0"
 
 __all__ = [
     "RMTConfig", "RMTModel", "RMTOutput", "load", "DEFAULT_CHECKPOINT", "Trace",
-    "RMTLensError", "ConfigError", "CheckpointError", "TraceError", "TraceCancelled", "DocumentError",
+    "RMTLensError", "ArgumentError", "ConfigError", "CheckpointError", "TraceError", "TraceCancelled", "DocumentError",
     "__version__",
 ]
 

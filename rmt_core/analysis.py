@@ -5,6 +5,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .checks import check_choice, check_int
+from .errors import ArgumentError
+from .token_text import decode_token
 from .trace import BLOCK_PAIRS, Trace
 
 
@@ -21,6 +24,9 @@ class Projection:
 def pca_trajectory(memory_states: np.ndarray, n_components: int = 2) -> Projection:
     """PCA fitted on all slots of all memory states (S + 1, m, d), via SVD."""
     states = np.asarray(memory_states, dtype=np.float64)
+    n_components = check_int(n_components, "n_components", 1, fix="2 or 3 for a plot.")
+    if states.ndim != 3:
+        raise ArgumentError(f"memory_states must be (steps, slots, hidden), got shape {states.shape}.")
     steps, slots, dim = states.shape
     flat = states.reshape(-1, dim)
     mean = flat.mean(axis=0)
@@ -70,9 +76,21 @@ def segment_perplexity(trace: Trace) -> np.ndarray:
     return np.exp(trace.losses())
 
 
+def _pair(pair: str) -> int:
+    return BLOCK_PAIRS.index(check_choice(pair, "pair", BLOCK_PAIRS))
+
+
+def _layer(trace: Trace, layer: int | None) -> int | None:
+    """None, or a layer index in -Y..Y-1 (negative counts from the last layer)."""
+    if layer is None:
+        return None
+    n = int(trace.model_info["num_layers"])
+    return check_int(layer, "layer", -n, n - 1, fix=f"The model has {n} layers (-1 is the last).")
+
+
 def block_mass(trace: Trace, pair: str, layer: int | None = None) -> np.ndarray:
     """(S,) attention mass of a block pair per segment, averaged over heads (and layers if None)."""
-    p = BLOCK_PAIRS.index(pair)
+    p, layer = _pair(pair), _layer(trace, layer)
     values = np.stack([s.block_attention[..., p].astype(np.float64) for s in trace.segments])  # (S, Y, H)
     values = values.mean(axis=2)
     return values.mean(axis=1) if layer is None else values[:, layer]
@@ -80,12 +98,13 @@ def block_mass(trace: Trace, pair: str, layer: int | None = None) -> np.ndarray:
 
 def block_grid(trace: Trace, segment: int, pair: str) -> np.ndarray:
     """(Y, H) attention mass of a block pair in one segment, per layer and head."""
-    return trace.segments[segment].block_attention[..., BLOCK_PAIRS.index(pair)].astype(np.float64)
+    return trace.segments[trace.check_segment(segment)].block_attention[..., _pair(pair)].astype(np.float64)
 
 
 def top_read_tokens(trace: Trace, segment: int, layer: int | None = None, k: int = 5) -> list[list[tuple[int, str, float]]]:
     """For each write slot: its k most-attended tokens (index in segment, token, weight), heads averaged."""
-    seg = trace.segments[segment]
+    seg = trace.segments[trace.check_segment(segment)]
+    layer, k = _layer(trace, layer), check_int(k, "k", 1, fix="It is how many tokens to list per slot.")
     weights = seg.write_to_tokens.astype(np.float64).mean(axis=1)  # (Y, m, L)
     weights = weights.mean(axis=0) if layer is None else weights[layer]
     result = []
@@ -98,11 +117,12 @@ def top_read_tokens(trace: Trace, segment: int, layer: int | None = None, k: int
 def logit_lens(trace: Trace, segment: int, tokenizer=None) -> list[list[list[str]]]:
     """[layer][slot] -> top tokens the written memory decodes to at that layer (layer 0 = embeddings)."""
     ids = trace.lens_ids(segment)
-    decode = (lambda i: tokenizer.decode([int(i)])) if tokenizer is not None else str
-    return [[[decode(i) for i in slot] for slot in layer] for layer in ids]
+    decoded = {int(i): decode_token(tokenizer, int(i)) for i in np.unique(ids)}  # each distinct id once
+    return [[[decoded[int(i)] for i in slot] for slot in layer] for layer in ids]
 
 
 def memory_reading(trace: Trace, segment: int, layer: int | None = None) -> np.ndarray:
     """(L, m) attention of each token to each read slot, heads (and layers if None) averaged."""
-    w = trace.segments[segment].tokens_to_read.astype(np.float64).mean(axis=1)  # (Y, L, m)
+    layer = _layer(trace, layer)
+    w = trace.segments[trace.check_segment(segment)].tokens_to_read.astype(np.float64).mean(axis=1)  # (Y, L, m)
     return w.mean(axis=0) if layer is None else w[layer]

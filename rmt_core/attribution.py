@@ -13,10 +13,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .errors import TraceError
+from .checks import check_choice, check_int, check_token_id
+from .errors import TraceArgumentError, TraceError
+from .token_text import decode_token
 from .trace import Trace
 
 METHODS = ("ig", "saliency", "input_x_gradient")
+BASELINES = ("initial", "zeros")  # read_slots: the learned initial memory, or zero vectors
 MAX_THROUGH_SEGMENTS = 8  # through_memory unrolls at most this many earlier segments
 
 
@@ -46,12 +49,22 @@ def _require(trace: Trace):
     return trace.model
 
 
-def _check_position(trace: Trace, segment: int, position: int) -> None:
-    if not 0 <= segment < trace.num_segments:
-        raise TraceError(f"segment must be in 0..{trace.num_segments - 1}, got {segment}.")
+def _check_position(trace: Trace, segment: int, position: int) -> tuple[int, int]:
+    segment = trace.check_segment(segment)
     L = trace.segments[segment].num_tokens
-    if not 0 <= position < L:
-        raise TraceError(f"position must be in 0..{L - 1} (tokens of segment {segment}), got {position}.")
+    position = check_int(position, "position", 0, L - 1,
+                         fix=f"It is a token's index inside segment {segment}, which holds {L} tokens.",
+                         error=TraceArgumentError)
+    return segment, position
+
+
+def _check_common(trace: Trace, method: str, n_steps: int, target: int | None) -> tuple[int, int | None]:
+    """Checks shared by every attribution: method, n_steps and an optional target token id."""
+    check_choice(method, "method", METHODS)
+    n_steps = check_int(n_steps, "n_steps", 1, fix="It is the number of integration steps (32 is a good default).")
+    if target is not None:
+        target = check_token_id(target, "target", int(trace.model_info["vocab_size"]))
+    return n_steps, target
 
 
 def default_target(trace: Trace, segment: int, position: int) -> int:
@@ -65,7 +78,7 @@ def default_target(trace: Trace, segment: int, position: int) -> int:
 
 
 def _decode(model, token_id: int) -> str:
-    return model.tokenizer.decode([token_id]) if model.tokenizer is not None else str(token_id)
+    return decode_token(model.tokenizer, token_id)
 
 
 def _tensor(array: np.ndarray, model) -> torch.Tensor:
@@ -96,10 +109,14 @@ def read_slots(trace: Trace, segment: int, position: int, target: int | None = N
 
     Baseline "initial" is the model's learned initial memory (what the slot would hold if
     nothing had been written); "zeros" is the zero vector. Scores are summed over the hidden size.
+    Raises ArgumentError for a segment, position, target (token id), method, n_steps or
+    baseline out of range, TraceError without the model.
     """
     model = _require(trace)
-    _check_position(trace, segment, position)
-    target = default_target(trace, segment, position) if target is None else int(target)
+    segment, position = _check_position(trace, segment, position)
+    n_steps, target = _check_common(trace, method, n_steps, target)
+    check_choice(baseline, "baseline", BASELINES)
+    target = default_target(trace, segment, position) if target is None else target
     seg = trace.segments[segment]
     ids = torch.as_tensor(seg.token_ids, dtype=torch.long, device=model.device).unsqueeze(0)
 
@@ -128,8 +145,11 @@ def write_slots(trace: Trace, segment: int, method: str = "ig", n_steps: int = 3
     (mem_in) plus what this segment adds; projecting on the update direction asks which
     tokens produced the change — what the slot WROTE here — rather than what it kept.
     Baseline: zero token embeddings (no token content; positions and memory unchanged).
+    Raises ArgumentError for a segment, method or n_steps out of range.
     """
     model = _require(trace)
+    segment = trace.check_segment(segment)
+    n_steps, _ = _check_common(trace, method, n_steps, None)
     seg = trace.segments[segment]
     m = trace.num_mem_tokens
     if m == 0:
@@ -170,10 +190,14 @@ def through_memory(trace: Trace, segment: int, position: int, target: int | None
     The window holds at most `max_segments` earlier segments (cost grows with the distance);
     older segments enter through their stored memory and get no scores (the note says so).
     progress(done, total) is called per batch of integration steps.
+    Raises ArgumentError for a segment, position, target, n_steps or max_segments out of range.
     """
     model = _require(trace)
-    _check_position(trace, segment, position)
-    target = default_target(trace, segment, position) if target is None else int(target)
+    segment, position = _check_position(trace, segment, position)
+    n_steps, target = _check_common(trace, "ig", n_steps, target)
+    max_segments = check_int(max_segments, "max_segments", 0,
+                             fix="It is how many earlier segments are unrolled (cost grows with it).")
+    target = default_target(trace, segment, position) if target is None else target
     first = max(0, segment - max_segments)
     window = trace.segments[first:segment + 1]
     lengths = [s.num_tokens for s in window]

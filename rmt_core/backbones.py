@@ -6,6 +6,8 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, LlamaConfig, PretrainedConfig
 
+from .errors import ArgumentError
+
 
 def gpt2_config(vocab_size: int, n_layer: int = 3, n_embd: int = 64, n_head: int = 4, n_positions: int = 256, **extra: Any) -> GPT2Config:
     """A GPT-2-style config (dropout off: small models here are trained on few data).
@@ -42,7 +44,7 @@ def backbone_from_config(config: PretrainedConfig | dict[str, Any], attn_impleme
         config = dict(config)
         model_type = config.pop("model_type", None)
         if model_type is None:
-            raise ValueError("backbone config has no model_type")
+            raise ArgumentError("backbone config has no model_type")
         config = AutoConfig.for_model(model_type, **config)
     if seed is not None:
         torch.manual_seed(seed)

@@ -32,6 +32,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .errors import ArgumentError
+from .token_text import token_label
+
 __all__ = ["ViewHTML", "head_view_html", "model_view_html", "memory_slot_counts", "vendored_js"]
 
 VENDOR_DIR = Path(__file__).resolve().parent / "vendor"
@@ -81,7 +84,7 @@ def head_view_html(attention: np.ndarray, tokens: Sequence[str], max_tokens: int
     att, labels = _check(attention, tokens)
     n_layers, n_heads = att.shape[:2]
     if layer is not None and not 0 <= layer < n_layers:
-        raise ValueError(f"layer {layer} is out of range: the attention has {n_layers} layers (0..{n_layers - 1}).")
+        raise ArgumentError(f"layer {layer} is out of range: the attention has {n_layers} layers (0..{n_layers - 1}).")
     heads = _check_heads(heads, n_heads)
     att, labels, truncated, note = _truncate(att, labels, max_tokens, memory_slots)
 
@@ -105,14 +108,14 @@ def model_view_html(attention: np.ndarray, tokens: Sequence[str], max_tokens: in
     display_mode: 'light' or 'dark'. memory_slots: as in head_view_html.
     """
     if display_mode not in ("light", "dark"):
-        raise ValueError(f"display_mode must be 'light' or 'dark', got {display_mode!r}.")
+        raise ArgumentError(f"display_mode must be 'light' or 'dark', got {display_mode!r}.")
     att, labels = _check(attention, tokens)
     n_layers, n_heads = att.shape[:2]
     if layers is not None:
         layers = [int(x) for x in layers]
         bad = [x for x in layers if not 0 <= x < n_layers]
         if bad or not layers:
-            raise ValueError(f"layers must be a non-empty list of indices in 0..{n_layers - 1}, got {layers}.")
+            raise ArgumentError(f"layers must be a non-empty list of indices in 0..{n_layers - 1}, got {layers}.")
     heads = _check_heads(heads, n_heads)
     att, labels, truncated, note = _truncate(att, labels, max_tokens, memory_slots)
 
@@ -158,12 +161,12 @@ def _check(attention: Any, tokens: Sequence[str]) -> tuple[np.ndarray, list[str]
     """Check shapes. Returns float64 attention with NaN/inf set to 0, and the labels as str."""
     att = np.asarray(attention, dtype=np.float64)
     if att.ndim != 4 or att.shape[2] != att.shape[3]:
-        raise ValueError(f"attention must have shape (layers, heads, n, n), got {att.shape}.")
+        raise ArgumentError(f"attention must have shape (layers, heads, n, n), got {att.shape}.")
     if 0 in att.shape:
-        raise ValueError(f"attention is empty: shape {att.shape}.")
+        raise ArgumentError(f"attention is empty: shape {att.shape}.")
     labels = [str(t) for t in tokens]
     if len(labels) != att.shape[2]:
-        raise ValueError(f"attention covers {att.shape[2]} positions but {len(labels)} token labels were given.")
+        raise ArgumentError(f"attention covers {att.shape[2]} positions but {len(labels)} token labels were given.")
     return np.nan_to_num(att, nan=0.0, posinf=0.0, neginf=0.0), labels
 
 
@@ -172,7 +175,7 @@ def _check_heads(heads: list[int] | None, n_heads: int) -> list[int] | None:
         return None
     heads = [int(h) for h in heads]
     if not heads or any(not 0 <= h < n_heads for h in heads):
-        raise ValueError(f"heads must be a non-empty list of indices in 0..{n_heads - 1}, got {heads}.")
+        raise ArgumentError(f"heads must be a non-empty list of indices in 0..{n_heads - 1}, got {heads}.")
     return heads
 
 
@@ -180,13 +183,13 @@ def _truncate(att: np.ndarray, labels: list[str], max_tokens: int, memory_slots:
               ) -> tuple[np.ndarray, list[str], bool, str | None]:
     """Keep every memory slot and the first tokens, up to max_tokens positions in all (memory wins)."""
     if max_tokens < 1:
-        raise ValueError(f"max_tokens must be at least 1, got {max_tokens}.")
+        raise ArgumentError(f"max_tokens must be at least 1, got {max_tokens}.")
     n = len(labels)
     if n <= max_tokens:
         return att, labels, False, None
     n_read, n_write = memory_slot_counts(labels) if memory_slots is None else map(int, memory_slots)
     if n_read < 0 or n_write < 0 or n_read + n_write > n:
-        raise ValueError(f"memory_slots {memory_slots} do not fit {n} positions.")
+        raise ArgumentError(f"memory_slots {memory_slots} do not fit {n} positions.")
     n_text = n - n_read - n_write
     keep_text = max(0, min(n_text, max_tokens - n_read - n_write))
     idx = np.r_[np.arange(n_read + keep_text), np.arange(n - n_write, n)]
@@ -208,9 +211,9 @@ def _as_bertviz(att: np.ndarray) -> tuple:
 
 
 def _display_label(token: str) -> str:
-    """bertviz's prettify (Ġ/▁ to space, drop </w>), plus visible newlines and tabs."""
-    token = token.replace("Ġ", " ").replace("▁", " ").replace("</w>", "")
-    return token.replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")
+    """A label as shown: token_text.token_label (visible newlines and tabs, the continuation
+    mark for an empty piece); the text itself is kept as given (no Ġ/▁ rewriting)."""
+    return token_label(token)
 
 
 def _script_safe_json(value: Any) -> str:

@@ -1,7 +1,9 @@
 """The ``rmt-lens`` command line (also ``python -m rmt_core``).
 
 Exit codes: 0 done; 1 runtime failure (one ``error: ...`` line on stderr, no
-traceback); 2 usage error.  Each command is one ``run_<name>(args) -> int`` function
+traceback); 2 usage error (also one ``error:`` line).  An exception RMT Lens did not
+raise on purpose is a bug: it becomes one ``error: unexpected error ...`` line and its
+traceback is appended to the log file named there (rmt_core.errors.error_log_path()).  Each command is one ``run_<name>(args) -> int`` function
 plus an ``add_<name>(parser)`` that declares its arguments, registered in
 :data:`COMMANDS`; add a command by adding a pair there.
 """
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import DocumentError, RMTLensError
+from .errors import DocumentError, RMTLensError, unexpected_error_message
 
 FACT_TASKS = ("memorize", "detect", "qa1", "qa2")
 ALGORITHMIC_TASKS = ("copy", "reverse", "retrieval")
@@ -74,6 +76,17 @@ def _offset_list(value: str) -> tuple[str, ...]:
     return items
 
 
+def _positive_float(value: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
+    if not (x > 0 and x != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
+    return x
+
+
 def read_document_file(path: str | Path, truncate: bool = True):
     """A file read safely with rmt_core.documents.read_document (returns its Document).
 
@@ -111,7 +124,7 @@ def add_train(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--recipe", required=True, choices=sorted(RECIPES), help="training recipe (see rmt_core/recipes.py)")
     p.add_argument("--out", required=True, metavar="DIR", help="run folder; running the same command again resumes it")
-    p.add_argument("--minutes", type=float, default=None, metavar="M",
+    p.add_argument("--minutes", type=_positive_float, default=None, metavar="M",
                    help="stop cleanly (checkpointed) after M minutes; default: run to the end")
     p.add_argument("--threads", type=_positive_int, default=None, metavar="T", help="CPU threads for torch")
 
@@ -300,8 +313,11 @@ def _add_view_options(p: argparse.ArgumentParser) -> None:
 
 
 def _show_token(token: str) -> str:
-    """A token for a text table: quoted, with newlines and tabs visible."""
-    return json.dumps(token, ensure_ascii=False)
+    """A token for a text table: quoted, with newlines and tabs visible; a continuation piece
+    (its character is shown on the token before) as the continuation mark."""
+    from .token_text import CONTINUATION
+
+    return json.dumps(token, ensure_ascii=False) if token else CONTINUATION
 
 
 def _write_text(path: str | Path, text: str) -> Path:
@@ -384,7 +400,7 @@ def add_figures(p: argparse.ArgumentParser) -> None:
     _add_view_options(p)
     p.add_argument("--width", type=_positive_int, default=None, metavar="PX", help="figure width in layout pixels")
     p.add_argument("--height", type=_positive_int, default=None, metavar="PX", help="figure height in layout pixels")
-    p.add_argument("--scale", type=float, default=2.0, metavar="X", help="PNG resolution multiplier (default 2)")
+    p.add_argument("--scale", type=_positive_float, default=2.0, metavar="X", help="PNG resolution multiplier (default 2)")
     _add_model_options(p)
 
 
@@ -595,11 +611,18 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors as ONE line: ``error: PROG: what is wrong (see PROG --help)``."""
+
+    def error(self, message: str):  # noqa: D102 (argparse API)
+        self.exit(2, f"error: {self.prog}: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subparser per entry of COMMANDS."""
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rmt-lens", description="RMT Lens: train, evaluate and look inside Recurrent Memory Transformers.")
     parser.add_argument("--version", action="version", version=f"rmt-lens {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -617,7 +640,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help / --version (0) or a usage error (2)
         return int(exc.code) if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     if args.command is None:
-        parser.print_help(sys.stderr)
+        print(f"error: {parser.prog}: no command given; choose one of {', '.join(COMMANDS)} "
+              f"(see {parser.prog} --help)", file=sys.stderr)
         return 2
     try:
         return int(COMMANDS[args.command].run(args) or 0)
@@ -628,6 +652,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: one line here, the traceback in the log file
+        print(f"error: {unexpected_error_message(exc, f'command: {args.command}')}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

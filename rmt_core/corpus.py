@@ -22,6 +22,8 @@ from typing import Literal
 
 import numpy as np
 
+from .errors import ArgumentError
+
 DATA_DIR: Path = Path(__file__).resolve().parent / "data" / "austen"
 
 NOVELS: tuple[str, ...] = (
@@ -49,7 +51,7 @@ NOVEL_SEPARATOR = "\n\n\n\n"
 def novel_path(name: str) -> Path:
     """Path of the compressed text of novel ``name`` (one of :data:`NOVELS`)."""
     if name not in NOVELS:
-        raise ValueError(f"unknown novel {name!r}; choose one of {', '.join(NOVELS)}")
+        raise ArgumentError(f"unknown novel {name!r}; choose one of {', '.join(NOVELS)}")
     return DATA_DIR / f"austen_{name}.txt.gz"
 
 
@@ -78,7 +80,7 @@ def load_corpus(split: Split = "train") -> str:
     elif split == "all":
         names = NOVELS
     else:
-        raise ValueError(f"unknown split {split!r}; use 'train', 'heldout' or 'all'")
+        raise ArgumentError(f"unknown split {split!r}; use 'train', 'heldout' or 'all'")
     return NOVEL_SEPARATOR.join(load_novel(n) for n in names)
 
 

@@ -409,7 +409,36 @@ def _extract_pdf(run: _Extraction) -> str:
             f"{name} has {n_pages:,} page{'s' if n_pages != 1 else ''} but no text layer (it is probably scanned "
             "images). Run it through OCR (for example ocrmypdf) and try the result."
         )
-    return "\n\n".join(texts)
+    text, folded = fold_presentation_forms("\n\n".join(texts))
+    if folded:
+        shown = ", ".join(f"{c}→{unicodedata.normalize('NFKC', c)}" for c in sorted(folded)[:6])
+        n = sum(folded.values())
+        run.notes.append(f"Folded {n:,} ligature or presentation-form character{'s' if n != 1 else ''} from the "
+                         f"PDF's fonts to plain letters ({shown}{' ...' if len(folded) > 6 else ''}; NFKC, for "
+                         "those characters only).")
+    return text
+
+
+# Unicode compatibility characters that only exist to draw text (a PDF font maps its glyphs to
+# them): Latin/Armenian/Hebrew ligatures and forms (ﬁ ﬂ ﬀ ﬃ ﬄ ﬅ ﬆ ...), Arabic presentation forms
+# A and B (contextual letter shapes), vertical forms and CJK compatibility forms.  NFKC maps
+# each to the letters it draws; other compatibility characters (fullwidth letters, ², ½) are text.
+_PRESENTATION_FORMS_RE = re.compile("[\ufb00-\ufdff\ufe10-\ufe1f\ufe30-\ufe4f\ufe70-\ufefe]")
+
+
+def fold_presentation_forms(text: str) -> tuple[str, dict[str, int]]:
+    """``text`` with ligatures and presentation forms replaced by their NFKC letters
+    (``ﬁ`` → ``fi``); returns it and how often each folded character occurred."""
+    counts: dict[str, int] = {}
+
+    def fold(match: re.Match) -> str:
+        c = match.group(0)
+        plain = unicodedata.normalize("NFKC", c)
+        if plain != c:
+            counts[c] = counts.get(c, 0) + 1
+        return plain
+
+    return _PRESENTATION_FORMS_RE.sub(fold, text), counts
 
 
 def _corrupt_pdf(name: str, exc: Exception | None) -> DocumentError:
@@ -471,49 +500,153 @@ def _check_docx_zip(name: str, data: bytes, limits: DocumentLimits) -> None:
 
 
 def _extract_docx(run: _Extraction) -> str:
+    """The body's text in document order: paragraphs (with tracked insertions, without tracked
+    deletions), tables, content controls, hyperlinks and field results; the note names the
+    parts a reader sees elsewhere (headers, footers, footnotes, endnotes, comments, text boxes)."""
     name = run.name
     _check_docx_zip(name, run.data, run.limits)
-    import docx
+    from docx.oxml.parser import parse_xml  # python-docx's lxml parser: no entities, no network
 
     try:
-        document = docx.Document(io.BytesIO(run.data))
-        blocks = _docx_blocks(document)
+        with zipfile.ZipFile(io.BytesIO(run.data)) as zf:
+            body = parse_xml(zf.read("word/document.xml")).find(f"{_W}body")
+            if body is None:
+                raise ValueError("word/document.xml has no w:body")
+            reader = _DocxReader()
+            blocks = reader.blocks(body)
+            skipped = _docx_skipped_parts(zf) + reader.skipped()
+    except DocumentError:
+        raise
     except Exception as exc:  # zip, XML and package errors all mean a damaged file here
         raise DocumentError(
             f"{name} is a corrupt .docx ({type(exc).__name__}: {exc}). Re-save it from Word and try again."
         ) from exc
+    if skipped:
+        run.notes.append("Not read (only the document body and its tables are): " + ", ".join(skipped) + ".")
     return "\n\n".join(b for b in blocks if b.strip())
 
 
-def _docx_blocks(container, depth: int = 0) -> list[str]:
-    """Paragraph texts and table rows (cells joined by tabs) in document order."""
-    from docx.table import Table
-
-    blocks: list[str] = []
-    for item in container.iter_inner_content():
-        if isinstance(item, Table):
-            blocks.append(_docx_table(item, depth))
-        else:
-            blocks.append(item.text)
-    return blocks
+_W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+_MC = "{http://schemas.openxmlformats.org/markup-compatibility/2006}"
+_DELETED = frozenset({f"{_W}del", f"{_W}moveFrom"})  # tracked deletions and the old place of moved text
+_NO_TEXT = frozenset({f"{_W}instrText", f"{_W}delText", f"{_W}delInstrText"})  # field codes, deleted text
 
 
-def _docx_table(table, depth: int) -> str:
-    rows: list[str] = []
-    for row in table.rows:
-        cells: list[str] = []
-        seen: set[int] = set()
-        for cell in row.cells:
-            if id(cell._tc) in seen:  # a merged cell repeats across the columns it spans
+def _is_properties(tag: str) -> bool:
+    """w:pPr, w:rPr, w:sectPr, w:tblPr...: formatting, never text (w:pPr holds w:tabs, not tabs)."""
+    return tag.startswith(_W) and tag.endswith("Pr")
+
+
+class _DocxReader:
+    """Walks WordprocessingML: block containers give paragraphs and tables, inline content gives text."""
+
+    def __init__(self) -> None:
+        self.text_boxes = 0
+
+    def skipped(self) -> list[str]:
+        n = self.text_boxes
+        return [f"{n} text box{'es' if n != 1 else ''}"] if n else []
+
+    def blocks(self, container, depth: int = 0) -> list[str]:
+        out: list[str] = []
+        for child in container:
+            tag = child.tag
+            if not isinstance(tag, str) or tag in _DELETED or _is_properties(tag):
                 continue
-            seen.add(id(cell._tc))
-            if depth < 8:
-                parts = [b for b in _docx_blocks(cell, depth + 1) if b.strip()]
+            if tag == f"{_W}p":
+                out.append(self.paragraph(child))
+            elif tag == f"{_W}tbl":
+                out.append(self.table(child, depth))
+            elif tag == f"{_MC}AlternateContent":
+                out.extend(self.blocks(_chosen_alternative(child), depth))
+            else:  # w:sdt / w:sdtContent (content controls), w:customXml, w:ins, w:moveTo ...
+                out.extend(self.blocks(child, depth))
+        return out
+
+    def paragraph(self, p) -> str:
+        parts: list[str] = []
+        self._inline(p, parts)
+        return "".join(parts)
+
+    def _inline(self, element, parts: list[str]) -> None:
+        for child in element:
+            tag = child.tag
+            if not isinstance(tag, str) or tag in _DELETED or tag in _NO_TEXT or _is_properties(tag):
+                continue
+            if tag == f"{_W}t":
+                parts.append(child.text or "")
+            elif tag == f"{_W}tab" or tag == f"{_W}ptab":
+                parts.append("\t")
+            elif tag in (f"{_W}br", f"{_W}cr"):
+                parts.append("\n")
+            elif tag == f"{_W}noBreakHyphen":
+                parts.append("\u2011")
+            elif tag == f"{_W}txbxContent":  # a text box anchored in this run: not part of the flow
+                if "".join(t.text or "" for t in child.iter(f"{_W}t")).strip():
+                    self.text_boxes += 1
+            elif tag == f"{_MC}AlternateContent":
+                self._inline(_chosen_alternative(child), parts)
+            else:  # w:r, w:ins, w:moveTo, w:hyperlink, w:smartTag, w:sdt, w:fldSimple, w:drawing ...
+                self._inline(child, parts)
+
+    def table(self, tbl, depth: int) -> str:
+        rows: list[str] = []
+        for tr in _children(tbl, f"{_W}tr"):
+            properties = tr.find(f"{_W}trPr")
+            if properties is not None and properties.find(f"{_W}del") is not None:
+                continue  # a tracked row deletion
+            cells: list[str] = []
+            for tc in _children(tr, f"{_W}tc"):
+                if depth < 8:
+                    parts = [b for b in self.blocks(tc, depth + 1) if b.strip()]
+                else:
+                    parts = ["".join(t.text or "" for t in tc.iter(f"{_W}t"))]
                 cells.append(" ".join(p.replace("\n", " ") for p in parts))
-            else:
-                cells.append(cell.text.replace("\n", " "))
-        rows.append("\t".join(cells))
-    return "\n".join(rows)
+            rows.append("\t".join(cells))
+        return "\n".join(rows)
+
+
+def _children(element, tag: str):
+    """Children with this tag, looking through content controls and custom XML around them."""
+    for child in element:
+        if child.tag == tag:
+            yield child
+        elif child.tag in (f"{_W}sdt", f"{_W}sdtContent", f"{_W}customXml"):
+            yield from _children(child, tag)
+
+
+def _chosen_alternative(alternate):
+    """The first mc:Choice of an mc:AlternateContent (what Word shows), else its mc:Fallback: never both."""
+    for child in alternate:
+        if child.tag in (f"{_MC}Choice", f"{_MC}Fallback"):
+            return child
+    return ()
+
+
+def _docx_skipped_parts(zf: zipfile.ZipFile) -> list[str]:
+    """What holds text outside the body: header/footer parts, footnotes, endnotes and comments."""
+    from docx.oxml.parser import parse_xml
+
+    def has_text(element) -> bool:
+        return any((t.text or "").strip() for t in element.iter(f"{_W}t"))
+
+    names = set(zf.namelist())
+    found: list[str] = []
+    for kind in ("header", "footer"):
+        parts = sorted(n for n in names if re.fullmatch(rf"word/{kind}\d*\.xml", n))
+        n = sum(1 for part in parts if has_text(parse_xml(zf.read(part))))
+        if n:
+            found.append(f"{n} {kind}{'s' if n != 1 else ''}")
+    for part, element, label in (("word/footnotes.xml", "footnote", "footnote"),
+                                 ("word/endnotes.xml", "endnote", "endnote"),
+                                 ("word/comments.xml", "comment", "comment")):
+        if part in names:
+            notes = [e for e in parse_xml(zf.read(part)).iter(f"{_W}{element}")
+                     if e.get(f"{_W}type") not in ("separator", "continuationSeparator", "continuationNotice")]
+            n = sum(1 for e in notes if has_text(e))
+            if n:
+                found.append(f"{n} {label}{'s' if n != 1 else ''}")
+    return found
 
 
 # ---------------------------------------------------------------------------
@@ -652,19 +785,88 @@ def _extract_html(run: _Extraction) -> str:
 _META_CHARSET_RE = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 
 
+# Labels the HTML/WHATWG Encoding standard maps to windows-1252 (browsers never use ISO-8859-1 itself).
+_WINDOWS_1252_LABELS = frozenset({
+    "ansi_x3.4-1968", "ascii", "cp1252", "cp819", "csisolatin1", "ibm819", "iso-8859-1", "iso-ir-100",
+    "iso8859-1", "iso88591", "iso_8859-1", "iso_8859-1:1987", "l1", "latin1", "us-ascii", "windows-1252",
+    "x-cp1252",
+})
+
+
+def _declared_encoding(data: bytes) -> tuple[str | None, str | None]:
+    """(the label a <meta> declares, the Python codec for it) in the page's first 4 kB; (None, None) if none.
+
+    The codec is None for a label Python does not know. As the standard says, latin-1/ASCII
+    labels mean windows-1252 and a UTF-16 label in a <meta> means UTF-8."""
+    match = _META_CHARSET_RE.search(data[:4096])
+    if not match:
+        return None, None
+    label = match.group(1).decode("ascii").lower()
+    if label in _WINDOWS_1252_LABELS:
+        return label, "cp1252"
+    if label.replace("_", "-").startswith("utf-16"):
+        return label, "utf-8"
+    if label == "x-user-defined":
+        return label, "cp1252"
+    try:
+        return label, codecs.lookup(label).name
+    except LookupError:
+        return label, None
+
+
+_MESS_MARGIN = 0.05  # how much messier than the best reading a declared encoding's reading may be
+
+
+def _reads_as(data: bytes, encoding: str) -> bool:
+    """True when the bytes decode in `encoding` without errors AND read as text in it: charset-normalizer
+    measures the mess (mojibake: mixed scripts inside words, odd symbols) of that reading, and it must be
+    about as clean as the best reading of any encoding. A declaration that yields garbage is not trusted."""
+    try:
+        data.decode(encoding)
+    except (UnicodeDecodeError, LookupError):
+        return False
+    if max(data[:100_000], default=0) < 0x80:
+        return True  # ASCII reads the same in every ASCII-compatible encoding
+    from charset_normalizer import from_bytes
+
+    reading = from_bytes(data, cp_isolation=[encoding]).best()
+    if reading is None:
+        return False
+    best = from_bytes(data).best()
+    return best is None or reading.chaos <= best.chaos + _MESS_MARGIN
+
+
 def _decode_html(name: str, data: bytes) -> tuple[str, str, str | None]:
-    """Decode HTML bytes: a BOM wins, then a <meta charset> that decodes cleanly, then the text rules."""
-    if not any(data.startswith(bom) for bom, _ in _BOMS):
-        match = _META_CHARSET_RE.search(data[:4096])
-        if match:
-            declared = match.group(1).decode("ascii").lower()
-            try:
-                codecs.lookup(declared)
-                if b"\x00" not in data:
-                    return data.decode(declared), declared, None
-            except (LookupError, UnicodeDecodeError):
-                pass
-    return _decode_text(name, data)
+    """Decode HTML bytes in the HTML standard's order: a byte-order mark; else bytes that are valid
+    UTF-8 are UTF-8; else the <meta> declaration, when the page reads as text in it; else a guess.
+    The note (None for a plain UTF-8 page) says which encoding was used and why."""
+    label, declared = _declared_encoding(data)
+    said = f"the page declares {label!r}"
+    bom = next((encoding for mark, encoding in _BOMS if data.startswith(mark)), None)
+    if bom is not None:
+        text, encoding, _ = _decode_text(name, data)
+        conflict = label is not None and declared not in (None, codecs.lookup(encoding).name, "utf-8")
+        return text, encoding, (f"Decoded as {encoding}: the file starts with its byte-order mark "
+                                f"({said}, which was ignored).") if conflict else None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and b"\x00" not in data:
+        ascii_only = max(data, default=0) < 0x80
+        if label is None or declared == "utf-8" or ascii_only:
+            return text, "utf-8", None
+        return text, "utf-8", f"Decoded as UTF-8: {said}, but the bytes are valid UTF-8 (the declaration was ignored)."
+    if declared is not None and declared != "utf-8" and b"\x00" not in data and _reads_as(data, declared):
+        return data.decode(declared), declared, f"Decoded as {declared}, as {said}."
+    text, encoding, _ = _decode_text(name, data)
+    if label is None:
+        why = "the page declares no encoding and is not UTF-8"
+    elif declared is None:
+        why = f"{said}, which is not a known encoding"
+    else:
+        why = f"{said}, but its bytes do not read as {label}"
+    return text, encoding, f"Decoded as {encoding} (best guess): {why}."
 
 
 _EXTRACTORS: dict[str, Callable[[_Extraction], str]] = {

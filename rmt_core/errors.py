@@ -1,9 +1,23 @@
-"""Exception types of RMT Lens: each names what is wrong and what to do about it."""
+"""Exception types of RMT Lens: each names what is wrong and what to do about it; and how an
+unexpected exception becomes one line plus a logged traceback (CLI and app)."""
 from __future__ import annotations
+
+import os
+import tempfile
+import traceback
+from datetime import datetime
+from pathlib import Path
 
 
 class RMTLensError(Exception):
     """Base class: every error RMT Lens raises on purpose derives from it."""
+
+
+class ArgumentError(RMTLensError, ValueError):
+    """A function argument is out of its allowed range or not one of its allowed values.
+
+    The message names the argument, what is allowed and how to fix the call.
+    """
 
 
 class ConfigError(RMTLensError, ValueError):
@@ -18,9 +32,55 @@ class TraceError(RMTLensError):
     """A trace cannot be made, saved, loaded or re-attached."""
 
 
+class TraceArgumentError(TraceError, ArgumentError):
+    """A segment, position or slot index that does not exist in the trace."""
+
+
 class TraceCancelled(RMTLensError):
     """Raised inside a progress callback to stop a trace; the segments done are kept."""
 
 
 class DocumentError(RMTLensError):
     """A document cannot be read as text."""
+
+
+# ---------------------------------------------------------------------- unexpected errors
+ISSUES_HINT = "This is a bug in RMT Lens: please report it with that log file."
+
+
+def error_log_path() -> Path:
+    """Where tracebacks of unexpected errors are appended: $RMT_LENS_LOG if set, else
+    $XDG_CACHE_HOME/rmt-lens/errors.log (default ~/.cache/rmt-lens/errors.log)."""
+    explicit = os.environ.get("RMT_LENS_LOG")
+    if explicit:
+        return Path(explicit)
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "rmt-lens" / "errors.log"
+
+
+def log_unexpected(exc: BaseException, context: str = "") -> Path | None:
+    """Append the traceback of `exc` (with a time stamp and `context`) to error_log_path();
+    falls back to the temporary folder. Returns the file written, or None if none could be."""
+    record = (f"---- {datetime.now().isoformat(timespec='seconds')} rmt-lens {context}\n"
+              + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    for path in (error_log_path(), Path(tempfile.gettempdir()) / "rmt-lens-errors.log"):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as fh:
+                fh.write(record)
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def unexpected_error_message(exc: BaseException, context: str = "") -> str:
+    """One line for an exception RMT Lens did not raise on purpose: what it was, where its
+    traceback was logged (see log_unexpected) and a request to report it."""
+    path = log_unexpected(exc, context)
+    what = " ".join(str(exc).split())
+    what = f"{type(exc).__name__}: {what}" if what else type(exc).__name__
+    if len(what) > 300:
+        what = what[:297] + "..."
+    where = f"the traceback is in {path}" if path is not None else "no log file could be written"
+    return f"unexpected error ({what}); {where}. {ISSUES_HINT}"

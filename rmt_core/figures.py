@@ -3,6 +3,14 @@
 The app and the command line use the same builders. Conventions: colour-blind-safe
 scales (viridis / cividis; RdBu for signed values), labelled axes with units, a
 light template, and browser-side download as SVG (FIGURE_CONFIG).
+
+Plotly draws text as a small HTML subset: ``<b>``, ``<br>``, ``<sup>``, ``<a>`` ... are
+markup and ``&lt;`` an entity, in tick labels, hover text, annotations, legends and
+titles alike. Every string that comes from a user or a tokenizer goes through
+:func:`plotly_text` before it reaches a figure, so ``<b>x</b>`` is drawn as typed. The
+builders here do it for what they are given (token labels, hover text, titles, names):
+callers pass plain text. Token labels are also passed through token_text.token_label
+(visible newlines, a mark for continuation pieces).
 """
 from __future__ import annotations
 
@@ -13,6 +21,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from . import analysis
+from .checks import check_int
+from .token_text import token_label
 from .trace import Trace
 
 SEQUENTIAL = "Viridis"
@@ -23,8 +33,22 @@ TEMPLATE = "plotly_white"
 FIGURE_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "svg", "scale": 1}}
 
 
+def plotly_text(text: str) -> str:
+    """Text drawn literally by plotly: ``&``, ``<`` and ``>`` as entities (plotly decodes them
+    once), so tags such as ``<b>``/``<br>`` and entities such as ``&lt;`` in user or token
+    text are shown as typed. Use it for every string from a user, a document or a tokenizer
+    that reaches a figure (ticks, hover, annotations, legend names, titles)."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def token_ticks(tokens: Sequence[str]) -> list[str]:
+    """Unique tick text ``"j:label"`` for token labels (repeated tokens stay distinct), escaped."""
+    return [f"{j}:{plotly_text(token_label(tok))}" for j, tok in enumerate(tokens)]
+
+
 def _style(fig: go.Figure, title: str, height: int | None = None) -> go.Figure:
-    fig.update_layout(template=TEMPLATE, title={"text": title, "x": 0.01}, font={"size": 13},
+    """Common layout; `title` is plain text (escaped here)."""
+    fig.update_layout(template=TEMPLATE, title={"text": plotly_text(title), "x": 0.01}, font={"size": 13},
                       margin={"l": 60, "r": 20, "t": 50, "b": 50})
     if height:
         fig.update_layout(height=height)
@@ -64,7 +88,7 @@ def segment_curves(trace: Trace, selected: int | None = None) -> go.Figure:
 def attention_heatmap(attention: np.ndarray, labels: Sequence[str], num_mem: int, title: str = "Attention") -> go.Figure:
     """(q, k) attention of one head with the read block, tokens and write block marked."""
     n = attention.shape[0]
-    ticks = [f"{i}:{lab}" for i, lab in enumerate(labels)]  # unique tick text even for repeated tokens
+    ticks = token_ticks(labels)
     fig = go.Figure(go.Heatmap(z=attention, x=ticks, y=ticks, colorscale=ATTENTION, zmin=0, zmax=float(max(attention.max(), 1e-9)),
                                colorbar={"title": "weight"},
                                hovertemplate="query %{y}<br>key %{x}<br>weight %{z:.4f}<extra></extra>"))
@@ -93,7 +117,7 @@ def slot_token_heatmap(weights: np.ndarray, tokens: Sequence[str], title: str, v
                        prefix: str = "W", signed: bool = False) -> go.Figure:
     """(m, L) values of each memory slot over a segment's tokens (attention or attribution)."""
     m, L = weights.shape
-    ticks = [f"{j}:{tok}" for j, tok in enumerate(tokens)]
+    ticks = token_ticks(tokens)
     bound = float(np.nanmax(np.abs(weights))) if weights.size else 1.0
     fig = go.Figure(go.Heatmap(
         z=weights, x=ticks, y=[f"{prefix}{k}" for k in range(m)],
@@ -117,7 +141,7 @@ def memory_trajectory(projection: analysis.Projection, hover: Sequence[Sequence[
     ratio = projection.explained_variance_ratio
     for k in range(slots):
         text = [f"slot {k}, {'initial' if s == 0 else f'after segment {s - 1}'}"
-                + (f"<br>{hover[s][k]}" if hover is not None else "") for s in range(steps)]
+                + (f"<br>{plotly_text(hover[s][k])}" if hover is not None else "") for s in range(steps)]
         common = dict(mode="lines+markers", name=f"slot {k}", text=text, hovertemplate="%{text}<extra></extra>",
                       line={"color": slot_color(k)}, marker={"size": 4, "color": slot_color(k)})
         if dims == 3:
@@ -178,7 +202,7 @@ def accuracy_vs_segments(rows: Sequence[dict], title: str = "Accuracy vs number 
                                  line={"color": "#999999", "dash": "dot"}))
     for name, points in (reference or {}).items():
         xs = sorted(points)
-        fig.add_trace(go.Scatter(x=xs, y=[points[x] for x in xs], name=name, mode="markers",
+        fig.add_trace(go.Scatter(x=xs, y=[points[x] for x in xs], name=plotly_text(name), mode="markers",
                                  marker={"symbol": "diamond", "size": 10}))
     fig.update_xaxes(title_text="segments", type="log", tickvals=seg)
     fig.update_yaxes(title_text="accuracy", range=[0, 1.05])
@@ -192,9 +216,13 @@ def standard_figures(trace: Trace, segment: int | None = None, layer: int = -1, 
     Attention heatmaps need the model attached (they are recomputed); without it they are skipped.
     """
     segment = trace.num_segments - 1 if segment is None else segment
+    segment = trace.check_segment(segment)
     seg = trace.segments[segment]
     states = trace.memory_states()
-    layer = layer % int(trace.model_info["num_layers"])
+    n_layers, n_heads = int(trace.model_info["num_layers"]), int(trace.model_info["num_heads"])
+    layer = check_int(layer, "layer", -n_layers, n_layers - 1, fix=f"The model has {n_layers} layers (-1 is the last).")
+    head = check_int(head, "head", 0, n_heads - 1, fix=f"The model has {n_heads} attention heads per layer.")
+    layer = layer % n_layers
     figures = {
         "timeline": segment_curves(trace, selected=segment),
         "memory_pca_2d": memory_trajectory(analysis.pca_trajectory(states, 2), dims=2),

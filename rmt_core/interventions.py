@@ -11,7 +11,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .errors import TraceError
+from .checks import check_int
+from .errors import ArgumentError, TraceArgumentError, TraceError
+from .token_text import decode_token
 from .trace import Trace, segment_loss, token_logprobs
 
 
@@ -41,10 +43,12 @@ def intervene(trace: Trace, segment: int, edit: Callable[[np.ndarray], np.ndarra
     model = trace.model
     if model is None:
         raise TraceError("Interventions need the model the trace was made with: Trace.load(path, model=...).")
-    if not 0 <= segment < trace.num_segments:
-        raise TraceError(f"segment must be in 0..{trace.num_segments - 1}, got {segment}.")
-    memory = torch.as_tensor(np.asarray(edit(trace.segments[segment].memory_in.copy()), dtype=np.float32),
-                             device=model.device).to(model.dtype).unsqueeze(0)
+    segment = trace.check_segment(segment)
+    edited = np.asarray(edit(trace.segments[segment].memory_in.copy()), dtype=np.float32)
+    if edited.shape != trace.segments[segment].memory_in.shape:
+        raise ArgumentError(f"edit must return memory of shape {trace.segments[segment].memory_in.shape} "
+                            f"(slots, hidden size), got {edited.shape}.")
+    memory = torch.as_tensor(edited, device=model.device).to(model.dtype).unsqueeze(0)
     before = trace.losses()
     after = before.copy()
     carry = None
@@ -73,7 +77,9 @@ def _final_answer(trace: Trace, logprobs: torch.Tensor | None) -> tuple[str | No
     if last.num_tokens < 2:
         return None, None
     tokenizer = trace.model.tokenizer
-    decode = (lambda i: tokenizer.decode([int(i)]).strip()) if tokenizer is not None else str
+    def decode(i: int) -> str:
+        return decode_token(tokenizer, int(i)).strip()
+
     if logprobs is None:
         top = int(last.topk_ids[-2, 0])
         return decode(top), float(np.exp(last.token_logprob[-1]))
@@ -102,6 +108,11 @@ def replace_slot(trace: Trace, segment: int, slot: int, other: Trace, other_segm
     """Slot `slot` of the memory entering `segment` replaced by the same slot from another trace."""
     if other.num_mem_tokens != trace.num_mem_tokens:
         raise TraceError("The other trace comes from a model with another number of memory slots.")
+    segment = trace.check_segment(segment)
+    slot = check_int(slot, "slot", 0, trace.num_mem_tokens - 1, fix=f"The model has {trace.num_mem_tokens} memory slots.",
+                     error=TraceArgumentError)
+    if other_segment is not None:
+        other_segment = other.check_segment(other_segment, "other_segment")
     source = other.segments[min(segment if other_segment is None else other_segment, other.num_segments - 1)].memory_in
 
     def edit(mem: np.ndarray) -> np.ndarray:

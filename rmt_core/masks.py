@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import ArgumentError
+
 
 def segment_layout(num_mem: int, n_tokens: int, write: bool) -> tuple[slice, slice, slice]:
     """Slices of the read block, the tokens and the write block in a segment row."""
@@ -49,7 +51,7 @@ def allowed_attention(
         allowed[tokens, tokens] = causal[tokens, tokens]
         allowed[write_block, :] = True
     else:
-        raise ValueError(f"unknown mask mode {mode!r}")
+        raise ArgumentError(f"unknown mask mode {mode!r}")
 
     if token_valid is None:
         return allowed.unsqueeze(0)  # (1, n, n)

@@ -19,7 +19,8 @@ from torch import nn
 
 from . import attention as _attention  # registers the attention implementations
 from .config import RMTConfig
-from .errors import ConfigError
+from .checks import check_float, check_int
+from .errors import ArgumentError, ConfigError
 from .masks import additive_mask, allowed_attention, segment_layout
 
 
@@ -103,6 +104,39 @@ class RMTModel(nn.Module):
         if getattr(cfg, "model_type", "") == "gpt2":
             return int(cfg.n_positions)
         return None  # rotary backbones have no hard position table
+
+    @property
+    def max_input_tokens(self) -> int | None:
+        """Most tokens one input may hold, or None for no limit.
+
+        Only a checkpoint with reset_positions=False on a backbone with a position table (GPT-2)
+        has one: its positions grow by segment_length() per segment until the table ends."""
+        limit = self.max_positions
+        if limit is None or self.config.reset_positions:
+            return None
+        row, m, size = self.config.segment_length(), self.config.num_mem_tokens, self.config.segment_size
+        full, rest = divmod(limit, row)
+        return full * size + max(0, min(size, rest - 2 * m))
+
+    def check_input_length(self, n_tokens: int, what: str = "input") -> None:
+        """Raise ArgumentError when an input of n_tokens does not fit max_input_tokens."""
+        most = self.max_input_tokens
+        if most is not None and n_tokens > most:
+            raise ArgumentError(
+                f"The {what} has {n_tokens:,} tokens but this model takes at most {most:,}: it was built with "
+                f"reset_positions=False, so positions grow by {self.config.segment_length()} per segment and the "
+                f"backbone holds {self.max_positions} positions. Give it at most {most:,} tokens (CLI: --max-tokens "
+                f"{most}), or use a checkpoint with reset_positions=True (positions restart in every segment)."
+            )
+
+    def check_token_ids(self, input_ids: torch.Tensor, name: str = "input_ids") -> None:
+        """Raise ArgumentError unless every id indexes the vocabulary."""
+        if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+            raise ArgumentError(f"{name} must hold integer token ids, got dtype {input_ids.dtype}.")
+        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.vocab_size):
+            raise ArgumentError(
+                f"{name} must be token ids in 0..{self.vocab_size - 1} (the model's vocabulary), got values "
+                f"{int(input_ids.min())}..{int(input_ids.max())}. Encode text with the model's own tokenizer.")
 
     @property
     def device(self) -> torch.device:
@@ -226,11 +260,18 @@ class RMTModel(nn.Module):
         reset_memory: True = initial memory before every segment (the no-memory baseline);
             a collection of segment indices = reset before those segments only.
         """
-        if input_ids.dim() != 2:
-            raise ConfigError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}.")
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+            shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
+            raise ConfigError(f"input_ids must be a (batch, tokens) tensor, got {shape}.")
         batch, total = input_ids.shape
         if total == 0:
             raise ConfigError("input_ids holds no tokens.")
+        self.check_token_ids(input_ids)
+        self.check_input_length(total)
+        for other, value in (("attention_mask", attention_mask), ("labels", labels)):
+            if value is not None and tuple(value.shape) != (batch, total):
+                raise ArgumentError(f"{other} must have the shape of input_ids {(batch, total)}, "
+                                    f"got {tuple(value.shape)}.")
         valid = attention_mask.bool() if attention_mask is not None else None
         bounds = self.segment_bounds(total)
         depth = self.config.bptt_depth
@@ -283,30 +324,42 @@ class RMTModel(nn.Module):
         """
         if input_ids.dim() == 1:
             input_ids = input_ids.unsqueeze(0)
+        if input_ids.dim() != 2:
+            raise ArgumentError(f"input_ids must be (batch, tokens) or (tokens,), got shape {tuple(input_ids.shape)}.")
         batch, total = input_ids.shape
         if total == 0:
             raise ConfigError("generate needs at least one prompt token.")
+        self.check_token_ids(input_ids)
+        max_new_tokens = check_int(max_new_tokens, "max_new_tokens", 0, fix="It is how many tokens to add.")
+        if do_sample:
+            check_float(temperature, "temperature", 0.0, low_open=True, fix="Use 1.0 for the model's own distribution.")
+        if top_k is not None:
+            check_int(top_k, "top_k", 1, fix="Pass None to sample from the whole vocabulary.")
+        if eos_token_id is not None:
+            check_int(eos_token_id, "eos_token_id", 0, self.vocab_size - 1, fix="Pass None to never stop early.")
         bounds = self.segment_bounds(total)
-        memory = self.initial_memory_batch(batch)
-        for index, (start, end) in enumerate(bounds[:-1]):
-            memory = self.run_segment(memory, input_ids[:, start:end], segment_index=index).memory_out
-            if memory is None:  # m == 0
-                memory = self.initial_memory_batch(batch)
         start, end = bounds[-1]
-        prompt = input_ids[:, start:end]
         m = self.config.num_mem_tokens
         limit = self.max_positions
-        if limit is not None and m + prompt.shape[1] + max_new_tokens > limit:
+        offset = 0 if self.config.reset_positions else (len(bounds) - 1) * self.config.segment_length()
+        if limit is not None and offset + m + (end - start) + max_new_tokens > limit:
+            where = "" if not offset else f" starting at position {offset} (reset_positions=False)"
             raise ConfigError(
-                f"Generating {max_new_tokens} tokens after a {prompt.shape[1]}-token final segment and "
-                f"{m} memory slots needs {m + prompt.shape[1] + max_new_tokens} positions; the backbone holds {limit}."
+                f"Generating {max_new_tokens} tokens after a {end - start}-token final segment and "
+                f"{m} memory slots needs {m + (end - start) + max_new_tokens} positions{where}; the backbone "
+                f"holds {limit}. Generate fewer tokens or give a shorter prompt."
             )
+        memory = self.initial_memory_batch(batch)
+        for index, (seg_start, seg_end) in enumerate(bounds[:-1]):
+            memory = self.run_segment(memory, input_ids[:, seg_start:seg_end], segment_index=index).memory_out
+            if memory is None:  # m == 0
+                memory = self.initial_memory_batch(batch)
+        prompt = input_ids[:, start:end]
         embed = self.backbone.get_input_embeddings()
         head = self.backbone.get_output_embeddings()
         row = torch.cat([memory, embed(prompt)], dim=1)  # (batch, m + P, d)
         n = row.shape[1]
         allowed = allowed_attention(m, prompt.shape[1], self.config.mask_mode, write=False, device=row.device)
-        offset = 0 if self.config.reset_positions else (len(bounds) - 1) * self.config.segment_length()
         positions = (torch.arange(n, device=row.device) + offset).expand(batch, -1)
         out = self.backbone.base_model(
             inputs_embeds=row,

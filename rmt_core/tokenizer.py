@@ -12,7 +12,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from .errors import RMTLensError
+from .errors import ArgumentError, RMTLensError
 from .tasks.babi import ACTORS, MOVE_VERBS, OBJECTS, PLACES, dense_story
 
 EOS_TOKEN = "<|endoftext|>"
@@ -121,7 +121,7 @@ def train_tokenizer(
     texts = [t for t in texts]
     n_corpus = sum(len(t) for t in texts)
     if vocab_size < 256 + 1 + len(TASK_WORDS):
-        raise ValueError(f"vocab_size={vocab_size} is too small for a byte-level BPE with the task words")
+        raise ArgumentError(f"vocab_size={vocab_size} is too small for a byte-level BPE with the task words")
     share = max(60_000, n_corpus // 20)
     problems: dict[str, list[str]] = {}
     for _round in range(3):
@@ -168,9 +168,9 @@ def build_symbol_tokenizer(symbols: list[str], specials: list[str]) -> PreTraine
     vocab: dict[str, int] = {}
     for s in [*specials, *symbols]:
         if any(c.isspace() for c in s) or not s:
-            raise ValueError(f"symbol {s!r} must be non-empty and contain no whitespace")
+            raise ArgumentError(f"symbol {s!r} must be non-empty and contain no whitespace")
         if s in vocab:
-            raise ValueError(f"duplicate symbol {s!r}")
+            raise ArgumentError(f"duplicate symbol {s!r}")
         vocab[s] = len(vocab)
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()

@@ -12,6 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from . import analysis, attribution, figures, interventions
+from .token_text import decode_token
 from .trace import Trace
 
 
@@ -52,7 +53,7 @@ def make_tour(model, seed: int = 7, segments: int = 8, n_steps: int = 32) -> Tou
     fact_segment = start // seg
     last = trace.num_segments - 1
     position = trace.segments[last].num_tokens - 2  # predicts the answer token
-    predicted = model.tokenizer.decode([int(trace.segments[last].topk_ids[position, 0])]).strip()
+    predicted = decode_token(model.tokenizer, int(trace.segments[last].topk_ids[position, 0])).strip()
     return Tour(
         trace=trace, seed=seed, fact_tokens=(start, end), fact_segment=fact_segment,
         answer=sample.answer.strip(), predicted=predicted,

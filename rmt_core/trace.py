@@ -18,7 +18,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from .errors import TraceCancelled, TraceError
+from . import token_text
+from .checks import check_int
+from .errors import TraceArgumentError, TraceCancelled, TraceError
 from .masks import segment_layout
 from .memory import release_free_memory
 from .topk import top_k_rows
@@ -131,6 +133,13 @@ class Trace:
     def model(self):
         return self._model
 
+    def check_segment(self, index: Any, name: str = "segment") -> int:
+        """`index` as an int when it is one of this trace's segments; else ArgumentError."""
+        if self.num_segments == 0:
+            raise TraceError("This trace has no segments yet: trace a document first.")
+        return check_int(index, name, 0, self.num_segments - 1,
+                         fix=f"The trace has {self.num_segments} segments, numbered from 0.", error=TraceArgumentError)
+
     def memory_states(self) -> np.ndarray:
         """(S + 1, m, d): the initial memory, then the memory written by each segment."""
         return np.stack([self.initial_memory] + [s.memory_out for s in self.segments])
@@ -141,6 +150,7 @@ class Trace:
     # ------------------------------------------------------------------ logit lens
     def lens_ids(self, index: int) -> np.ndarray:
         """(Y+1, m, LENS_K) logit-lens token ids of segment `index`'s write slots (computed once)."""
+        index = self.check_segment(index)
         if self.segments[index].lens_ids is None:
             self.compute_lens([i for i, s in enumerate(self.segments) if s.lens_ids is None])
         return self.segments[index].lens_ids
@@ -184,6 +194,7 @@ class Trace:
 
         Rows and columns follow attention_labels(index): read slots, tokens, write slots.
         """
+        index = self.check_segment(index)
         model = self._require_model()
         seg = self.segments[index]
         captured: dict[int, torch.Tensor] = {}
@@ -194,10 +205,13 @@ class Trace:
         return torch.stack([captured[y] for y in sorted(captured)]).numpy()
 
     def attention_labels(self, index: int) -> list[str]:
-        """Row/column labels of attention(index): R0.., the segment's tokens, W0..."""
-        seg = self.segments[index]
+        """Row/column labels of attention(index): R0.., the segment's tokens, W0...
+
+        Tokens are shown with token_text.token_label: visible newlines, and the continuation
+        mark for a piece whose character is shown on the piece before."""
+        seg = self.segments[self.check_segment(index)]
         m = self.num_mem_tokens
-        return [f"R{k}" for k in range(m)] + list(seg.tokens) + [f"W{k}" for k in range(m)]
+        return [f"R{k}" for k in range(m)] + [token_text.token_label(t) for t in seg.tokens] + [f"W{k}" for k in range(m)]
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> Path:
@@ -244,12 +258,8 @@ def tokenize_document(model, text_or_ids: Any) -> tuple[str | None, np.ndarray, 
 
 
 def display_tokens(model, text: str | None, ids: np.ndarray, spans: np.ndarray) -> list[str]:
-    if text is not None:
-        return [text[s:e] for s, e in spans.tolist()]
-    if model.tokenizer is not None:  # decode each distinct id once (a book repeats its vocabulary)
-        decoded = {int(i): model.tokenizer.decode([int(i)]) for i in np.unique(ids)}
-        return [decoded[i] for i in ids.tolist()]
-    return [str(int(i)) for i in ids]
+    """Display strings of the tokens; with text they join to it exactly (see rmt_core.token_text)."""
+    return token_text.display_tokens(model.tokenizer, text, ids, spans)
 
 
 # ---------------------------------------------------------------------- recording
@@ -332,7 +342,9 @@ class TraceStream:
     """Iterator over a document's segment records; `.trace` holds everything recorded so far."""
 
     def __init__(self, model, text_or_ids: Any, progress: Progress | None = None, top_k: int = TOP_K) -> None:
+        top_k = check_int(top_k, "top_k", 1, model.vocab_size, fix="It is how many top predictions are kept per token.")
         text, ids, spans = tokenize_document(model, text_or_ids)
+        model.check_input_length(len(ids))
         self.model = model
         self.progress = progress
         self.top_k = top_k

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import TraceError
+from .token_text import token_pieces
 from .trace import TRACE_FORMAT, TRACE_FORMAT_VERSION, SegmentRecord, Trace
 
 PER_TOKEN = ("token_ids", "char_spans", "token_logprob", "topk_ids", "topk_logprobs")
@@ -85,10 +86,12 @@ def load_trace(path: Path) -> Trace:
     trace.seconds = header.get("seconds", 0.0)
     trace.meta = header.get("meta", {})
     display = header["tokens"]
+    if text is not None:  # the same pieces as when traced: they join to the (traced part of the) text
+        display = token_pieces(text, arrays["char_spans"], to_end=trace.complete)
     memory_in = arrays["initial_memory"]
     for index, (start, end) in enumerate(arrays["bounds"].tolist()):
         spans = arrays["char_spans"][start:end]
-        tokens = [text[s:e] for s, e in spans.tolist()] if text is not None else display[start:end]
+        tokens = display[start:end]
         record = SegmentRecord(
             index=index, start=start, end=end,
             token_ids=arrays["token_ids"][start:end], tokens=tokens, char_spans=spans,

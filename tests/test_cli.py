@@ -85,7 +85,8 @@ def test_help_of_every_command(command, capsys):
 ])
 def test_usage_errors_exit_2(argv, capsys):
     assert main(argv) == 2
-    assert "usage:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("error: rmt-lens") and len(err.strip().splitlines()) == 1 and "--help" in err
 
 
 def test_eval_fact_with_haystack_file(fact_ckpt, tmp_path, capsys):

@@ -358,7 +358,8 @@ def test_html_visible_text_only():
 def test_html_meta_charset_is_honoured():
     page = '<html><head><meta charset="iso-8859-1"></head><body><p>crème brûlée</p></body></html>'
     doc = read_document("menu.htm", data=page.encode("latin-1"))
-    assert doc.text == "crème brûlée" and doc.encoding == "iso-8859-1"
+    # the HTML standard reads the label iso-8859-1 as windows-1252
+    assert doc.text == "crème brûlée" and doc.encoding == "cp1252" and "iso-8859-1" in doc.note
 
 
 def test_deeply_nested_html_does_not_recurse():
@@ -377,3 +378,170 @@ def test_unknown_extension_can_be_read_as_text(tmp_path):
     (tmp_path / "blob.bin").write_bytes(b"\x00\x01\x02" * 100)
     with pytest.raises(DocumentError, match="binary"):
         read_document(tmp_path / "blob.bin", unknown_as_text=True)  # the text checks still apply
+
+
+# ---------------------------------------------------------------------------
+# Text in, text out (issue 17): ligatures, tracked changes, wrong declarations
+
+
+def make_pdf_with_ligatures(text_codes: bytes, mapping: dict[int, str]) -> bytes:
+    """A one-page PDF whose font maps some byte codes to other characters through a /ToUnicode CMap,
+    as PDF fonts do for ligature glyphs: code -> the character a reader extracts."""
+    bfchar = b"".join(b"<%02X> <%s>\n" % (code, "".join(f"{ord(c):04X}" for c in chars).encode())
+                      for code, chars in mapping.items())
+    cmap = (b"/CIDInit /ProcSet findresource begin 12 dict begin begincmap\n"
+            b"/CMapName /Custom def /CMapType 2 def\n1 begincodespacerange <00> <FF> endcodespacerange\n"
+            b"1 beginbfrange <20> <7E> <0020> endbfrange\n"
+            + b"%d beginbfchar\n" % len(mapping) + bfchar + b"endbfchar\n"
+            b"endcmap CMapName currentdict /CMap defineresource pop end end")
+    escaped = text_codes.replace(b"\\", b"\\\\").replace(b"(", b"\\(").replace(b")", b"\\)")
+    content = b"BT /F1 12 Tf 72 720 Td (" + escaped + b") Tj ET"
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 5 0 R >> >> "
+        b"/Contents 4 0 R >>",
+        b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /ToUnicode 6 0 R >>",
+        b"<< /Length %d >>\nstream\n" % len(cmap) + cmap + b"\nendstream",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % off for off in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def test_pdf_ligature_glyphs_are_folded_with_a_note():
+    data = make_pdf_with_ligatures(b"The \x01eld was \x02at, \x03ne and \x04cial.",
+                                   {1: "\ufb01", 2: "\ufb02", 3: "\ufb00", 4: "\ufb03"})
+    from pypdf import PdfReader
+
+    raw = PdfReader(io.BytesIO(data)).pages[0].extract_text()
+    assert "\ufb01eld" in raw  # the PDF really yields the ligature characters
+    doc = read_document("ligatures.pdf", data=data)
+    assert doc.text == "The field was flat, ffne and fficial."
+    assert "Folded 4 ligature" in doc.note and "ﬁ→fi" in doc.note and "NFKC" in doc.note
+
+
+def test_presentation_forms_folded_but_other_compatibility_text_kept():
+    from rmt_core.documents import fold_presentation_forms
+
+    arabic_forms = "\ufe8d\ufee0\ufecc\ufeae\ufe91\ufef2"  # contextual Arabic letter shapes
+    text, counts = fold_presentation_forms(f"x² ½ ＡＢ ﬁ {arabic_forms} \ufe35")
+    assert text.startswith("x² ½ ＡＢ fi ")  # superscripts, fractions, fullwidth letters are text: kept
+    assert "\ufe8d" not in text and "ا" in text and "︵" not in text and "(" in text
+    assert counts["ﬁ"] == 1 and sum(counts.values()) == 2 + len(arabic_forms)
+
+
+_W_NS = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+
+
+def make_docx_xml(body_xml: str, extra_parts: dict[str, str] | None = None) -> bytes:
+    """A .docx made by python-docx whose word/document.xml body is replaced by raw XML
+    (tracked changes, content controls...), plus optional extra parts (headers, footnotes...)."""
+    import docx
+
+    buf = io.BytesIO()
+    docx.Document().save(buf)
+    out = io.BytesIO()
+    with zipfile.ZipFile(buf) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename == "word/document.xml":
+                data = (f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+                        f'<w:document xmlns:w="{_W_NS}" '
+                        f'xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006">'
+                        f"<w:body>{body_xml}<w:sectPr/></w:body></w:document>").encode()
+            dst.writestr(info, data)
+        for name, xml in (extra_parts or {}).items():
+            dst.writestr(name, f'<?xml version="1.0" encoding="UTF-8"?>{xml}'.replace("W_NS", _W_NS))
+    return out.getvalue()
+
+
+def test_docx_tracked_insertions_read_and_deletions_dropped():
+    body = (
+        '<w:p><w:r><w:t xml:space="preserve">The model </w:t></w:r>'
+        '<w:ins w:id="1" w:author="A" w:date="2024-01-01T00:00:00Z"><w:r><w:t xml:space="preserve">quickly </w:t></w:r></w:ins>'
+        '<w:del w:id="2" w:author="A" w:date="2024-01-01T00:00:00Z"><w:r><w:delText xml:space="preserve">slowly </w:delText></w:r></w:del>'
+        '<w:r><w:t>wrote memory.</w:t></w:r></w:p>'
+        '<w:p><w:pPr><w:tabs><w:tab w:val="left" w:pos="720"/></w:tabs><w:rPr><w:ins w:id="3" w:author="A"/></w:rPr></w:pPr>'
+        '<w:ins w:id="4" w:author="A"><w:r><w:t>A whole inserted paragraph.</w:t></w:r></w:ins></w:p>'
+        '<w:p><w:del w:id="5" w:author="A"><w:r><w:delText>A deleted paragraph.</w:delText></w:r></w:del></w:p>'
+        '<w:p><w:hyperlink w:anchor="x"><w:r><w:t>link text</w:t></w:r></w:hyperlink><w:r><w:tab/><w:t>after tab</w:t>'
+        '<w:br/><w:t>new line</w:t></w:r>'
+        '<w:r><w:fldChar w:fldCharType="begin"/></w:r><w:r><w:instrText> PAGE </w:instrText></w:r>'
+        '<w:r><w:fldChar w:fldCharType="separate"/></w:r><w:r><w:t> 7</w:t></w:r><w:r><w:fldChar w:fldCharType="end"/></w:r></w:p>'
+        '<w:sdt><w:sdtPr/><w:sdtContent><w:p><w:r><w:t>In a content control.</w:t></w:r></w:p></w:sdtContent></w:sdt>'
+        '<w:tbl><w:tr><w:tc><w:p><w:r><w:t>cell a</w:t></w:r></w:p></w:tc>'
+        '<w:tc><w:p><w:ins w:id="6" w:author="A"><w:r><w:t>cell b</w:t></w:r></w:ins></w:p></w:tc></w:tr>'
+        '<w:tr><w:trPr><w:del w:id="7" w:author="A"/></w:trPr><w:tc><w:p><w:r><w:t>deleted row</w:t></w:r></w:p></w:tc></w:tr></w:tbl>'
+    )
+    doc = read_document("tracked.docx", data=make_docx_xml(body))
+    assert doc.text == ("The model quickly wrote memory.\n\nA whole inserted paragraph.\n\n"
+                        "link text\tafter tab\nnew line 7\n\nIn a content control.\n\ncell a\tcell b")
+    assert "slowly" not in doc.text and "deleted" not in doc.text and "PAGE" not in doc.text
+    assert doc.note is None
+
+
+def test_docx_note_names_what_was_not_read():
+    textbox = ('<w:p><w:r><w:t>Body.</w:t></w:r><w:r><mc:AlternateContent><mc:Choice Requires="wps"><w:drawing>'
+               '<w:txbxContent><w:p><w:r><w:t>Box text</w:t></w:r></w:p></w:txbxContent></w:drawing></mc:Choice>'
+               '<mc:Fallback><w:pict><w:txbxContent><w:p><w:r><w:t>Box text</w:t></w:r></w:p></w:txbxContent>'
+               '</w:pict></mc:Fallback></mc:AlternateContent></w:r></w:p>')
+    parts = {
+        "word/header1.xml": '<w:hdr xmlns:w="W_NS"><w:p><w:r><w:t>Running head</w:t></w:r></w:p></w:hdr>',
+        "word/footer1.xml": '<w:ftr xmlns:w="W_NS"><w:p><w:r><w:t>Page</w:t></w:r></w:p></w:ftr>',
+        "word/footer2.xml": '<w:ftr xmlns:w="W_NS"><w:p/></w:ftr>',
+        "word/footnotes.xml": ('<w:footnotes xmlns:w="W_NS"><w:footnote w:type="separator" w:id="-1"><w:p><w:r>'
+                               '<w:separator/></w:r></w:p></w:footnote><w:footnote w:id="1"><w:p><w:r><w:t>A note.'
+                               '</w:t></w:r></w:p></w:footnote><w:footnote w:id="2"><w:p><w:r><w:t>Another.</w:t>'
+                               '</w:r></w:p></w:footnote></w:footnotes>'),
+        "word/comments.xml": ('<w:comments xmlns:w="W_NS"><w:comment w:id="0" w:author="B"><w:p><w:r><w:t>Check'
+                              '</w:t></w:r></w:p></w:comment></w:comments>'),
+    }
+    doc = read_document("parts.docx", data=make_docx_xml(textbox, parts))
+    assert doc.text == "Body."
+    assert doc.note == ("Not read (only the document body and its tables are): 1 header, 1 footer, 2 footnotes, "
+                        "1 comment, 1 text box.")
+
+
+def test_html_declaration_contradicted_by_valid_utf8():
+    page = '<html><head><meta charset="iso-8859-1"></head><body><p>“Crème brûlée”, she said: café 👋</p></body></html>'
+    doc = read_document("menu.html", data=page.encode("utf-8"))
+    assert doc.text == "“Crème brûlée”, she said: café 👋" and doc.encoding == "utf-8"
+    assert "declares 'iso-8859-1'" in doc.note and "valid UTF-8" in doc.note
+
+
+def test_html_declaration_that_yields_garbage_is_not_trusted():
+    page = '<html><head><meta charset="koi8-r"></head><body><p>crème brûlée, a café in the naïve style</p></body></html>'
+    doc = read_document("menu.html", data=page.encode("cp1252"))
+    assert doc.text == "crème brûlée, a café in the naïve style" and doc.encoding == "cp1252"
+    assert "best guess" in doc.note and "do not read as koi8-r" in doc.note
+
+
+def test_html_correct_non_utf8_declarations_are_used():
+    for text, encoding in (("Привет, как дела? Это тест кодировки страницы.", "koi8-r"),
+                           ("これは日本語のテストです。文字コードを確認します。", "shift_jis")):
+        page = f'<html><head><meta http-equiv="Content-Type" content="text/html; charset={encoding}"></head>' \
+               f"<body><p>{text}</p></body></html>"
+        doc = read_document("page.html", data=page.encode(encoding))
+        assert doc.text == text and codecs.lookup(doc.encoding).name == codecs.lookup(encoding).name
+        assert f"as the page declares '{encoding}'" in doc.note
+
+
+def test_html_bom_wins_over_declaration():
+    page = '<html><head><meta charset="iso-8859-1"></head><body><p>café</p></body></html>'
+    doc = read_document("bom.html", data=codecs.BOM_UTF8 + page.encode("utf-8"))
+    assert doc.text == "café" and "byte-order mark" in doc.note
+
+
+def test_html_plain_utf8_page_has_no_note():
+    page = '<html><head><meta charset="utf-8"></head><body><p>café</p></body></html>'
+    doc = read_document("p.html", data=page.encode("utf-8"))
+    assert doc.text == "café" and doc.encoding == "utf-8" and doc.note is None

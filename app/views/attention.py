@@ -8,7 +8,7 @@ from rmt_core import analysis, figures
 from rmt_core.trace import BLOCK_PAIRS
 
 from app import services, sidebar
-from app.views.common import require_trace_with_model, show_figure
+from app.views.common import guarded, require_trace_with_model, show_figure
 
 MAX_HEATMAP = 200  # positions per axis before the heatmap is cut (the browser stays responsive)
 
@@ -22,6 +22,7 @@ def render() -> None:
 
 
 @st.fragment
+@guarded
 def _views(trace, segment: int) -> None:
     layers, heads = int(trace.model_info["num_layers"]), int(trace.model_info["num_heads"])
     c1, c2, c3 = st.columns(3)

@@ -8,9 +8,10 @@ import streamlit as st
 
 from rmt_core import RMTLensError, attribution, figures, interventions
 from rmt_core.render import document_html
+from rmt_core.token_text import token_label
 
 from app import sidebar, state
-from app.views.common import require_trace_with_model, show_figure
+from app.views.common import guarded, require_trace_with_model, show_figure
 
 
 def _cached(trace, key: tuple, compute):
@@ -36,13 +37,14 @@ def _default_position(trace, segment: int) -> int:
 
 
 @st.fragment
+@guarded
 def _views(trace, segment: int) -> None:
     seg = trace.segments[segment]
     tokenizer = trace.model.tokenizer
     c1, c2, c3 = st.columns([3, 2, 1])
     position = c1.selectbox("Position (the prediction made at this token)", range(seg.num_tokens),
                             index=_default_position(trace, segment), key=f"attr_pos_{segment}",
-                            format_func=lambda j: f"{j}: {seg.tokens[j]!r}")
+                            format_func=lambda j: f"{j}: {token_label(seg.tokens[j])}")
     custom = c2.text_input("Target token (empty = the token that actually follows)", key="attr_target")
     method = c3.selectbox("Method", attribution.METHODS, key="attr_method")
     target = None
@@ -116,7 +118,7 @@ def _through(trace, segment, position, target) -> None:
         st.html(html)
     order = np.argsort(-np.nan_to_num(result.scores, nan=-np.inf))[:10]
     tokens = [t for s in trace.segments for t in s.tokens]
-    st.dataframe([{"token index": int(i), "token": tokens[i], "attribution": float(result.scores[i])} for i in order],
+    st.dataframe([{"token index": int(i), "token": token_label(tokens[i]), "attribution": float(result.scores[i])} for i in order],
                  hide_index=True)
 
 

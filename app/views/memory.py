@@ -6,7 +6,7 @@ import streamlit as st
 from rmt_core import analysis, figures
 
 from app import sidebar
-from app.views.common import require_trace, show_figure
+from app.views.common import guarded, require_trace, show_figure
 
 
 def render() -> None:
@@ -18,6 +18,7 @@ def render() -> None:
 
 
 @st.fragment
+@guarded
 def _views(trace, segment: int) -> None:
     states = trace.memory_states()  # (S + 1, m, d)
     tokenizer = trace.model.tokenizer if trace.model is not None else None

@@ -7,7 +7,7 @@ from rmt_core import figures
 from rmt_core.render import document_html
 
 from app import sidebar, state
-from app.views.common import require_trace, show_figure
+from app.views.common import guarded, require_trace, show_figure
 
 
 def _pick_segment_from_chart() -> None:
@@ -30,6 +30,7 @@ def render() -> None:
 
 
 @st.fragment
+@guarded
 def _document(trace, segment: int) -> None:
     st.subheader("Document")
     st.caption("Colour = surprise (−log p, nats); §n = segment n starts; the selected segment is outlined.")
