@@ -425,3 +425,36 @@ def test_cli_bad_inputs_give_one_error_line(tmp_path):
         assert run.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), (name, run.stderr)
     assert "--trust-pickle" in runs["needs everything"].stderr and "--segment-size" in runs["needs everything"].stderr
     assert "not in the local Hugging Face cache" in runs["unknown backbone"].stderr
+
+
+# ---------------------------------------------------------------------- the app's local-folder box
+@pytest.mark.slow
+def test_app_asks_for_what_an_authors_folder_is_missing(tmp_path):
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    from app import state
+
+    model = make_model("gpt2", mask_mode="causal")
+    source = write_layout(tmp_path / "authors", model, "bin")
+    backbone = write_backbone_folder(tmp_path / "bb", model)
+    at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=240)
+    at.run()
+    at.selectbox(key=state.CHECKPOINT).set_value("Local folder…").run()
+    at.text_input(key=state.LOCAL_FOLDER).input(str(source)).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("pickled PyTorch checkpoint" in i.value for i in at.info)
+    assert any("can run code" in w.value for w in at.warning)
+    assert any("Still needed" in c.value for c in at.caption)
+    assert not at.error  # nothing loaded, nothing failed: it asks
+    at.number_input(key=state.LOCAL_SEGMENT_SIZE).set_value(SEGMENT).run()
+    at.text_input(key=state.LOCAL_BACKBONE).input(str(backbone)).run()
+    assert any("Still needed: the opt-in" in c.value for c in at.caption)
+    at.checkbox(key=state.LOCAL_TRUST_PICKLE).check().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not any("Still needed" in c.value for c in at.caption)
+    assert not any("Could not load" in e.value for e in at.error), [e.value for e in at.error]
+    assert at.radio(key=state.SOURCE) is not None  # the document choice appears once a model is loaded
+    facts = at.table[-1].value  # the sidebar's model facts: the authors' model with the settings given
+    assert (facts["checkpoint"].iloc[0], facts["segment size"].iloc[0], facts["mask mode"].iloc[0]) == (
+        "authors", str(SEGMENT), "causal")
