@@ -175,8 +175,9 @@ class CheckpointInfo:
             return "an RMT Lens checkpoint"
         if self.format == "none":
             return "no checkpoint (no config.json and no weights)"
-        what = "a pickled PyTorch checkpoint (its format is known once it is read)" if self.format == "pickled" \
-            else formats.FORMAT_NAMES[self.format]
+        if self.format == "pickled" and self.weights is not None:
+            return f"{self.weights.describe()}, whose RMT format shows once it is read"
+        what = formats.FORMAT_NAMES[self.format]
         slots = f", {self.num_mem_tokens} memory slots" if self.num_mem_tokens is not None else ""
         return f"{what}{slots}: {self.weights.describe() if self.weights else 'no weights'}"
 
@@ -400,6 +401,13 @@ def _backbone_folder(backbone: str | os.PathLike, download: bool) -> Path:
     raise CheckpointError(f"backbone '{backbone}' is neither a folder nor a Hugging Face model name.")
 
 
+def _raise_if_missing(info: CheckpointInfo, trust_pickle: bool, explicit: dict[str, Any], backbone: str | None) -> None:
+    needs = info.missing(trust_pickle, explicit, backbone)
+    if needs:
+        raise CheckpointError(f"{info.weights.source if info.weights else info.path} is {info.describe()}. "
+                              "Loading it needs " + "; and ".join(needs) + ".")
+
+
 def _load_foreign(path: Path, folder: Path, config: dict[str, Any] | None, trust_pickle: bool,
                   explicit: dict[str, Any], backbone: str | os.PathLike | None, download: bool) -> RMTModel:
     """A checkpoint not written by RMT Lens: the authors' RMT is loaded, others refused by name."""
@@ -415,15 +423,15 @@ def _load_foreign(path: Path, folder: Path, config: dict[str, Any] | None, trust
     source = info.weights.source
     if info.format not in (formats.AUTHORS, "pickled"):  # known from the safetensors header
         formats.refuse_unsupported(info.format, source, (formats.tensor_shapes(info.weights) or {}).keys())
-    needs = info.missing(trust_pickle, explicit, str(backbone) if backbone else None)
-    if needs:
-        what = info.describe()
-        raise CheckpointError(f"{source} is {what}. Loading it needs " + "; and ".join(needs) + ".")
+    backbone_name = str(backbone) if backbone else None
+    if not info.needs_pickle_opt_in or not trust_pickle:  # say everything missing before reading anything
+        _raise_if_missing(info, trust_pickle, explicit, backbone_name)
     state = formats.read_tensors(info.weights, trust_pickle=trust_pickle)
-    fmt = formats.detect_format(state)
-    formats.refuse_unsupported(fmt, source, state.keys())
+    info.format = formats.detect_format(state)
+    formats.refuse_unsupported(info.format, source, state.keys())
     memory, backbone_state = authors.split_state(state, source)
-    m = int(memory.shape[0])
+    m = info.num_mem_tokens = int(memory.shape[0])
+    _raise_if_missing(info, trust_pickle, explicit, backbone_name)  # a pickle's format is known only now
     stored = dict(config["rmt"]) if config is not None and isinstance(config.get("rmt"), dict) else {}
     fields = authors.rmt_fields(explicit, stored, m, source)
     if backbone:

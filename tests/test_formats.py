@@ -219,6 +219,13 @@ def test_pickled_files_need_the_opt_in_first(tmp_path):
         source = write_layout(tmp_path / layout, model, layout)
         with pytest.raises(CheckpointError, match="trust_pickle=True.*--trust-pickle"):
             rmt_core.load(str(source), rmt_config={"segment_size": SEGMENT}, backbone=str(tmp_path))
+    # Once trusted and read, the format is known and named with what is still missing.
+    with pytest.raises(CheckpointError, match="the authors' RMT .*, 3 memory slots.*--segment-size"):
+        rmt_core.load(str(tmp_path / "bin"), trust_pickle=True, backbone=str(tmp_path))
+    lucid = tmp_path / "lucid.pt"
+    torch.save({"token_emb.weight": torch.zeros(4, 2), "memory_tokens": torch.zeros(2, 2)}, lucid)
+    with pytest.raises(CheckpointError, match="lucidrains"):  # refused by name, not asked for a segment size
+        rmt_core.load(str(lucid), trust_pickle=True)
 
 
 def test_pth_training_dict_in_a_folder_and_a_foreign_object_inside(tmp_path):

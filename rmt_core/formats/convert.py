@@ -48,6 +48,8 @@ def convert_checkpoint(
     kwargs = dict(trust_pickle=trust_pickle, rmt_config=rmt_config, backbone=backbone)
     model = load(source, device="cpu", dtype=torch.float32, **kwargs)
     cfg = model.config
+    if info.format == "pickled":  # read now: load() accepts no other pickled format than the authors'
+        info.format, info.num_mem_tokens = "authors", cfg.num_mem_tokens
     given = sorted(_explicit_fields(rmt_config))
     provenance = (
         f"Converted by RMT Lens {__version__} from `{source}` ({info.describe()})"
