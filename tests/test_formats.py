@@ -450,7 +450,7 @@ def test_app_asks_for_what_an_authors_folder_is_missing(tmp_path):
     at.selectbox(key=state.CHECKPOINT).set_value("Local folder…").run()
     at.text_input(key=state.LOCAL_FOLDER).input(str(source)).run()
     assert not at.exception, [e.value for e in at.exception]
-    assert any("pickled PyTorch checkpoint" in i.value for i in at.info)
+    assert any("pickled PyTorch weights (pytorch_model.bin)" in i.value for i in at.info)
     assert any("can run code" in w.value for w in at.warning)
     assert any("Still needed" in c.value for c in at.caption)
     assert not at.error  # nothing loaded, nothing failed: it asks
