@@ -38,11 +38,21 @@ def shipped_checkpoints() -> list[dict[str, str]]:
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
-def load_model(name_or_path: str):
-    """One shared copy of each model per server (tracing never mutates it)."""
+def load_model(name_or_path: str, trust_pickle: bool = False, segment_size: int | None = None,
+               backbone: str | None = None):
+    """One shared copy of each model per server (tracing never mutates it).
+
+    trust_pickle / segment_size / backbone: what a checkpoint written by other code may
+    need (see rmt_core.load); never a download (Hub names resolve from the local cache)."""
     if name_or_path == FALLBACK_NAME:
         return _fallback_model()
-    return rmt_core.load(name_or_path)
+    rmt_config = {"segment_size": int(segment_size)} if segment_size else None
+    return rmt_core.load(name_or_path, trust_pickle=trust_pickle, rmt_config=rmt_config, backbone=backbone or None)
+
+
+def inspect_checkpoint(name_or_path: str):
+    """What a local folder, file or cached Hub name holds and still needs (reads no pickle)."""
+    return rmt_core.inspect_checkpoint(name_or_path)
 
 
 def _fallback_model():

@@ -6,6 +6,7 @@ import streamlit as st
 from rmt_core import RMTLensError
 
 from app import services, state
+from app.views import local_checkpoint
 
 LOCAL = "Local folder…"
 
@@ -23,21 +24,21 @@ def _choose_checkpoint() -> str | None:
     if choice == services.FALLBACK_NAME:
         st.warning("No trained checkpoint is shipped in checkpoints/: using a small untrained model built in code.")
     if choice == LOCAL:
-        folder = st.text_input("Checkpoint folder", key=state.LOCAL_FOLDER,
-                               placeholder="/path/to/folder written by save_pretrained")
-        return folder.strip() or None
+        return local_checkpoint.choose()
     return choice
 
 
 def current_model():
     """The selected model, or None with an error shown (the app keeps working)."""
     name = st.session_state.get(state.CHECKPOINT) or services.default_checkpoint_name()
+    options = {}
     if name == LOCAL:
         name = (st.session_state.get(state.LOCAL_FOLDER) or "").strip()
         if not name:
             return None
+        options = local_checkpoint.load_options()
     try:
-        return services.load_model(name)
+        return services.load_model(name, **options)
     except RMTLensError as exc:
         st.error(f"Could not load this model: {exc}")
         return None

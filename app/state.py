@@ -3,6 +3,9 @@ from __future__ import annotations
 
 CHECKPOINT = "checkpoint"  # selected checkpoint name or folder
 LOCAL_FOLDER = "local_folder"
+LOCAL_SEGMENT_SIZE = "local_segment_size"  # what a foreign checkpoint does not store (app/views/local_checkpoint.py)
+LOCAL_BACKBONE = "local_backbone"
+LOCAL_TRUST_PICKLE = "local_trust_pickle"
 SOURCE = "document_source"
 PASTED = "pasted_text"
 TRACE = "trace"  # the current rmt_core.Trace

@@ -1,7 +1,7 @@
 """RMT Lens core library: run, trace, analyse and train Recurrent Memory Transformers.
 
 Public API (stable names): RMTConfig, RMTModel, RMTModel.from_backbone, load,
-DEFAULT_CHECKPOINT, Trace, and the error types in rmt_core.errors.
+inspect_checkpoint, DEFAULT_CHECKPOINT, Trace, and the error types in rmt_core.errors.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from .model import RMTModel, RMTOutput
 __version__ = "0.1.0"
 
 __all__ = [
-    "RMTConfig", "RMTModel", "RMTOutput", "load", "DEFAULT_CHECKPOINT", "Trace",
+    "RMTConfig", "RMTModel", "RMTOutput", "load", "inspect_checkpoint", "DEFAULT_CHECKPOINT", "Trace",
     "RMTLensError", "ArgumentError", "ConfigError", "CheckpointError", "TraceError", "TraceCancelled", "DocumentError",
     "__version__",
 ]
@@ -21,7 +21,7 @@ __all__ = [
 
 def __getattr__(name: str):
     # Lazy: importing rmt_core stays cheap; checkpoint and trace code load on first use.
-    if name in ("load", "DEFAULT_CHECKPOINT", "list_checkpoints"):
+    if name in ("load", "inspect_checkpoint", "DEFAULT_CHECKPOINT", "list_checkpoints"):
         from . import checkpoint
         return getattr(checkpoint, name)
     if name == "Trace":

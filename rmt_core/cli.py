@@ -162,6 +162,7 @@ def add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     p.add_argument("--threads", type=_positive_int, default=None, metavar="T", help="CPU threads for torch")
     p.add_argument("--json", metavar="OUT", default=None, help="also write the results to this JSON file")
+    _add_load_options(p)
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -172,7 +173,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     haystack = read_text_file(args.haystack) if args.haystack else None
-    model = checkpoint.load(args.checkpoint, device=args.device)
+    model = checkpoint.load(args.checkpoint, device=args.device, **_load_options(args))
     segments = args.segments or DEFAULT_SEGMENTS[args.task]
     result: dict[str, Any] = {"checkpoint": str(args.checkpoint), "task": args.task, "seed": args.seed}
     _say(f"{model.name}: {args.task}, {model.config.num_mem_tokens} memory slots, "
@@ -263,9 +264,33 @@ def run_ship(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- shared: traces and models
+def _add_load_options(p: argparse.ArgumentParser) -> None:
+    """What a checkpoint written by other code may need (see rmt_core.load)."""
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow pickled weights (pytorch_model.bin, .pth); read with torch.load(weights_only=True). "
+                        "Only for files you trust")
+    p.add_argument("--segment-size", type=_positive_int, default=None, metavar="N",
+                   help="segment size for checkpoints that do not store it (the authors' RMT); "
+                        "overrides the stored one otherwise")
+    p.add_argument("--backbone", default=None, metavar="NAME_OR_DIR",
+                   help="the backbone's config (and tokenizer) for checkpoints without one: a folder or a "
+                        "Hugging Face model name from the local cache")
+
+
+def _load_options(args: argparse.Namespace) -> dict[str, Any]:
+    """rmt_core.load keyword arguments from the --trust-pickle / --segment-size / --backbone flags."""
+    segment_size = getattr(args, "segment_size", None)
+    return {
+        "trust_pickle": bool(getattr(args, "trust_pickle", False)),
+        "rmt_config": {"segment_size": segment_size} if segment_size is not None else None,
+        "backbone": getattr(args, "backbone", None),
+    }
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     p.add_argument("--threads", type=_positive_int, default=None, metavar="T", help="CPU threads for torch")
+    _add_load_options(p)
 
 
 def _load_model(args: argparse.Namespace):
@@ -278,7 +303,7 @@ def _load_model(args: argparse.Namespace):
         return None
     from . import checkpoint
 
-    return checkpoint.load(args.checkpoint, device=args.device)
+    return checkpoint.load(args.checkpoint, device=args.device, **_load_options(args))
 
 
 def _load_trace(path: str, model=None):
@@ -586,6 +611,32 @@ def run_attribute(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- convert
+def add_convert(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", metavar="SRC",
+                   help="checkpoint to convert: a folder, a weights file (.safetensors, .bin, .pth, an .index.json) "
+                        "or a Hugging Face model name in the local cache")
+    p.add_argument("--out", required=True, metavar="DIR", help="new folder for the RMT Lens checkpoint")
+    _add_load_options(p)
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from .formats.convert import convert_checkpoint
+
+    options = _load_options(args)
+    result = convert_checkpoint(args.source, args.out, **options)
+    _say(f"source: {result.source_format}")
+    _say(f"wrote {result.out} (config.json, model.safetensors, README.md"
+         f"{', tokenizer' if result.has_tokenizer else ''})")
+    _say(f"max |logit difference| vs the source: {result.max_abs_logit_diff:.3g} "
+         f"(random input of {result.n_tokens} tokens, {result.n_segments} segments, CPU float32)")
+    if not result.has_tokenizer:
+        print("note: no tokenizer was found beside the weights or in --backbone, so the new folder has none; "
+              "commands that read text need one (give --backbone with the backbone's tokenizer files).",
+              file=sys.stderr)
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "train": Command("train (or resume) a recipe", add_train, run_train,
                      "Train a recipe into a run folder. Running the same command again resumes where it stopped."),
@@ -593,6 +644,12 @@ COMMANDS: dict[str, Command] = {
                     "Evaluate a checkpoint on fact recall, an algorithmic task or perplexity; every number "
                     "is measured with memory and with the memory reset before every segment."),
     "list": Command("list the shipped checkpoints", add_list, run_list),
+    "convert": Command("convert another RMT checkpoint (the authors' format) to an RMT Lens folder", add_convert,
+                       run_convert,
+                       "Load a checkpoint RMT Lens can read (its own, or the authors' RMT in any layout: "
+                       "model.safetensors, sharded weights, pytorch_model.bin, a .pth training dict), write it as an "
+                       "RMT Lens folder (safetensors + config + tokenizer + a card naming the source) and print the "
+                       "largest logit difference between the source and the written folder on a random input."),
     "ship": Command("evaluate a training run and write it to checkpoints/ with its model card", add_ship, run_ship),
     "trace": Command("trace a document with a checkpoint and save the trace file", add_trace, run_trace,
                      "Read a document (.txt, .md, .pdf, .docx, .html), run the checkpoint over it segment by "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,10 @@ class RMTConfig:
         position range covers the whole input, e.g. RoPE).
     attn_implementation: the backbone attention used outside tracing, "sdpa" or "eager".
     task / description: free text for model cards and the app (what it was trained on).
+
+    Each config remembers which fields its caller set (``explicit_fields``): a loader that
+    has its own defaults for a format (the authors' checkpoints use ``mask_mode="causal"``)
+    takes only those from a caller's config, never this class's defaults.
     """
 
     num_mem_tokens: int = 8
@@ -56,6 +61,15 @@ class RMTConfig:
             raise ConfigError(
                 f"attn_implementation must be 'sdpa' or 'eager', got {self.attn_implementation!r}."
             )
+
+    @property
+    def explicit_fields(self) -> frozenset[str]:
+        """Names of the fields given to the constructor (or present in from_dict's dict)."""
+        return getattr(self, "_explicit", frozenset(f.name for f in dataclasses.fields(self)))
+
+    def explicit_dict(self) -> dict[str, Any]:
+        """Only the fields the caller set: what should override a checkpoint format's defaults."""
+        return {name: value for name, value in self.to_dict().items() if name in self.explicit_fields}
 
     def segment_length(self) -> int:
         """Length of one full segment row as the backbone sees it: m + L + m."""
@@ -87,3 +101,18 @@ class RMTConfig:
             return cls(**data)
         except TypeError as exc:  # wrong value types
             raise ConfigError(f"RMT config has invalid values: {exc}") from exc
+
+
+def _record_explicit_fields(init):
+    """Wrap the dataclass __init__ so each config knows which fields were passed to it."""
+    names = [f.name for f in dataclasses.fields(RMTConfig)]
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self._explicit = frozenset(names[: len(args)]) | frozenset(kwargs)
+
+    return __init__
+
+
+RMTConfig.__init__ = _record_explicit_fields(RMTConfig.__init__)  # type: ignore[method-assign]

@@ -152,3 +152,22 @@ def test_interrupted_copy_of_shipped_checkpoints_is_reported(tmp_path, saved):
     (copy / "config.json").write_text("[]")
     with pytest.raises(CheckpointError, match="JSON object"):
         rmt_core.load(str(copy))
+
+
+def test_rmt_config_overrides_only_the_fields_set(saved):
+    model, path = saved
+    loaded = rmt_core.load(str(path), rmt_config=rmt_core.RMTConfig(segment_size=4), device="cpu")
+    assert loaded.config.segment_size == 4  # set: overrides the stored 6
+    assert loaded.config.num_mem_tokens == model.config.num_mem_tokens  # not set: the stored value, not the default 8
+    assert loaded.config.mask_mode == model.config.mask_mode
+    with pytest.raises(CheckpointError, match="Unknown RMT config field"):
+        rmt_core.load(str(path), rmt_config={"segment_lenght": 4})
+
+
+def test_a_weights_file_path_and_a_folder_without_weights(tmp_path, saved):
+    _, path = saved
+    assert rmt_core.load(str(path / "model.safetensors"), device="cpu").name == "ckpt"  # the file's folder
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with pytest.raises(CheckpointError, match="not an RMT Lens config .* no weights"):
+        rmt_core.load(str(tmp_path / "hf"))
