@@ -1,12 +1,13 @@
 """RMT Lens core library: run, trace, analyse and train Recurrent Memory Transformers.
 
 Public API (stable names): RMTConfig, RMTModel, RMTModel.from_backbone, load,
-DEFAULT_CHECKPOINT, Trace, and the error types in rmt_core.errors.
+DEFAULT_CHECKPOINT, Trace, ask (rmt_core.answers), and the error types in rmt_core.errors.
 """
 from __future__ import annotations
 
 from .config import RMTConfig
-from .errors import CheckpointError, ConfigError, DocumentError, RMTLensError, TraceCancelled, TraceError
+from .errors import (CheckpointError, ConfigError, DocumentError, QuestionError, RMTLensError, TraceCancelled,
+                     TraceError)
 from .model import RMTModel, RMTOutput
 
 __version__ = "0.1.0"
@@ -14,6 +15,7 @@ __version__ = "0.1.0"
 __all__ = [
     "RMTConfig", "RMTModel", "RMTOutput", "load", "DEFAULT_CHECKPOINT", "Trace",
     "RMTLensError", "ConfigError", "CheckpointError", "TraceError", "TraceCancelled", "DocumentError",
+    "QuestionError", "ask",
     "__version__",
 ]
 
@@ -23,6 +25,9 @@ def __getattr__(name: str):
     if name in ("load", "DEFAULT_CHECKPOINT", "list_checkpoints"):
         from . import checkpoint
         return getattr(checkpoint, name)
+    if name == "ask":
+        from .answers import ask
+        return ask
     if name == "Trace":
         from .trace import Trace
         return Trace

@@ -24,3 +24,7 @@ class TraceCancelled(RMTLensError):
 
 class DocumentError(RMTLensError):
     """A document cannot be read as text."""
+
+
+class QuestionError(RMTLensError, ValueError):
+    """A question cannot be asked of this model (empty, not in its training form, too long)."""
