@@ -270,8 +270,11 @@ def stored_predictions(trace, site: AnswerSite, k: int = TOP_K) -> list[Predicti
 class AskResult:
     """A model's answer to a document's question.
 
-    predictions: top-k next tokens after "Answer:" (most likely first).
-    memory_segment: the earlier segment whose tokens most raised log p(answer) through memory
+    predictions: top-k next tokens after "Answer:" over the whole vocabulary (most likely first).
+    candidates: the model's trained answers (e.g. the six places) ranked by probability, when known.
+    attributed: the answer explained by memory_segment: the top prediction, or the best trained
+        answer when the top prediction is not one of them.
+    memory_segment: the earlier segment whose tokens most raised log p(attributed) through memory
         (summed through-memory attribution), or None (question in segment 0, nothing positive).
     segment_scores: (S,) that sum per segment; NaN outside the attributed window and for the
         question's own segment (its tokens act directly, not through memory).
@@ -280,6 +283,8 @@ class AskResult:
     trace: Any
     site: AnswerSite
     predictions: list[Prediction]
+    candidates: list[Prediction] | None = None  # the answers the model was trained on, most likely first
+    attributed: Prediction | None = None  # the answer memory_segment explains
     memory_segment: int | None = None
     segment_scores: np.ndarray | None = None
     note: str | None = None
@@ -317,6 +322,32 @@ def memory_segment(trace, site: AnswerSite, target: int, n_steps: int = 32, max_
     return best, scores, note
 
 
+def site_logprobs(trace, site: AnswerSite):
+    """(V,) log-probabilities of the next token at `site`: the site's segment re-run from its
+    stored memory (one segment; needs the model attached)."""
+    import torch
+
+    model = trace.model
+    seg = trace.segments[site.segment]
+    with torch.no_grad():
+        memory = torch.as_tensor(np.asarray(seg.memory_in, dtype=np.float32), device=model.device)
+        ids = torch.as_tensor(seg.token_ids[: site.position + 1], dtype=torch.long, device=model.device)
+        out = model.run_segment(memory.to(model.dtype).unsqueeze(0), ids.unsqueeze(0), segment_index=seg.index)
+        return torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+
+
+def _single_token_ids(tokenizer, words: tuple[str, ...]) -> dict[str, int]:
+    """{word: id} for the words that are one token with a leading space (the answer format)."""
+    if tokenizer is None:
+        return {}
+    found = {}
+    for word in words:
+        ids = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+        if len(ids) == 1:
+            found[word] = int(ids[0])
+    return found
+
+
 def answer_from_trace(trace, k: int = TOP_K, attribute: bool = True, n_steps: int = 32,
                       progress: Callable[[int, int], Any] | None = None) -> AskResult | None:
     """The answer a finished trace gives at its "Answer:" (None when the document asks nothing).
@@ -325,11 +356,24 @@ def answer_from_trace(trace, k: int = TOP_K, attribute: bool = True, n_steps: in
     site = answer_site(trace)
     if site is None:
         return None
-    predictions = stored_predictions(trace, site, k)
-    result = AskResult(trace, site, predictions)
+    if trace.model is None:
+        result = AskResult(trace, site, stored_predictions(trace, site, k))
+    else:
+        row = site_logprobs(trace, site)
+        tokenizer = trace.model.tokenizer
+        result = AskResult(trace, site, top_predictions(row, tokenizer, k))
+        spec = question_spec(trace.model)
+        ids = _single_token_ids(tokenizer, spec.answers)
+        if ids:
+            result.candidates = sorted((Prediction(i, w, probability_of(row, i)) for w, i in ids.items()),
+                                       key=lambda p: -p.probability)
+    # Attribute the top answer, or the best trained answer when the top one is none of them.
+    result.attributed = result.predictions[0]
+    if result.candidates and result.predictions[0].token_id not in {c.token_id for c in result.candidates}:
+        result.attributed = result.candidates[0]
     if attribute and trace.model is not None:
         result.memory_segment, result.segment_scores, result.note = memory_segment(
-            trace, site, predictions[0].token_id, n_steps=n_steps, progress=progress)
+            trace, site, result.attributed.token_id, n_steps=n_steps, progress=progress)
     return result
 
 
@@ -357,4 +401,4 @@ def ask(model, document: str, question: str | None = None, k: int = TOP_K, attri
 
 __all__ = ["QuestionSpec", "question_spec", "normalize_question", "question_suffix", "split_question", "prompt_text",
            "AnswerSite", "answer_site", "Prediction", "top_predictions", "probability_of", "stored_predictions",
-           "AskResult", "memory_segment", "answer_from_trace", "ask", "read_card"]
+           "site_logprobs", "AskResult", "memory_segment", "answer_from_trace", "ask", "read_card"]
