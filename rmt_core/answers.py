@@ -14,7 +14,7 @@ tour all use it):
 * :func:`answer_site` — the token after which a trace's answer is predicted.
 * :func:`top_predictions` / :func:`stored_predictions` — top-k next tokens with probabilities.
 * :func:`ask` — all of it: trace document + question, top-3 answers, and the earlier
-  segment whose tokens most raised the answer through memory
+  segment whose tokens most moved the answer through memory
   (:func:`rmt_core.attribution.through_memory`).
 """
 from __future__ import annotations
@@ -274,8 +274,8 @@ class AskResult:
     candidates: the model's trained answers (e.g. the six places) ranked by probability, when known.
     attributed: the answer explained by memory_segment: the top prediction, or the best trained
         answer when the top prediction is not one of them.
-    memory_segment: the earlier segment whose tokens most raised log p(attributed) through memory
-        (summed through-memory attribution), or None (question in segment 0, nothing positive).
+    memory_segment: the earlier segment whose tokens most moved log p(attributed) through memory
+        (largest |summed through-memory attribution|), or None (question in segment 0).
     segment_scores: (S,) that sum per segment; NaN outside the attributed window and for the
         question's own segment (its tokens act directly, not through memory).
     """
@@ -301,8 +301,8 @@ class AskResult:
 
 def memory_segment(trace, site: AnswerSite, target: int, n_steps: int = 32, max_segments: int | None = None,
                    progress: Callable[[int, int], Any] | None = None) -> tuple[int | None, np.ndarray, str | None]:
-    """(segment, per-segment scores (S,), note): the earlier segment whose tokens most raise
-    log p(target) at `site` through memory (integrated gradients through the recurrence,
+    """(segment, per-segment scores (S,), note): the earlier segment whose tokens most move
+    log p(target) at `site` through memory (largest absolute sum) (integrated gradients through the recurrence,
     :func:`rmt_core.attribution.through_memory`, summed per segment)."""
     from . import attribution
 
@@ -315,10 +315,12 @@ def memory_segment(trace, site: AnswerSite, target: int, n_steps: int = 32, max_
     for seg in trace.segments[result.extra["first_segment"]:site.segment]:
         scores[seg.index] = float(np.nansum(result.scores[seg.start:seg.end]))
     note = result.note
-    earlier = np.where(np.isfinite(scores), scores, -np.inf)
+    # the largest effect either way (integrated gradients from zero embeddings can credit a
+    # decisive segment with a negative sum)
+    earlier = np.where(np.isfinite(scores), np.abs(scores), -np.inf)
     best = int(np.argmax(earlier))
     if not earlier[best] > 0:
-        return None, scores, (note + " " if note else "") + "No earlier segment raised the answer through memory."
+        return None, scores, (note + " " if note else "") + "No earlier segment moved the answer through memory."
     return best, scores, note
 
 
@@ -352,7 +354,7 @@ def answer_from_trace(trace, k: int = TOP_K, attribute: bool = True, n_steps: in
                       progress: Callable[[int, int], Any] | None = None) -> AskResult | None:
     """The answer a finished trace gives at its "Answer:" (None when the document asks nothing).
 
-    With `attribute` (needs the model attached) also the segment where memory most raised it."""
+    With `attribute` (needs the model attached) also the segment where memory most moved it."""
     site = answer_site(trace)
     if site is None:
         return None
@@ -384,7 +386,7 @@ def ask(model, document: str, question: str | None = None, k: int = TOP_K, attri
     question: e.g. "Where is Mary?" (or just "Mary"); None when the document already ends
         with "Answer:". Appended in the training format (see prompt_text).
     Returns an AskResult: top-k answers with probabilities, the trace of document + question,
-    and the earlier segment whose tokens most raised the answer through memory.
+    and the earlier segment whose tokens most moved the answer through memory.
     Raises QuestionError (bad or empty question, see prompt_text), TraceError (empty document),
     TraceCancelled when `progress` stopped the run.
     """

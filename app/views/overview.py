@@ -69,7 +69,7 @@ def _answer_panel(trace, answer: rmt_answers.AskResult) -> None:
             score = answer.segment_scores[answer.memory_segment]
             st.markdown(f"Memory carried it from **segment {answer.memory_segment}**: through-memory attribution "
                         f"(integrated gradients through the recurrence) credits that segment's tokens with "
-                        f"{score:+.2f} of log p(“{answer.attributed.text}”), more than any other earlier segment. "
+                        f"{score:+.2f} of log p(“{answer.attributed.text}”), the largest effect of any earlier segment. "
                         f"The fact, when the document has one, is underlined.")
             cols = st.columns(len(SEGMENT_PAGES) + 1)
             cols[0].button(f"Select segment {answer.memory_segment}", key="answer_select",
