@@ -233,8 +233,10 @@ def watch_run(progress) -> None:
     A widget change or a page switch interrupts this script run (never the job); the next
     run watches again."""
     job = _job()
-    if job is None or progress is None or not job.running:
+    if job is None or progress is None or st.session_state.get(state.COLLECTED) is job:
         return
+    if job.finished:  # it ended during this script run: redraw with its result
+        st.rerun()
     with progress.container():
         bar = st.progress(0.0, text=job.phase)
     while not job.wait(POLL_S):
