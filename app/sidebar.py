@@ -207,7 +207,7 @@ def render():
                        and st.session_state.get(state.SOURCE) in services.DEMOS)
         if (clicked or first_visit) and document is not None and not busy:
             start(model, document)
-            busy = True
+            st.rerun()  # redraw at once with Run disabled and Cancel shown
         progress = st.empty()
         if busy:
             st.caption("A run is in progress: it keeps going when you switch pages. Cancel it to start another.")
