@@ -206,17 +206,22 @@ def answer_site(trace, fallback: bool = False) -> AnswerSite | None:
     """The token whose next-token prediction is the document's answer.
 
     The document must end with "Answer:" or with "Answer: <word>" (then `expected` is the
-    word). Otherwise None, or with `fallback` the last token of the document (its prediction
+    word); a trace made from token ids is read through its decoded tokens. Otherwise None, or with `fallback` the last token of the document (its prediction
     is the next token after the document).
     """
-    text = trace.text
+    text, all_spans = trace.text, None
+    if text is None and trace.segments:  # traced from token ids: the decoded tokens stand in for the text
+        pieces = [t for seg in trace.segments for t in seg.tokens]
+        ends = np.cumsum([len(t) for t in pieces])
+        all_spans = np.stack([ends - [len(t) for t in pieces], ends], axis=1)
+        text = "".join(pieces)
     if text is not None and trace.segments:
         index = text.rfind(ANSWER_MARK)
         tail = text[index + len(ANSWER_MARK):] if index >= 0 else None
         if tail is not None and re.fullmatch(r"\s*\S*\s*", tail):
             end = index + len(ANSWER_MARK)  # the character after ':'
             for seg in reversed(trace.segments):
-                spans = seg.char_spans
+                spans = seg.char_spans if all_spans is None else all_spans[seg.start:seg.end]
                 hit = np.nonzero((spans[:, 0] < end) & (spans[:, 1] >= end))[0]
                 if hit.size:
                     before = text[:index]

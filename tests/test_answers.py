@@ -133,3 +133,13 @@ def test_interventions_report_the_probability_of_their_own_answer(default):
     assert result.p_expected_after < 0.5 < result.p_expected_before
     unchanged = interventions.reset_memory(trace, 0)  # the memory entering segment 0 is the initial memory
     assert not unchanged.answer_changed and unchanged.p_answer_after == pytest.approx(unchanged.p_answer_before, abs=2e-3)
+
+
+def test_the_answer_site_of_a_trace_made_from_token_ids(default):
+    sample = _sample(default, seed=4)
+    encoded = babi.encode_sample(sample, default.tokenizer)
+    from_ids = default.trace(np.array(encoded.input_ids))
+    from_text = default.trace(sample.text + sample.answer)
+    site = answers.answer_site(from_ids)
+    assert site == answers.answer_site(from_text)
+    assert site.expected == sample.answer.strip() and site.question == sample.question
