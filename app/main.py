@@ -12,27 +12,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `app` and `rm
 
 import streamlit as st  # noqa: E402
 
-from app import sidebar, state  # noqa: E402
+from app import sidebar  # noqa: E402
 from app.views.common import show_error  # noqa: E402
 
-st.set_page_config(page_title="RMT Lens", page_icon="🔁", layout="wide")
+st.set_page_config(page_title="RMT Lens", page_icon=str(Path(__file__).with_name("icon.png")), layout="wide")  # served locally
 
 pages = [
-    st.Page("screens/overview.py", title="Overview", icon="🏠", url_path="overview", default=True),
-    st.Page("screens/timeline.py", title="Timeline", icon="📈", url_path="timeline"),
-    st.Page("screens/attention.py", title="Attention", icon="🔍", url_path="attention"),
-    st.Page("screens/memory.py", title="Memory", icon="🧠", url_path="memory"),
-    st.Page("screens/attribution.py", title="Attribution", icon="🎯", url_path="attribution"),
-    st.Page("screens/export.py", title="Export", icon="💾", url_path="export"),
-    st.Page("screens/tour.py", title="Guided tour", icon="🎓", url_path="tour"),
-    st.Page("screens/papers.py", title="Paper figures", icon="📄", url_path="papers"),
+    st.Page("screens/overview.py", title="Overview", icon=":material/home:", url_path="overview", default=True),
+    st.Page("screens/timeline.py", title="Timeline", icon=":material/timeline:", url_path="timeline"),
+    st.Page("screens/attention.py", title="Attention", icon=":material/grid_on:", url_path="attention"),
+    st.Page("screens/memory.py", title="Memory", icon=":material/memory:", url_path="memory"),
+    st.Page("screens/attribution.py", title="Attribution", icon=":material/target:", url_path="attribution"),
+    st.Page("screens/export.py", title="Export", icon=":material/download:", url_path="export"),
+    st.Page("screens/tour.py", title="Guided tour", icon=":material/school:", url_path="tour"),
+    st.Page("screens/papers.py", title="Paper figures", icon=":material/description:", url_path="papers"),
 ]
 current = st.navigation(pages)
+progress = None
 try:  # a bug shows one message (its traceback goes to the log file it names), never a traceback
-    sidebar.render()
+    progress = sidebar.render()
 except Exception as exc:
     show_error(exc, "app: sidebar")
 try:
     current.run()
 except Exception as exc:
     show_error(exc, f"app: page {current.title}")
+sidebar.watch_run(progress)  # a run in progress: its progress on every page; never cancelled by a page switch

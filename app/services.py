@@ -31,6 +31,13 @@ class Document:
     answer: str | None = None  # expected answer of a fact-recall sample
     answer_position: int | None = None  # token index whose prediction is the answer
     note: str | None = None
+    body: str | None = None  # the text without a question at its end (what Ask appends a question to)
+
+    def ask_body(self) -> str:
+        """The document without the question it may end with (Ask appends its own)."""
+        from rmt_core.answers import split_question
+
+        return self.body if self.body is not None else split_question(self.text)[0]
 
 
 def shipped_checkpoints() -> list[dict[str, str]]:
@@ -117,9 +124,11 @@ def demo_document(kind: str, model, seed: int = 7) -> Document:
             prefix_tokens = len(tok(sample.text[:fact_start], add_special_tokens=False)["input_ids"])
             if prefix_tokens < n_segments // 2 * seg:
                 break
+        from rmt_core.answers import split_question
+
         text = sample.text + sample.answer
         return Document("Fact recall (demo)", text, fact_spans=list(sample.facts), answer=sample.answer.strip(),
-                        answer_position=None,
+                        answer_position=None, body=split_question(sample.text)[0],
                         note=f"A fact is hidden in the text; the question at the end asks for it "
                              f"(answer: “{sample.answer.strip()}”).")
     if kind == DEMOS[1]:
@@ -171,35 +180,54 @@ def read_upload(name: str, data: bytes) -> Document:
 
 
 # ---------------------------------------------------------------------- running
-def run_trace(model, document: Document, on_segment: Callable[[Any, int, int], None]):
-    """Trace a document, calling on_segment(trace, done, total) after each segment.
+def start_run(model, document: Document, question: str | None = None):
+    """Start tracing `document` in the background (app.runs.RunJob); returns the job."""
+    from app.runs import RunJob
 
-    The partial trace is handed out from the first segment on, so a cancelled run
-    (the page reruns) keeps what was done.
-    """
-    stream = model.trace_iter(document.text)
-    total = len(stream.bounds)
-    stream.trace.meta.update({"document": document.name, "fact_spans": document.fact_spans,
-                              "answer": document.answer})
-    for record in stream:
-        on_segment(stream.trace, record.index + 1, total)
-    return stream.trace
+    return RunJob(model, document, document.text, question=question).start()
 
 
-def answer_check(trace, tokenizer) -> dict[str, Any] | None:
-    """For a fact-recall document: the model's top prediction after 'Answer:' vs the expected answer."""
-    answer = trace.meta.get("answer")
-    if not answer or not trace.complete or tokenizer is None:
+def card_loss(model) -> float | None:
+    """The held-out language-modelling loss (nats/token) the model card reports, if any."""
+    from rmt_core.answers import read_card
+
+    lm = (read_card(getattr(model, "name", None)).get("evaluation_results") or {}).get("lm") or {}
+    perplexity = lm.get("perplexity_memory")
+    return float(np.log(perplexity)) if perplexity else None
+
+
+UNREADABLE_SHARE = 0.2  # tokens that are pieces of one character (byte fallback)
+LOSS_FACTOR = 1.6  # mean loss this many times the card's held-out loss
+
+
+def reading_warning(trace, model) -> str | None:
+    """A warning when the text is outside what the model can read: many tokens are byte
+    pieces of a single character (byte fallback: the vocabulary lacks its letters), or the
+    mean loss is far above the model card's held-out number."""
+    spans = np.concatenate([s.char_spans for s in trace.segments]) if trace.segments else np.zeros((0, 2))
+    if len(spans) == 0:
         return None
-    last = trace.segments[-1]
-    if last.num_tokens < 2:
+    starts, ends = spans[:, 0], spans[:, 1]
+    known = starts >= 0
+    pieces = np.zeros(len(spans), dtype=bool)  # a token sharing a character with its neighbour, or empty
+    overlap = known[1:] & known[:-1] & (starts[1:] < ends[:-1])
+    pieces[1:] |= overlap
+    pieces[:-1] |= overlap
+    pieces |= known & (ends <= starts)
+    share = float(pieces[known].mean()) if known.any() else 0.0
+    loss = float(np.nanmean(trace.losses())) if trace.num_segments else float("nan")
+    reference = card_loss(model) if model is not None else None
+    reasons = []
+    if share >= UNREADABLE_SHARE:
+        reasons.append(f"{100 * share:.0f}% of its tokens are byte pieces of single characters (the model's "
+                       "vocabulary has no tokens for these letters)")
+    if reference is not None and np.isfinite(loss) and loss > LOSS_FACTOR * reference:
+        reasons.append(f"the mean loss is {loss:.1f} nats/token against {reference:.1f} on the model's held-out "
+                       "text (its model card)")
+    if not reasons:
         return None
-    position = last.num_tokens - 2  # the token before the answer predicts it
-    top_ids = last.topk_ids[position]
-    top_lp = last.topk_logprobs[position].astype(float)
-    predictions = [(decode_token(tokenizer, int(i)).strip(), float(np.exp(lp))) for i, lp in zip(top_ids, top_lp)]
-    return {"expected": answer, "predicted": predictions[0][0], "probability": predictions[0][1],
-            "top": predictions, "correct": predictions[0][0] == answer}
+    return ("This text is outside what the model knows: " + "; ".join(reasons)
+            + ". Its predictions and memory here say little about how it works on text it can read.")
 
 
 def attention_for(trace, segment: int) -> np.ndarray:

@@ -1,14 +1,22 @@
-"""The sidebar: pick a model and a document, run, cancel; model facts."""
+"""The sidebar: pick a model and a document, run, cancel; model facts.
+
+Runs happen in the background (app.runs): a page switch never cancels one, every page shows
+its progress (watch_run, called after the page), and a reload finds the document and the
+last finished trace again through the URL's ?doc= token.
+"""
 from __future__ import annotations
 
 import streamlit as st
 
 from rmt_core import RMTLensError
 
-from app import services, state
+from app import runs, services, state
 from app.views import local_checkpoint
 
 LOCAL = "Local folder…"
+PASTE = "Paste text"
+UPLOAD = "Upload a file"
+POLL_S = 0.25  # how often a page watching a run redraws its progress
 
 
 def _choose_checkpoint() -> str | None:
@@ -17,10 +25,10 @@ def _choose_checkpoint() -> str | None:
     descriptions = {c["name"]: c["description"] for c in shipped}
     options.append(LOCAL)
     default = services.default_checkpoint_name()
-    choice = st.selectbox("Model", options, index=options.index(default) if default in options else 0,
-                          key=state.CHECKPOINT, format_func=lambda n: n if n != LOCAL else "Local folder…")
-    if choice in descriptions and descriptions[choice]:
-        st.caption(descriptions[choice])
+    # The index only matters before the widget has a state (a restored session sets the state itself).
+    index = 0 if state.CHECKPOINT in st.session_state else (options.index(default) if default in options else 0)
+    choice = st.selectbox("Model", options, index=index, key=state.CHECKPOINT,
+                          help=descriptions.get(st.session_state.get(state.CHECKPOINT) or default) or None)
     if choice == services.FALLBACK_NAME:
         st.warning("No trained checkpoint is shipped in checkpoints/: using a small untrained model built in code.")
     if choice == LOCAL:
@@ -44,79 +52,170 @@ def current_model():
         return None
 
 
-def _choose_document(model) -> services.Document | None:
-    sources = list(services.DEMOS) + ["Paste text", "Upload a file"]
+def _job():
+    return st.session_state.get(state.JOB)
+
+
+def running() -> bool:
+    job = _job()
+    return job is not None and job.running
+
+
+def _choose_document(model) -> tuple[services.Document | None, bool, str | None]:
+    """(document, Run clicked in the paste form, why Run cannot start)."""
+    sources = list(services.DEMOS) + [PASTE, UPLOAD]
     symbolic = model.config.task in ("copy", "reverse", "retrieval")
-    source = st.radio("Document", sources, key=state.SOURCE, index=2 if symbolic else 0)
+    index = 0 if state.SOURCE in st.session_state else (2 if symbolic else 0)
+    source = st.radio("Document", sources, key=state.SOURCE, index=index)
     if symbolic and source != services.DEMOS[2]:
         st.warning(f"This model was trained on the {model.config.task} task: ordinary text is mostly unknown "
                    "tokens to it. Pick “Copy task (demo)” to see it work.")
     if source in services.DEMOS:
         try:
-            return services.demo_document(source, model)
+            return services.demo_document(source, model), False, None
         except (ValueError, RuntimeError, RMTLensError) as exc:  # a demo this model's tokenizer cannot express
             st.error(f"This demo does not fit the selected model: {exc}")
-            return None
-    if source == "Paste text":
-        text = st.text_area("Text", key=state.PASTED, height=150, placeholder="Paste any text…")
-        return services.Document("Pasted text", text) if text.strip() else None
+            return None, False, "this demo does not fit the model"
+    if source == PASTE:
+        # A form: the text travels with the Run click, so the first click after typing runs it.
+        with st.form("paste_form", border=False, enter_to_submit=False):
+            text = st.text_area("Text", key=state.PASTED, height=120,
+                                placeholder="Paste any text… (end it with “Question: Where is Mary?\\nAnswer:” "
+                                            "to get the model's answer)")
+            clicked = st.form_submit_button("Run", type="primary", width="stretch", disabled=running(),
+                                            help="Trace the text in the box")
+        text = text or ""
+        if not text.strip():
+            if clicked:
+                st.warning("The text box is empty: paste or type some text, then Run.")
+            return None, False, "the text box is empty (paste or type some text)"
+        return services.Document("Pasted text", text), clicked, None
     upload = st.file_uploader("File (.txt .md .pdf .docx .html)", type=["txt", "md", "pdf", "docx", "html", "htm"])
     if upload is None:
-        return None
+        return None, False, "no file chosen yet"
     try:
         document = services.read_upload(upload.name, upload.getvalue())
     except RMTLensError as exc:
         st.error(str(exc))
-        return None
+        return None, False, "the file could not be read (see the message above)"
     if document.note:
         st.info(document.note)
-    return document
+    return document, False, None
 
 
-def _run(model, document: services.Document) -> None:
-    st.session_state[state.RUNNING] = True
+def start(model, document: services.Document, question: str | None = None) -> None:
+    """Start a background run of `document` for this session (the caller checked none is running)."""
+    job = services.start_run(model, document, question)
+    st.session_state[state.JOB] = job
+    st.session_state[state.RUN_ERROR] = None
+    runs.store().put(st.session_state[state.TOKEN], runs.Saved(
+        source=st.session_state.get(state.SOURCE), document=document,
+        checkpoint=st.session_state.get(state.CHECKPOINT), job=job,
+        trace=st.session_state.get(state.TRACE), answer=st.session_state.get(state.ANSWER)))
+
+
+def _restore() -> None:
+    """Once per session: adopt the URL's ?doc= token and what the store kept under it."""
+    if st.session_state.get(state.RESTORED):
+        return
+    st.session_state[state.RESTORED] = True
+    token = st.query_params.get("doc")
+    saved = runs.store().get(token)
+    st.session_state[state.TOKEN] = token if saved is not None else runs.new_token()
+    if saved is None:
+        return
+    if saved.checkpoint:
+        st.session_state[state.CHECKPOINT] = saved.checkpoint
+    if saved.source in services.DEMOS:
+        st.session_state[state.SOURCE] = saved.source
+    elif saved.document is not None:  # pasted or uploaded: back as pasted text
+        st.session_state[state.SOURCE] = PASTE
+        st.session_state[state.PASTED] = saved.document.text
+    st.session_state[state.DOCUMENT] = saved.document
+    if saved.trace is not None:
+        st.session_state[state.TRACE] = saved.trace
+        st.session_state[state.ANSWER] = saved.answer
+        st.session_state[state.SEGMENT] = saved.trace.num_segments - 1
+    if saved.job is not None:
+        st.session_state[state.JOB] = saved.job
+        if saved.job.finished and saved.trace is saved.job.trace:
+            st.session_state[state.COLLECTED] = saved.job
+    name = saved.document.name if saved.document is not None else "the document"
+    st.session_state[state.RUN_MESSAGE] = f"Restored after a reload: {name}."
+
+
+def _collect() -> None:
+    """Install a finished job's result (before any widget of this run reads the state)."""
+    job = _job()
+    if job is None or job.running or st.session_state.get(state.COLLECTED) is job:
+        return
+    st.session_state[state.COLLECTED] = job
     st.session_state[state.ATTENTION_CACHE] = {}
     st.session_state[state.ATTRIBUTION_CACHE] = {}
-    st.button("Cancel", key="cancel_run", help="Stop after the current segment; the segments done are kept.")
-    bar = st.progress(0.0, text="Starting…")
-
-    def on_segment(trace, done: int, total: int) -> None:
-        st.session_state[state.TRACE] = trace  # kept even if Cancel interrupts the run
-        bar.progress(done / total, text=f"Segment {done} of {total}")
-
-    try:
-        trace = services.run_trace(model, document, on_segment)
-    except RMTLensError as exc:
-        st.session_state[state.RUNNING] = False
-        st.error(str(exc))
+    if job.error:
+        st.session_state[state.RUN_ERROR] = job.error
+        st.session_state[state.RUN_MESSAGE] = None
+        return
+    trace = job.trace
+    if trace is None or trace.num_segments == 0:
+        st.session_state[state.RUN_MESSAGE] = "Cancelled before the first segment: the previous trace is kept."
         return
     st.session_state[state.TRACE] = trace
-    st.session_state[state.RUNNING] = False
+    st.session_state[state.DOCUMENT] = job.document
+    st.session_state[state.ANSWER] = job.answer
     st.session_state[state.SEGMENT] = trace.num_segments - 1
-    st.session_state[state.RUN_MESSAGE] = (
-        f"Traced {trace.num_tokens:,} tokens in {trace.num_segments} segments ({trace.seconds:.1f} s).")
-    bar.empty()
+    if not trace.complete:
+        st.session_state[state.RUN_MESSAGE] = f"Cancelled: kept the {trace.num_segments} segments done."
+    else:
+        st.session_state[state.RUN_MESSAGE] = (
+            f"Traced {trace.num_tokens:,} tokens in {trace.num_segments} segments ({trace.seconds:.1f} s).")
+    if job.answer_error:
+        st.session_state[state.RUN_ERROR] = f"The answer could not be attributed: {job.answer_error}"
+    saved = runs.store().get(st.session_state[state.TOKEN])
+    if saved is not None:
+        saved.trace, saved.answer = trace, job.answer
 
 
-def render() -> None:
+def _cancel() -> None:
+    job = _job()
+    if job is not None:
+        job.cancel()
+
+
+def render():
+    """Draw the sidebar; returns the placeholder where watch_run draws a run's progress."""
+    _restore()
+    _collect()
+    if state.PENDING_SEGMENT in st.session_state:
+        st.session_state[state.SEGMENT] = st.session_state.pop(state.PENDING_SEGMENT)
+    if st.session_state.get(state.TOKEN):
+        st.query_params["doc"] = st.session_state[state.TOKEN]
     with st.sidebar:
-        st.title("🔁 RMT Lens")
         checkpoint = _choose_checkpoint()
         model = current_model() if checkpoint else None
         if model is None:
             st.info("Choose a model to start.")
-            return
-        document = _choose_document(model)
-        if st.session_state.get(state.RUNNING):  # a Cancel click interrupted the last run
-            st.session_state[state.RUNNING] = False
-            trace = st.session_state.get(state.TRACE)
-            if trace is not None:
-                st.session_state[state.SEGMENT] = max(0, trace.num_segments - 1)
-                st.session_state[state.RUN_MESSAGE] = f"Cancelled: kept the {trace.num_segments} segments done."
-        run_clicked = st.button("Run", type="primary", disabled=document is None, width="stretch")
-        first_visit = state.TRACE not in st.session_state and document is not None
-        if run_clicked or first_visit:  # the first screen runs the demo with no clicks
-            _run(model, document)
+            return None
+        st.session_state["current_model_name"] = model.name
+        document, clicked, why = _choose_document(model)
+        busy = running()
+        if st.session_state.get(state.SOURCE) != PASTE:
+            clicked = st.button("Run", type="primary", disabled=document is None or busy, width="stretch",
+                                key="run_button")
+        if why and not busy:
+            st.caption(f"Nothing to run: {why}.")
+        first_visit = (state.TRACE not in st.session_state and _job() is None and document is not None
+                       and st.session_state.get(state.SOURCE) in services.DEMOS)
+        if (clicked or first_visit) and document is not None and not busy:
+            start(model, document)
+            st.rerun()  # redraw at once with Run disabled and Cancel shown
+        progress = st.empty()
+        if busy:
+            st.caption("A run is in progress: it keeps going when you switch pages. Cancel it to start another.")
+            st.button("Cancel", key="cancel_run", on_click=_cancel,
+                      help="Stop after the current segment; the segments done are kept.")
+        if st.session_state.get(state.RUN_ERROR):
+            st.error(st.session_state[state.RUN_ERROR])
         if st.session_state.get(state.RUN_MESSAGE):
             st.caption(st.session_state[state.RUN_MESSAGE])
         trace = st.session_state.get(state.TRACE)
@@ -126,6 +225,32 @@ def render() -> None:
             st.slider("Segment", 0, trace.num_segments - 1, key=state.SEGMENT)
         with st.expander("Model facts", expanded=False):
             st.table({k: [str(v)] for k, v in services.model_facts(model).items()}, border="horizontal")
+        return progress
+
+
+def watch_run(progress) -> None:
+    """After the page is drawn: show the session's run's progress until it ends, then redraw.
+
+    A widget change or a page switch interrupts this script run (never the job); the next
+    run watches again."""
+    job = _job()
+    if job is None or progress is None or st.session_state.get(state.COLLECTED) is job:
+        return
+    if job.finished:  # it ended during this script run: redraw with its result
+        st.rerun()
+    with progress.container():
+        bar = st.progress(0.0, text=job.phase)
+    while not job.wait(POLL_S):
+        total = job.total or 1
+        text = f"Segment {job.done} of {job.total}" if job.phase == "Tracing" else job.phase
+        bar.progress(min(1.0, job.done / total), text=text)
+    progress.empty()
+    st.rerun()
+
+
+def request_segment(segment: int) -> None:
+    """Select `segment` on the next run (usable in callbacks and after the slider exists)."""
+    st.session_state[state.PENDING_SEGMENT] = int(segment)
 
 
 def selected_segment(trace) -> int:

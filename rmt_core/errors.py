@@ -84,3 +84,5 @@ def unexpected_error_message(exc: BaseException, context: str = "") -> str:
         what = what[:297] + "..."
     where = f"the traceback is in {path}" if path is not None else "no log file could be written"
     return f"unexpected error ({what}); {where}. {ISSUES_HINT}"
+class QuestionError(RMTLensError, ValueError):
+    """A question cannot be asked of this model (empty, not in its training form, too long)."""

@@ -97,9 +97,12 @@ def attention_heatmap(attention: np.ndarray, labels: Sequence[str], num_mem: int
         if 0 < edge < n - 0.5:
             fig.add_shape(type="line", x0=edge, x1=edge, y0=-0.5, y1=n - 0.5, line={"color": "#D55E00", "width": 1.5})
             fig.add_shape(type="line", y0=edge, y1=edge, x0=-0.5, x1=n - 0.5, line={"color": "#D55E00", "width": 1.5})
-    fig.update_yaxes(autorange="reversed", title_text="query (R = read slot, W = write slot)")
-    fig.update_xaxes(title_text="key", tickangle=-60)
-    return _style(fig, title, height=max(420, min(900, 14 * n + 150)))
+    # every row and column labelled (plotly would skip every other one on a crowded axis)
+    font = {"size": 10 if n <= 60 else 8}
+    fig.update_yaxes(autorange="reversed", title_text="query (R = read slot, W = write slot)", tickmode="array",
+                     tickvals=ticks, ticktext=ticks, tickfont=font)
+    fig.update_xaxes(title_text="key", tickangle=-60, tickmode="array", tickvals=ticks, ticktext=ticks, tickfont=font)
+    return _style(fig, title, height=max(420, min(1400, (13 if n <= 60 else 10) * n + 170)))
 
 
 def block_grid_figure(grid: np.ndarray, pair: str) -> go.Figure:
@@ -144,10 +147,18 @@ def memory_trajectory(projection: analysis.Projection, hover: Sequence[Sequence[
                 + (f"<br>{plotly_text(hover[s][k])}" if hover is not None else "") for s in range(steps)]
         common = dict(mode="lines+markers", name=f"slot {k}", text=text, hovertemplate="%{text}<extra></extra>",
                       line={"color": slot_color(k)}, marker={"size": 4, "color": slot_color(k)})
+        # start (initial memory) = open circle, end (after the last segment) = filled square
+        sizes = [4] * steps
+        symbols = ["circle"] * steps
+        sizes[0], symbols[0] = 11, "circle-open"
+        sizes[-1], symbols[-1] = 11, "square"
+        common["marker"] = {"size": sizes, "color": slot_color(k), "symbol": symbols}
         if dims == 3:
             fig.add_trace(go.Scatter3d(x=coords[:, k, 0], y=coords[:, k, 1], z=coords[:, k, 2], **common))
         else:
             fig.add_trace(go.Scatter(x=coords[:, k, 0], y=coords[:, k, 1], **common))
+    fig.add_annotation(text="○ start (initial memory) · ■ end (after the last segment)", xref="paper", yref="paper",
+                       x=0, y=1.02, xanchor="left", yanchor="bottom", showarrow=False, font={"size": 11})
     labels = [f"PC{i + 1} ({100 * ratio[i]:.0f}% var.)" for i in range(dims)]
     if dims == 3:
         fig.update_layout(scene={"xaxis_title": labels[0], "yaxis_title": labels[1], "zaxis_title": labels[2]})
@@ -227,7 +238,8 @@ def standard_figures(trace: Trace, segment: int | None = None, layer: int = -1, 
         "timeline": segment_curves(trace, selected=segment),
         "memory_pca_2d": memory_trajectory(analysis.pca_trajectory(states, 2), dims=2),
         "memory_pca_3d": memory_trajectory(analysis.pca_trajectory(states, 3), dims=3),
-        "slot_norms": slot_segment_heatmap(analysis.slot_norms(states), "Memory slot norms", "L2 norm"),
+        "slot_norms": slot_segment_heatmap(analysis.slot_norms(states)[1:], "Memory slot norms",
+                                           "L2 norm"),
         "slot_churn": slot_segment_heatmap(analysis.slot_churn(states), "Memory churn per slot (cosine distance in→out)",
                                            "churn"),
         "slot_similarity": slot_similarity_figure(analysis.slot_similarity(seg.memory_out), segment),

@@ -1,7 +1,8 @@
 """Memory interventions: edit the memory entering a segment and re-run the rest of the document.
 
-Each returns the per-segment loss before and after and, on fact-recall documents, the
-answer before and after (the prediction at the document's second-to-last token).
+Each returns the per-segment loss before and after and the answer before and after:
+the prediction after "Answer:" on documents that end with a question (see
+rmt_core.answers.answer_site), else the next token predicted after the document.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .answers import answer_site, probability_of, stored_predictions, top_predictions
 from .checks import check_int
 from .errors import ArgumentError, TraceArgumentError, TraceError
 from .token_text import decode_token
@@ -19,14 +21,25 @@ from .trace import Trace, segment_loss, token_logprobs
 
 @dataclass
 class InterventionResult:
+    """Per-segment loss and the answer, before and after an edit of the memory entering `segment`.
+
+    answer_*: the top prediction at the answer site (after "Answer:", else after the document's
+    last token) and p_answer_*: the probability of THAT prediction. expected: the token the
+    document actually has there (e.g. the demo's answer), None at the end of the document;
+    p_expected_*: its probability before / after.
+    """
+
     name: str
     segment: int
     loss_before: np.ndarray  # (S,)
     loss_after: np.ndarray  # (S,)
     answer_before: str | None
     answer_after: str | None
-    p_answer_before: float | None  # probability of the document's final token (the answer) before / after
+    p_answer_before: float | None
     p_answer_after: float | None
+    expected: str | None = None
+    p_expected_before: float | None = None
+    p_expected_after: float | None = None
 
     @property
     def loss_change(self) -> np.ndarray:
@@ -58,33 +71,46 @@ def intervene(trace: Trace, segment: int, edit: Callable[[np.ndarray], np.ndarra
         out = model.run_segment(torch.as_tensor(prev.memory_in, device=model.device).to(model.dtype).unsqueeze(0),
                                 ids_prev, segment_index=segment - 1)
         carry = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
-    last_logprobs = None
+    site = answer_site(trace, fallback=True)
+    site_logprobs = None  # the log-probs at the answer site after the edit
     for seg in trace.segments[segment:]:
         ids = torch.as_tensor(seg.token_ids, dtype=torch.long, device=model.device).unsqueeze(0)
         out = model.run_segment(memory, ids, segment_index=seg.index)
         logprobs, token_lp = token_logprobs(out.logits[0], ids[0], carry)
         after[seg.index] = segment_loss(token_lp)
-        carry, last_logprobs = logprobs[-1], logprobs
+        carry = logprobs[-1]
+        if site is not None and seg.index == site.segment:
+            site_logprobs = logprobs[site.position]
         memory = out.memory_out if out.memory_out is not None else memory
-    answer_before, p_before = _final_answer(trace, None)
-    answer_after, p_after = _final_answer(trace, last_logprobs)
-    return InterventionResult(name, segment, before, after, answer_before, answer_after, p_before, p_after)
+    result = InterventionResult(name, segment, before, after, None, None, None, None)
+    if site is not None:
+        _answers(trace, site, site_logprobs, result)
+    return result
 
 
-def _final_answer(trace: Trace, logprobs: torch.Tensor | None) -> tuple[str | None, float | None]:
-    """Top prediction at the second-to-last token and the probability of the last token."""
-    last = trace.segments[-1]
-    if last.num_tokens < 2:
-        return None, None
+def _answers(trace: Trace, site, site_logprobs: torch.Tensor | None, result: InterventionResult) -> None:
+    """Fill in the answers before / after (rmt_core.answers reads the predictions)."""
     tokenizer = trace.model.tokenizer
-    def decode(i: int) -> str:
-        return decode_token(tokenizer, int(i)).strip()
-
-    if logprobs is None:
-        top = int(last.topk_ids[-2, 0])
-        return decode(top), float(np.exp(last.token_logprob[-1]))
-    row = logprobs[-2]
-    return decode(int(row.argmax())), float(row[int(last.token_ids[-1])].exp())
+    top_before = stored_predictions(trace, site, 1)[0]
+    result.answer_before, result.p_answer_before = top_before.text, top_before.probability
+    seg = trace.segments[site.segment]
+    following = None  # the token the document has after the site
+    if site.position + 1 < seg.num_tokens:
+        following = int(seg.token_ids[site.position + 1]), float(seg.token_logprob[site.position + 1])
+    elif site.segment + 1 < trace.num_segments:
+        nxt = trace.segments[site.segment + 1]
+        following = int(nxt.token_ids[0]), float(nxt.token_logprob[0])
+    if following is not None:
+        result.expected = decode_token(tokenizer, following[0]).strip()
+        result.p_expected_before = float(np.exp(following[1]))
+    if site_logprobs is None:  # the edit comes after the answer site: nothing there changes
+        result.answer_after, result.p_answer_after = result.answer_before, result.p_answer_before
+        result.p_expected_after = result.p_expected_before
+        return
+    top_after = top_predictions(site_logprobs, tokenizer, 1)[0]
+    result.answer_after, result.p_answer_after = top_after.text, top_after.probability
+    if following is not None:
+        result.p_expected_after = probability_of(site_logprobs, following[0])
 
 
 def reset_memory(trace: Trace, segment: int) -> InterventionResult:

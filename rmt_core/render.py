@@ -28,11 +28,14 @@ def document_html(
     marked_chars: Sequence[tuple[int, int]] = (),
     max_tokens: int = 6000,
     signed: bool = False,
+    first_segment: int = 0,
 ) -> tuple[str, str | None]:
     """The document as HTML: one span per token coloured by `values` (default: surprise),
     a numbered marker at every segment boundary, marked character ranges underlined.
 
-    Returns (html, note); note says when the view was capped at max_tokens.
+    Shows the segments from `first_segment` on, at most `max_tokens` tokens (a window of a
+    long document; see window_start). Returns (html, note); note says which part is shown
+    when it is not the whole document.
     """
     if values is None:
         values = np.concatenate([s.surprise for s in trace.segments]) if trace.segments else np.zeros(0)
@@ -42,10 +45,12 @@ def document_html(
              'white-space: pre-wrap; word-wrap: break-word;">']
     shown = 0
     note = None
-    for seg in trace.segments:
+    first_segment = max(0, min(int(first_segment), trace.num_segments - 1)) if trace.segments else 0
+    last_shown = first_segment - 1
+    for seg in trace.segments[first_segment:]:
         if shown >= max_tokens:
-            note = f"Showing the first {shown:,} of {trace.num_tokens:,} tokens; pick a segment to see later ones."
             break
+        last_shown = seg.index
         selected = seg.index == selected_segment
         parts.append(
             f'<span title="segment {seg.index}" style="display:inline-block; font: 11px sans-serif; color: white; '
@@ -65,4 +70,17 @@ def document_html(
             parts.append(f'<span style="{style}" title="{html.escape(tip)}">{html.escape(token)}</span>')
         shown += seg.num_tokens
     parts.append("</div>")
+    if first_segment > 0 or last_shown < trace.num_segments - 1:
+        note = (f"Showing segments {first_segment}–{last_shown} ({shown:,} of {trace.num_tokens:,} tokens); "
+                "pick another segment to see another part.")
     return "".join(parts), note
+
+
+def window_start(trace: Trace, segment: int, max_tokens: int = 6000) -> int:
+    """The first segment of a window of about `max_tokens` tokens centred on `segment`."""
+    if not trace.segments:
+        return 0
+    size = max(1, max(s.num_tokens for s in trace.segments[:1]))
+    span = max(1, max_tokens // size)
+    first = max(0, min(int(segment) - span // 2, trace.num_segments - span))
+    return first

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import plotly.graph_objects as go
 
-from . import analysis, attribution, figures, interventions
-from .token_text import decode_token
+from . import analysis, answers, attribution, figures, interventions
 from .trace import Trace
 
 
@@ -51,14 +50,14 @@ def make_tour(model, seed: int = 7, segments: int = 8, n_steps: int = 32) -> Tou
                        "answer": sample.answer.strip()})
     start, end = encoded.fact_token_spans[0]
     fact_segment = start // seg
-    last = trace.num_segments - 1
-    position = trace.segments[last].num_tokens - 2  # predicts the answer token
-    predicted = decode_token(model.tokenizer, int(trace.segments[last].topk_ids[position, 0])).strip()
+    site = answers.answer_site(trace)  # the token ending "Answer:" predicts the answer
+    position = site.position
+    predicted = answers.stored_predictions(trace, site, 1)[0].text
     return Tour(
         trace=trace, seed=seed, fact_tokens=(start, end), fact_segment=fact_segment,
         answer=sample.answer.strip(), predicted=predicted,
         write=attribution.write_slots(trace, fact_segment, n_steps=n_steps),
-        read=attribution.read_slots(trace, last, position, n_steps=n_steps),
+        read=attribution.read_slots(trace, site.segment, position, n_steps=n_steps),
         reset_after_fact=interventions.reset_memory(trace, fact_segment + 1),
     )
 
@@ -108,7 +107,7 @@ def tour_steps(tour: Tour) -> list[TourStep]:
             "6 · The counterfactual: erase memory after the fact",
             f"Reset the memory to its initial state right after segment {f} and run the rest again: the fact is gone, "
             f"and the answer becomes “{tour.reset_after_fact.answer_after}” "
-            f"(p of the true answer {tour.reset_after_fact.p_answer_before:.2f} → {tour.reset_after_fact.p_answer_after:.2f}).",
+            f"(p of the true answer {tour.reset_after_fact.p_expected_before:.2f} → {tour.reset_after_fact.p_expected_after:.2f}).",
             _intervention_figure(tour.reset_after_fact)),
     ]
     return steps

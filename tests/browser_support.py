@@ -125,7 +125,7 @@ def start_server(log_dir: Path, extra_env: dict[str, str] | None = None) -> Stre
     python = REPO / ".venv" / "bin" / "python"
     cmd = [str(python if python.exists() else sys.executable), "-m", "streamlit", "run", "app/main.py",
            "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+           "--server.fileWatcherType", "none"]  # usage statistics: off in .streamlit/config.toml
     log = open(log_path, "wb")
     process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                preexec_fn=_die_with_parent)
@@ -285,19 +285,18 @@ def choose_source(page, label: str) -> None:
 
 
 def run_button(page):
-    return page.locator(SIDEBAR).locator('[data-testid="stButton"] button', has_text=re.compile(r"^Run$"))
+    """The sidebar's Run (a plain button for demos and uploads, the paste form's submit button for text)."""
+    return page.locator(SIDEBAR).get_by_role("button", name="Run", exact=True).locator("visible=true")
 
 
 def paste_text(page, text: str) -> None:
-    """Choose 'Paste text', type the text and commit it (Ctrl+Enter), so that Run becomes enabled."""
+    """Choose 'Paste text' and type the text, as a user does (no blur, no Ctrl+Enter: the Run click sends it)."""
     from playwright.sync_api import expect
 
     choose_source(page, "Paste text")
     area = page.locator(SIDEBAR).locator('[data-testid="stTextArea"] textarea')
     area.fill(text)
-    area.press("Control+Enter")
     expect(run_button(page)).to_be_enabled(timeout=RUN_MS)
-    wait_idle(page)
 
 
 def upload(page, name: str, data: bytes, mime: str = "text/plain") -> None:

@@ -54,12 +54,16 @@ def test_changing_segment_layer_head_works(first_screen):
     assert at.session_state[state.TRACE] is trace
 
 
+def _run_button(at: AppTest):
+    return next(b for b in at.button if b.label == "Run")
+
+
 def test_pasted_text_runs_to_completion():
     at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
     at.run()
     at.radio(key=state.SOURCE).set_value("Paste text").run()
-    at.text_area(key=state.PASTED).input("It is a truth universally acknowledged, that a single man " * 20).run()
-    at.button[0].click().run()  # Run is the first button in the sidebar
+    at.text_area(key=state.PASTED).input("It is a truth universally acknowledged, that a single man " * 20)
+    _run_button(at).click().run()  # one click: the form sends the text with it
     _no_exception(at)
     trace = at.session_state[state.TRACE]
     assert trace.complete and trace.text.startswith("It is a truth")
@@ -108,9 +112,178 @@ def test_switching_to_the_copy_model_runs_its_demo():
     at.run()
     at.selectbox(key=state.CHECKPOINT).set_value("copy-paper").run()
     at.radio(key=state.SOURCE).set_value("Copy task (demo)").run()
-    at.button[0].click().run()
+    _run_button(at).click().run()
     _no_exception(at)
     trace = at.session_state[state.TRACE]
     assert trace.model_info["name"] == "copy-paper" and trace.num_segments == 6
     at.radio(key=state.SOURCE).set_value("Austen chapter (demo)").run()
     assert any("copy task" in w.value for w in at.warning)
+
+
+# ---------------------------------------------------------------------- Ask, runs, reloads, item-5 fixes
+def _ask(at: AppTest, question: str) -> AppTest:
+    at.text_input(key=state.ASK_QUESTION).input(question)
+    return next(b for b in at.button if b.label == "Ask").click().run()
+
+
+def _errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def test_ask_shows_the_answer_on_the_demo_document():
+    at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    at.run()
+    document = at.session_state[state.DOCUMENT]
+    fact = at.session_state[state.ANSWER].site.question  # the demo's own question, e.g. "Where is Mary?"
+    _ask(at, fact.removeprefix("Where is ").rstrip("?").lower())  # typed loosely: "mary"
+    _no_exception(at)
+    trace, answer = at.session_state[state.TRACE], at.session_state[state.ANSWER]
+    assert trace.text == document.ask_body() + f"\nQuestion: {fact}\nAnswer:"
+    assert answer.trace is trace and answer.site.question == fact and len(answer.predictions) == 3
+    assert answer.answer == document.answer  # the shipped model gets its demo right
+    line = next(m.value for m in at.markdown if "Question at the end" in m.value)
+    assert f"“{fact}”" in line and f"**“{answer.answer}”**" in line
+    assert answer.memory_segment is not None
+    assert any(f"segment {answer.memory_segment}" in m.value for m in at.markdown)
+    # "Open it on Attention": selects that segment and switches page
+    next(b for b in at.button if b.label == "Open it on Attention").click().run()
+    _no_exception(at)
+    assert at.session_state[state.SEGMENT] == answer.memory_segment
+    assert at.header[0].value == "Attention"
+
+
+@pytest.mark.parametrize("question, message", [
+    ("", "question is empty"), ("   ", "question is empty"),
+    ("Who wrote Persuasion?", "not a question this model was trained on"),
+    ("Where is " + "the very long-winded and extraordinarily verbose " * 6 + "Mary?", "longer than one segment"),
+])
+def test_bad_questions_get_a_message_and_the_trace_is_kept(first_screen, question, message):
+    at = first_screen
+    at.switch_page("screens/overview.py").run()
+    trace = at.session_state[state.TRACE]
+    _ask(at, question)
+    _no_exception(at)
+    assert any(message in e for e in _errors(at)), _errors(at)
+    assert at.session_state[state.TRACE] is trace
+
+
+def test_a_model_without_questions_says_what_it_cannot_answer():
+    at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    at.run()
+    at.selectbox(key=state.CHECKPOINT).set_value("copy-paper").run()
+    _no_exception(at)
+    assert any("not on questions" in c.value for c in at.caption)
+    assert not [b for b in at.button if b.label == "Ask"]
+    # the pages say that the trace shown was made with another model
+    assert any("not the selected model" in w.value and "austen-recall" in w.value for w in at.warning)
+
+
+def test_empty_paste_says_why_nothing_runs():
+    at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    at.run()
+    trace = at.session_state[state.TRACE]
+    at.radio(key=state.SOURCE).set_value("Paste text").run()
+    assert any("text box is empty" in c.value for c in at.caption)
+    at.text_area(key=state.PASTED).input("   \n ")
+    _run_button(at).click().run()
+    _no_exception(at)
+    assert any("text box is empty" in w.value for w in at.warning)
+    assert at.session_state[state.TRACE] is trace
+
+
+def test_a_reload_gets_the_document_and_the_trace_back():
+    text = "Mary went to the garden. It is a truth universally acknowledged, that a single man " * 12
+    at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    at.run()
+    at.radio(key=state.SOURCE).set_value("Paste text").run()
+    at.text_area(key=state.PASTED).input(text)
+    _run_button(at).click().run()
+    trace, token = at.session_state[state.TRACE], at.session_state[state.TOKEN]
+    assert at.query_params["doc"] == [token] or at.query_params["doc"] == token
+    reloaded = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    reloaded.query_params["doc"] = token
+    reloaded.run()
+    _no_exception(reloaded)
+    assert reloaded.session_state[state.PASTED] == text
+    assert reloaded.radio(key=state.SOURCE).value == "Paste text"
+    assert reloaded.session_state[state.TRACE] is trace  # not re-run: the finished trace itself
+    assert any("Restored after a reload" in c.value for c in reloaded.caption)
+    stranger = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    stranger.query_params["doc"] = "not-a-token"
+    stranger.run()  # an unknown token: the first screen as usual
+    assert stranger.session_state[state.TRACE].meta["document"] == "Fact recall (demo)"
+
+
+def test_text_the_model_cannot_read_gets_a_warning():
+    russian = ("Все счастливые семьи похожи друг на друга, каждая несчастливая семья несчастлива по-своему. "
+               "Всё смешалось в доме Облонских. ") * 4
+    at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    at.run()
+    assert not any("outside what the model knows" in w.value for w in at.warning)  # Austen: fine
+    at.radio(key=state.SOURCE).set_value("Paste text").run()
+    at.text_area(key=state.PASTED).input(russian)
+    _run_button(at).click().run()
+    _no_exception(at)
+    warning = next(w.value for w in at.warning if "outside what the model knows" in w.value)
+    assert "byte pieces" in warning or "mean loss" in warning
+
+
+def test_long_documents_show_a_window_around_the_selected_segment():
+    from rmt_core.corpus import load_corpus
+
+    text = load_corpus("heldout")[30_000:75_000]  # about 11k tokens: more than one window
+    at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    at.run()
+    at.radio(key=state.SOURCE).set_value("Paste text").run()
+    at.text_area(key=state.PASTED).input(text)
+    _run_button(at).click().run()
+    trace = at.session_state[state.TRACE]
+    assert trace.num_tokens > 8_000
+    html = lambda: next(h.proto.body for h in at.get("html") if "rmt-doc" in h.proto.body)  # noqa: E731
+    last = trace.num_segments - 1
+    assert f">§{last}<" in html() and ">§0<" not in html()  # the run selects the last segment
+    at.number_input(key="overview_doc_jump").set_value(3).run()  # jump anywhere
+    _no_exception(at)
+    assert at.session_state[state.SEGMENT] == 3
+    assert ">§3<" in html() and f">§{last}<" not in html()
+    assert any("Showing segments 0–" in c.value for c in at.caption)
+
+
+def test_tour_buttons_are_right_on_the_click_that_moves():
+    at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    at.run()
+    at.switch_page("screens/tour.py").run()
+    button = lambda key: next(b for b in at.button if b.key == key)  # noqa: E731
+    assert button("tour_back").disabled and not button("tour_next").disabled
+    button("tour_next").click().run()
+    assert at.subheader[0].value.startswith("2") and not button("tour_back").disabled
+    for _ in range(4):
+        button("tour_next").click().run()
+    assert at.subheader[0].value.startswith("6") and button("tour_next").disabled
+    button("tour_back").click().run()
+    assert at.subheader[0].value.startswith("5") and not button("tour_next").disabled
+
+
+def test_the_default_intervention_changes_something(first_screen):
+    at = first_screen
+    at.switch_page("screens/attribution.py").run()
+    _no_exception(at)
+    trace, answer = at.session_state[state.TRACE], at.session_state[state.ANSWER]
+    chosen = next(s for s in at.selectbox if s.label == "Before segment").value
+    assert chosen == answer.memory_segment + 1 != 0
+    line = next(m.value for m in at.markdown if "before:" in m.value)
+    assert "the answer changed" in line, line
+
+
+def test_slot_norm_figures_have_one_column_per_segment(first_screen):
+    from rmt_core import figures
+
+    trace = first_screen.session_state[state.TRACE]
+    fig = figures.standard_figures(trace)["slot_norms"]
+    assert list(fig.data[0].x) == list(range(trace.num_segments))
+
+
+def test_whitespace_tokens_are_drawn_visibly():
+    from app.views.common import visible_token
+
+    assert visible_token(" the") == "␣the" and visible_token("\n\n") == "↵↵" and visible_token("") == "∅"

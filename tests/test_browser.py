@@ -21,8 +21,9 @@ pytest.importorskip("streamlit")
 
 from browser_support import (  # noqa: E402,F401 - fixtures are used by name
     ALERT, CHART, EXCEPTION, MAIN, RUN_MS, SIDEBAR, UI_MS, UPLOAD_LIMIT_BYTES,
-    app_pages, assert_offline, browser, choose_source, first_chart, fresh, goto_page, local_model, new_session, open_app,
-    open_session, paste_text, run_button, screenshot, streamlit_server, upload, wait_first_screen, wait_idle,
+    app_pages, assert_offline, browser, choose_source, first_chart, fresh, goto_page, local_model, metric_value,
+    new_session, open_app, open_session, page_heading, paste_text, run_button, screenshot, streamlit_server, upload,
+    wait_first_screen, wait_idle,
 )
 
 pytestmark = pytest.mark.browser
@@ -315,4 +316,140 @@ def test_document_text_cannot_run_script(fresh):
     check("Attribution (through memory)")
     screenshot(page, "xss-attribution")
     assert not fresh.dialogs
+    assert_offline(fresh)
+
+
+# ---------------------------------------------------------------------- your own document: Ask, runs, reloads
+def _held_out_question(model):
+    """A held-out fact-recall document (no question) whose question the shipped model answers right.
+
+    Built as the model was trained (the question ends at a segment boundary); the answer is
+    checked on the model here first, so the test never relies on an offset being right or wrong."""
+    import numpy as np
+
+    import rmt_core
+    from rmt_core import answers
+    from rmt_core.corpus import load_corpus
+    from rmt_core.tasks import babi
+
+    size = model.config.segment_size
+    for seed in range(20):
+        sample = babi.build_sample(load_corpus("heldout"), 6 * size, "detect", np.random.default_rng(seed),
+                                   model.tokenizer, keep_out_tail=size)
+        document, question = answers.split_question(sample.text)
+        result = rmt_core.ask(model, document, question, attribute=False)
+        if result.answer == sample.answer.strip():
+            return document, question, result
+    raise AssertionError("the shipped model got none of 20 held-out samples right")
+
+
+def _ask_box_input(page):
+    return page.locator(MAIN).locator('[data-testid="stTextInput"] input[aria-label="Question"]')
+
+
+def test_paste_and_ask_journey(fresh, local_model):
+    """Paste a document, Run once, ask its question: the model's answer is shown, and it is right."""
+    page = fresh.page
+    document, question, expected = _held_out_question(local_model)
+    paste_text(page, document)  # typed, never blurred or committed: the Run click must send it
+    caption = run_and_wait(page, "Pasted text")
+    traced = local_model.trace(document)
+    assert f"Traced {traced.num_tokens:,} tokens in {traced.num_segments} segments" in caption
+    _ask_box_input(page).fill(question.removeprefix("Where is ").rstrip("?"))  # just the name
+    page.locator(MAIN).get_by_role("button", name="Ask", exact=True).click()
+    line = page.locator(MAIN).locator('[data-testid="stMarkdownContainer"]', has_text="Question at the end")
+    expect(line).to_be_visible(timeout=RUN_MS)
+    wait_idle(page)
+    text = line.inner_text()
+    assert f"“{question}”" in text and f"the model answers “{expected.answer}”" in text, text
+    assert f"p = {expected.predictions[0].probability:.2f}" in text
+    expect(page.locator(MAIN).get_by_text("Pasted text + question · colour")).to_be_visible()
+    expect(page.locator(MAIN).get_by_text("Memory carried it from segment")).to_be_visible()
+    no_exception(page)
+    screenshot(page, "ask-answer")
+    page.locator(MAIN).get_by_role("button", name="Open it on Timeline").click()
+    expect(page_heading(page)).to_have_text("Timeline", timeout=RUN_MS)
+    wait_idle(page)
+    no_exception(page)
+    assert_offline(fresh)
+
+
+def test_run_and_its_reason_are_visible_in_a_1000px_window(open_session, streamlit_server):
+    session = open_session()
+    page = session.page
+    page.set_viewport_size({"width": 1000, "height": 1000})
+    open_app(session, streamlit_server.url)
+    expect(run_button(page)).to_be_in_viewport()
+    choose_source(page, "Paste text")
+    expect(run_button(page)).to_be_in_viewport()
+    reason = page.locator(SIDEBAR).get_by_text("Nothing to run: the text box is empty")
+    expect(reason).to_be_visible()
+    run_button(page).click()  # an empty box: a message, nothing runs
+    expect(page.locator(SIDEBAR).locator(ALERT, has_text="The text box is empty")).to_be_visible()
+    screenshot(page, "run-in-1000px")
+    assert_offline(session)
+
+
+def test_a_page_switch_during_a_run_does_not_cancel_it(fresh, local_model):
+    page = fresh.page
+    text = heldout_text(120_000, 12_000)  # long enough to switch pages while it runs
+    paste_text(page, text)
+    run_button(page).click()
+    sidebar = page.locator(SIDEBAR)
+    expect(sidebar.locator('[data-testid="stProgress"]')).to_be_visible(timeout=RUN_MS)
+    expect(sidebar.get_by_role("button", name="Cancel")).to_be_visible()
+    expect(run_button(page)).to_be_disabled()  # no second run while one is in flight
+    page.locator('[data-testid="stSidebarNavLink"]').filter(has=page.locator('span[label="Timeline"]')).click()
+    expect(page_heading(page)).to_have_text("Timeline", timeout=RUN_MS)
+    expect(sidebar.locator('[data-testid="stProgress"]')).to_be_visible()  # progress on the new page
+    caption = sidebar.locator('[data-testid="stCaptionContainer"]', has_text="Traced ")
+    expect(caption).to_be_visible(timeout=4 * RUN_MS)
+    wait_idle(page)
+    expected = local_model.trace(text)
+    assert f"Traced {expected.num_tokens:,} tokens in {expected.num_segments} segments" in caption.inner_text()
+    assert sidebar.get_by_text("Cancelled").count() == 0
+    expect(sidebar.get_by_role("button", name="Cancel")).to_have_count(0)  # only while a run is in progress
+    expect(page_heading(page)).to_have_text("Timeline")
+    no_exception(page)
+    assert_offline(fresh)
+
+
+def test_a_reload_keeps_the_document_and_the_trace(fresh):
+    page = fresh.page
+    text = heldout_text(90_000, 400)
+    paste_text(page, text)
+    run_and_wait(page, "Pasted text")
+    tokens = metric_value(page, "Tokens")
+    assert "doc=" in page.url
+    page.reload(wait_until="domcontentloaded")
+    expect(page.locator(MAIN).get_by_text("Pasted text · colour")).to_be_visible(timeout=RUN_MS)
+    wait_idle(page)
+    area = page.locator(SIDEBAR).locator('[data-testid="stTextArea"] textarea')
+    assert area.input_value() == text
+    expect(page.locator(SIDEBAR).get_by_text("Restored after a reload: Pasted text.")).to_be_visible()
+    assert metric_value(page, "Tokens") == tokens
+    no_exception(page)
+    assert_offline(fresh)
+
+
+def test_the_tours_buttons_follow_the_step(fresh):
+    page = fresh.page
+    goto_page(page, "Guided tour")
+    back = page.locator(MAIN).get_by_role("button", name="← Back")
+    forward = page.locator(MAIN).get_by_role("button", name="Next →")
+    expect(page.locator(MAIN).get_by_text("Step 1 of 6")).to_be_visible(timeout=RUN_MS)
+    expect(back).to_be_disabled()
+    expect(forward).to_be_enabled()
+    for step in range(2, 7):
+        forward.click()
+        expect(page.locator(MAIN).get_by_text(f"Step {step} of 6")).to_be_visible(timeout=RUN_MS)
+        wait_idle(page)
+        expect(back).to_be_enabled()  # on the same click, not one later
+        if step < 6:
+            expect(forward).to_be_enabled()
+    expect(forward).to_be_disabled()
+    back.click()
+    expect(page.locator(MAIN).get_by_text("Step 5 of 6")).to_be_visible(timeout=RUN_MS)
+    expect(forward).to_be_enabled()
+    no_exception(page)
     assert_offline(fresh)

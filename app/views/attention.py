@@ -8,7 +8,7 @@ from rmt_core import analysis, figures
 from rmt_core.trace import BLOCK_PAIRS
 
 from app import services, sidebar
-from app.views.common import guarded, require_trace_with_model, show_figure
+from app.views.common import guarded, require_trace_with_model, show_figure, visible_token
 
 MAX_HEATMAP = 200  # positions per axis before the heatmap is cut (the browser stays responsive)
 
@@ -25,11 +25,9 @@ def render() -> None:
 @guarded
 def _views(trace, segment: int) -> None:
     layers, heads = int(trace.model_info["num_layers"]), int(trace.model_info["num_heads"])
-    c1, c2, c3 = st.columns(3)
+    c1, c2 = st.columns(2)
     layer = c1.selectbox("Layer", range(layers), index=layers - 1, key="att_layer")
     head = c2.selectbox("Head", range(heads), key="att_head")
-    pair = c3.selectbox("Block pair (grid)", BLOCK_PAIRS, index=1, key="att_pair",
-                        format_func=lambda p: p.replace("->", " → "))
     attention = services.attention_for(trace, segment)  # (Y, H, n, n)
     labels = trace.attention_labels(segment)
     m = trace.num_mem_tokens
@@ -48,13 +46,16 @@ def _views(trace, segment: int) -> None:
         show_figure(figures.attention_heatmap(matrix, shown, m,
                                               f"Segment {segment}, layer {layer}, head {head}"), key="att_heatmap")
     with tab_grid:
+        pair = st.selectbox("Block pair", BLOCK_PAIRS, index=1, key="att_pair",
+                            format_func=lambda p: p.replace("->", " → "),
+                            help="Which block attends to which: e.g. write → tokens is what the write slots read.")
         show_figure(figures.block_grid_figure(analysis.block_grid(trace, segment, pair), pair), key="att_grid")
     with tab_slots:
         seg = trace.segments[segment]
         show_figure(figures.slot_token_heatmap(seg.write_to_tokens[layer, head].astype(float), seg.tokens,
                                                f"Write slots' attention over the tokens (layer {layer}, head {head})"),
                     key="att_slots")
-        rows = [{"slot": f"W{k}", **{f"#{i + 1}": f"{tok!r} ({w:.2f})" for i, (_, tok, w) in enumerate(top)}}
+        rows = [{"slot": f"W{k}", **{f"#{i + 1}": f"{visible_token(tok)} ({w:.2f})" for i, (_, tok, w) in enumerate(top)}}
                 for k, top in enumerate(analysis.top_read_tokens(trace, segment, layer=layer, k=5))]
         st.dataframe(rows, hide_index=True)
     with tab_head:
@@ -63,10 +64,23 @@ def _views(trace, segment: int) -> None:
         _bertviz("model", attention, labels, layer)
 
 
+MODEL_VIEW_HEIGHT = 760  # px; a taller model view scrolls inside its frame
+
+
 def _bertviz(kind: str, attention: np.ndarray, labels: list[str], layer: int) -> None:
     from rmt_core.bertviz_views import head_view_html, model_view_html
 
-    view = head_view_html(attention, labels, layer=layer) if kind == "head" else model_view_html(attention, labels)
+    if kind == "head":
+        view = head_view_html(attention, labels, layer=layer)
+        height = view.height
+    else:
+        every = st.toggle("All layers", value=False, key="att_model_all",
+                          help="Off: the heads of the selected layer only (a shorter view).")
+        view = model_view_html(attention, labels, layers=None if every else [layer])
+        height = min(view.height, MODEL_VIEW_HEIGHT)
+        st.caption("One thumbnail per head" + ("" if every else f" of layer {layer}") + ". **Click a thumbnail** to "
+                   "open it with the token labels (R0.. read slots, then the tokens, then W0.. write slots)"
+                   + (f"; the view scrolls inside its frame ({view.height} px)." if view.height > height else "."))
     if view.note:
         st.caption(view.note)
-    st.iframe(view.html, height=view.height)
+    st.iframe(view.html, height=height)

@@ -6,12 +6,11 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from rmt_core import RMTLensError, attribution, figures, interventions
+from rmt_core import RMTLensError, answers, attribution, figures, interventions
 from rmt_core.render import document_html
-from rmt_core.token_text import token_label
 
 from app import sidebar, state
-from app.views.common import guarded, require_trace_with_model, show_figure
+from app.views.common import guarded, require_trace_with_model, show_figure, visible_token
 
 
 def _cached(trace, key: tuple, compute):
@@ -31,6 +30,11 @@ def render() -> None:
 
 
 def _default_position(trace, segment: int) -> int:
+    """The answer's position when the document asks a question in this segment, else the last token
+    that has a next token."""
+    site = answers.answer_site(trace)
+    if site is not None and site.segment == segment:
+        return site.position
     seg = trace.segments[segment]
     last = seg.num_tokens - 1
     return max(0, last - 1) if segment == trace.num_segments - 1 else last
@@ -44,7 +48,7 @@ def _views(trace, segment: int) -> None:
     c1, c2, c3 = st.columns([3, 2, 1])
     position = c1.selectbox("Position (the prediction made at this token)", range(seg.num_tokens),
                             index=_default_position(trace, segment), key=f"attr_pos_{segment}",
-                            format_func=lambda j: f"{j}: {token_label(seg.tokens[j])}")
+                            format_func=lambda j: f"{j}: {visible_token(seg.tokens[j])}")
     custom = c2.text_input("Target token (empty = the token that actually follows)", key="attr_target")
     method = c3.selectbox("Method", attribution.METHODS, key="attr_method")
     target = None
@@ -118,14 +122,29 @@ def _through(trace, segment, position, target) -> None:
         st.html(html)
     order = np.argsort(-np.nan_to_num(result.scores, nan=-np.inf))[:10]
     tokens = [t for s in trace.segments for t in s.tokens]
-    st.dataframe([{"token index": int(i), "token": token_label(tokens[i]), "attribution": float(result.scores[i])} for i in order],
+    st.dataframe([{"token index": int(i), "token": visible_token(tokens[i]), "attribution": float(result.scores[i])}
+                  for i in order],
                  hide_index=True)
+
+
+def _default_intervention_segment(trace) -> int:
+    """Where an intervention shows something: right after the segment memory carried the answer
+    from, else the middle (never 0: the memory entering segment 0 is the initial memory already)."""
+    answer = st.session_state.get(state.ANSWER)
+    if answer is not None and answer.trace is trace and answer.memory_segment is not None:
+        return min(answer.memory_segment + 1, trace.num_segments - 1)
+    return min(max(1, trace.num_segments // 2), trace.num_segments - 1)
 
 
 def _interventions(trace) -> None:
     c1, c2 = st.columns(2)
     kind = c1.selectbox("Intervention", ["reset to initial memory", "zero memory", "shuffle slots"], key="int_kind")
-    at = c2.selectbox("Before segment", range(trace.num_segments), key="int_segment")
+    at = c2.selectbox("Before segment", range(trace.num_segments), index=_default_intervention_segment(trace),
+                      key=f"int_segment_{id(trace)}")
+    if kind == "reset to initial memory" and at == 0:
+        st.info("The memory entering segment 0 is the initial memory already: resetting it there changes nothing. "
+                "Pick a later segment.")
+        return
     run = {"reset to initial memory": interventions.reset_memory, "zero memory": interventions.zero_memory,
            "shuffle slots": interventions.shuffle_slots}[kind]
     result = _cached(trace, ("intervene", kind, at), lambda: run(trace, at))
@@ -137,6 +156,12 @@ def _interventions(trace) -> None:
                       xaxis_title="segment", yaxis_title="loss (nats/token)", height=380)
     show_figure(fig, key="int_fig")
     if result.answer_before is not None:
-        st.markdown(f"Final prediction before: **{result.answer_before!r}** (p(last token) = {result.p_answer_before:.3f}) · "
-                    f"after: **{result.answer_after!r}** (p = {result.p_answer_after:.3f})"
-                    + (" — **the answer changed**." if result.answer_changed else "."))
+        site = answers.answer_site(trace)
+        what = "Answer after “Answer:”" if site is not None else "Next token predicted after the document"
+        line = (f"{what} before: **“{result.answer_before}”** (p = {result.p_answer_before:.3f}) · after: "
+                f"**“{result.answer_after}”** (p = {result.p_answer_after:.3f})"
+                + (" — **the answer changed**." if result.answer_changed else "."))
+        if result.expected is not None and result.p_expected_after is not None:
+            line += (f" The document's own next token “{result.expected}”: p = {result.p_expected_before:.3f} → "
+                     f"{result.p_expected_after:.3f}.")
+        st.markdown(line)

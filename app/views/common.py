@@ -7,8 +7,22 @@ import streamlit as st
 
 from rmt_core.errors import RMTLensError, unexpected_error_message
 from rmt_core.figures import FIGURE_CONFIG
+from rmt_core.render import document_html, window_start
+from rmt_core.token_text import token_label
 
 from app import state
+
+WINDOW_TOKENS = 6000  # tokens of a long document shown at once, around the selected segment
+VISIBLE_WHITESPACE = str.maketrans({" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"})
+
+
+def visible_token(token: str) -> str:
+    """A displayed token as a table / menu label: rmt_core.token_text.token_label (continuation
+    pieces as ◌, control characters escaped), and a whitespace-only token drawn (␣ space, ↵ newline,
+    ⇥ tab) so no cell looks empty."""
+    if token and not token.strip():
+        return token.translate(VISIBLE_WHITESPACE)
+    return token_label(token)
 
 
 def require_trace():
@@ -17,6 +31,11 @@ def require_trace():
     if trace is None or trace.num_segments == 0:
         st.info("Run a document first (sidebar → Run).")
         return None
+    current = st.session_state.get("current_model_name")
+    made_with = trace.model_info.get("name")
+    if current and made_with and current != made_with:
+        st.warning(f"These pages show the trace made with **{made_with}**, not the selected model "
+                   f"**{current}**: press Run to trace the document with {current}.", icon=":material/history:")
     return trace
 
 
@@ -59,3 +78,23 @@ def show_figure(fig, key: str | None = None, **kwargs):
 def model_for(trace):
     """The model a trace was made with (attached at run time)."""
     return trace.model
+
+
+def _jump(key: str) -> None:
+    st.session_state[state.SEGMENT] = int(st.session_state[key])
+
+
+def document_view(trace, segment: int, key: str, height: int = 380, **html_kwargs) -> None:
+    """The document around `segment` (a window of a long one) with a box to jump to any segment."""
+    first = window_start(trace, segment, WINDOW_TOKENS)
+    html, note = document_html(trace, selected_segment=segment, first_segment=first, max_tokens=WINDOW_TOKENS,
+                               **html_kwargs)
+    if note:
+        c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+        c1.caption(note)
+        jump_key = f"{key}_jump"
+        st.session_state[jump_key] = int(segment)
+        c2.number_input(f"Jump to segment (0–{trace.num_segments - 1})", 0, trace.num_segments - 1, step=1,
+                        key=jump_key, on_change=_jump, args=(jump_key,))
+    with st.container(height=height):
+        st.html(html)

@@ -6,7 +6,7 @@ import streamlit as st
 from rmt_core import analysis, figures
 
 from app import sidebar
-from app.views.common import guarded, require_trace, show_figure
+from app.views.common import guarded, require_trace, show_figure, visible_token
 
 
 def render() -> None:
@@ -26,7 +26,7 @@ def _views(trace, segment: int) -> None:
     hover = [["" for _ in range(trace.num_mem_tokens)]]
     for index in range(trace.num_segments):
         lens = analysis.logit_lens(trace, index, tokenizer)[final_layer]
-        hover.append(["decodes to: " + ", ".join(repr(t) for t in tokens[:3]) for tokens in lens])
+        hover.append(["decodes to: " + ", ".join(visible_token(t) for t in tokens[:3]) for tokens in lens])
     dims = st.radio("Projection", [2, 3], horizontal=True, format_func=lambda d: f"{d}-D PCA", key="mem_dims")
     show_figure(figures.memory_trajectory(analysis.pca_trajectory(states, dims), hover, dims=dims), key="mem_pca")
     c1, c2 = st.columns(2)
@@ -41,6 +41,7 @@ def _views(trace, segment: int) -> None:
     st.caption("The top tokens each write slot's hidden state decodes to through the final norm and the LM head, "
                "per layer (layer 0 = the memory as it entered).")
     lens = analysis.logit_lens(trace, segment, tokenizer)
-    rows = [{"layer": y, **{f"W{k}": " ".join(repr(t) for t in tokens) for k, tokens in enumerate(layer)}}
-            for y, layer in enumerate(lens)]
-    st.dataframe(rows, hide_index=True)
+    # one row per slot, one column per layer: a few columns, so none is cut off at the right
+    rows = [{"slot": f"W{k}", **{f"layer {y}": "  ".join(visible_token(t) for t in layer[k]) for y, layer in enumerate(lens)}}
+            for k in range(len(lens[0]) if lens else 0)]
+    st.dataframe(rows, hide_index=True, width="stretch")

@@ -1,42 +1,136 @@
-"""The first screen: the document, the model's answer, and the per-segment summary."""
+"""The first screen: the document, the model's answer, Ask, and the per-segment summary."""
 from __future__ import annotations
 
 import streamlit as st
 
-from rmt_core import figures
-from rmt_core.render import document_html
+from rmt_core import QuestionError, figures
+from rmt_core import answers as rmt_answers
 
-from app import services, sidebar
-from app.views.common import require_trace, show_figure
+from app import services, sidebar, state
+from app.views.common import document_view, require_trace, show_figure
+
+SEGMENT_PAGES = [("Timeline", "screens/timeline.py"), ("Attention", "screens/attention.py"),
+                 ("Memory", "screens/memory.py"), ("Attribution", "screens/attribution.py")]
 
 
 def render() -> None:
     st.header("What the memory did on this document")
     trace = require_trace()
+    model = sidebar.current_model() if st.session_state.get(state.CHECKPOINT) else None
     if trace is None:
+        if model is not None:
+            _ask_box(model)
         return
-    model = trace.model
     meta = trace.meta
     cols = st.columns(4)
     cols[0].metric("Tokens", f"{trace.num_tokens:,}")
     cols[1].metric("Segments", trace.num_segments)
     cols[2].metric("Memory slots", trace.num_mem_tokens)
     cols[3].metric("Mean loss (nats/token)", f"{trace.losses().mean():.3f}")
-    check = services.answer_check(trace, model.tokenizer if model is not None else None)
-    if check is not None:
-        verdict = "✅ correct" if check["correct"] else "❌ wrong"
-        st.markdown(
-            f"**Question at the end:** the model answers **“{check['predicted']}”** "
-            f"(p = {check['probability']:.2f}); the fact says **“{check['expected']}”** — {verdict}. "
-            "The fact is underlined in green below; it sits segments before the question, "
-            "so the answer can only come through memory.")
+    warning = services.reading_warning(trace, trace.model)
+    if warning:
+        st.warning(warning, icon=":material/translate:")
+    answer = st.session_state.get(state.ANSWER)
+    if answer is not None and answer.trace is trace:
+        _answer_panel(trace, answer)
+    if model is not None:
+        _ask_box(model)
     if not trace.complete:
         st.warning(f"Partial trace: {trace.num_segments} segments were done before the run was cancelled.")
     st.caption(f"{meta.get('document', '')} · colour = surprise (−log p of each token); §n marks the start of segment n.")
-    html, note = document_html(trace, selected_segment=sidebar.selected_segment(trace),
-                               marked_chars=[tuple(s) for s in meta.get("fact_spans", [])])
-    with st.container(height=380):
-        st.html(html)
-    if note:
-        st.caption(note)
-    show_figure(figures.segment_curves(trace, selected=sidebar.selected_segment(trace)), key="overview_curves")
+    segment = sidebar.selected_segment(trace)
+    document_view(trace, segment, key="overview_doc", marked_chars=[tuple(s) for s in meta.get("fact_spans", [])])
+    show_figure(figures.segment_curves(trace, selected=segment), key="overview_curves")
+
+
+def _answer_panel(trace, answer: rmt_answers.AskResult) -> None:
+    site = answer.site
+    top = answer.predictions
+    others = ", ".join(f"“{p.text}” {p.probability:.2f}" for p in top[1:])
+    question = f"“{site.question}”" if site.question else "the question"
+    line = (f"**Question at the end:** {question} — the model answers **“{top[0].text}”** "
+            f"(p = {top[0].probability:.2f}; then {others}).")
+    if site.expected is not None:
+        verdict = "✓ correct" if answer.correct else "✗ wrong"
+        line += f" The document's answer is **“{site.expected}”** — {verdict}."
+    if answer.candidates and answer.attributed is not None and answer.attributed.token_id != top[0].token_id:
+        best = answer.candidates[0]
+        line += (f" “{top[0].text}” is not one of the answers it was trained on; the most likely of those is "
+                 f"**“{best.text}”** (p = {best.probability:.3f}).")
+    spec = rmt_answers.question_spec(trace.model) if trace.model is not None else None
+    if spec is not None and site.question:
+        try:
+            rmt_answers.normalize_question(site.question, spec)
+        except QuestionError:
+            line += " ⚠ This is not a question the model was trained on: the answer is likely meaningless."
+    with st.container(border=True):
+        st.markdown(line)
+        if answer.memory_segment is not None:
+            score = answer.segment_scores[answer.memory_segment]
+            st.markdown(f"Memory carried it from **segment {answer.memory_segment}**: through-memory attribution "
+                        f"(integrated gradients through the recurrence) credits that segment's tokens with "
+                        f"{score:+.2f} of log p(“{answer.attributed.text}”), the largest effect of any earlier segment. "
+                        f"The fact, when the document has one, is underlined.")
+            cols = st.columns(len(SEGMENT_PAGES) + 1)
+            cols[0].button(f"Select segment {answer.memory_segment}", key="answer_select",
+                           on_click=sidebar.request_segment, args=(answer.memory_segment,))
+            for col, (title, page) in zip(cols[1:], SEGMENT_PAGES):
+                if col.button(f"Open it on {title}", key=f"answer_open_{title}",
+                              on_click=sidebar.request_segment, args=(answer.memory_segment,)):
+                    st.switch_page(page)
+        if answer.note:
+            st.caption(answer.note)
+
+
+def _ask(model) -> None:
+    """Form callback: check the question; the run starts in render (after the sidebar)."""
+    st.session_state[state.ASK_ERROR] = None
+    document = st.session_state.get(state.DOCUMENT)
+    question = st.session_state.get(state.ASK_QUESTION, "")
+    if sidebar.running():
+        st.session_state[state.ASK_ERROR] = "A run is in progress: wait for it or Cancel it, then ask."
+        return
+    if document is None:
+        st.session_state[state.ASK_ERROR] = "Run a document first (sidebar → Run), then ask about it."
+        return
+    try:
+        text = rmt_answers.prompt_text(model, document.ask_body(), question)
+    except QuestionError as exc:
+        st.session_state[state.ASK_ERROR] = str(exc)
+        return
+    asked = services.Document(document.name if "+ question" in document.name else f"{document.name} + question",
+                              text, fact_spans=document.fact_spans, body=document.ask_body())
+    st.session_state["ask_pending"] = (asked, text[len(asked.body):].strip())
+
+
+def _pick(entity: str, spec) -> None:
+    st.session_state[state.ASK_QUESTION] = spec.question(entity)
+
+
+def _ask_box(model) -> None:
+    spec = rmt_answers.question_spec(model)
+    with st.expander("Ask the model about this document", expanded=True, icon=":material/help:"):
+        st.caption(spec.description)
+        if not spec.answerable:
+            return
+        document = st.session_state.get(state.DOCUMENT)
+        if document is not None and rmt_answers.split_question(document.text)[1] is not None:
+            st.caption("This document already ends with a question (its answer is shown above); "
+                       "a question asked here replaces it.")
+        with st.form("ask_form", border=False, enter_to_submit=True):
+            c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
+            c1.text_input("Question", key=state.ASK_QUESTION, placeholder=spec.examples[0],
+                          help="Appended to the document as “Question: …\\nAnswer:”, the format the model was "
+                               "trained on; the model's next word is its answer.")
+            c2.form_submit_button("Ask", type="primary", on_click=_ask, args=(model,), disabled=sidebar.running(),
+                                  width="stretch")
+        picks = st.columns(len(spec.entities))
+        for col, entity in zip(picks, spec.entities):
+            col.button(spec.question(entity), key=f"ask_pick_{entity}", on_click=_pick, args=(entity, spec),
+                       type="tertiary")
+        if st.session_state.get(state.ASK_ERROR):
+            st.error(st.session_state[state.ASK_ERROR])
+        pending = st.session_state.pop("ask_pending", None)
+        if pending is not None and not sidebar.running():
+            sidebar.start(model, pending[0], question=pending[1])
+            st.rerun()

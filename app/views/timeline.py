@@ -4,10 +4,9 @@ from __future__ import annotations
 import streamlit as st
 
 from rmt_core import figures
-from rmt_core.render import document_html
 
 from app import sidebar, state
-from app.views.common import guarded, require_trace, show_figure
+from app.views.common import document_view, require_trace, show_figure
 
 
 def _pick_segment_from_chart() -> None:
@@ -29,14 +28,8 @@ def render() -> None:
     _document(trace, segment)
 
 
-@st.fragment
-@guarded
 def _document(trace, segment: int) -> None:
     st.subheader("Document")
     st.caption("Colour = surprise (−log p, nats); §n = segment n starts; the selected segment is outlined.")
-    html, note = document_html(trace, selected_segment=segment,
-                               marked_chars=[tuple(s) for s in trace.meta.get("fact_spans", [])])
-    with st.container(height=520):
-        st.html(html)
-    if note:
-        st.caption(note)
+    document_view(trace, segment, key="timeline_doc", height=520,
+                  marked_chars=[tuple(s) for s in trace.meta.get("fact_spans", [])])

@@ -17,6 +17,10 @@ def _tour(checkpoint: str, seed: int):
     return tour, tour_steps(tour)
 
 
+def _step(delta: int, count: int) -> None:
+    st.session_state[state.TOUR_STEP] = max(0, min(count - 1, st.session_state.get(state.TOUR_STEP, 0) + delta))
+
+
 def render() -> None:
     st.header("Guided tour: how a recurrent memory carries a fact")
     shipped = [c["name"] for c in services.shipped_checkpoints()]
@@ -32,13 +36,12 @@ def render() -> None:
     except RMTLensError as exc:
         st.error(str(exc))
         return
+    # The buttons move the step in callbacks, before this run draws them: their state is never a click behind.
     index = min(st.session_state.get(state.TOUR_STEP, 0), len(steps) - 1)
-    back, progress, forward = st.columns([1, 4, 1])
-    if back.button("← Back", disabled=index == 0, key="tour_back"):
-        index -= 1
-    if forward.button("Next →", disabled=index == len(steps) - 1, key="tour_next"):
-        index += 1
     st.session_state[state.TOUR_STEP] = index
+    back, progress, forward = st.columns([1, 4, 1])
+    back.button("← Back", disabled=index == 0, key="tour_back", on_click=_step, args=(-1, len(steps)))
+    forward.button("Next →", disabled=index == len(steps) - 1, key="tour_next", on_click=_step, args=(1, len(steps)))
     progress.progress((index + 1) / len(steps), text=f"Step {index + 1} of {len(steps)}")
     step = steps[index]
     st.subheader(step.title)
