@@ -108,6 +108,8 @@ def _card_tables(results: dict[str, Any]) -> str:
 
 def _stage_line(stage: dict[str, Any]) -> str:
     """One curriculum line of a model card, from a finished stage in state.json."""
+    if stage.get("note"):  # a stage run elsewhere (a warm start from another run)
+        return f"- {stage['name']}: {stage['note']}"
     if stage["gate"] is None:
         outcome = "no gate (fixed budget)"
     else:
@@ -136,7 +138,8 @@ def ship(run_dir: str | Path, name: str, samples: int = 500, lm_windows: int = 6
                    f"(resumable; AdamW, warm-up then cosine decay, gradient clipping 1.0, full BPTT). "
                    f"Curriculum as run:\n{stages}"),
         "training_time": (f"{state['seconds'] / 60:.0f} minutes on {state.get('threads', 2)}-thread CPU "
-                          f"({platform.machine()}), {state['total_steps']} steps."),
+                          f"({platform.machine()}), {state['total_steps']} steps"
+                          + (f", on top of the warm start ({state['warm_start']})." if state.get("warm_start") else ".")),
         "evaluation": _card_tables(results),
         "evaluation_results": results,
         "shipped": time.strftime("%Y-%m-%d"),

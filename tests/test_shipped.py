@@ -31,12 +31,23 @@ def test_shipped_checkpoint_meets_its_card(name):
     model = rmt_core.load(name, device="cpu")
     claimed = _card_results(model)
     if "fact_recall" in claimed:
+        from rmt_core.corpus import load_source
+
         task = claimed["fact_recall"][0]["task"]
-        rows = evaluation.evaluate_fact_recall(model, task, (2, 4), samples=SAMPLES, seed=12345)
-        card = {r["segments"]: r for r in claimed["fact_recall"]}
-        for row in rows:
-            assert row["accuracy_memory"] >= card[row["segments"]]["accuracy_memory"] - 0.05, row
-            assert row["accuracy_reset"] <= row["chance"] + 0.1, row  # without memory: near chance
+        for key, source in (("fact_recall", "austen"), ("fact_recall_pydocs", "pydocs")):
+            if key not in claimed:
+                continue
+            card = {r["segments"]: r for r in claimed[key]}
+            # Fresh samples (another seed than the card's): the question at a random offset of the
+            # last segment, and split by a segment boundary.
+            rows = evaluation.evaluate_fact_recall(model, task, (2, 4), samples=SAMPLES, seed=12345,
+                                                   haystack=load_source(source, "heldout"),
+                                                   offsets=("random", "straddle"))
+            for row in rows:
+                claim = card[row["segments"]]
+                for column in ("accuracy_random", "accuracy_straddle"):
+                    assert row[column] >= claim[column] - 0.05, (source, column, row, claim)
+                assert row["accuracy_reset"] <= row["chance"] + 0.1, row  # without memory: near chance
     else:
         rows = evaluation.evaluate_algorithmic(model, claimed["algorithmic"][0]["task"], (3, 6), samples=SAMPLES, seed=12345)
         card = {r["segments"]: r for r in claimed["algorithmic"]}
@@ -44,10 +55,26 @@ def test_shipped_checkpoint_meets_its_card(name):
             assert row["accuracy_memory"] >= card[row["segments"]]["accuracy_memory"] - 0.05, row
 
 
+@pytest.mark.slow
+def test_default_checkpoint_card_reports_layouts_text_and_slot_diversity():
+    model = rmt_core.load(rmt_core.DEFAULT_CHECKPOINT, device="cpu")
+    claimed = _card_results(model)
+    for row in claimed["fact_recall"]:
+        assert {"accuracy_aligned", "accuracy_random", "accuracy_straddle", "accuracy_reset"} <= set(row)
+    assert {r["text"].split(" ")[0] for r in claimed["lm_texts"]} >= {"austen", "pydocs"}
+    for source, measured in claimed["slot_similarity"].items():
+        assert 0.0 <= measured["share_pairs_above_0_9"] <= 1.0
+        again = evaluation.evaluate_slot_similarity(
+            model, __import__("rmt_core.corpus", fromlist=["x"]).load_source(source.split(" ")[0], "heldout"),
+            windows=8, seed=3)
+        # the card's number is a property of the weights: fresh windows land near it
+        assert abs(again["mean_pairwise_cosine"] - measured["mean_pairwise_cosine"]) < 0.1, (again, measured)
+
+
 # ---------------------------------------------------------------------- the default model's memory
 @pytest.fixture(scope="module")
 def recall_traces():
-    """Held-out fact-recall samples of 4 segments, traced by the default model."""
+    """Held-out fact-recall samples of 4 segments, the question at a random offset, traced by the default model."""
     from rmt_core.corpus import load_corpus
     from rmt_core.tasks import babi
 
@@ -56,16 +83,25 @@ def recall_traces():
     rng = np.random.default_rng(7)
     samples = []
     for _ in range(20):
-        sample = babi.build_sample(load_corpus("heldout"), 4 * seg, "detect", rng, model.tokenizer, keep_out_tail=seg)
+        sample = babi.build_layout_sample(load_corpus("heldout"), 4, seg, "detect", rng, model.tokenizer, "random")
         encoded = babi.encode_sample(sample, model.tokenizer)
         trace = model.trace(np.array(encoded.input_ids))
         samples.append((trace, encoded.fact_token_spans[0], encoded.answer_id))
     return samples
 
 
+def _answer_site(trace) -> tuple[int, int]:
+    """(segment, position) of the token before the appended answer: it predicts the answer."""
+    size = trace.segments[0].num_tokens
+    return divmod(trace.num_tokens - 2, size)
+
+
 @pytest.mark.slow
 def test_default_model_answers_the_samples(recall_traces):
-    correct = [int(t.segments[-1].topk_ids[-2, 0]) == answer for t, _, answer in recall_traces]
+    correct = []
+    for trace, _, answer in recall_traces:
+        segment, position = _answer_site(trace)
+        correct.append(int(trace.segments[segment].topk_ids[position, 0]) == answer)
     assert np.mean(correct) >= 0.9
 
 
@@ -90,8 +126,7 @@ def test_write_attribution_of_the_fact_segment_lands_on_the_fact(recall_traces):
 def test_through_memory_ranks_the_fact_in_the_top_five_percent(recall_traces):
     hits = []
     for trace, (start, end), _ in recall_traces:
-        last = trace.num_segments - 1
-        result = attribution.through_memory(trace, last, trace.segments[last].num_tokens - 2, n_steps=32)
+        result = attribution.through_memory(trace, *_answer_site(trace), n_steps=32)
         k = int(np.ceil(0.05 * trace.num_tokens))
         top = set(np.argsort(-np.nan_to_num(result.scores, nan=-np.inf))[:k].tolist())
         hits.append(any(j in top for j in range(start, end)))
@@ -115,7 +150,6 @@ def test_resetting_memory_after_the_fact_changes_the_answer_and_before_does_not(
 @pytest.mark.slow
 def test_read_attribution_is_complete_on_the_default_model(recall_traces):
     trace = recall_traces[0][0]
-    last = trace.num_segments - 1
-    result = attribution.read_slots(trace, last, trace.segments[last].num_tokens - 2, n_steps=32)
+    result = attribution.read_slots(trace, *_answer_site(trace), n_steps=32)
     change = result.f_input - result.f_baseline
     assert abs(result.delta) < 0.05 * abs(change)

@@ -526,19 +526,22 @@ def question_tokens(tokenizer: Any, question: str = "Where is Mary?") -> int:
 
 
 def last_segment_tokens(offset: str, segment_size: int, question_len: int, rng: np.random.Generator) -> int:
-    """How many tokens (answer included) a sample puts in its last segment.
+    """How many tokens (answer included) a sample puts after its first n - 1 segments.
 
-    A sample of n segments has ``(n - 1) * segment_size + r`` tokens, answer last.
-    ``"aligned"``: r = segment_size (the question ends at the segment's end, the
+    A sample of n segments has ``(n - 1) * segment_size + r`` tokens, answer last; the
+    ``":"`` that predicts the answer is at position r - 2 of the last segment.
+    ``"aligned"``: r = segment_size (the answer fills the segment's last position, the
     layout the first models were trained on); ``"random"``: r uniform in
-    [1, segment_size]; ``"straddle"``: r in [2, question_len], so the segment
-    boundary falls inside the question block (its first token in the segment before,
-    the ``":"`` that predicts the answer in the last one).
+    [2, segment_size + 1], so the ``":"`` falls at any position of the last segment
+    with equal chance (at r = segment_size + 1 the appended answer token alone spills
+    into one more segment, which no prediction reads); ``"straddle"``: r in
+    [2, question_len], so the segment boundary falls inside the question block (its
+    first token in the segment before, the ``":"`` in the last one).
     """
     if offset == "aligned":
         return segment_size
     if offset == "random":
-        return int(rng.integers(1, segment_size + 1))
+        return int(rng.integers(2, segment_size + 2))
     if offset == "straddle":
         hi = min(question_len, segment_size)
         return int(rng.integers(2, hi + 1)) if hi >= 2 else 1
