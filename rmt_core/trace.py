@@ -32,7 +32,7 @@ TOP_K = 5
 LENS_K = 5
 CHUNK_SEGMENTS = 8  # most segments whose LM head runs as one matmul (see TraceStream._run)
 TRACE_FORMAT = "rmt-lens-trace"
-TRACE_FORMAT_VERSION = 1
+TRACE_FORMAT_VERSION = 2  # 2: zstandard-compressed arrays (see trace_io); 1 still loads
 
 Progress = Callable[[int, int], Any]
 
