@@ -454,12 +454,12 @@ class TraceStream:
             self._buffers = (torch.empty(capacity, vocab, dtype=hidden.dtype, device=hidden.device),
                              torch.empty(capacity, vocab, dtype=torch.float32, device=hidden.device))
         logits, logprobs = self._buffers[0][:rows], self._buffers[1][:rows]
-        if type(head) is torch.nn.Linear and head.weight.dtype == hidden.dtype:
+        if type(head) is torch.nn.Linear and head.weight.dtype == hidden.dtype and head.weight.device == hidden.device:
             if head.bias is None:
                 torch.mm(hidden, head.weight.t(), out=logits)
             else:
                 torch.addmm(head.bias, hidden, head.weight.t(), out=logits)
-        else:  # another head type: its own call, then a copy
+        else:  # another head type, or a device-mapped one (accelerate moves it): its own call, then a copy
             logits.copy_(head(hidden))
         return torch.log_softmax(logits if logits.dtype == torch.float32 else logits.float(), dim=-1, out=logprobs)
 
