@@ -280,11 +280,14 @@ def attention_summaries(weights: torch.Tensor, m: int, n_tokens: int) -> tuple[n
     """Summaries of segment rows' attention (..., Y, H, n, n): block_attention (..., Y, H, 6) in
     BLOCK_PAIRS order, write_to_tokens (..., Y, H, m, L) and tokens_to_read (..., Y, H, L, m), float16.
 
-    numpy on the host: a few reduceat calls for a whole chunk of segments instead of dozens of
-    small tensor ops per segment."""
+    On the CPU, numpy: a few reduceat calls for a whole chunk of segments instead of dozens of
+    small tensor ops per segment. On an accelerator the block masses are reduced there and only
+    the summaries cross to the host (the full weights of a large model's chunk are gigabytes)."""
+    r, t, wr = segment_layout(m, n_tokens, write=m > 0)
+    if weights.device.type != "cpu":
+        return _device_attention_summaries(weights, r, t, wr)
     weights = weights.float().cpu()
     w = weights.numpy()
-    r, t, wr = segment_layout(m, n_tokens, write=m > 0)
     if r.stop == r.start:  # no memory: only tokens->tokens has mass
         blocks = np.zeros(w.shape[:-2] + (len(BLOCK_PAIRS),), dtype=np.float32)
         blocks[..., 5] = w[..., t, t].sum(-1).mean(-1)
@@ -293,9 +296,25 @@ def attention_summaries(weights: torch.Tensor, m: int, n_tokens: int) -> tuple[n
         sizes = np.array([r.stop - r.start, t.stop - t.start, wr.stop - wr.start], dtype=np.float32)
         to_block = np.add.reduceat(w, starts, axis=-1)  # (..., q, 3): each query's mass per key block
         mass = np.add.reduceat(to_block, starts, axis=-2) / sizes[:, None]  # (..., 3 query, 3 key) means
-        query_block, key_block = [1, 2, 2, 2, 0, 1], [0, 1, 0, 2, 0, 1]  # BLOCK_PAIRS as (query, key) blocks
-        blocks = mass[..., query_block, key_block]
+        blocks = mass[..., _QUERY_BLOCK, _KEY_BLOCK]
     return blocks.astype(np.float16), half(weights[..., wr, t]), half(weights[..., t, r])
+
+
+_QUERY_BLOCK, _KEY_BLOCK = [1, 2, 2, 2, 0, 1], [0, 1, 0, 2, 0, 1]  # BLOCK_PAIRS as (query, key) blocks
+
+
+def _device_attention_summaries(weights: torch.Tensor, r: slice, t: slice, wr: slice
+                                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """attention_summaries with the reductions in torch on the weights' own device."""
+    w = weights.float()
+    if r.stop == r.start:
+        blocks = torch.zeros(w.shape[:-2] + (len(BLOCK_PAIRS),), device=w.device)
+        blocks[..., 5] = w[..., t, t].sum(-1).mean(-1)
+    else:
+        to_block = torch.stack([w[..., b].sum(-1) for b in (r, t, wr)], dim=-1)  # (..., q, 3)
+        mass = torch.stack([to_block[..., b, :].mean(-2) for b in (r, t, wr)], dim=-2)  # (..., 3 query, 3 key)
+        blocks = mass[..., _QUERY_BLOCK, _KEY_BLOCK]
+    return half(blocks), half(weights[..., wr, t]), half(weights[..., t, r])
 
 
 def half(x: torch.Tensor) -> np.ndarray:

@@ -108,6 +108,22 @@ def assert_same_trace(a, b):
             assert (np.abs(u - v.astype(np.float32)) <= bound).all(), name
 
 
+@pytest.mark.parametrize("m", [3, 0])
+def test_device_attention_summaries_equal_the_host_ones(m):
+    """The reductions an accelerator runs (torch, here on CPU tensors) give the numpy results."""
+    from rmt_core.masks import segment_layout
+    from rmt_core.trace import _device_attention_summaries, attention_summaries
+
+    n_tokens = 6
+    n = n_tokens + 2 * m
+    weights = torch.softmax(torch.randn(2, 2, 4, n, n, generator=torch.Generator().manual_seed(0)), dim=-1)
+    host = attention_summaries(weights, m, n_tokens)
+    device = _device_attention_summaries(weights, *segment_layout(m, n_tokens, write=m > 0))
+    for a, b in zip(host, device):
+        assert a.dtype == b.dtype == np.float16 and a.shape == b.shape
+        np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), atol=1e-3)
+
+
 def test_save_load_round_trip(tmp_path, model, trace):
     path = trace.save(tmp_path / "doc.rmtrace")
     loaded = rmt_core.Trace.load(path, model=model)
