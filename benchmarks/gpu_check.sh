@@ -45,7 +45,7 @@ run_step() {  # name, log file, command...
   tail -n 40 "$log"
   local seconds=$((SECONDS - start))
   local summary
-  summary=$(grep -E "^\[(PASS|FAIL)\]|passed|failed|skipped|error|nothing measured" "$log" | tail -n 12 | tr '\n' ';' | sed 's/|/\\|/g')
+  summary=$(grep -E "^\[(PASS|FAIL)\]|passed|failed|skipped|error|nothing measured" "$log" | awk '!seen[$0]++' | tail -n 12 | tr '\n' ';' | sed 's/|/\\|/g')
   ROWS+=("| $name | $([ $code = 0 ] && echo ok || echo "exit $code") | $seconds | ${summary:-see $log} |")
 }
 

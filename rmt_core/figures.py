@@ -30,6 +30,7 @@ ATTENTION = "Cividis"
 DIVERGING = "RdBu"
 SLOT_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")  # Okabe-Ito
 TEMPLATE = "plotly_white"
+MAX_MARKERS = 400  # segment curves: above this many segments, lines only
 FIGURE_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "svg", "scale": 1}}
 
 
@@ -62,18 +63,21 @@ def slot_color(k: int) -> str:
 # ---------------------------------------------------------------------- timeline
 def segment_curves(trace: Trace, selected: int | None = None) -> go.Figure:
     """Per-segment loss, memory churn, and read / write attention mass, stacked."""
+    from . import series as per_trace  # whole-trace series, computed once per trace
+
     x = np.arange(trace.num_segments)
-    churn = analysis.slot_churn(trace.memory_states()).mean(axis=1)
+    churn = per_trace.slot_churn(trace).mean(axis=1)
     series = [
-        ("loss (nats/token)", trace.losses()),
+        ("loss (nats/token)", per_trace.cached(trace, "losses", trace.losses)),
         ("memory churn (cosine distance)", churn),
-        ("tokens→read mass", analysis.block_mass(trace, "tokens->read")),
-        ("write→tokens mass", analysis.block_mass(trace, "write->tokens")),
+        ("tokens→read mass", per_trace.block_mass(trace, "tokens->read")),
+        ("write→tokens mass", per_trace.block_mass(trace, "write->tokens")),
     ]
     fig = make_subplots(rows=len(series), cols=1, shared_xaxes=True, vertical_spacing=0.04,
                         subplot_titles=[name for name, _ in series])
+    mode = "lines+markers" if len(x) <= MAX_MARKERS else "lines"  # thousands of markers cost the browser most
     for row, (name, values) in enumerate(series, start=1):
-        fig.add_trace(go.Scatter(x=x, y=values, mode="lines+markers", name=name, marker={"size": 5},
+        fig.add_trace(go.Scatter(x=x, y=values, mode=mode, name=name, marker={"size": 5},
                                  line={"color": SLOT_COLORS[row - 1]},
                                  hovertemplate="segment %{x}<br>%{y:.4f}<extra>" + name + "</extra>"),
                       row=row, col=1)
@@ -130,18 +134,25 @@ def slot_token_heatmap(weights: np.ndarray, tokens: Sequence[str], title: str, v
 
 
 # ---------------------------------------------------------------------- memory
-def memory_trajectory(projection: analysis.Projection, hover: Sequence[Sequence[str]] | None = None, dims: int = 2) -> go.Figure:
+def memory_trajectory(projection: analysis.Projection, hover: Sequence[Sequence[str]] | None = None, dims: int = 2,
+                      max_steps: int = 600) -> go.Figure:
     """One line per slot through the segments in PCA space (step 0 = initial memory).
 
     hover[s][k]: extra text (e.g. logit-lens tokens) for slot k after step s.
+    max_steps: at most this many steps are drawn (evenly spaced, first and last kept; the
+        title says so): a figure of every step of a long book is megabytes the browser stalls on.
     """
     coords = projection.coords
     steps, slots, _ = coords.shape
+    shown = np.arange(steps)
+    if steps > max_steps:  # thousands of segments: evenly spaced steps, first and last kept
+        shown = np.unique(np.linspace(0, steps - 1, max_steps).round().astype(int))
+    coords = coords[shown]
     fig = go.Figure()
     ratio = projection.explained_variance_ratio
     for k in range(slots):
         text = [f"slot {k}, {'initial' if s == 0 else f'after segment {s - 1}'}"
-                + (f"<br>{plotly_text(hover[s][k])}" if hover is not None else "") for s in range(steps)]
+                + (f"<br>{plotly_text(hover[s][k])}" if hover is not None else "") for s in shown.tolist()]
         common = dict(mode="lines+markers", name=f"slot {k}", text=text, hovertemplate="%{text}<extra></extra>",
                       line={"color": slot_color(k)}, marker={"size": 4, "color": slot_color(k)})
         if dims == 3:
@@ -154,7 +165,8 @@ def memory_trajectory(projection: analysis.Projection, hover: Sequence[Sequence[
     else:
         fig.update_xaxes(title_text=labels[0])
         fig.update_yaxes(title_text=labels[1])
-    return _style(fig, f"Memory trajectory ({dims}-D PCA over all slots and segments)", height=520)
+    every = f"; {len(shown)} of {steps} steps drawn" if len(shown) < steps else ""
+    return _style(fig, f"Memory trajectory ({dims}-D PCA over all slots and segments{every})", height=520)
 
 
 def slot_segment_heatmap(values: np.ndarray, title: str, value_name: str, first_step: int = 0) -> go.Figure:
