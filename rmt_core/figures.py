@@ -227,20 +227,21 @@ def standard_figures(trace: Trace, segment: int | None = None, layer: int = -1, 
 
     Attention heatmaps need the model attached (they are recomputed); without it they are skipped.
     """
+    from . import series  # whole-trace series, computed once per trace
+
     segment = trace.num_segments - 1 if segment is None else segment
     segment = trace.check_segment(segment)
     seg = trace.segments[segment]
-    states = trace.memory_states()
     n_layers, n_heads = int(trace.model_info["num_layers"]), int(trace.model_info["num_heads"])
     layer = check_int(layer, "layer", -n_layers, n_layers - 1, fix=f"The model has {n_layers} layers (-1 is the last).")
     head = check_int(head, "head", 0, n_heads - 1, fix=f"The model has {n_heads} attention heads per layer.")
     layer = layer % n_layers
     figures = {
         "timeline": segment_curves(trace, selected=segment),
-        "memory_pca_2d": memory_trajectory(analysis.pca_trajectory(states, 2), dims=2),
-        "memory_pca_3d": memory_trajectory(analysis.pca_trajectory(states, 3), dims=3),
-        "slot_norms": slot_segment_heatmap(analysis.slot_norms(states), "Memory slot norms", "L2 norm"),
-        "slot_churn": slot_segment_heatmap(analysis.slot_churn(states), "Memory churn per slot (cosine distance in→out)",
+        "memory_pca_2d": memory_trajectory(series.pca(trace, 2), dims=2),
+        "memory_pca_3d": memory_trajectory(series.pca(trace, 3), dims=3),
+        "slot_norms": slot_segment_heatmap(series.slot_norms(trace), "Memory slot norms", "L2 norm"),
+        "slot_churn": slot_segment_heatmap(series.slot_churn(trace), "Memory churn per slot (cosine distance in→out)",
                                            "churn"),
         "slot_similarity": slot_similarity_figure(analysis.slot_similarity(seg.memory_out), segment),
         "block_grid_write_tokens": block_grid_figure(analysis.block_grid(trace, segment, "write->tokens"), "write->tokens"),
