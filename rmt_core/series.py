@@ -14,6 +14,7 @@ import weakref
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from . import analysis
 from .trace import Trace
@@ -59,18 +60,40 @@ def block_mass(trace: Trace, pair: str, layer: int | None = None) -> np.ndarray:
     return cached(trace, ("block_mass", pair, layer), lambda: analysis.block_mass(trace, pair, layer))
 
 
-def lens_hover(trace: Trace, tokenizer=None, layer: int = -1, top: int = 3) -> list[list[str]]:
-    """hover[s][k]: the `top` logit-lens tokens of slot k after step s ("" for the initial
-    memory), at `layer` (default: the last). The lens of every segment is computed in one batch
-    (Trace.lens_ids) and each distinct token id is decoded once."""
+def lens_hover(trace: Trace, tokenizer=None, top: int = 3) -> list[list[str]]:
+    """hover[s][k]: the `top` tokens slot k's written memory decodes to after step s through
+    the LM head at the last layer ("" for the initial memory). Segments whose full logit lens
+    is not there yet get only this last layer, in batches (a quarter of Trace.compute_lens's
+    work); each distinct token id is decoded once. Raises TraceError without a model when a
+    lens is missing."""
     def compute() -> list[list[str]]:
-        trace.lens_ids(0) if trace.num_segments else None  # fills every segment's lens in batches
-        ids = np.stack([s.lens_ids[layer, :, :top] for s in trace.segments]) if trace.num_segments else \
-            np.zeros((0, trace.num_mem_tokens, top), dtype=np.int64)
+        m = trace.num_mem_tokens
+        ids = np.zeros((trace.num_segments, m, top), dtype=np.int64)
+        missing = [i for i, s in enumerate(trace.segments) if s.lens_ids is None]
+        for i, seg in enumerate(trace.segments):
+            if seg.lens_ids is not None:
+                ids[i] = seg.lens_ids[-1, :, :top]
+        if missing:
+            ids[missing] = _last_layer_lens(trace, missing, top)
         decode = (lambda i: tokenizer.decode([int(i)])) if tokenizer is not None else str
         names = {int(i): repr(decode(i)) for i in np.unique(ids)}
-        hover = [["" for _ in range(trace.num_mem_tokens)]]
+        hover = [["" for _ in range(m)]]
         hover += [["decodes to: " + ", ".join(names[int(i)] for i in slot) for slot in seg] for seg in ids.tolist()]
         return hover
 
-    return cached(trace, ("lens_hover", id(tokenizer), layer, top), compute)
+    return cached(trace, ("lens_hover", id(tokenizer), top), compute)
+
+
+@torch.no_grad()
+def _last_layer_lens(trace: Trace, indices: list[int], top: int, chunk: int = 512) -> np.ndarray:
+    """(len(indices), m, top) top token ids of the write slots' last-layer states (stored after
+    the final norm, as Trace.compute_lens uses them)."""
+    model = trace._require_model()
+    head = model.backbone.get_output_embeddings()
+    out = []
+    for first in range(0, len(indices), chunk):
+        batch = indices[first:first + chunk]
+        hidden = torch.as_tensor(np.stack([trace.segments[i].write_hidden[-1] for i in batch]),
+                                 device=model.device).to(model.dtype)  # (B, m, d)
+        out.append(torch.topk(head(hidden).float(), top, dim=-1).indices.cpu().numpy())
+    return np.concatenate(out)

@@ -149,10 +149,12 @@ class Trace:
 
     # ------------------------------------------------------------------ logit lens
     def lens_ids(self, index: int) -> np.ndarray:
-        """(Y+1, m, LENS_K) logit-lens token ids of segment `index`'s write slots (computed once)."""
+        """(Y+1, m, LENS_K) logit-lens token ids of segment `index`'s write slots (computed once,
+        for this segment only: a page showing one segment of a long book must not pay for all;
+        compute_lens batches many)."""
         index = self.check_segment(index)
         if self.segments[index].lens_ids is None:
-            self.compute_lens([i for i, s in enumerate(self.segments) if s.lens_ids is None])
+            self.compute_lens([index])
         return self.segments[index].lens_ids
 
     @torch.no_grad()

@@ -33,8 +33,11 @@ def test_series_equal_the_analysis_functions_and_are_computed_once(model, ids):
 
 def test_lens_hover_matches_the_per_segment_logit_lens(model, ids):
     trace = model.trace(ids)
-    hover = series.lens_hover(trace, None)
+    hover = series.lens_hover(trace, None)  # the last layer only: the full lens is not filled in
+    assert all(s.lens_ids is None for s in trace.segments)
     assert len(hover) == trace.num_segments + 1 and hover[0] == [""] * 3
+    analysis.logit_lens(trace, 2)
+    assert [s.lens_ids is not None for s in trace.segments] == [i == 2 for i in range(trace.num_segments)]
     for index in range(trace.num_segments):
         lens = analysis.logit_lens(trace, index)[-1]
         assert hover[index + 1] == ["decodes to: " + ", ".join(repr(t) for t in tokens[:3]) for tokens in lens]
