@@ -146,8 +146,6 @@ def main() -> int:
             t0 = time.perf_counter()
             B.open_app(session, server.url)
             print(f"first screen (demo traced, charts drawn) after {time.perf_counter() - t0:.1f} s", flush=True)
-            import rmt_core
-
             model = C.load_model("cpu")
             layers, heads = model.num_layers, model.num_heads
             page_opens(page, "demo", rows, checks)
@@ -169,7 +167,6 @@ def main() -> int:
             changes(page, case, repeats, rows, checks, layers, heads)
             if session.guard.blocked:
                 report.note(f"blocked requests that tried to leave the machine: {session.guard.blocked[:5]}")
-            del rmt_core
     except OutcomeException as exc:  # browser_support skips/fails through pytest's exceptions
         report.note(f"browser benchmark not run: {exc}")
     finally:
