@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from . import analysis
+from .token_text import decode_token
 from .trace import Trace
 
 _CACHE: "weakref.WeakKeyDictionary[Trace, dict[Any, Any]]" = weakref.WeakKeyDictionary()
@@ -75,8 +76,7 @@ def lens_hover(trace: Trace, tokenizer=None, top: int = 3) -> list[list[str]]:
                 ids[i] = seg.lens_ids[-1, :, :top]
         if missing:
             ids[missing] = _last_layer_lens(trace, missing, top)
-        decode = (lambda i: tokenizer.decode([int(i)])) if tokenizer is not None else str
-        names = {int(i): repr(decode(i)) for i in np.unique(ids)}
+        names = {int(i): repr(decode_token(tokenizer, int(i))) for i in np.unique(ids)}  # as analysis.logit_lens
         hover = [["" for _ in range(m)]]
         hover += [["decodes to: " + ", ".join(names[int(i)] for i in slot) for slot in seg] for seg in ids.tolist()]
         return hover
