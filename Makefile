@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup app test test-fast bench clean-venv browser
+.PHONY: setup app test test-fast bench gpu-wheels gpu-check clean-venv browser
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,15 @@ test-fast: setup
 
 bench: setup
 	$(PY) benchmarks/run_all.py
+
+# Wheels a bare CUDA machine (Python 3.12, torch + transformers there, no network) lacks; carry
+# the folder along and run `benchmarks/gpu_check.sh` there (see that script).
+GPU_WHEELS ?= gpu-wheels
+gpu-wheels: setup
+	$(PY) benchmarks/gpu_wheels.py --dest $(GPU_WHEELS)
+
+gpu-check:
+	benchmarks/gpu_check.sh
 
 clean-venv:
 	rm -rf $(VENV)

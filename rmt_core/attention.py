@@ -38,11 +38,14 @@ def eager_attention(
         value = value.repeat_interleave(n_rep, dim=1)
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
-    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling  # (batch, heads, q, k)
-    if attention_mask is not None:
-        scores = scores + attention_mask[..., : key.shape[-2]]
+    scores = torch.matmul(query, key.transpose(-1, -2))  # (batch, heads, q, k)
+    if attention_mask is not None:  # mask + scaling * scores in one op (traces call this per layer and segment)
+        scores = torch.add(attention_mask[..., : key.shape[-2]], scores, alpha=scaling)
+    else:
+        scores.mul_(scaling)
     weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
+    if dropout and module.training:
+        weights = torch.nn.functional.dropout(weights, p=dropout, training=True)
     output = torch.matmul(weights, value).transpose(1, 2).contiguous()  # (batch, q, heads, head_dim)
     return output, weights
 

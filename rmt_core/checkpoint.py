@@ -247,6 +247,9 @@ def load(
     rmt_config: RMTConfig | dict[str, Any] | None = None,
     backbone: str | os.PathLike | None = None,
     download: bool = False,
+    device_map: str | dict[str, Any] | None = None,
+    max_memory: dict[int | str, int | str] | None = None,
+    offload_folder: str | os.PathLike | None = None,
 ) -> RMTModel:
     """Load a checkpoint: a shipped name (see list_checkpoints), a folder, a weights file, or a
     Hugging Face Hub name ("org/name") found in the local cache.
@@ -269,6 +272,9 @@ def load(
 
     Raises CheckpointError naming the format found, what is missing and the argument that
     supplies it; the file is never read further than needed to say so.
+    device_map, max_memory, offload_folder: for backbones bigger than one device, placement by
+        accelerate ("auto" or an explicit map; see rmt_core.placement.dispatch); `device` is
+        then ignored and the memory lives on the first layer's device.
     """
     explicit = _explicit_fields(rmt_config)
     path = resolve_checkpoint(name_or_path, download=download)
@@ -282,6 +288,10 @@ def load(
         model.name = str(name_or_path)
     else:
         model.name = folder.name if path.is_dir() or config is not None else path.stem
+    if device_map is not None:
+        from .placement import dispatch
+
+        return dispatch(model, device_map, dtype=dtype, max_memory=max_memory, offload_folder=offload_folder)
     target = pick_device(device)
     model.to(device=target, dtype=dtype or default_dtype(target))
     model.eval()

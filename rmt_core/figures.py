@@ -30,6 +30,7 @@ ATTENTION = "Cividis"
 DIVERGING = "RdBu"
 SLOT_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")  # Okabe-Ito
 TEMPLATE = "plotly_white"
+MAX_MARKERS = 400  # segment curves: above this many segments, lines only
 FIGURE_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "svg", "scale": 1}}
 
 
@@ -62,18 +63,21 @@ def slot_color(k: int) -> str:
 # ---------------------------------------------------------------------- timeline
 def segment_curves(trace: Trace, selected: int | None = None) -> go.Figure:
     """Per-segment loss, memory churn, and read / write attention mass, stacked."""
+    from . import series as per_trace  # whole-trace series, computed once per trace
+
     x = np.arange(trace.num_segments)
-    churn = analysis.slot_churn(trace.memory_states()).mean(axis=1)
+    churn = per_trace.slot_churn(trace).mean(axis=1)
     series = [
-        ("loss (nats/token)", trace.losses()),
+        ("loss (nats/token)", per_trace.cached(trace, "losses", trace.losses)),
         ("memory churn (cosine distance)", churn),
-        ("tokens→read mass", analysis.block_mass(trace, "tokens->read")),
-        ("write→tokens mass", analysis.block_mass(trace, "write->tokens")),
+        ("tokens→read mass", per_trace.block_mass(trace, "tokens->read")),
+        ("write→tokens mass", per_trace.block_mass(trace, "write->tokens")),
     ]
     fig = make_subplots(rows=len(series), cols=1, shared_xaxes=True, vertical_spacing=0.04,
                         subplot_titles=[name for name, _ in series])
+    mode = "lines+markers" if len(x) <= MAX_MARKERS else "lines"  # thousands of markers cost the browser most
     for row, (name, values) in enumerate(series, start=1):
-        fig.add_trace(go.Scatter(x=x, y=values, mode="lines+markers", name=name, marker={"size": 5},
+        fig.add_trace(go.Scatter(x=x, y=values, mode=mode, name=name, marker={"size": 5},
                                  line={"color": SLOT_COLORS[row - 1]},
                                  hovertemplate="segment %{x}<br>%{y:.4f}<extra>" + name + "</extra>"),
                       row=row, col=1)
@@ -133,18 +137,25 @@ def slot_token_heatmap(weights: np.ndarray, tokens: Sequence[str], title: str, v
 
 
 # ---------------------------------------------------------------------- memory
-def memory_trajectory(projection: analysis.Projection, hover: Sequence[Sequence[str]] | None = None, dims: int = 2) -> go.Figure:
+def memory_trajectory(projection: analysis.Projection, hover: Sequence[Sequence[str]] | None = None, dims: int = 2,
+                      max_steps: int = 600) -> go.Figure:
     """One line per slot through the segments in PCA space (step 0 = initial memory).
 
     hover[s][k]: extra text (e.g. logit-lens tokens) for slot k after step s.
+    max_steps: at most this many steps are drawn (evenly spaced, first and last kept; the
+        title says so): a figure of every step of a long book is megabytes the browser stalls on.
     """
     coords = projection.coords
     steps, slots, _ = coords.shape
+    shown = np.arange(steps)
+    if steps > max_steps:  # thousands of segments: evenly spaced steps, first and last kept
+        shown = np.unique(np.linspace(0, steps - 1, max_steps).round().astype(int))
+    coords = coords[shown]
     fig = go.Figure()
     ratio = projection.explained_variance_ratio
     for k in range(slots):
         text = [f"slot {k}, {'initial' if s == 0 else f'after segment {s - 1}'}"
-                + (f"<br>{plotly_text(hover[s][k])}" if hover is not None else "") for s in range(steps)]
+                + (f"<br>{plotly_text(hover[s][k])}" if hover is not None else "") for s in shown.tolist()]
         common = dict(mode="lines+markers", name=f"slot {k}", text=text, hovertemplate="%{text}<extra></extra>",
                       line={"color": slot_color(k)}, marker={"size": 4, "color": slot_color(k)})
         # start (initial memory) = open circle, end (after the last segment) = filled square
@@ -165,7 +176,8 @@ def memory_trajectory(projection: analysis.Projection, hover: Sequence[Sequence[
     else:
         fig.update_xaxes(title_text=labels[0])
         fig.update_yaxes(title_text=labels[1])
-    return _style(fig, f"Memory trajectory ({dims}-D PCA over all slots and segments)", height=520)
+    every = f"; {len(shown)} of {steps} steps drawn" if len(shown) < steps else ""
+    return _style(fig, f"Memory trajectory ({dims}-D PCA over all slots and segments{every})", height=520)
 
 
 def slot_segment_heatmap(values: np.ndarray, title: str, value_name: str, first_step: int = 0) -> go.Figure:
@@ -226,21 +238,21 @@ def standard_figures(trace: Trace, segment: int | None = None, layer: int = -1, 
 
     Attention heatmaps need the model attached (they are recomputed); without it they are skipped.
     """
+    from . import series  # whole-trace series, computed once per trace
+
     segment = trace.num_segments - 1 if segment is None else segment
     segment = trace.check_segment(segment)
     seg = trace.segments[segment]
-    states = trace.memory_states()
     n_layers, n_heads = int(trace.model_info["num_layers"]), int(trace.model_info["num_heads"])
     layer = check_int(layer, "layer", -n_layers, n_layers - 1, fix=f"The model has {n_layers} layers (-1 is the last).")
     head = check_int(head, "head", 0, n_heads - 1, fix=f"The model has {n_heads} attention heads per layer.")
     layer = layer % n_layers
     figures = {
         "timeline": segment_curves(trace, selected=segment),
-        "memory_pca_2d": memory_trajectory(analysis.pca_trajectory(states, 2), dims=2),
-        "memory_pca_3d": memory_trajectory(analysis.pca_trajectory(states, 3), dims=3),
-        "slot_norms": slot_segment_heatmap(analysis.slot_norms(states)[1:], "Memory slot norms",
-                                           "L2 norm"),
-        "slot_churn": slot_segment_heatmap(analysis.slot_churn(states), "Memory churn per slot (cosine distance in→out)",
+        "memory_pca_2d": memory_trajectory(series.pca(trace, 2), dims=2),
+        "memory_pca_3d": memory_trajectory(series.pca(trace, 3), dims=3),
+        "slot_norms": slot_segment_heatmap(series.slot_norms(trace)[1:], "Memory slot norms", "L2 norm"),
+        "slot_churn": slot_segment_heatmap(series.slot_churn(trace), "Memory churn per slot (cosine distance in→out)",
                                            "churn"),
         "slot_similarity": slot_similarity_figure(analysis.slot_similarity(seg.memory_out), segment),
         "block_grid_write_tokens": block_grid_figure(analysis.block_grid(trace, segment, "write->tokens"), "write->tokens"),

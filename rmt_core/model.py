@@ -231,7 +231,7 @@ class RMTModel(nn.Module):
             output_hidden_states=output_hidden_states,
             **kwargs,
         )
-        hidden = out.last_hidden_state  # (batch, n, d), after the final norm
+        hidden = out.last_hidden_state.to(row.device)  # (batch, n, d), after the final norm (device-mapped: moved back)
         _, tokens, write_block = segment_layout(m, n_tokens, write)
         token_hidden = hidden[:, tokens]  # (batch, L, d)
         logits = self.backbone.get_output_embeddings()(token_hidden) if compute_logits else None  # (batch, L, vocab)
@@ -240,7 +240,7 @@ class RMTModel(nn.Module):
             # A sample whose segment is all padding keeps the memory it had.
             has_tokens = token_valid.any(dim=1).view(batch, 1, 1)
             memory_out = torch.where(has_tokens, memory_out, memory)
-        hidden_states = tuple(out.hidden_states) if output_hidden_states else None
+        hidden_states = tuple(h.to(row.device) for h in out.hidden_states) if output_hidden_states else None
         return SegmentOutput(logits=logits, memory_out=memory_out, hidden_states=hidden_states, token_hidden=token_hidden)
 
     # ------------------------------------------------------------------ forward

@@ -32,7 +32,7 @@ TOP_K = 5
 LENS_K = 5
 CHUNK_SEGMENTS = 8  # most segments whose LM head runs as one matmul (see TraceStream._run)
 TRACE_FORMAT = "rmt-lens-trace"
-TRACE_FORMAT_VERSION = 1
+TRACE_FORMAT_VERSION = 2  # 2: zstandard-compressed arrays (see trace_io); 1 still loads
 
 Progress = Callable[[int, int], Any]
 
@@ -149,10 +149,12 @@ class Trace:
 
     # ------------------------------------------------------------------ logit lens
     def lens_ids(self, index: int) -> np.ndarray:
-        """(Y+1, m, LENS_K) logit-lens token ids of segment `index`'s write slots (computed once)."""
+        """(Y+1, m, LENS_K) logit-lens token ids of segment `index`'s write slots (computed once,
+        for this segment only: a page showing one segment of a long book must not pay for all;
+        compute_lens batches many)."""
         index = self.check_segment(index)
         if self.segments[index].lens_ids is None:
-            self.compute_lens([i for i, s in enumerate(self.segments) if s.lens_ids is None])
+            self.compute_lens([index])
         return self.segments[index].lens_ids
 
     @torch.no_grad()
@@ -280,11 +282,14 @@ def attention_summaries(weights: torch.Tensor, m: int, n_tokens: int) -> tuple[n
     """Summaries of segment rows' attention (..., Y, H, n, n): block_attention (..., Y, H, 6) in
     BLOCK_PAIRS order, write_to_tokens (..., Y, H, m, L) and tokens_to_read (..., Y, H, L, m), float16.
 
-    numpy on the host: a few reduceat calls for a whole chunk of segments instead of dozens of
-    small tensor ops per segment."""
+    On the CPU, numpy: a few reduceat calls for a whole chunk of segments instead of dozens of
+    small tensor ops per segment. On an accelerator the block masses are reduced there and only
+    the summaries cross to the host (the full weights of a large model's chunk are gigabytes)."""
+    r, t, wr = segment_layout(m, n_tokens, write=m > 0)
+    if weights.device.type != "cpu":
+        return _device_attention_summaries(weights, r, t, wr)
     weights = weights.float().cpu()
     w = weights.numpy()
-    r, t, wr = segment_layout(m, n_tokens, write=m > 0)
     if r.stop == r.start:  # no memory: only tokens->tokens has mass
         blocks = np.zeros(w.shape[:-2] + (len(BLOCK_PAIRS),), dtype=np.float32)
         blocks[..., 5] = w[..., t, t].sum(-1).mean(-1)
@@ -293,9 +298,25 @@ def attention_summaries(weights: torch.Tensor, m: int, n_tokens: int) -> tuple[n
         sizes = np.array([r.stop - r.start, t.stop - t.start, wr.stop - wr.start], dtype=np.float32)
         to_block = np.add.reduceat(w, starts, axis=-1)  # (..., q, 3): each query's mass per key block
         mass = np.add.reduceat(to_block, starts, axis=-2) / sizes[:, None]  # (..., 3 query, 3 key) means
-        query_block, key_block = [1, 2, 2, 2, 0, 1], [0, 1, 0, 2, 0, 1]  # BLOCK_PAIRS as (query, key) blocks
-        blocks = mass[..., query_block, key_block]
+        blocks = mass[..., _QUERY_BLOCK, _KEY_BLOCK]
     return blocks.astype(np.float16), half(weights[..., wr, t]), half(weights[..., t, r])
+
+
+_QUERY_BLOCK, _KEY_BLOCK = [1, 2, 2, 2, 0, 1], [0, 1, 0, 2, 0, 1]  # BLOCK_PAIRS as (query, key) blocks
+
+
+def _device_attention_summaries(weights: torch.Tensor, r: slice, t: slice, wr: slice
+                                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """attention_summaries with the reductions in torch on the weights' own device."""
+    w = weights.float()
+    if r.stop == r.start:
+        blocks = torch.zeros(w.shape[:-2] + (len(BLOCK_PAIRS),), device=w.device)
+        blocks[..., 5] = w[..., t, t].sum(-1).mean(-1)
+    else:
+        to_block = torch.stack([w[..., b].sum(-1) for b in (r, t, wr)], dim=-1)  # (..., q, 3)
+        mass = torch.stack([to_block[..., b, :].mean(-2) for b in (r, t, wr)], dim=-2)  # (..., 3 query, 3 key)
+        blocks = mass[..., _QUERY_BLOCK, _KEY_BLOCK]
+    return half(blocks), half(weights[..., wr, t]), half(weights[..., t, r])
 
 
 def half(x: torch.Tensor) -> np.ndarray:
@@ -454,12 +475,12 @@ class TraceStream:
             self._buffers = (torch.empty(capacity, vocab, dtype=hidden.dtype, device=hidden.device),
                              torch.empty(capacity, vocab, dtype=torch.float32, device=hidden.device))
         logits, logprobs = self._buffers[0][:rows], self._buffers[1][:rows]
-        if type(head) is torch.nn.Linear and head.weight.dtype == hidden.dtype:
+        if type(head) is torch.nn.Linear and head.weight.dtype == hidden.dtype and head.weight.device == hidden.device:
             if head.bias is None:
                 torch.mm(hidden, head.weight.t(), out=logits)
             else:
                 torch.addmm(head.bias, hidden, head.weight.t(), out=logits)
-        else:  # another head type: its own call, then a copy
+        else:  # another head type, or a device-mapped one (accelerate moves it): its own call, then a copy
             logits.copy_(head(hidden))
         return torch.log_softmax(logits if logits.dtype == torch.float32 else logits.float(), dim=-1, out=logprobs)
 

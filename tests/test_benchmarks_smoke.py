@@ -1,7 +1,7 @@
 """Smoke runs of the benchmarks (benchmarks/*.py --quick): each one runs to the end and prints
 its table. Timings are never asserted (the benchmarks themselves report PASS/FAIL).
 
-The four scripts start together in subprocesses (module fixture), so the file takes about as
+The scripts start together in subprocesses (module fixture), so the file takes about as
 long as the slowest of them; each test then waits for its own script.
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ RUNS = {
     "bench_engine": (["--segments", "1"], "| device | case"),
     "bench_trace": (["--max-tokens", "3000", "--doc-tokens", "1500"], "| device | variant"),
     "bench_app": ([], "| device | change"),
+    "bench_pages": (["--repeats", "1"], "| page"),
     "bench_attribution": (["--repeats", "1"], "| device | sample"),
 }
 

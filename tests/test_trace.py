@@ -1,7 +1,9 @@
 """The Trace: continuity, attention summaries, recompute, files, cancellation, threads, determinism."""
 from __future__ import annotations
 
+import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +14,8 @@ from rmt_core import TraceCancelled, TraceError
 from rmt_core.trace import BLOCK_PAIRS
 
 from conftest import VOCAB, make_model
+
+DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="module")
@@ -81,17 +85,104 @@ def test_recompute_reproduces_recorded_summaries(trace):
     assert labels[:3] == ["R0", "R1", "R2"] and labels[-3:] == ["W0", "W1", "W2"] and len(labels) == 10
 
 
+EXACT_FIELDS = ("token_ids", "char_spans", "token_logprob", "topk_ids", "topk_logprobs", "memory_in", "memory_out",
+                "block_attention", "lens_ids")
+
+
+def assert_same_trace(a, b):
+    """b is a saved and reloaded a: exact where the file is exact, within the stated bounds elsewhere."""
+    assert a.num_segments == b.num_segments and a.text == b.text and a.complete == b.complete
+    for x, y in zip(a.segments, b.segments):
+        for name in EXACT_FIELDS:
+            u, v = getattr(x, name), getattr(y, name)
+            assert u.dtype == v.dtype and np.array_equal(u, v, equal_nan=u.dtype.kind == "f"), name
+        assert x.tokens == y.tokens and (x.loss == y.loss or (np.isnan(x.loss) and np.isnan(y.loss)))
+        for name in ("write_to_tokens", "tokens_to_read"):  # uint8 steps of 1/255
+            u, v = getattr(x, name), getattr(y, name)
+            assert u.shape == v.shape and v.dtype == np.float16, name
+            assert np.abs(u.astype(np.float32) - v.astype(np.float32)).max() <= 1 / 510 + 1 / 2048, name
+        for name in ("read_hidden", "write_hidden"):  # int8 with a scale per vector
+            u, v = getattr(x, name).astype(np.float32), getattr(y, name)
+            assert v.shape == u.shape and v.dtype == np.float16, name
+            bound = np.abs(u).max(-1, keepdims=True) * (1 / 254 + 1 / 2048)
+            assert (np.abs(u - v.astype(np.float32)) <= bound).all(), name
+
+
+@pytest.mark.parametrize("m", [3, 0])
+def test_device_attention_summaries_equal_the_host_ones(m):
+    """The reductions an accelerator runs (torch, here on CPU tensors) give the numpy results."""
+    from rmt_core.masks import segment_layout
+    from rmt_core.trace import _device_attention_summaries, attention_summaries
+
+    n_tokens = 6
+    n = n_tokens + 2 * m
+    weights = torch.softmax(torch.randn(2, 2, 4, n, n, generator=torch.Generator().manual_seed(0)), dim=-1)
+    host = attention_summaries(weights, m, n_tokens)
+    device = _device_attention_summaries(weights, *segment_layout(m, n_tokens, write=m > 0))
+    for a, b in zip(host, device):
+        assert a.dtype == b.dtype == np.float16 and a.shape == b.shape
+        np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), atol=1e-3)
+
+
 def test_save_load_round_trip(tmp_path, model, trace):
     path = trace.save(tmp_path / "doc.rmtrace")
     loaded = rmt_core.Trace.load(path, model=model)
-    assert loaded.num_segments == trace.num_segments and loaded.complete
-    for a, b in zip(trace.segments, loaded.segments):
-        for name in ("token_ids", "memory_in", "memory_out", "write_to_tokens", "tokens_to_read", "block_attention",
-                     "read_hidden", "topk_ids", "lens_ids"):
-            assert np.array_equal(getattr(a, name), getattr(b, name)), name
-        assert a.tokens == b.tokens and a.loss == b.loss
+    assert loaded.complete
+    assert_same_trace(trace, loaded)
     np.testing.assert_allclose(loaded.attention(2), trace.attention(2))
     assert loaded.model_info["weights_hash"] == model.weights_hash()
+    # saving a loaded trace again changes nothing (the quantised codes are stable)
+    again = rmt_core.Trace.load(loaded.save(tmp_path / "again.rmtrace"))
+    for x, y in zip(loaded.segments, again.segments):
+        for name in EXACT_FIELDS + ("write_to_tokens", "tokens_to_read", "read_hidden", "write_hidden"):
+            assert np.array_equal(getattr(x, name), getattr(y, name), equal_nan=True), name
+
+
+def test_trace_files_are_compressed(tmp_path, trace):
+    from safetensors import safe_open
+
+    path = trace.save(tmp_path / "doc.rmtrace")
+    with safe_open(str(path), framework="numpy") as handle:
+        header = json.loads(handle.metadata()["rmt_lens_trace"])
+        assert {handle.get_tensor(k).dtype for k in handle.keys()} == {np.dtype(np.uint8)}  # compressed blobs
+    assert header["format_version"] == 2
+    encodings = {name: entry["encoding"] for name, entry in header["arrays"].items()}
+    assert encodings["read_hidden"] == "int8-vector-absmax" and encodings["tokens_to_read"] == "uint8-unit"
+    assert encodings["token_ids"] == encodings["token_logprob"] == encodings["memory_out"] == "exact"
+
+
+def test_format_1_files_still_load(tmp_path):
+    """A file written by the format-1 writer (uncompressed arrays) of the default model."""
+    old = rmt_core.Trace.load(DATA / "trace_v1.rmtrace")
+    assert old.complete and old.num_segments == 2 and old.num_tokens == 34
+    first = old.segments[0]
+    assert "".join(first.tokens).startswith("Anne Elliot")
+    assert first.read_hidden.dtype == np.float16 and first.write_to_tokens.shape[-1] == first.num_tokens
+    assert np.array_equal(old.segments[1].memory_in, first.memory_out)
+    assert_same_trace(old, rmt_core.Trace.load(old.save(tmp_path / "now.rmtrace")))
+
+
+def _rewrite_header(src, dst, edit):
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    with safe_open(str(src), framework="numpy") as handle:
+        header = json.loads(handle.metadata()["rmt_lens_trace"])
+        arrays = {k: handle.get_tensor(k) for k in handle.keys()}
+    edit(header)
+    save_file(arrays, str(dst), metadata={"rmt_lens_trace": json.dumps(header)})
+    return dst
+
+
+def test_unknown_or_damaged_trace_formats_are_refused(tmp_path, trace):
+    path = trace.save(tmp_path / "doc.rmtrace")
+    newer = _rewrite_header(path, tmp_path / "newer.rmtrace", lambda h: h.update(format_version=7))
+    with pytest.raises(TraceError, match="trace format 7 .*newer RMT Lens"):
+        rmt_core.Trace.load(newer)
+    damaged = _rewrite_header(path, tmp_path / "damaged.rmtrace",
+                              lambda h: h["arrays"]["memory_out"].update(shape=[1, 2, 3]))
+    with pytest.raises(TraceError, match="damaged trace file"):
+        rmt_core.Trace.load(damaged)
 
 
 def test_loading_with_a_foreign_model_is_refused(tmp_path, trace):

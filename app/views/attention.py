@@ -38,30 +38,38 @@ def _views(trace, segment: int) -> None:
         shown = [labels[i] for i in keep]
         st.caption(f"Segment row has {len(labels)} positions; the heatmap shows the memory slots and the first "
                    f"{MAX_HEATMAP - 2 * m} tokens so the browser stays responsive.")
+    # Only the open tab's content is built (on_change="rerun" makes tab.open known): bertviz's HTML and
+    # the other figures cost nothing until their tab is chosen.
     tab_map, tab_grid, tab_slots, tab_head, tab_model = st.tabs(
-        ["Heatmap", "Layer × head grid", "What write slots read", "bertviz head view", "bertviz model view"])
-    with tab_map:
-        st.caption("Read slots R0.. come first, then the segment's tokens, then write slots W0..; "
-                   "orange lines separate the blocks. Rows are queries.")
-        show_figure(figures.attention_heatmap(matrix, shown, m,
-                                              f"Segment {segment}, layer {layer}, head {head}"), key="att_heatmap")
-    with tab_grid:
-        pair = st.selectbox("Block pair", BLOCK_PAIRS, index=1, key="att_pair",
-                            format_func=lambda p: p.replace("->", " → "),
-                            help="Which block attends to which: e.g. write → tokens is what the write slots read.")
-        show_figure(figures.block_grid_figure(analysis.block_grid(trace, segment, pair), pair), key="att_grid")
-    with tab_slots:
-        seg = trace.segments[segment]
-        show_figure(figures.slot_token_heatmap(seg.write_to_tokens[layer, head].astype(float), seg.tokens,
-                                               f"Write slots' attention over the tokens (layer {layer}, head {head})"),
-                    key="att_slots")
-        rows = [{"slot": f"W{k}", **{f"#{i + 1}": f"{visible_token(tok)} ({w:.2f})" for i, (_, tok, w) in enumerate(top)}}
-                for k, top in enumerate(analysis.top_read_tokens(trace, segment, layer=layer, k=5))]
-        st.dataframe(rows, hide_index=True)
-    with tab_head:
-        _bertviz("head", attention, labels, layer)
-    with tab_model:
-        _bertviz("model", attention, labels, layer)
+        ["Heatmap", "Layer × head grid", "What write slots read", "bertviz head view", "bertviz model view"],
+        key="att_tab", on_change="rerun")
+    if tab_map.open:
+        with tab_map:
+            st.caption("Read slots R0.. come first, then the segment's tokens, then write slots W0..; "
+                       "orange lines separate the blocks. Rows are queries.")
+            show_figure(figures.attention_heatmap(matrix, shown, m,
+                                                  f"Segment {segment}, layer {layer}, head {head}"), key="att_heatmap")
+    if tab_grid.open:
+        with tab_grid:
+            pair = st.selectbox("Block pair", BLOCK_PAIRS, index=1, key="att_pair",
+                                format_func=lambda p: p.replace("->", " → "),
+                                help="Which block attends to which: e.g. write → tokens is what the write slots read.")
+            show_figure(figures.block_grid_figure(analysis.block_grid(trace, segment, pair), pair), key="att_grid")
+    if tab_slots.open:
+        with tab_slots:
+            seg = trace.segments[segment]
+            show_figure(figures.slot_token_heatmap(seg.write_to_tokens[layer, head].astype(float), seg.tokens,
+                                                   f"Write slots' attention over the tokens (layer {layer}, head {head})"),
+                        key="att_slots")
+            rows = [{"slot": f"W{k}", **{f"#{i + 1}": f"{visible_token(tok)} ({w:.2f})" for i, (_, tok, w) in enumerate(top)}}
+                    for k, top in enumerate(analysis.top_read_tokens(trace, segment, layer=layer, k=5))]
+            st.dataframe(rows, hide_index=True)
+    if tab_head.open:
+        with tab_head:
+            _bertviz("head", attention, labels, layer)
+    if tab_model.open:
+        with tab_model:
+            _bertviz("model", attention, labels, layer)
 
 
 MODEL_VIEW_HEIGHT = 760  # px; a taller model view scrolls inside its frame

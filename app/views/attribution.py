@@ -58,17 +58,23 @@ def _views(trace, segment: int) -> None:
             st.error(f"“{custom}” is {len(ids)} tokens for this model; give a single token (e.g. with its leading space).")
             return
         target = ids[0]
+    # Only the open tab runs (on_change="rerun" makes tab.open known): an intervention re-runs the
+    # document from its segment on, which must not happen on every visit to this page.
     tab_read, tab_write, tab_through, tab_int = st.tabs(
-        ["Read slots", "Write slots", "Through memory", "Interventions"])
+        ["Read slots", "Write slots", "Through memory", "Interventions"], key="attr_tab", on_change="rerun")
     try:
-        with tab_read:
-            _read(trace, segment, position, target, method)
-        with tab_write:
-            _write(trace, segment, method)
-        with tab_through:
-            _through(trace, segment, position, target)
-        with tab_int:
-            _interventions(trace)
+        if tab_read.open:
+            with tab_read:
+                _read(trace, segment, position, target, method)
+        if tab_write.open:
+            with tab_write:
+                _write(trace, segment, method)
+        if tab_through.open:
+            with tab_through:
+                _through(trace, segment, position, target)
+        if tab_int.open:
+            with tab_int:
+                _interventions(trace)
     except RMTLensError as exc:
         st.error(str(exc))
 

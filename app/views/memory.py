@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from rmt_core import analysis, figures
+from rmt_core import analysis, figures, series
 
 from app import sidebar
 from app.views.common import guarded, require_trace, show_figure, visible_token
@@ -20,21 +20,17 @@ def render() -> None:
 @st.fragment
 @guarded
 def _views(trace, segment: int) -> None:
-    states = trace.memory_states()  # (S + 1, m, d)
+    states = series.memory_states(trace)  # (S + 1, m, d); every whole-trace series is computed once per trace
     tokenizer = trace.model.tokenizer if trace.model is not None else None
-    final_layer = -1
-    hover = [["" for _ in range(trace.num_mem_tokens)]]
-    for index in range(trace.num_segments):
-        lens = analysis.logit_lens(trace, index, tokenizer)[final_layer]
-        hover.append(["decodes to: " + ", ".join(visible_token(t) for t in tokens[:3]) for tokens in lens])
+    hover = series.lens_hover(trace, tokenizer)
     dims = st.radio("Projection", [2, 3], horizontal=True, format_func=lambda d: f"{d}-D PCA", key="mem_dims")
-    show_figure(figures.memory_trajectory(analysis.pca_trajectory(states, dims), hover, dims=dims), key="mem_pca")
+    show_figure(figures.memory_trajectory(series.pca(trace, dims), hover, dims=dims), key="mem_pca")
     c1, c2 = st.columns(2)
     with c1:
-        show_figure(figures.slot_segment_heatmap(analysis.slot_norms(states)[1:], "Slot norms after each segment",
+        show_figure(figures.slot_segment_heatmap(series.slot_norms(trace)[1:], "Slot norms after each segment",
                                                  "L2 norm"), key="mem_norms")
     with c2:
-        show_figure(figures.slot_segment_heatmap(analysis.slot_churn(states),
+        show_figure(figures.slot_segment_heatmap(series.slot_churn(trace),
                                                  "Churn per slot (cosine distance in → out)", "churn"), key="mem_churn")
     show_figure(figures.slot_similarity_figure(analysis.slot_similarity(states[segment + 1]), segment), key="mem_sim")
     st.subheader(f"Logit lens of the memory written by segment {segment}")
