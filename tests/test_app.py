@@ -286,4 +286,7 @@ def test_slot_norm_figures_have_one_column_per_segment(first_screen):
 def test_whitespace_tokens_are_drawn_visibly():
     from app.views.common import visible_token
 
-    assert visible_token(" the") == "␣the" and visible_token("\n\n") == "↵↵" and visible_token("") == "∅"
+    from rmt_core.token_text import CONTINUATION
+
+    assert visible_token(" the") == "␣the" and visible_token("\n\n") == "↵↵"
+    assert visible_token("") == CONTINUATION  # the second piece of a character split over tokens

@@ -148,6 +148,9 @@ def bad_argument_sets(f) -> dict[str, list[list[str]]]:
         "eval": [[], ["nope-checkpoint"], [c, "--segments", "0"], [c, "--task", "qa9"], [c, "--samples", "-1"],
                  [c, "--haystack", str(f["dir"] / "missing.txt"), "--samples", "1", "--segments", "1"]],
         "list": [["--bogus"]],
+        "convert": [[c], [str(f["dir"] / "nowhere"), "--out", str(f["dir"] / "conv1")],
+                    [c, "--out", str(f["dir"] / "conv2"), "--segment-size", "0"],
+                    [c, "--out", str(f["dir"])]],  # not an empty folder
         "ship": [[], [str(f["dir"] / "no-run"), "--name", "x"]],
         "trace": [[f["doc"]], [str(f["dir"] / "missing.pdf"), "--checkpoint", c, "--out", "x"],
                   [f["doc"], "--checkpoint", "no-such", "--out", "x"], [f["doc"], "--checkpoint", c, "--out", "x",

@@ -17,12 +17,10 @@ VISIBLE_WHITESPACE = str.maketrans({" ": "␣", "\n": "↵", "\t": "⇥", "\r": 
 
 
 def visible_token(token: str) -> str:
-    """A displayed token as a table / menu label: rmt_core.token_text.token_label (continuation
-    pieces as ◌, control characters escaped), and a whitespace-only token drawn (␣ space, ↵ newline,
-    ⇥ tab) so no cell looks empty."""
-    if token and not token.strip():
-        return token.translate(VISIBLE_WHITESPACE)
-    return token_label(token)
+    """A displayed token as a table / menu label: whitespace drawn (␣ space, ↵ newline, ⇥ tab) so
+    no cell looks empty, then rmt_core.token_text.token_label (a continuation piece of a split
+    character as ◌, other control characters escaped)."""
+    return token_label(token.translate(VISIBLE_WHITESPACE))
 
 
 def require_trace():
