@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `rmt_core` and `app` importable when run as a script
 
-CHECKPOINT = "austen-recall"
+CHECKPOINT = "austen-pydocs-recall"  # the shipped default (rmt_core.DEFAULT_CHECKPOINT)
 MISSED_EXIT = 3  # exit status with --strict when a target was missed (a crash exits 1)
 
 

@@ -31,7 +31,7 @@ from .model import RMTModel
 FORMAT = "rmt-lens"
 FORMAT_VERSION = 1
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
-DEFAULT_CHECKPOINT = "austen-recall"
+DEFAULT_CHECKPOINT = "austen-pydocs-recall"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 

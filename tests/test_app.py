@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+import rmt_core
+
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
@@ -175,7 +177,7 @@ def test_a_model_without_questions_says_what_it_cannot_answer():
     assert any("not on questions" in c.value for c in at.caption)
     assert not [b for b in at.button if b.label == "Ask"]
     # the pages say that the trace shown was made with another model
-    assert any("not the selected model" in w.value and "austen-recall" in w.value for w in at.warning)
+    assert any("not the selected model" in w.value and rmt_core.DEFAULT_CHECKPOINT in w.value for w in at.warning)
 
 
 def test_empty_paste_says_why_nothing_runs():

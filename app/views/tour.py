@@ -26,7 +26,7 @@ def render() -> None:
     shipped = [c["name"] for c in services.shipped_checkpoints()]
     checkpoint = services.default_checkpoint_name()
     if checkpoint not in shipped:
-        st.warning("The tour needs the shipped fact-recall model (checkpoints/austen-recall).")
+        st.warning(f"The tour needs the shipped default fact-recall model (checkpoints/{checkpoint}).")
         return
     c1, c2 = st.columns([1, 3])
     seed = int(c1.number_input("Sample (seed)", min_value=0, max_value=10_000, value=7, step=1, key="tour_seed"))
