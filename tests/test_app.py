@@ -270,6 +270,9 @@ def test_the_default_intervention_changes_something(first_screen):
     at = first_screen
     at.switch_page("screens/attribution.py").run()
     _no_exception(at)
+    at.session_state["attr_tab"] = "Interventions"  # only the open tab is built
+    at.run()
+    _no_exception(at)
     trace, answer = at.session_state[state.TRACE], at.session_state[state.ANSWER]
     chosen = next(s for s in at.selectbox if s.label == "Before segment").value
     assert chosen == answer.memory_segment + 1 != 0
