@@ -310,6 +310,18 @@ def evaluate_algorithmic(
 
 
 # ---------------------------------------------------------------------- language modelling
+def _text_windows(model: RMTModel, text: str | None, segments_per_window: int, windows: int,
+                  seed: int) -> tuple[torch.Tensor, np.ndarray, int]:
+    """The tokens of ``text`` (default: the held-out novel), ``windows`` random start offsets
+    and the window length (``segments_per_window`` segments, at most the whole text)."""
+    ids = _encode(_check_tokenizer(model), _default_haystack() if text is None else text)
+    length = min(segments_per_window * model.config.segment_size, len(ids))
+    if length < 2:
+        raise EvaluationError("the text is too short for language modelling (fewer than 2 tokens)")
+    starts = np.random.default_rng(seed).integers(0, len(ids) - length + 1, size=windows)
+    return torch.tensor(ids, dtype=torch.long), starts, length
+
+
 @torch.no_grad()
 def evaluate_lm(
     model: RMTModel,
@@ -330,15 +342,8 @@ def evaluate_lm(
     """
     if segments_per_window < 1 or windows < 1 or batch_size < 1:
         raise EvaluationError("segments_per_window, windows and batch_size must be >= 1")
-    tokenizer = _check_tokenizer(model)
-    ids = _encode(tokenizer, _default_haystack() if text is None else text)
     seg = model.config.segment_size
-    length = min(segments_per_window * seg, len(ids))
-    if length < 2:
-        raise EvaluationError("the text is too short for language modelling (fewer than 2 tokens)")
-    rng = np.random.default_rng(seed)
-    starts = rng.integers(0, len(ids) - length + 1, size=windows)
-    all_ids = torch.tensor(ids, dtype=torch.long)
+    all_ids, starts, length = _text_windows(model, text, segments_per_window, windows, seed)
     # Scored targets: positions 1..length-1; "later" = targets beyond the first segment.
     later = torch.arange(1, length) >= seg  # (length - 1,)
     sums = {(reset, part): 0.0 for reset in (False, True) for part in ("all", "later")}
@@ -422,14 +427,8 @@ def evaluate_slot_similarity(
     m = model.config.num_mem_tokens
     if m < 2:
         raise EvaluationError("slot similarity needs a model with at least two memory slots")
-    tokenizer = _check_tokenizer(model)
-    ids = _encode(tokenizer, _default_haystack() if text is None else text)
-    length = min(segments_per_window * model.config.segment_size, len(ids))
-    if length < 2:
-        raise EvaluationError("the text is too short (fewer than 2 tokens)")
-    rng = np.random.default_rng(seed)
-    starts = rng.integers(0, len(ids) - length + 1, size=windows)
-    batch = torch.tensor(np.stack([ids[int(s):int(s) + length] for s in starts]), dtype=torch.long, device=model.device)
+    all_ids, starts, length = _text_windows(model, text, segments_per_window, windows, seed)
+    batch = torch.stack([all_ids[int(s):int(s) + length] for s in starts]).to(model.device)
     was_training = model.training
     model.eval()
     try:
