@@ -190,6 +190,7 @@ def render():
         st.session_state[state.SEGMENT] = st.session_state.pop(state.PENDING_SEGMENT)
     if st.session_state.get(state.TOKEN):
         st.query_params["doc"] = st.session_state[state.TOKEN]
+    st.session_state.pop("current_model_name", None)  # set again below once a model is loaded
     with st.sidebar:
         checkpoint = _choose_checkpoint()
         model = current_model() if checkpoint else None

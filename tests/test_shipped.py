@@ -123,14 +123,18 @@ def test_write_attribution_of_the_fact_segment_lands_on_the_fact(recall_traces):
 
 
 @pytest.mark.slow
-def test_through_memory_ranks_the_fact_in_the_top_five_percent(recall_traces):
-    hits = []
+def test_through_memory_ranks_the_fact_near_the_top(recall_traces):
+    # The memory also carries recent text for language modelling, so a few other tokens get
+    # attribution too; the fact must stay among the very first (chance would put it near the middle).
+    ranks, hits = [], []
     for trace, (start, end), _ in recall_traces:
         result = attribution.through_memory(trace, *_answer_site(trace), n_steps=32)
-        k = int(np.ceil(0.05 * trace.num_tokens))
-        top = set(np.argsort(-np.nan_to_num(result.scores, nan=-np.inf))[:k].tolist())
-        hits.append(any(j in top for j in range(start, end)))
-    assert np.mean(hits) >= 0.8, np.mean(hits)
+        order = np.argsort(-np.nan_to_num(result.scores, nan=-np.inf))
+        rank = min(int(np.nonzero(order == j)[0][0]) for j in range(start, end))
+        ranks.append(rank)
+        hits.append(rank < int(np.ceil(0.10 * trace.num_tokens)))
+    assert np.mean(hits) >= 0.8, ranks
+    assert np.median(ranks) <= 3, ranks
 
 
 @pytest.mark.slow

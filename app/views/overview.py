@@ -16,7 +16,8 @@ SEGMENT_PAGES = [("Timeline", "screens/timeline.py"), ("Attention", "screens/att
 def render() -> None:
     st.header("What the memory did on this document")
     trace = require_trace()
-    model = sidebar.current_model() if st.session_state.get(state.CHECKPOINT) else None
+    # Only a model the sidebar could load (a local folder may still lack its settings).
+    model = sidebar.current_model() if st.session_state.get("current_model_name") else None
     if trace is None:
         if model is not None:
             _ask_box(model)
