@@ -29,7 +29,7 @@ import numpy as np
 
 from .errors import QuestionError
 from .tasks.babi import ACTORS, ANSWER_PREFIX, OBJECTS, PLACES, QUESTION_PREFIX
-from .token_text import decode_token
+from .token_text import decode_token, token_label
 
 ANSWER_MARK = "Answer:"
 TOP_K = 3
@@ -247,7 +247,9 @@ class Prediction:
 
 
 def _decode(tokenizer, token_id: int) -> str:
-    return decode_token(tokenizer, int(token_id)).strip()
+    """The answer text of one token: stripped, or, for a whitespace token, drawn visibly (␣, \\n)."""
+    raw = decode_token(tokenizer, int(token_id))
+    return raw.strip() or token_label(raw).replace(" ", "␣")
 
 
 def top_predictions(logprobs, tokenizer, k: int = TOP_K) -> list[Prediction]:
