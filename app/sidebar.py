@@ -239,12 +239,15 @@ def watch_run(progress) -> None:
         return
     if job.finished:  # it ended during this script run: redraw with its result
         st.rerun()
-    with progress.container():
-        bar = st.progress(0.0, text=job.phase)
-    while not job.wait(POLL_S):
-        total = job.total or 1
+    def draw(bar=None):
         text = f"Segment {job.done} of {job.total}" if job.phase == "Tracing" else job.phase
-        bar.progress(min(1.0, job.done / total), text=text)
+        value = min(1.0, job.done / (job.total or 1))
+        return st.progress(value, text=text) if bar is None else bar.progress(value, text=text)
+
+    with progress.container():
+        bar = draw()  # the same label from the first draw: a short run may end before the next poll
+    while not job.wait(POLL_S):
+        draw(bar)
     progress.empty()
     st.rerun()
 
