@@ -10,6 +10,7 @@ so a reload finds them again.
 """
 from __future__ import annotations
 
+import rmt_core
 import logging
 import secrets
 import threading
@@ -22,7 +23,7 @@ from typing import Any
 import streamlit as st
 
 from rmt_core import RMTLensError
-from rmt_core import answers as rmt_answers
+from rmt_core.explain import answers as rmt_answers
 
 log = logging.getLogger("rmt_lens.app")
 STORE_ENTRIES = 32  # sessions remembered for a reload (least recently used dropped first)
@@ -74,7 +75,7 @@ class RunJob:
 
     def _work(self) -> None:
         try:
-            stream = self.model.trace_iter(self.text, progress=lambda done, total: not self._cancel.is_set())
+            stream = rmt_core.trace_iter(self.model, self.text, progress=lambda done, total: not self._cancel.is_set())
             self.total = len(stream.bounds)
             stream.trace.meta.update({"document": self.document.name, "fact_spans": self.document.fact_spans,
                                       "answer": self.document.answer, "question": self.question})

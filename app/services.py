@@ -35,7 +35,7 @@ class Document:
 
     def ask_body(self) -> str:
         """The document without the question it may end with (Ask appends its own)."""
-        from rmt_core.answers import split_question
+        from rmt_core.explain.answers import split_question
 
         return self.body if self.body is not None else split_question(self.text)[0]
 
@@ -66,9 +66,9 @@ def _fallback_model():
     """A small untrained RMT with the project tokenizer, for when no checkpoint ships."""
     import torch
     from rmt_core import RMTConfig, RMTModel
-    from rmt_core.backbones import backbone_from_config, gpt2_config
-    from rmt_core.corpus import load_corpus
-    from rmt_core.tokenizer import train_tokenizer
+    from rmt_core.engine.backbones import backbone_from_config, gpt2_config
+    from rmt_core.training.corpus import load_corpus
+    from rmt_core.training.tokenizer import train_tokenizer
 
     tokenizer = train_tokenizer([load_corpus("heldout")[:300_000]], vocab_size=2048)
     torch.manual_seed(0)
@@ -110,8 +110,8 @@ DEMO_SEGMENTS = 8  # the fact-recall demo: long enough that memory carries the f
 def demo_document(kind: str, model, seed: int = 7) -> Document:
     """A demo document for the model: a fact-recall sample (fact written early, asked at the end),
     an Austen chapter, or a copy-task sample."""
-    from rmt_core.corpus import load_corpus, sentence_boundaries
-    from rmt_core.tasks import babi
+    from rmt_core.training.corpus import load_corpus, sentence_boundaries
+    from rmt_core.training.tasks import babi
 
     seg = model.config.segment_size
     if kind == DEMOS[0]:
@@ -124,7 +124,7 @@ def demo_document(kind: str, model, seed: int = 7) -> Document:
             prefix_tokens = len(tok(sample.text[:fact_start], add_special_tokens=False)["input_ids"])
             if prefix_tokens < n_segments // 2 * seg:
                 break
-        from rmt_core.answers import split_question
+        from rmt_core.explain.answers import split_question
 
         text = sample.text + sample.answer
         return Document("Fact recall (demo)", text, fact_spans=list(sample.facts), answer=sample.answer.strip(),
@@ -137,7 +137,7 @@ def demo_document(kind: str, model, seed: int = 7) -> Document:
         start = int(starts[np.searchsorted(starts, 20_000)])
         return Document("Persuasion, an excerpt (held out from training)", text[start:start + 6_000])
     if kind == DEMOS[2]:
-        from rmt_core.tasks.algorithmic import SYMBOLS
+        from rmt_core.training.tasks.algorithmic import SYMBOLS
 
         rng = np.random.default_rng(seed)
         source = " ".join(rng.choice(list(SYMBOLS), 24))
@@ -149,7 +149,7 @@ def demo_document(kind: str, model, seed: int = 7) -> Document:
 def upload_limits():
     """rmt_core's DocumentLimits, with max_bytes from $RMT_LENS_MAX_UPLOAD_BYTES when it is set."""
     from rmt_core import DocumentError
-    from rmt_core.documents import DocumentLimits
+    from rmt_core.io.documents import DocumentLimits
 
     raw = os.environ.get(MAX_UPLOAD_ENV, "").strip()
     if not raw:
@@ -165,10 +165,10 @@ def upload_limits():
 
 
 def read_upload(name: str, data: bytes) -> Document:
-    """An uploaded file as a Document (rmt_core.documents checks and converts it)."""
-    from rmt_core.documents import read_document
+    """An uploaded file as a Document (rmt_core.io.documents checks and converts it)."""
+    from rmt_core.io.documents import read_document
 
-    from rmt_core.documents import DocumentError
+    from rmt_core.io.documents import DocumentError
 
     try:
         doc = read_document(name, data=data, limits=upload_limits())
@@ -189,7 +189,7 @@ def start_run(model, document: Document, question: str | None = None):
 
 def card_loss(model) -> float | None:
     """The held-out language-modelling loss (nats/token) the model card reports, if any."""
-    from rmt_core.answers import read_card
+    from rmt_core.explain.answers import read_card
 
     lm = (read_card(getattr(model, "name", None)).get("evaluation_results") or {}).get("lm") or {}
     perplexity = lm.get("perplexity_memory")

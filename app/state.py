@@ -19,7 +19,7 @@ TOUR_STEP = "tour_step"
 JOB = "run_job"  # the session's app.runs.RunJob (running or finished)
 COLLECTED = "collected_job"  # the job whose result is installed
 DOCUMENT = "document"  # the services.Document of the current trace (Ask appends questions to its body)
-ANSWER = "answer"  # rmt_core.answers.AskResult of the current trace, or None
+ANSWER = "answer"  # rmt_core.explain.answers.AskResult of the current trace, or None
 RUN_ERROR = "run_error"
 TOKEN = "store_token"  # this session's key in app.runs.store() (the URL's ?doc=)
 RESTORED = "restored"  # the first run of the session looked for a reload's state

@@ -255,7 +255,7 @@ def corpus_ids(model, split: str = "heldout", max_chars: int | None = None):
     """(text, ids (T,) int64 numpy, char offsets (T, 2)) of the Austen corpus, tokenised once."""
     import numpy as np
 
-    from rmt_core.corpus import load_corpus
+    from rmt_core.training.corpus import load_corpus
 
     text = load_corpus(split)
     if max_chars is not None:

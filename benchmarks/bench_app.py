@@ -19,6 +19,7 @@ fragments alone, so these include the sidebar).
 """
 from __future__ import annotations
 
+import rmt_core
 import _common as C  # noqa: E402  (puts the repo root on sys.path)
 
 import time  # noqa: E402
@@ -48,8 +49,8 @@ def build_document(model):
 
         return services.demo_document(services.DEMOS[0], model).text, "app.services.demo_document"
     except Exception as exc:  # noqa: BLE001 - fall back to the same recipe without the app
-        from rmt_core.corpus import load_corpus
-        from rmt_core.tasks import babi
+        from rmt_core.training.corpus import load_corpus
+        from rmt_core.training.tasks import babi
 
         seg = model.config.segment_size
         sample = babi.build_sample(load_corpus("heldout"), 8 * seg, "detect", np.random.default_rng(7),
@@ -78,8 +79,9 @@ class Pages:
     def attention_page(self, segment: int, layer: int, head: int) -> None:
         import plotly.io
 
-        from rmt_core import analysis, figures
-        from rmt_core.bertviz_views import head_view_html, model_view_html
+        from rmt_core.explain import analysis
+        from rmt_core.viz import figures
+        from rmt_core.viz.bertviz_views import head_view_html, model_view_html
 
         trace = self.trace
         if segment not in self.cache:  # services.attention_for
@@ -113,7 +115,8 @@ class Pages:
     def memory_page(self, segment: int, dims: int = 2) -> None:
         import plotly.io
 
-        from rmt_core import analysis, figures
+        from rmt_core.explain import analysis
+        from rmt_core.viz import figures
 
         trace = self.trace
         tokenizer = trace.model.tokenizer
@@ -147,7 +150,7 @@ class Pages:
 def measure_changes(trace, rounds: int, device) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     from app.views.attention import MAX_HEATMAP
 
-    from rmt_core.trace import BLOCK_PAIRS
+    from rmt_core.tracing.trace import BLOCK_PAIRS
 
     pages = Pages(trace, MAX_HEATMAP, BLOCK_PAIRS[1])
     S = trace.num_segments
@@ -234,7 +237,7 @@ def main() -> int:
     for device in C.devices(args):
         model = C.load_model(device)
         text, source = build_document(model)
-        trace = model.trace(text)
+        trace = rmt_core.trace(model, text)
         print(f"{device}: document from {source}: {trace.num_tokens} tokens, {trace.num_segments} segments, "
               f"{len(trace.attention_labels(0))} positions per segment row")
         times, parts = measure_changes(trace, rounds, device)

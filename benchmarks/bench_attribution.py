@@ -1,4 +1,4 @@
-"""Attribution run times on the shipped model (rmt_core.attribution, integrated gradients).
+"""Attribution run times on the shipped model (rmt_core.explain.attribution, integrated gradients).
 
 Two fact-recall samples (bAbI "detect" in the held-out novel, like the app's demo; the
 fact is kept out of the last segment), 4 and 9 segments (of the model's segment size), each traced once.
@@ -13,6 +13,7 @@ Medians over repeats (each call is seconds long, so a warm-up call on a short in
 """
 from __future__ import annotations
 
+import rmt_core
 import _common as C  # noqa: E402  (puts the repo root on sys.path)
 
 import numpy as np  # noqa: E402
@@ -23,14 +24,14 @@ STEPS = 32
 
 def fact_trace(model, n_segments: int, seed: int):
     """(trace, answer position in the last segment, fact segment) of a fact-recall sample."""
-    from rmt_core.corpus import load_corpus
-    from rmt_core.tasks import babi
+    from rmt_core.training.corpus import load_corpus
+    from rmt_core.training.tasks import babi
 
     seg = model.config.segment_size
     rng = np.random.default_rng(seed)
     tok = model.tokenizer
     sample = babi.build_sample(load_corpus("heldout"), n_segments * seg, "detect", rng, tok, keep_out_tail=seg)
-    trace = model.trace(sample.text + sample.answer)
+    trace = rmt_core.trace(model, sample.text + sample.answer)
     fact_char = sample.facts[0][0]
     fact_segment = next((s.index for s in trace.segments
                          if (s.char_spans[:, 0] <= fact_char).any() and (s.char_spans[:, 1] > fact_char).any()),
@@ -44,7 +45,7 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=None, help="timed calls per case (default 3; quick 1)")
     args = p.parse_args()
     C.setup(args)
-    from rmt_core import attribution
+    from rmt_core.explain import attribution
 
     report = C.Report("bench_attribution", "read / write / through-memory attribution times", quick=args.quick)
     report.header(args)

@@ -150,7 +150,7 @@ def main() -> int:
             layers, heads = model.num_layers, model.num_heads
             page_opens(page, "demo", rows, checks)
             changes(page, "demo", repeats, rows, checks, layers, heads)
-            from rmt_core.corpus import load_corpus
+            from rmt_core.training.corpus import load_corpus
 
             text = " ".join(load_corpus("heldout").split(" ")[:words])
             n_tokens = len(model.tokenizer(text, add_special_tokens=False)["input_ids"])

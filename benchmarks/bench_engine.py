@@ -20,8 +20,8 @@ import _common as C  # noqa: E402  (puts the repo root on sys.path)
 
 import torch  # noqa: E402
 
-from rmt_core.masks import additive_mask, allowed_attention, segment_layout  # noqa: E402
-from rmt_core.model import shifted_cross_entropy  # noqa: E402
+from rmt_core.engine.masks import additive_mask, allowed_attention, segment_layout  # noqa: E402
+from rmt_core.engine.model import shifted_cross_entropy  # noqa: E402
 
 BATCH = 8
 TARGET = 1.10

@@ -3,7 +3,7 @@ for the shipped default model and for a GPT-2-small-sized random RMT (12 layers,
 12 heads, vocab 50,257; 16 memory slots, 256-token segments). Needs CUDA: without it this
 prints a note and exits 0 (what gpu_check.sh's dry run shows).
 
-For each model, interleaved after a warm-up: model.trace(ids) of --tokens tokens, and the bare
+For each model, interleaved after a warm-up: rmt_core.trace(model, ids) of --tokens tokens, and the bare
 segment loop (run_segment without LM head, the floor any trace pays); reported: seconds,
 tokens/s, trace / segment loop, peak GPU memory beyond the loaded model (torch.cuda.max_memory_allocated)
 and the host RSS growth that holds the finished trace. No targets: the numbers are the record.
@@ -12,6 +12,7 @@ and the host RSS growth that holds the finished trace. No targets: the numbers a
 """
 from __future__ import annotations
 
+import rmt_core
 import _common as C  # noqa: E402  (puts the repo root on sys.path)
 
 import gc  # noqa: E402
@@ -26,8 +27,8 @@ GB = 1024 ** 3
 
 def gpt2_small_rmt(device: str):
     from rmt_core import RMTConfig, RMTModel
-    from rmt_core.backbones import backbone_from_config, gpt2_config
-    from rmt_core.devices import default_dtype
+    from rmt_core.engine.backbones import backbone_from_config, gpt2_config
+    from rmt_core.engine.devices import default_dtype
 
     torch.manual_seed(0)
     backbone = backbone_from_config(gpt2_config(**GPT2_SMALL, initializer_range=0.02))
@@ -47,7 +48,7 @@ def segment_loop(model, ids: np.ndarray) -> None:
 
 def measure(name: str, model, ids: np.ndarray, rounds: int) -> list:
     device = str(model.device)
-    model.trace(ids[:4096])  # warm-up (kernels, allocator)
+    rmt_core.trace(model, ids[:4096])  # warm-up (kernels, allocator)
     segment_loop(model, ids[:4096])
     C.sync(device)
     gc.collect()
@@ -60,7 +61,7 @@ def measure(name: str, model, ids: np.ndarray, rounds: int) -> list:
     def trace():
         holder.pop("trace", None)
         gc.collect()
-        holder["trace"] = model.trace(ids)
+        holder["trace"] = rmt_core.trace(model, ids)
 
     times = C.interleaved({"trace": trace, "segment loop": lambda: segment_loop(model, ids)},
                           rounds=rounds, warmup=0, device=device)

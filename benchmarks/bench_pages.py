@@ -1,7 +1,7 @@
 """Server-side work of the whole-document pages on a long trace: the Memory page and the Timeline
 curves of an 87k-token trace (the first 50,000 words of the held-out novel, 2.7k segments),
 first render and rerun, before (every series recomputed on every rerun, as the Memory page did)
-and after (rmt_core.series: computed once per trace; trajectory drawn at <= 600 steps).
+and after (rmt_core.explain.series: computed once per trace; trajectory drawn at <= 600 steps).
 
 What is timed is what the page computes and serialises (plotly JSON as st.plotly_chart sends
 it), on a trace without its logit lens yet (as right after tracing: the first render pays for
@@ -11,6 +11,7 @@ the lens); browser rendering is not included. Target: first render and rerun <= 
 """
 from __future__ import annotations
 
+import rmt_core
 import _common as C  # noqa: E402  (puts the repo root on sys.path)
 
 import time  # noqa: E402
@@ -22,17 +23,18 @@ WORDS = 50_000
 
 
 def build_trace(model, words: int):
-    from rmt_core.corpus import load_corpus
+    from rmt_core.training.corpus import load_corpus
 
     text = " ".join(load_corpus("heldout").split(" ")[:words])
-    return model.trace(text)
+    return rmt_core.trace(model, text)
 
 
 def memory_page_before(trace, tokenizer, dims: int = 2) -> int:
-    """What app/views/memory.py computed on every rerun before rmt_core.series."""
+    """What app/views/memory.py computed on every rerun before rmt_core.explain.series."""
     import plotly.io as pio
 
-    from rmt_core import analysis, figures
+    from rmt_core.explain import analysis
+    from rmt_core.viz import figures
 
     states = trace.memory_states()
     hover = [["" for _ in range(trace.num_mem_tokens)]]
@@ -49,7 +51,8 @@ def memory_page_after(trace, tokenizer, dims: int = 2) -> int:
     """What app/views/memory.py computes now."""
     import plotly.io as pio
 
-    from rmt_core import figures, series
+    from rmt_core.viz import figures
+    from rmt_core.explain import series
 
     hover = series.lens_hover(trace, tokenizer)
     figs = [figures.memory_trajectory(series.pca(trace, dims), hover, dims=dims),
@@ -61,7 +64,7 @@ def memory_page_after(trace, tokenizer, dims: int = 2) -> int:
 def timeline_curves(trace) -> int:
     import plotly.io as pio
 
-    from rmt_core import figures
+    from rmt_core.viz import figures
 
     return len(pio.to_json(figures.segment_curves(trace, selected=3), validate=False))
 

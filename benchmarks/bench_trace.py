@@ -1,7 +1,7 @@
 """Tracing cost: trace vs plain forward, scaling to 1M tokens, trace memory and file size,
 and recomputing one segment's full attention.
 
-(a) model.trace(ids) of a 50k-token document vs model(ids) under no_grad (batch 1) on the
+(a) rmt_core.trace(model, ids) of a 50k-token document vs model(ids) under no_grad (batch 1) on the
     same tokens, interleaved. Target: trace / forward <= 1.3. Info rows: trace(text) (also
     tokenises and keeps the text), and the bare segment loop (model.iter_segments, no logits
     concatenated).
@@ -17,6 +17,7 @@ and recomputing one segment's full attention.
 """
 from __future__ import annotations
 
+import rmt_core
 import _common as C  # noqa: E402  (puts the repo root on sys.path)
 
 import argparse  # noqa: E402
@@ -73,18 +74,18 @@ def trace_vs_forward(model, text, ids, spans, n_tokens: int, device, rounds: int
                 pass
 
     variants = {
-        "trace(ids)": lambda: model.trace(doc_ids),
+        "trace(ids)": lambda: rmt_core.trace(model, doc_ids),
         "forward": forward,
-        "trace(text)": lambda: model.trace(doc_text),
+        "trace(text)": lambda: rmt_core.trace(model, doc_text),
         "segment loop": segment_loop,
     }
     # warm up on a short piece (a full 50k-token warm-up would double the run time)
     short = min(n_tokens, 2048)
-    model.trace(doc_ids[:short])
+    rmt_core.trace(model, doc_ids[:short])
     with torch.no_grad():
         model(x[:, :short])
     times = C.interleaved(variants, rounds=rounds, warmup=0, device=device)
-    return times, model.trace(doc_ids)
+    return times, rmt_core.trace(model, doc_ids)
 
 
 def attention_times(trace, device, count: int) -> list[float]:
@@ -101,14 +102,14 @@ def child(args: argparse.Namespace) -> None:
     model = C.load_model(device)
     ids = np.load(args.ids_file)[: args.child]
     n_ref = min(REF_TOKENS, len(ids))
-    model.trace(ids[:2048])  # warm-up
+    rmt_core.trace(model, ids[:2048])  # warm-up
     gc.collect()
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
         cuda_base = torch.cuda.memory_allocated()
 
     def ref() -> float:
-        return C.time_call(lambda: model.trace(ids[:n_ref]), device) / n_ref
+        return C.time_call(lambda: rmt_core.trace(model, ids[:n_ref]), device) / n_ref
 
     same = len(ids) == n_ref
     ref_before = [ref() for _ in range(args.ref_runs)]
@@ -116,7 +117,7 @@ def child(args: argparse.Namespace) -> None:
     base_rss = C.rss_bytes()
     exact_peak = C.reset_peak_rss()
     start = time.perf_counter()
-    trace = model.trace(ids)
+    trace = rmt_core.trace(model, ids)
     C.sync(device)
     seconds = time.perf_counter() - start
     peak_trace = C.peak_rss_bytes()

@@ -1,34 +1,83 @@
-"""RMT Lens core library: run, trace, analyse and train Recurrent Memory Transformers.
+"""RMT Lens core library: run, trace, explain and train Recurrent Memory Transformers.
 
-Public API (stable names): RMTConfig, RMTModel, RMTModel.from_backbone, load,
-inspect_checkpoint, DEFAULT_CHECKPOINT, Trace, ask (rmt_core.answers), and the error types in rmt_core.errors.
+Map (layers from the bottom; a module imports only from its own layer or the layers below,
+never in a cycle: tests/test_layers.py fails otherwise):
+
+    errors, checks, token_text, _version   shared ground: error types, argument checks, token display
+    engine/    the model: RMTConfig, the [read | tokens | write] layout (masks), attention
+               implementations and probes, RMTModel, backbones, devices, placement (device_map)
+    io/        files in and out: checkpoints (ours and the authors' formats: formats/), the
+               Hugging Face cache (hub), documents (txt / md / pdf / docx / html)
+    tracing/   recording a run: SegmentRecord (records), the recorder, the Trace, its file
+               format (trace_file), the observables table (observables), top-k, heap trimming
+    training/  data and learning: corpus, tokenizer, tasks/ (bAbI-style facts, copy/reverse),
+               recipes, the training loop, evaluation, shipping a checkpoint with its card
+    explain/   what a trace means: analysis (PCA, norms, logit lens), series (cached per trace),
+               attribution (one `attribute` verb over captum), interventions, answers (ask)
+    viz/       figures (plotly, pure data -> figure), document render, bertviz views, the HTML
+               report, exports (CSV / JSON / images), paper figures, the guided tour
+    cli.py     `python -m rmt_core` / `rmt-lens`, on top of everything
+
+Where memory is read and written:
+    engine/masks.py  segment_layout: the row [read slots R_k | tokens | write slots W_k] and who
+                     may attend to whom (mask modes)
+    engine/model.py  RMTModel.run_segment: memory_in fills the read slots (and the write slots'
+                     inputs); the write slots' last hidden states become memory_out, carried to
+                     the next segment by forward / iter_segments
+    tracing/recorder.py  keeps memory_in / memory_out and every layer's R_k / W_k hidden states
+                     (names and shapes: tracing/observables.py)
+
+Public API (stable names here): RMTConfig, RMTModel, load, save, inspect_checkpoint,
+list_checkpoints, DEFAULT_CHECKPOINT, Trace, trace, trace_iter, ask, the error types, and the
+modules analysis, series, figures, answers, attribution, interventions.
 """
 from __future__ import annotations
 
-from .config import RMTConfig
+import importlib
+from typing import Any
+
+from ._version import __version__
+from .engine.config import RMTConfig
+from .engine.model import RMTModel, RMTOutput
 from .errors import (ArgumentError, CheckpointError, ConfigError, DocumentError, QuestionError, RMTLensError,
                      TraceCancelled, TraceError)
-from .model import RMTModel, RMTOutput
-
-__version__ = "0.1.0"
 
 __all__ = [
-    "RMTConfig", "RMTModel", "RMTOutput", "load", "inspect_checkpoint", "DEFAULT_CHECKPOINT", "Trace",
+    "RMTConfig", "RMTModel", "RMTOutput", "load", "save", "inspect_checkpoint", "list_checkpoints",
+    "DEFAULT_CHECKPOINT", "Trace", "trace", "trace_iter", "ask",
     "RMTLensError", "ArgumentError", "ConfigError", "CheckpointError", "TraceError", "TraceCancelled", "DocumentError",
-    "QuestionError", "ask",
+    "QuestionError", "analysis", "series", "figures", "answers", "attribution", "interventions",
     "__version__",
 ]
 
+# name -> (module, attribute or None for the module itself). Loaded on first use, so that
+# `import rmt_core` stays cheap (no plotly, captum or tokenizers until a page needs them).
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "load": ("io.checkpoint", "load"),
+    "save": ("io.checkpoint", "save_checkpoint"),
+    "inspect_checkpoint": ("io.checkpoint", "inspect_checkpoint"),
+    "list_checkpoints": ("io.checkpoint", "list_checkpoints"),
+    "DEFAULT_CHECKPOINT": ("io.checkpoint", "DEFAULT_CHECKPOINT"),
+    "Trace": ("tracing.trace", "Trace"),
+    "trace": ("tracing.recorder", "trace_document"),
+    "trace_iter": ("tracing.recorder", "iter_trace"),
+    "ask": ("explain.answers", "ask"),
+    "analysis": ("explain.analysis", None),
+    "series": ("explain.series", None),
+    "answers": ("explain.answers", None),
+    "attribution": ("explain.attribution", None),
+    "interventions": ("explain.interventions", None),
+    "figures": ("viz.figures", None),
+}
 
-def __getattr__(name: str):
-    # Lazy: importing rmt_core stays cheap; checkpoint and trace code load on first use.
-    if name in ("load", "inspect_checkpoint", "DEFAULT_CHECKPOINT", "list_checkpoints"):
-        from . import checkpoint
-        return getattr(checkpoint, name)
-    if name == "ask":
-        from .answers import ask
-        return ask
-    if name == "Trace":
-        from .trace import Trace
-        return Trace
-    raise AttributeError(f"module 'rmt_core' has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'rmt_core' has no attribute {name!r}")
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(f"{__name__}.{module_name}")
+    return module if attribute is None else getattr(module, attribute)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -67,7 +67,7 @@ def _positive_int(value: str) -> int:
 
 def _offset_list(value: str) -> tuple[str, ...]:
     """argparse type: comma-separated question offsets (see tasks.babi.OFFSETS)."""
-    from .tasks.babi import OFFSETS
+    from .training.tasks.babi import OFFSETS
 
     items = tuple(v.strip() for v in value.split(",") if v.strip())
     bad = [v for v in items if v not in OFFSETS]
@@ -88,12 +88,12 @@ def _positive_float(value: str) -> float:
 
 
 def read_document_file(path: str | Path, truncate: bool = True):
-    """A file read safely with rmt_core.documents.read_document (returns its Document).
+    """A file read safely with rmt_core.io.documents.read_document (returns its Document).
 
     .txt/.md/.pdf/.docx/.html are read as such; any other file is decoded as plain text.
     truncate: cut text beyond the document limits (a note goes to stderr) instead of failing.
     """
-    from .documents import read_document
+    from .io.documents import read_document
 
     document = read_document(Path(path), truncate=truncate, unknown_as_text=True)
     if document.note:
@@ -120,9 +120,9 @@ def _progress_printer(label: str) -> Callable[[int, int], None] | None:
 
 # ---------------------------------------------------------------------- train
 def add_train(p: argparse.ArgumentParser) -> None:
-    from .recipes import RECIPES
+    from .training.recipes import RECIPES
 
-    p.add_argument("--recipe", required=True, choices=sorted(RECIPES), help="training recipe (see rmt_core/recipes.py)")
+    p.add_argument("--recipe", required=True, choices=sorted(RECIPES), help="training recipe (see rmt_core/training/recipes.py)")
     p.add_argument("--out", required=True, metavar="DIR", help="run folder; running the same command again resumes it")
     p.add_argument("--minutes", type=_positive_float, default=None, metavar="M",
                    help="stop cleanly (checkpointed) after M minutes; default: run to the end")
@@ -130,8 +130,8 @@ def add_train(p: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .recipes import RECIPES
-    from .training import train
+    from .training.recipes import RECIPES
+    from .training.loop import train
 
     recipe = RECIPES[args.recipe]
     _say(f"training {recipe.name} in {args.out}")
@@ -168,7 +168,8 @@ def add_eval(p: argparse.ArgumentParser) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from . import checkpoint, evaluation
+    from .io import checkpoint
+    from .training import evaluation
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -185,7 +186,7 @@ def run_eval(args: argparse.Namespace) -> int:
         result["rows"] = rows
         _say(evaluation.format_table(rows, [c for c in evaluation.FACT_TABLE_COLUMNS if c in rows[0]]))
         if not args.no_lm:
-            from .corpus import SOURCES, load_source
+            from .training.corpus import SOURCES, load_source
 
             texts = {f"{source} (held out)": load_source(source, "heldout") for source in SOURCES}
             if haystack is not None:
@@ -226,7 +227,7 @@ def add_list(p: argparse.ArgumentParser) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from .checkpoint import SHIPPED_DIR, list_checkpoints
+    from .io.checkpoint import SHIPPED_DIR, list_checkpoints
 
     found = list_checkpoints()
     if args.json:
@@ -235,7 +236,7 @@ def run_list(args: argparse.Namespace) -> int:
     if not found:
         _say(f"no shipped checkpoints in {SHIPPED_DIR}")
         return 0
-    from .evaluation import format_table
+    from .training.evaluation import format_table
 
     _say(format_table(found, columns=("name", "description", "path")))
     return 0
@@ -253,7 +254,7 @@ def add_ship(p: argparse.ArgumentParser) -> None:
 def run_ship(args: argparse.Namespace) -> int:
     import torch
 
-    from .shipping import ship
+    from .training.shipping import ship
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -301,14 +302,14 @@ def _load_model(args: argparse.Namespace):
         torch.set_num_threads(args.threads)
     if not getattr(args, "checkpoint", None):
         return None
-    from . import checkpoint
+    from .io import checkpoint
 
     return checkpoint.load(args.checkpoint, device=args.device, **_load_options(args))
 
 
 def _load_trace(path: str, model=None):
     """A trace file, re-attached to `model` when given (refused if it was made with another model)."""
-    from .trace import Trace
+    from .tracing.trace import Trace
 
     return Trace.load(path, model=model)
 
@@ -399,7 +400,9 @@ def run_trace(args: argparse.Namespace) -> int:
             print(f"note: tracing the first {args.max_tokens:,} of {total:,} tokens (--max-tokens).", file=sys.stderr)
     _say(f"tracing {document.name} ({document.kind}, {len(text):,} characters) with {model.name} "
          f"({model.config.num_mem_tokens} memory slots, segments of {model.config.segment_size} tokens, on {model.device})")
-    trace = model.trace(text, progress=_progress_printer("segments"))
+    from .tracing.recorder import trace_document
+
+    trace = trace_document(model, text, progress=_progress_printer("segments"))
     trace.meta.update({"document": document.name, "document_kind": document.kind})
     if args.max_tokens is not None:
         trace.meta["max_tokens"] = args.max_tokens
@@ -415,7 +418,7 @@ def run_trace(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- figures
 def add_figures(p: argparse.ArgumentParser) -> None:
-    from .export import FORMATS
+    from .viz.export import FORMATS
 
     p.add_argument("trace", metavar="T", help="trace file written by `trace` (or Trace.save)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the figure files and figures.json")
@@ -430,8 +433,8 @@ def add_figures(p: argparse.ArgumentParser) -> None:
 
 
 def run_figures(args: argparse.Namespace) -> int:
-    from . import export
-    from .figures import standard_figures
+    from .viz import export
+    from .viz.figures import standard_figures
 
     trace = _load_trace(args.trace)  # fails fast on a missing or broken file, before loading a model
     if args.checkpoint:
@@ -479,7 +482,7 @@ def add_report(p: argparse.ArgumentParser) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from .report import build_report
+    from .viz.report import build_report
 
     trace = _load_trace(args.trace)
     if args.checkpoint:
@@ -498,7 +501,7 @@ ATTRIBUTION_KINDS = ("read", "write", "through")
 
 
 def add_attribute(p: argparse.ArgumentParser) -> None:
-    from .attribution import METHODS
+    from .explain.attribution import METHODS
 
     p.add_argument("trace", metavar="T", help="trace file written by `trace` (or Trace.save)")
     p.add_argument("--checkpoint", required=True, metavar="C", help="the checkpoint the trace was made with")
@@ -558,8 +561,9 @@ def _attribution_rows(trace, result, top: int | None) -> tuple[list[dict[str, An
 
 
 def run_attribute(args: argparse.Namespace) -> int:
-    from . import attribution, export
-    from .evaluation import format_table
+    from .explain import attribution
+    from .viz import export
+    from .training.evaluation import format_table
 
     if args.kind in ("read", "through") and args.position is None:
         print(f"error: --kind {args.kind} needs --position P (the token whose next-token prediction is explained).",
@@ -621,7 +625,7 @@ def add_convert(p: argparse.ArgumentParser) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from .formats.convert import convert_checkpoint
+    from .io.formats.convert import convert_checkpoint
 
     options = _load_options(args)
     result = convert_checkpoint(args.source, args.out, **options)
@@ -677,7 +681,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subparser per entry of COMMANDS."""
-    from . import __version__
+    from ._version import __version__
 
     parser = _Parser(
         prog="rmt-lens", description="RMT Lens: train, evaluate and look inside Recurrent Memory Transformers.")

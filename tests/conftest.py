@@ -9,7 +9,7 @@ import torch
 torch.set_num_threads(int(os.environ.get("RMT_TEST_THREADS", "1")))
 
 from rmt_core import RMTConfig, RMTModel  # noqa: E402
-from rmt_core.backbones import backbone_from_config, gpt2_config, llama_config  # noqa: E402
+from rmt_core.engine.backbones import backbone_from_config, gpt2_config, llama_config  # noqa: E402
 
 VOCAB = 97
 

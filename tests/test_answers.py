@@ -1,4 +1,4 @@
-"""rmt_core.answers: the question format, the answer site, asking the shipped fact-recall model."""
+"""rmt_core.explain.answers: the question format, the answer site, asking the shipped fact-recall model."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import rmt_core
-from rmt_core import QuestionError, answers, interventions
-from rmt_core.corpus import load_corpus
-from rmt_core.tasks import babi
+from rmt_core import QuestionError
+from rmt_core.explain import answers, interventions
+from rmt_core.training.corpus import load_corpus
+from rmt_core.training.tasks import babi
 
 from conftest import make_model
 
@@ -71,13 +72,13 @@ def test_models_not_trained_on_questions_say_so():
 def test_the_answer_site_is_the_token_ending_answer(default):
     sample = _sample(default, seed=2)
     for suffix, expected in (("", None), (sample.answer, sample.answer.strip()), ("\n\n", None)):
-        trace = default.trace(sample.text + suffix)
+        trace = rmt_core.trace(default, sample.text + suffix)
         site = answers.answer_site(trace)
         seg = trace.segments[site.segment]
         start, end = seg.char_spans[site.position]
         assert trace.text[start:end].endswith(":") and trace.text[:end].endswith("Answer:")
         assert site.expected == expected and site.question == sample.question
-    plain = default.trace("It was a fine day. Nothing happened.")
+    plain = rmt_core.trace(default, "It was a fine day. Nothing happened.")
     assert answers.answer_site(plain) is None
     fallback = answers.answer_site(plain, fallback=True)
     assert (fallback.segment, fallback.position) == (plain.num_segments - 1, plain.segments[-1].num_tokens - 1)
@@ -110,7 +111,7 @@ def test_ask_the_shipped_model_on_held_out_samples(default, seed):
 
 def test_interventions_report_the_probability_of_their_own_answer(default):
     sample = _sample(default, seed=5)
-    trace = default.trace(sample.text + sample.answer)
+    trace = rmt_core.trace(default, sample.text + sample.answer)
     fact_segment = babi.encode_sample(sample, default.tokenizer).fact_token_spans[0][0] // default.config.segment_size
     result = interventions.reset_memory(trace, fact_segment + 1)
     assert result.expected == sample.answer.strip() and result.answer_before == result.expected
@@ -138,8 +139,8 @@ def test_interventions_report_the_probability_of_their_own_answer(default):
 def test_the_answer_site_of_a_trace_made_from_token_ids(default):
     sample = _sample(default, seed=4)
     encoded = babi.encode_sample(sample, default.tokenizer)
-    from_ids = default.trace(np.array(encoded.input_ids))
-    from_text = default.trace(sample.text + sample.answer)
+    from_ids = rmt_core.trace(default, np.array(encoded.input_ids))
+    from_text = rmt_core.trace(default, sample.text + sample.answer)
     site = answers.answer_site(from_ids)
     assert site == answers.answer_site(from_text)
     assert site.expected == sample.answer.strip() and site.question == sample.question

@@ -231,7 +231,7 @@ def test_text_the_model_cannot_read_gets_a_warning():
 
 
 def test_long_documents_show_a_window_around_the_selected_segment():
-    from rmt_core.corpus import load_corpus
+    from rmt_core.training.corpus import load_corpus
 
     text = load_corpus("heldout")[30_000:75_000]  # about 11k tokens: more than one window
     at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
@@ -281,7 +281,7 @@ def test_the_default_intervention_changes_something(first_screen):
 
 
 def test_slot_norm_figures_have_one_column_per_segment(first_screen):
-    from rmt_core import figures
+    from rmt_core.viz import figures
 
     trace = first_screen.session_state[state.TRACE]
     fig = figures.standard_figures(trace)["slot_norms"]

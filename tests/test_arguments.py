@@ -2,6 +2,7 @@
 the CLI answers bad arguments with one `error:` line and never a traceback."""
 from __future__ import annotations
 
+import rmt_core
 import os
 import subprocess
 import sys
@@ -11,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from rmt_core import analysis, attribution, figures, interventions
+from rmt_core.explain import analysis, attribution, interventions
+from rmt_core.viz import figures
 from rmt_core.cli import COMMANDS, main
 from rmt_core.errors import ArgumentError, ConfigError, RMTLensError, TraceError
 
@@ -24,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def trace():
-    return make_model(num_mem_tokens=3, segment_size=6).trace(np.arange(1, 40) % 90)
+    return rmt_core.trace(make_model(num_mem_tokens=3, segment_size=6), np.arange(1, 40) % 90)
 
 
 # ---------------------------------------------------------------------- attribution
@@ -101,7 +103,7 @@ def test_forward_and_generate_check_ids_and_settings():
     with pytest.raises(ArgumentError, match="input_ids must be token ids"):
         model.generate(torch.tensor([[-1, 2]]))
     with pytest.raises(ArgumentError, match="top_k must be"):
-        model.trace(np.arange(10), top_k=0)
+        rmt_core.trace(model, np.arange(10), top_k=0)
 
 
 def test_positions_that_do_not_restart_limit_the_input_length():
@@ -111,9 +113,9 @@ def test_positions_that_do_not_restart_limit_the_input_length():
     assert model.max_input_tokens == 30
     ok = torch.arange(30).unsqueeze(0) % 90
     model(ok)  # the longest input runs
-    assert model.trace(ok[0]).num_tokens == 30
+    assert rmt_core.trace(model, ok[0]).num_tokens == 30
     long = torch.arange(31).unsqueeze(0) % 90
-    for call in (lambda: model(long), lambda: model.trace(long[0]), lambda: model.trace_iter(long[0])):
+    for call in (lambda: model(long), lambda: rmt_core.trace(model, long[0]), lambda: rmt_core.trace_iter(model, long[0])):
         with pytest.raises(ArgumentError, match=r"31 tokens but this model takes at most 30.*reset_positions=False"):
             call()
     with pytest.raises(ConfigError, match=r"starting at position 48 \(reset_positions=False\).*holds 64"):
@@ -127,7 +129,7 @@ def test_positions_that_do_not_restart_limit_the_input_length():
 def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli")
     ckpt = folder / "tiny"
-    make_fact_model().save_pretrained(str(ckpt))
+    rmt_core.save(make_fact_model(), str(ckpt))
     doc = folder / "doc.txt"
     doc.write_text("Mary went to the garden. John moved to the office. " * 4, encoding="utf-8")
     trace = folder / "doc.trace"
@@ -135,7 +137,7 @@ def files(tmp_path_factory):
     long_ckpt = folder / "no-reset"
     model = make_fact_model()
     model.config.reset_positions = False
-    model.save_pretrained(str(long_ckpt))
+    rmt_core.save(model, str(long_ckpt))
     return {"ckpt": str(ckpt), "doc": str(doc), "trace": str(trace), "long": str(long_ckpt), "dir": folder}
 
 

@@ -1,11 +1,13 @@
 """Attribution and interventions on a tiny random model: completeness, shapes, no side effects."""
 from __future__ import annotations
 
+import rmt_core
 import numpy as np
 import pytest
 import torch
 
-from rmt_core import TraceError, attribution, interventions
+from rmt_core import TraceError
+from rmt_core.explain import attribution, interventions
 
 from conftest import VOCAB, make_model
 
@@ -13,7 +15,7 @@ from conftest import VOCAB, make_model
 @pytest.fixture(scope="module")
 def trace():
     model = make_model("gpt2", num_mem_tokens=3, segment_size=6)
-    return model.trace(np.random.default_rng(3).integers(0, VOCAB, 40))
+    return rmt_core.trace(model, np.random.default_rng(3).integers(0, VOCAB, 40))
 
 
 def test_read_slots_integrated_gradients_is_complete(trace):
@@ -95,7 +97,7 @@ def test_interventions_change_later_segments_only(trace):
 
 
 def test_replace_slot_from_another_trace(trace):
-    other = trace.model.trace(np.random.default_rng(9).integers(0, VOCAB, 40))
+    other = rmt_core.trace(trace.model, np.random.default_rng(9).integers(0, VOCAB, 40))
     result = interventions.replace_slot(trace, 2, slot=1, other=other)
     assert np.abs(result.loss_change[2:]).max() > 0
     same = interventions.replace_slot(trace, 2, slot=1, other=trace)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rmt_core.bertviz_views import (VENDOR_DIR, ViewHTML, head_view_html, memory_slot_counts, model_view_html,
+from rmt_core.viz.bertviz_views import (VENDOR_DIR, ViewHTML, head_view_html, memory_slot_counts, model_view_html,
                                     vendored_js)
 
 EVIL_SCRIPT = "</script><script>alert(1)</script>"
@@ -94,7 +94,7 @@ def test_truncation_keeps_memory_slots(view):
 
 
 def test_truncation_cuts_the_matrix_consistently():
-    from rmt_core.bertviz_views import _truncate
+    from rmt_core.viz.bertviz_views import _truncate
 
     tokens = ["R0", "a", "b", "c", "d", "W0"]
     att = random_attention(n=6)

@@ -9,6 +9,7 @@ Run: `.venv/bin/python -m pytest -m browser tests/test_browser.py` (skipped LOUD
 """
 from __future__ import annotations
 
+import rmt_core
 import re
 import sys
 from pathlib import Path
@@ -44,7 +45,7 @@ def expect(locator):
 
 def heldout_text(start: int, n_words: int) -> str:
     """n_words of held-out Austen from about character `start`, starting at a word."""
-    from rmt_core.corpus import load_corpus
+    from rmt_core.training.corpus import load_corpus
 
     text = load_corpus("heldout")
     begin = text.index(" ", start) + 1
@@ -157,7 +158,7 @@ def test_bertviz_head_view_draws_offline(shared, streamlit_server):
 
 # ---------------------------------------------------------------------- upload
 def test_upload_runs_to_completion_with_progress(fresh, local_model):
-    from rmt_core.documents import read_document
+    from rmt_core.io.documents import read_document
 
     page = fresh.page
     data = heldout_text(40_000, 800).encode("utf-8")  # ~1,200 tokens, ~20 segments
@@ -173,7 +174,7 @@ def test_upload_runs_to_completion_with_progress(fresh, local_model):
     }""")
     caption = run_and_wait(page, "story.txt")
     progress = page.evaluate("() => { window.__observer.disconnect(); return window.__progress; }")
-    expected = local_model.trace(read_document("story.txt", data=data).text)
+    expected = rmt_core.trace(local_model, read_document("story.txt", data=data).text)
     print(f"caption: {caption!r}; progress states seen: {sorted(set(progress))[:6]}")
     assert f"Traced {expected.num_tokens:,} tokens in {expected.num_segments} segments" in caption
     assert any(f"of {expected.num_segments}" in p or "Starting" in p for p in progress), (
@@ -190,7 +191,7 @@ def test_four_users_at_once_get_their_own_results(open_session, streamlit_server
     texts = [heldout_text(60_000 + 25_000 * i, 700) for i in range(4)]
     expected = []
     for text in texts:
-        trace = local_model.trace(text)
+        trace = rmt_core.trace(local_model, text)
         expected.append({"Tokens": f"{trace.num_tokens:,}", "Mean loss (nats/token)": f"{trace.losses().mean():.3f}"})
     assert len({e["Mean loss (nats/token)"] for e in expected}) > 1, "the texts should give different results"
 
@@ -328,9 +329,9 @@ def _held_out_question(model):
     import numpy as np
 
     import rmt_core
-    from rmt_core import answers
-    from rmt_core.corpus import load_corpus
-    from rmt_core.tasks import babi
+    from rmt_core.explain import answers
+    from rmt_core.training.corpus import load_corpus
+    from rmt_core.training.tasks import babi
 
     size = model.config.segment_size
     for seed in range(20):
@@ -353,7 +354,7 @@ def test_paste_and_ask_journey(fresh, local_model):
     document, question, expected = _held_out_question(local_model)
     paste_text(page, document)  # typed, never blurred or committed: the Run click must send it
     caption = run_and_wait(page, "Pasted text")
-    traced = local_model.trace(document)
+    traced = rmt_core.trace(local_model, document)
     assert f"Traced {traced.num_tokens:,} tokens in {traced.num_segments} segments" in caption
     _ask_box_input(page).fill(question.removeprefix("Where is ").rstrip("?"))  # just the name
     page.locator(MAIN).get_by_role("button", name="Ask", exact=True).click()
@@ -405,7 +406,7 @@ def test_a_page_switch_during_a_run_does_not_cancel_it(fresh, local_model):
     caption = sidebar.locator('[data-testid="stCaptionContainer"]', has_text="Traced ")
     expect(caption).to_be_visible(timeout=4 * RUN_MS)
     wait_idle(page)
-    expected = local_model.trace(text)
+    expected = rmt_core.trace(local_model, text)
     assert f"Traced {expected.num_tokens:,} tokens in {expected.num_segments} segments" in caption.inner_text()
     assert sidebar.get_by_text("Cancelled").count() == 0
     expect(sidebar.get_by_role("button", name="Cancel")).to_have_count(0)  # only while a run is in progress

@@ -18,7 +18,7 @@ from conftest import VOCAB, make_model
 def saved(tmp_path, backbone_kind):
     model = make_model(backbone_kind)
     path = tmp_path / "ckpt"
-    model.save_pretrained(str(path), card={"summary": "tiny test model", "data": "random"})
+    rmt_core.save(model, str(path), card={"summary": "tiny test model", "data": "random"})
     return model, path
 
 

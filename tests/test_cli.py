@@ -1,6 +1,7 @@
 """The rmt-lens command line: eval on tiny checkpoints, exit codes, help of every command."""
 from __future__ import annotations
 
+import rmt_core
 import json
 import os
 import subprocess
@@ -19,14 +20,14 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def fact_ckpt(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "tiny-fact"
-    make_fact_model().save_pretrained(str(path), card={"summary": "tiny test model"})
+    rmt_core.save(make_fact_model(), str(path), card={"summary": "tiny test model"})
     return path
 
 
 @pytest.fixture(scope="module")
 def copy_ckpt(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "tiny-copy"
-    make_symbol_model().save_pretrained(str(path))
+    rmt_core.save(make_symbol_model(), str(path))
     return path
 
 

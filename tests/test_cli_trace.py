@@ -1,6 +1,7 @@
 """The trace / figures / report / attribute commands, end to end on a tiny checkpoint (in process)."""
 from __future__ import annotations
 
+import rmt_core
 import csv
 import io
 import json
@@ -10,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from rmt_core import export
+from rmt_core.viz import export
 from rmt_core.cli import COMMANDS, main
-from rmt_core.trace import Trace
+from rmt_core.tracing.trace import Trace
 
 from test_evaluation import make_fact_model
 
@@ -31,14 +32,14 @@ COMMON = ["--device", "cpu", "--threads", "1"]
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "tiny-fact"
-    make_fact_model().save_pretrained(str(path))
+    rmt_core.save(make_fact_model(), str(path))
     return path
 
 
 @pytest.fixture(scope="module")
 def other_ckpt(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "other-fact"
-    make_fact_model(seed=1).save_pretrained(str(path))
+    rmt_core.save(make_fact_model(seed=1), str(path))
     return path
 
 

@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from rmt_core import corpus
-from rmt_core.corpus import HELDOUT_NOVEL, NOVELS, load_corpus, load_novel, sentence_boundaries
+from rmt_core.training import corpus
+from rmt_core.training.corpus import HELDOUT_NOVEL, NOVELS, load_corpus, load_novel, sentence_boundaries
 
 
 def test_novels_load_and_are_cached() -> None:

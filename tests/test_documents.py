@@ -1,4 +1,4 @@
-"""rmt_core.documents: every input is built inside the test; each bad input gets its own message."""
+"""rmt_core.io.documents: every input is built inside the test; each bad input gets its own message."""
 from __future__ import annotations
 
 import codecs
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rmt_core.documents import Document, DocumentLimits, read_document, supported_extensions
+from rmt_core.io.documents import Document, DocumentLimits, read_document, supported_extensions
 from rmt_core.errors import DocumentError, RMTLensError
 
 
@@ -373,7 +373,7 @@ def test_deeply_nested_html_does_not_recurse():
 
 
 def test_unknown_extension_can_be_read_as_text(tmp_path):
-    from rmt_core.documents import read_document
+    from rmt_core.io.documents import read_document
 
     path = tmp_path / "notes.log"
     path.write_text("Mary travelled to the office.\r\n")
@@ -426,7 +426,7 @@ def test_pdf_ligature_glyphs_are_folded_with_a_note():
 
 
 def test_presentation_forms_folded_but_other_compatibility_text_kept():
-    from rmt_core.documents import fold_presentation_forms
+    from rmt_core.io.documents import fold_presentation_forms
 
     arabic_forms = "\ufe8d\ufee0\ufecc\ufeae\ufe91\ufef2"  # contextual Arabic letter shapes
     text, counts = fold_presentation_forms(f"x² ½ ＡＢ ﬁ {arabic_forms} \ufe35")

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from rmt_core import RMTConfig, RMTModel
-from rmt_core.backbones import backbone_from_config, gpt2_config
-from rmt_core.evaluation import (
+from rmt_core.engine.backbones import backbone_from_config, gpt2_config
+from rmt_core.training.evaluation import (
     PAPER_ALGORITHMIC,
     EvaluationError,
     evaluate_algorithmic,
@@ -20,7 +20,7 @@ from rmt_core.evaluation import (
     format_table,
     markdown_table,
 )
-from rmt_core.tasks import babi
+from rmt_core.training.tasks import babi
 
 SEG = 32  # fact models: 32-token segments (a detect sample fits in one)
 
@@ -28,8 +28,8 @@ SEG = 32  # fact models: 32-token segments (a detect sample fits in one)
 @functools.lru_cache(maxsize=1)
 def tiny_tokenizer():
     """A 1024-token BPE on a slice of the held-out novel (+ bAbI words); trained once per process."""
-    from rmt_core.corpus import load_corpus
-    from rmt_core.tokenizer import train_tokenizer
+    from rmt_core.training.corpus import load_corpus
+    from rmt_core.training.tokenizer import train_tokenizer
 
     return train_tokenizer([load_corpus("heldout")[:200000]], vocab_size=1024)
 
@@ -45,7 +45,7 @@ def make_fact_model(num_mem_tokens: int = 4, seed: int = 0, segment_size: int = 
 
 def make_symbol_model(num_mem_tokens: int = 3, seed: int = 0) -> RMTModel:
     """A tiny random GPT-2 RMT with the algorithmic tasks' symbol tokenizer."""
-    from rmt_core.tasks.algorithmic import symbol_tokenizer
+    from rmt_core.training.tasks.algorithmic import symbol_tokenizer
 
     tok = symbol_tokenizer()
     torch.manual_seed(seed)
@@ -87,7 +87,7 @@ def test_fact_recall_rows(fact_model):
 
 
 def test_fact_recall_offsets_put_the_question_where_they_say():
-    from rmt_core.corpus import load_corpus
+    from rmt_core.training.corpus import load_corpus
 
     tok = make_fact_model().tokenizer
     q = babi.question_tokens(tok)
@@ -148,7 +148,7 @@ def test_fact_recall_is_seeded_and_matches_unbatched_forward(fact_model):
 
 
 def babi_haystack() -> str:
-    from rmt_core.corpus import load_corpus
+    from rmt_core.training.corpus import load_corpus
 
     return load_corpus("heldout")
 
@@ -241,9 +241,9 @@ def test_tables():
 
 # ---------------------------------------------------------------------- training resume
 def test_train_three_steps_then_resume(tmp_path):
-    from rmt_core import checkpoint
-    from rmt_core.recipes import Recipe, Stage
-    from rmt_core.training import train
+    from rmt_core.io import checkpoint
+    from rmt_core.training.recipes import Recipe, Stage
+    from rmt_core.training.loop import train
 
     recipe = Recipe(
         name="tiny-copy", summary="test", tokenizer="symbols",
@@ -269,9 +269,9 @@ def test_train_three_steps_then_resume(tmp_path):
 
 
 def test_a_stage_can_move_the_model_to_another_segment_size(tmp_path):
-    from rmt_core import checkpoint
-    from rmt_core.recipes import Recipe, Stage
-    from rmt_core.training import segment_size_at, train
+    from rmt_core.io import checkpoint
+    from rmt_core.training.recipes import Recipe, Stage
+    from rmt_core.training.loop import segment_size_at, train
 
     stages = [Stage("copy", "algorithmic", "copy", (3,), max_steps=1, batch_size=2, n_symbols=4, eval_every=100),
               Stage("copy again", "algorithmic", "copy", (3,), max_steps=1, batch_size=2, n_symbols=4, eval_every=100,
@@ -285,8 +285,8 @@ def test_a_stage_can_move_the_model_to_another_segment_size(tmp_path):
 
 
 def test_a_stage_cut_short_keeps_its_learning_rate_schedule():
-    from rmt_core.recipes import Stage
-    from rmt_core.training import _lr_at
+    from rmt_core.training.recipes import Stage
+    from rmt_core.training.loop import _lr_at
 
     planned = Stage("s", "fact", "detect", (1,), max_steps=2400)
     cut = Stage("s", "fact", "detect", (1,), max_steps=600, schedule_steps=2400)

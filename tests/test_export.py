@@ -1,6 +1,7 @@
 """Exports for papers: provenance, print styling, CSV tables, static figures (kaleido + Chromium), the HTML report."""
 from __future__ import annotations
 
+import rmt_core
 import csv
 import io
 import json
@@ -12,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from rmt_core import export
+from rmt_core.viz import export
 from rmt_core.errors import RMTLensError
-from rmt_core.export import ExportError
-from rmt_core.figures import standard_figures
-from rmt_core.report import build_report
+from rmt_core.viz.export import ExportError
+from rmt_core.viz.figures import standard_figures
+from rmt_core.viz.report import build_report
 
 from test_evaluation import make_fact_model
 
@@ -31,7 +32,7 @@ TEXT = ("It is a truth universally acknowledged, that a single man in possession
 def trace():
     model = make_fact_model()
     model.name = "tiny-fact"
-    tr = model.trace(TEXT)
+    tr = rmt_core.trace(model, TEXT)
     tr.meta["document"] = "pride <&> prejudice.txt"  # needs escaping everywhere it goes
     assert tr.num_segments >= 3
     return tr
@@ -218,7 +219,7 @@ def test_report_is_self_contained(trace, tmp_path):
 
 
 def test_report_without_model_says_what_is_missing(trace, tmp_path):
-    from rmt_core.trace import Trace
+    from rmt_core.tracing.trace import Trace
 
     path = trace.save(tmp_path / "t.trace")
     bare = Trace.load(path)

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 import rmt_core
 from rmt_core import CheckpointError, RMTConfig
 from rmt_core.cli import main
-from rmt_core.tokenizer import build_symbol_tokenizer
+from rmt_core.training.tokenizer import build_symbol_tokenizer
 
 from conftest import VOCAB, make_model
 
@@ -101,7 +101,7 @@ def native_logits(model, tmp_path: Path, mask_mode: str) -> torch.Tensor:
     folder = tmp_path / f"native-{mask_mode}"
     model.config.mask_mode = mask_mode
     try:
-        model.save_pretrained(str(folder))
+        rmt_core.save(model, str(folder))
     finally:
         model.config.mask_mode = "causal"
     return logits(rmt_core.load(str(folder), device="cpu"))
@@ -168,7 +168,7 @@ def test_backbone_config_json_in_the_folder_and_bf16_weights(tmp_path):
 
 
 def test_untied_llama_keeps_its_own_lm_head(tmp_path):
-    from rmt_core.backbones import backbone_from_config, llama_config
+    from rmt_core.engine.backbones import backbone_from_config, llama_config
     from rmt_core import RMTModel
 
     torch.manual_seed(1)
@@ -286,7 +286,7 @@ def test_armt_is_refused_by_name(tmp_path):
     folder = _write_safetensors(tmp_path / "armt", armt)
     with pytest.raises(CheckpointError, match="this is an ARMT \\(associative memory\\) checkpoint.*not supported yet"):
         rmt_core.load(str(folder), rmt_config={"segment_size": SEGMENT}, backbone=str(tmp_path))
-    assert rmt_core.checkpoint.inspect_checkpoint(str(folder)).format == "armt"
+    assert rmt_core.io.checkpoint.inspect_checkpoint(str(folder)).format == "armt"
 
 
 def test_lucidrains_is_refused_by_name(tmp_path):
@@ -314,17 +314,17 @@ def test_plain_backbone_and_unknown_state_dicts_are_named(tmp_path):
 
 def test_inspect_checkpoint_reads_no_pickle(tmp_path, monkeypatch):
     model = make_model("gpt2", mask_mode="causal")
-    info = rmt_core.checkpoint.inspect_checkpoint(str(write_layout(tmp_path / "st", model, "safetensors")))
+    info = rmt_core.io.checkpoint.inspect_checkpoint(str(write_layout(tmp_path / "st", model, "safetensors")))
     assert (info.format, info.num_mem_tokens, info.needs_pickle_opt_in) == ("authors", 3, False)
     assert len(info.missing()) == 2 and info.missing(rmt_config={"segment_size": 6}, backbone="gpt2") == []
     monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("inspect must not unpickle"))
-    info = rmt_core.checkpoint.inspect_checkpoint(str(write_layout(tmp_path / "bin", model, "bin-sharded")))
+    info = rmt_core.io.checkpoint.inspect_checkpoint(str(write_layout(tmp_path / "bin", model, "bin-sharded")))
     assert info.format == "pickled" and info.needs_pickle_opt_in and "2 shards" in info.describe()
-    assert rmt_core.checkpoint.inspect_checkpoint(str(make_saved(tmp_path, model))).format == "rmt-lens"
+    assert rmt_core.io.checkpoint.inspect_checkpoint(str(make_saved(tmp_path, model))).format == "rmt-lens"
 
 
 def make_saved(tmp_path: Path, model) -> Path:
-    model.save_pretrained(str(tmp_path / "native"))
+    rmt_core.save(model, str(tmp_path / "native"))
     return tmp_path / "native"
 
 

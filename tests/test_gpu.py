@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import rmt_core
-import rmt_core.corpus
-from rmt_core import attribution
+import rmt_core.training.corpus
+from rmt_core.explain import attribution
 
 gpu = pytest.mark.gpu
 
@@ -41,9 +41,9 @@ def assert_close_traces(ref, low) -> None:
 
 @pytest.mark.slow
 def test_bf16_tolerances_on_the_cpu():
-    text = rmt_core.corpus.load_corpus("heldout")[:20_000]
-    ref = rmt_core.load(rmt_core.DEFAULT_CHECKPOINT, device="cpu").trace(text)
-    low = rmt_core.load(rmt_core.DEFAULT_CHECKPOINT, device="cpu", dtype=torch.bfloat16).trace(text)
+    text = rmt_core.training.corpus.load_corpus("heldout")[:20_000]
+    ref = rmt_core.trace(rmt_core.load(rmt_core.DEFAULT_CHECKPOINT, device="cpu"), text)
+    low = rmt_core.trace(rmt_core.load(rmt_core.DEFAULT_CHECKPOINT, device="cpu", dtype=torch.bfloat16), text)
     assert_close_traces(ref, low)
 
 
@@ -63,8 +63,8 @@ def test_default_device_is_cuda_in_bf16(models):
 @gpu
 def test_trace_on_gpu_matches_cpu(models):
     cpu, gpu = models
-    text = rmt_core.corpus.load_corpus("heldout")[:20_000]
-    a, b = cpu.trace(text), gpu.trace(text)
+    text = rmt_core.training.corpus.load_corpus("heldout")[:20_000]
+    a, b = rmt_core.trace(cpu, text), rmt_core.trace(gpu, text)
     assert isinstance(b.segments[0].memory_out, np.ndarray)  # records live on the host
     assert_close_traces(a, b)  # bf16 on CUDA vs float32 on the CPU
     assert b.attention(1).shape == a.attention(1).shape
@@ -87,8 +87,8 @@ def test_forward_backward_on_gpu(models):
 @gpu
 def test_attribution_on_gpu(models):
     cpu, gpu = models
-    text = rmt_core.corpus.load_corpus("heldout")[:3000]
-    on_gpu, on_cpu = gpu.trace(text), cpu.trace(text)
+    text = rmt_core.training.corpus.load_corpus("heldout")[:3000]
+    on_gpu, on_cpu = rmt_core.trace(gpu, text), rmt_core.trace(cpu, text)
     result = attribution.read_slots(on_gpu, 2, 5, n_steps=16)
     reference = attribution.read_slots(on_cpu, 2, 5, n_steps=16)
     assert np.isfinite(result.scores).all()

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rmt_core import ConfigError, RMTConfig
-from rmt_core.masks import allowed_attention
+from rmt_core.engine.masks import allowed_attention
 
 from conftest import VOCAB, make_model
 
@@ -122,7 +122,7 @@ def test_outputs_obey_the_mask(backbone_kind, attn_impl, mode, depends):
         row = torch.cat([row_mem, embeds, row_mem], dim=1).clone()
         row[:, -1] = last_write_slot
         allowed = allowed_attention(m, 6, mode)
-        from rmt_core.masks import additive_mask
+        from rmt_core.engine.masks import additive_mask
         hidden = model.backbone.base_model(inputs_embeds=row, attention_mask=additive_mask(allowed, row.dtype)).last_hidden_state
         return hidden[:, -m]  # write slot 0
 

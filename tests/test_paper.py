@@ -6,14 +6,14 @@ import pytest
 import torch
 
 import rmt_core
-from rmt_core import paper
-from rmt_core.recipes import COPY
-from rmt_core.tasks.algorithmic import make_task_batch
-from rmt_core.training import build_model
+from rmt_core.viz import paper
+from rmt_core.training.recipes import COPY
+from rmt_core.training.tasks.algorithmic import make_task_batch
+from rmt_core.training.loop import build_model
 
 
 def _copy_traces(model, seeds):
-    return [model.trace(make_task_batch("copy", 24, 1, np.random.default_rng(s), model.tokenizer)["input_ids"][0])
+    return [rmt_core.trace(model, make_task_batch("copy", 24, 1, np.random.default_rng(s), model.tokenizer)["input_ids"][0])
             for s in seeds]
 
 
@@ -53,14 +53,14 @@ def test_paper_figures_build_from_real_traces(copy_model):
     trace = _copy_traces(copy_model, [0])[0]
     assert paper.read_pattern(trace).figure.data
     default = rmt_core.load(rmt_core.DEFAULT_CHECKPOINT, device="cpu")
-    from rmt_core.tour import make_tour
+    from rmt_core.viz.tour import make_tour
 
     tour = make_tour(default, seed=3, n_steps=8)
     fig = paper.keep_rewrite(tour.trace, highlight=tour.fact_segment)
     assert len(fig.data) == 3
     import json
 
-    card = json.loads((rmt_core.checkpoint.SHIPPED_DIR / "copy-paper" / "config.json").read_text())["card"]
+    card = json.loads((rmt_core.io.checkpoint.SHIPPED_DIR / "copy-paper" / "config.json").read_text())["card"]
     rows = card["evaluation_results"]["algorithmic"]
     table = paper.accuracy_table(rows, "copy")
     assert table[0]["RMT (paper)"] == 1.0 and table[0]["ours, with memory"] == rows[0]["accuracy_memory"]

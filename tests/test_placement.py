@@ -18,7 +18,7 @@ OFFLOAD_MAP = {"transformer.wte": "cpu", "transformer.wpe": "cpu", "transformer.
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     path = tmp_path_factory.mktemp("placement") / "tiny"
-    make_model("gpt2", num_mem_tokens=3, segment_size=6).save_pretrained(path)
+    rmt_core.save(make_model("gpt2", num_mem_tokens=3, segment_size=6), path)
     return path
 
 
@@ -39,7 +39,7 @@ def test_offloaded_layers_give_the_single_device_results(saved, ids, tmp_path):
     assert placed.device == torch.device("cpu") and placed.initial_memory.device.type == "cpu"
     assert placed.weights_hash() == single.weights_hash()
     assert torch.equal(_logits(placed, ids), _logits(single, ids))
-    a, b = single.trace(ids), placed.trace(ids)
+    a, b = rmt_core.trace(single, ids), rmt_core.trace(placed, ids)
     for x, y in zip(a.segments, b.segments):
         assert np.array_equal(x.memory_out, y.memory_out)
         assert np.array_equal(x.token_logprob, y.token_logprob, equal_nan=True)

@@ -1,10 +1,12 @@
 """Per-trace series (computed once per trace) and figures that stay small for long traces."""
 from __future__ import annotations
 
+import rmt_core
 import numpy as np
 import pytest
 
-from rmt_core import analysis, figures, series
+from rmt_core.explain import analysis, series
+from rmt_core.viz import figures
 
 from conftest import VOCAB, make_model
 
@@ -20,7 +22,7 @@ def ids():
 
 
 def test_series_equal_the_analysis_functions_and_are_computed_once(model, ids):
-    trace = model.trace(ids)
+    trace = rmt_core.trace(model, ids)
     states = trace.memory_states()
     assert np.array_equal(series.memory_states(trace), states)
     assert series.memory_states(trace) is series.memory_states(trace)
@@ -32,7 +34,7 @@ def test_series_equal_the_analysis_functions_and_are_computed_once(model, ids):
 
 
 def test_lens_hover_matches_the_per_segment_logit_lens(model, ids):
-    trace = model.trace(ids)
+    trace = rmt_core.trace(model, ids)
     hover = series.lens_hover(trace, None)  # the last layer only: the full lens is not filled in
     assert all(s.lens_ids is None for s in trace.segments)
     assert len(hover) == trace.num_segments + 1 and hover[0] == [""] * 3
@@ -44,7 +46,7 @@ def test_lens_hover_matches_the_per_segment_logit_lens(model, ids):
 
 
 def test_a_growing_trace_gets_fresh_series(model, ids):
-    stream = model.trace_iter(ids)
+    stream = rmt_core.trace_iter(model, ids)
     next(stream)
     first = series.memory_states(stream.trace)
     for _ in stream:

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 import rmt_core
-from rmt_core import attribution, evaluation, interventions
-from rmt_core.checkpoint import list_checkpoints
+from rmt_core.explain import attribution, interventions
+from rmt_core.training import evaluation
+from rmt_core.io.checkpoint import list_checkpoints
 
 SHIPPED = [c["name"] for c in list_checkpoints()]
 SAMPLES = 100
@@ -17,7 +18,7 @@ SAMPLES = 100
 def _card_results(model) -> dict:
     import json
 
-    config = json.loads((rmt_core.checkpoint.SHIPPED_DIR / model.name / "config.json").read_text())
+    config = json.loads((rmt_core.io.checkpoint.SHIPPED_DIR / model.name / "config.json").read_text())
     return config["card"]["evaluation_results"]
 
 
@@ -31,7 +32,7 @@ def test_shipped_checkpoint_meets_its_card(name):
     model = rmt_core.load(name, device="cpu")
     claimed = _card_results(model)
     if "fact_recall" in claimed:
-        from rmt_core.corpus import load_source
+        from rmt_core.training.corpus import load_source
 
         task = claimed["fact_recall"][0]["task"]
         for key, source in (("fact_recall", "austen"), ("fact_recall_pydocs", "pydocs")):
@@ -65,7 +66,7 @@ def test_default_checkpoint_card_reports_layouts_text_and_slot_diversity():
     for source, measured in claimed["slot_similarity"].items():
         assert 0.0 <= measured["share_pairs_above_0_9"] <= 1.0
         again = evaluation.evaluate_slot_similarity(
-            model, __import__("rmt_core.corpus", fromlist=["x"]).load_source(source.split(" ")[0], "heldout"),
+            model, __import__("rmt_core.training.corpus", fromlist=["x"]).load_source(source.split(" ")[0], "heldout"),
             windows=8, seed=3)
         # the card's number is a property of the weights: fresh windows land near it
         assert abs(again["mean_pairwise_cosine"] - measured["mean_pairwise_cosine"]) < 0.1, (again, measured)
@@ -75,8 +76,8 @@ def test_default_checkpoint_card_reports_layouts_text_and_slot_diversity():
 @pytest.fixture(scope="module")
 def recall_traces():
     """Held-out fact-recall samples of 4 segments, the question at a random offset, traced by the default model."""
-    from rmt_core.corpus import load_corpus
-    from rmt_core.tasks import babi
+    from rmt_core.training.corpus import load_corpus
+    from rmt_core.training.tasks import babi
 
     model = rmt_core.load(rmt_core.DEFAULT_CHECKPOINT, device="cpu", dtype=torch.float32)
     seg = model.config.segment_size
@@ -85,7 +86,7 @@ def recall_traces():
     for _ in range(20):
         sample = babi.build_layout_sample(load_corpus("heldout"), 4, seg, "detect", rng, model.tokenizer, "random")
         encoded = babi.encode_sample(sample, model.tokenizer)
-        trace = model.trace(np.array(encoded.input_ids))
+        trace = rmt_core.trace(model, np.array(encoded.input_ids))
         samples.append((trace, encoded.fact_token_spans[0], encoded.answer_id))
     return samples
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from rmt_core.corpus import load_corpus, load_novel
-from rmt_core.tasks import algorithmic, babi
-from rmt_core.tasks.babi import ACTORS, PLACES
-from rmt_core.tokenizer import train_tokenizer
+from rmt_core.training.corpus import load_corpus, load_novel
+from rmt_core.training.tasks import algorithmic, babi
+from rmt_core.training.tasks.babi import ACTORS, PLACES
+from rmt_core.training.tokenizer import train_tokenizer
 
 torch.set_num_threads(1)
 
@@ -245,8 +245,8 @@ def test_segment_size_impossible_raises() -> None:
 
 
 def test_a_dense_stage_sets_facts_and_questions_per_story(tok) -> None:
-    from rmt_core.recipes import Stage
-    from rmt_core.training import make_batch
+    from rmt_core.training.recipes import Stage
+    from rmt_core.training.loop import make_batch
 
     class Model:  # make_batch needs the tokenizer and the segment size only
         tokenizer = tok

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import rmt_core
-from rmt_core import figures
+from rmt_core.viz import figures
 from rmt_core.token_text import CONTINUATION, decode_token, id_pieces, token_label, token_pieces
 
 from conftest import make_model
@@ -27,7 +27,7 @@ def all_tokens(trace) -> list[str]:
 
 # ---------------------------------------------------------------------- the cases
 def test_quote_with_multibyte_characters_joins_back(default_model):
-    trace = default_model.trace(QUOTE)
+    trace = rmt_core.trace(default_model, QUOTE)
     tokens = all_tokens(trace)
     assert "".join(tokens) == QUOTE
     # each character shown once: on the first piece that holds it, the other pieces are empty
@@ -39,7 +39,7 @@ def test_quote_with_multibyte_characters_joins_back(default_model):
 
 def test_russian_letters_are_not_doubled(default_model):
     text = "Привет, мир! Это проверка."
-    tokens = all_tokens(default_model.trace(text))
+    tokens = all_tokens(rmt_core.trace(default_model, text))
     assert "".join(tokens) == text
     assert sum(len(t) for t in tokens) == len(text)
 
@@ -53,10 +53,10 @@ def test_segment_boundary_inside_a_character(default_model):
                                             ["offset_mapping"]))
     assert pieces[size - 1] == "—" and pieces[size] == ""  # the boundary falls between the bytes of —
     assert len(ids) > size
-    trace = default_model.trace(text)
+    trace = rmt_core.trace(default_model, text)
     assert trace.num_segments == 2 and trace.segments[1].tokens[0] == ""
     assert "".join(all_tokens(trace)) == text
-    from rmt_core.render import document_html
+    from rmt_core.viz.render import document_html
 
     page, _ = document_html(trace)
     shown = html.unescape(re.sub(r"<[^>]+>", "", page))
@@ -65,17 +65,17 @@ def test_segment_boundary_inside_a_character(default_model):
 
 def test_trace_from_ids_shows_decoded_text(default_model):
     ids = default_model.tokenizer(QUOTE, add_special_tokens=False)["input_ids"]
-    trace = default_model.trace(np.asarray(ids))
+    trace = rmt_core.trace(default_model, np.asarray(ids))
     assert trace.text is None and "".join(all_tokens(trace)) == QUOTE
 
 
 def test_saved_and_cancelled_traces_keep_the_pieces(default_model, tmp_path):
     text = "Café “déjà vu” 👋🏽 " * 40
-    trace = default_model.trace(text)
+    trace = rmt_core.trace(default_model, text)
     path = trace.save(tmp_path / "t.rmtrace")
     loaded = rmt_core.Trace.load(path)
     assert all_tokens(loaded) == all_tokens(trace) and "".join(all_tokens(loaded)) == text
-    partial = default_model.trace(text, progress=lambda done, total: done < 2)
+    partial = rmt_core.trace(default_model, text, progress=lambda done, total: done < 2)
     assert not partial.complete and all_tokens(partial) == all_tokens(trace)[:partial.num_tokens]
     reloaded = rmt_core.Trace.load(partial.save(tmp_path / "p.rmtrace"))
     assert all_tokens(reloaded) == all_tokens(partial)
@@ -91,12 +91,12 @@ def test_predictions_of_partial_characters_show_bytes(default_model):
 
 
 def test_whitespace_the_tokenizer_drops_goes_to_the_next_token():
-    from rmt_core.tokenizer import build_symbol_tokenizer
+    from rmt_core.training.tokenizer import build_symbol_tokenizer
 
     model = make_model()
     model.tokenizer = build_symbol_tokenizer(list("abc"), ["<pad>", "<unk>"])
     text = "  a b\n\tc  "
-    trace = model.trace(text)
+    trace = rmt_core.trace(model, text)
     assert all_tokens(trace) == ["  a", " b", "\n\tc  "] and "".join(all_tokens(trace)) == text
 
 
@@ -144,7 +144,7 @@ def test_random_unicode_joins_back_exactly(default_model):
 def test_random_unicode_traces_join_back(default_model):
     for text in random_texts(12, seed=3):
         if text.strip():
-            assert "".join(all_tokens(default_model.trace(text))) == text, text
+            assert "".join(all_tokens(rmt_core.trace(default_model, text))) == text, text
 
 
 def test_token_label_makes_pieces_visible():
@@ -170,11 +170,11 @@ def test_plotly_text_escapes_markup_and_entities():
 
 
 def test_token_text_reaching_figures_is_escaped():
-    from rmt_core.tokenizer import build_symbol_tokenizer
+    from rmt_core.training.tokenizer import build_symbol_tokenizer
 
     model = make_model()
     model.tokenizer = build_symbol_tokenizer(MARKUP, ["<pad>", "<unk>"])
-    trace = model.trace(" ".join(MARKUP))
+    trace = rmt_core.trace(model, " ".join(MARKUP))
     att = trace.attention(0)
     fig = figures.attention_heatmap(att[0, 0], trace.attention_labels(0), trace.num_mem_tokens, "<b>title</b>")
     ticks = list(fig.data[0].x)
@@ -188,7 +188,7 @@ def test_token_text_reaching_figures_is_escaped():
             assert not re.search(r"<(?!br>|extra>|/extra>)", text), text  # only our own line breaks
     states = trace.memory_states()
     hover = [["<b>x</b>"] * trace.num_mem_tokens for _ in range(states.shape[0])]
-    traj = figures.memory_trajectory(rmt_core.analysis.pca_trajectory(states, 2), hover)
+    traj = figures.memory_trajectory(rmt_core.explain.analysis.pca_trajectory(states, 2), hover)
     assert "&lt;b&gt;x&lt;/b&gt;" in traj.data[0].text[0]
     bar = figures.slot_bar(np.ones(3), "log p('<br>')")
     assert bar.layout.title.text == "log p('&lt;br&gt;')"
@@ -207,8 +207,8 @@ def _figure_strings(fig) -> list[str]:
 
 
 def test_bertviz_labels_keep_text_and_mark_continuations(default_model):
-    from rmt_core.bertviz_views import head_view_html
+    from rmt_core.viz.bertviz_views import head_view_html
 
-    trace = default_model.trace(QUOTE)
+    trace = rmt_core.trace(default_model, QUOTE)
     view = head_view_html(trace.attention(0), trace.attention_labels(0))
     assert CONTINUATION in view.html and "👋" in view.html

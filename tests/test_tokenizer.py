@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from rmt_core.corpus import load_corpus
-from rmt_core.tasks.babi import ACTORS, OBJECTS, PLACES
-from rmt_core.tokenizer import (
+from rmt_core.training.corpus import load_corpus
+from rmt_core.training.tasks.babi import ACTORS, OBJECTS, PLACES
+from rmt_core.training.tokenizer import (
     EOS_TOKEN,
     TASK_WORDS,
     TokenizerTrainingError,

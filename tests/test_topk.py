@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from rmt_core.topk import top_k_rows
+from rmt_core.tracing.topk import top_k_rows
 
 
 @pytest.mark.parametrize("shape,k", [((37, 4096), 5), ((3, 4096), 1), ((5, 640), 20), ((4, 100), 5), ((2, 128), 3)])

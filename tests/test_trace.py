@@ -11,7 +11,7 @@ import torch
 
 import rmt_core
 from rmt_core import TraceCancelled, TraceError
-from rmt_core.trace import BLOCK_PAIRS
+from rmt_core.tracing.trace import BLOCK_PAIRS
 
 from conftest import VOCAB, make_model
 
@@ -30,7 +30,7 @@ def ids():
 
 @pytest.fixture(scope="module")
 def trace(model, ids):
-    return model.trace(ids)
+    return rmt_core.trace(model, ids)
 
 
 def test_segments_cover_the_document(trace, ids):
@@ -62,7 +62,7 @@ def test_attention_rows_sum_to_one_over_allowed_positions(trace):
     att = trace.attention(3)  # (Y, H, n, n)
     assert att.shape == (2, 4, 12, 12)
     np.testing.assert_allclose(att.sum(-1), 1.0, atol=1e-5)
-    from rmt_core.masks import allowed_attention
+    from rmt_core.engine.masks import allowed_attention
 
     allowed = allowed_attention(3, 6, "paper")[0].numpy()
     assert np.abs(att[..., ~allowed]).max() == 0
@@ -111,8 +111,8 @@ def assert_same_trace(a, b):
 @pytest.mark.parametrize("m", [3, 0])
 def test_device_attention_summaries_equal_the_host_ones(m):
     """The reductions an accelerator runs (torch, here on CPU tensors) give the numpy results."""
-    from rmt_core.masks import segment_layout
-    from rmt_core.trace import _device_attention_summaries, attention_summaries
+    from rmt_core.engine.masks import segment_layout
+    from rmt_core.tracing.recorder import _device_attention_summaries, attention_summaries
 
     n_tokens = 6
     n = n_tokens + 2 * m
@@ -209,7 +209,7 @@ def test_cancellation_keeps_the_segments_done(model, ids):
         calls.append((done, total))
         return done < 3
 
-    partial = model.trace(ids, progress=stop_after_three)
+    partial = rmt_core.trace(model, ids, progress=stop_after_three)
     assert partial.num_segments == 3 and not partial.complete
     assert calls[-1] == (3, 7)
 
@@ -217,11 +217,11 @@ def test_cancellation_keeps_the_segments_done(model, ids):
         if done == 2:
             raise TraceCancelled()
 
-    assert model.trace(ids, progress=raise_cancel).num_segments == 2
+    assert rmt_core.trace(model, ids, progress=raise_cancel).num_segments == 2
 
 
 def test_streaming_yields_each_segment(model, ids):
-    stream = model.trace_iter(ids)
+    stream = rmt_core.trace_iter(model, ids)
     seen = []
     for record in stream:
         seen.append(record.index)
@@ -231,11 +231,11 @@ def test_streaming_yields_each_segment(model, ids):
 
 def test_two_threads_on_one_model_give_what_each_gives_alone(model):
     docs = [np.random.default_rng(s).integers(0, VOCAB, 60) for s in (1, 2)]
-    alone = [model.trace(d) for d in docs]
+    alone = [rmt_core.trace(model, d) for d in docs]
     results = [None, None]
 
     def run(i):
-        results[i] = model.trace(docs[i])
+        results[i] = rmt_core.trace(model, docs[i])
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
     for t in threads:
@@ -249,7 +249,7 @@ def test_two_threads_on_one_model_give_what_each_gives_alone(model):
 
 
 def test_determinism_bit_identical(model, ids):
-    a, b = model.trace(ids), model.trace(ids)
+    a, b = rmt_core.trace(model, ids), rmt_core.trace(model, ids)
     for sa, sb in zip(a.segments, b.segments):
         assert np.array_equal(sa.memory_out, sb.memory_out)
         assert np.array_equal(sa.token_logprob, sb.token_logprob, equal_nan=True)
@@ -258,21 +258,21 @@ def test_determinism_bit_identical(model, ids):
 
 @pytest.mark.parametrize("bad", ["", "   \n\t  "])
 def test_empty_text_gets_a_clear_error(bad):
-    from rmt_core.tokenizer import build_symbol_tokenizer
+    from rmt_core.training.tokenizer import build_symbol_tokenizer
 
     model = make_model()
     model.tokenizer = build_symbol_tokenizer(list("abc"), ["<pad>"])
     with pytest.raises(TraceError, match="empty"):
-        model.trace(bad)
+        rmt_core.trace(model, bad)
 
 
 def test_text_trace_keeps_character_offsets():
-    from rmt_core.tokenizer import build_symbol_tokenizer
+    from rmt_core.training.tokenizer import build_symbol_tokenizer
 
     model = make_model()
     model.tokenizer = build_symbol_tokenizer(list("abcdefgh"), ["<pad>", "<unk>"])
     text = "a b c d e f g h a b c"
-    trace = model.trace(text)
+    trace = rmt_core.trace(model, text)
     for seg in trace.segments:
         for token, (s, e) in zip(seg.tokens, seg.char_spans.tolist()):
             assert text[s:e] == token.lstrip(" ")  # the offsets are the token's own characters
@@ -282,7 +282,7 @@ def test_text_trace_keeps_character_offsets():
 
 
 def test_analysis_functions(trace):
-    from rmt_core import analysis
+    from rmt_core.explain import analysis
 
     states = trace.memory_states()
     assert states.shape == (8, 3, 32)
@@ -312,7 +312,7 @@ def test_logit_lens_of_the_written_memory_decodes_through_the_lm_head(trace, mod
 
 def test_a_model_without_memory_traces_with_empty_memory_blocks(ids):
     plain = make_model("gpt2", num_mem_tokens=0, segment_size=6)
-    trace = plain.trace(ids)
+    trace = rmt_core.trace(plain, ids)
     record = trace.segments[0]
     layers, heads = plain.num_layers, plain.num_heads
     assert record.memory_out.shape == (0, plain.hidden_size)
@@ -324,5 +324,5 @@ def test_a_model_without_memory_traces_with_empty_memory_blocks(ids):
         others = np.delete(seg.block_attention, tokens_to_tokens, axis=-1)
         assert not others.any()
     # without memory each segment is the backbone alone: its loss does not depend on what came before
-    alone = plain.trace(ids[6:12])
+    alone = rmt_core.trace(plain, ids[6:12])
     assert np.allclose(alone.segments[0].token_logprob[1:], trace.segments[1].token_logprob[1:], atol=1e-5)

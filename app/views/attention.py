@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from rmt_core import analysis, figures
-from rmt_core.trace import BLOCK_PAIRS
+from rmt_core.explain import analysis
+from rmt_core.viz import figures
+from rmt_core.tracing.trace import BLOCK_PAIRS
 
 from app import services, sidebar
 from app.views.common import guarded, require_trace_with_model, show_figure, visible_token
@@ -76,7 +77,7 @@ MODEL_VIEW_HEIGHT = 760  # px; a taller model view scrolls inside its frame
 
 
 def _bertviz(kind: str, attention: np.ndarray, labels: list[str], layer: int) -> None:
-    from rmt_core.bertviz_views import head_view_html, model_view_html
+    from rmt_core.viz.bertviz_views import head_view_html, model_view_html
 
     if kind == "head":
         view = head_view_html(attention, labels, layer=layer)

@@ -6,8 +6,10 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from rmt_core import RMTLensError, answers, attribution, figures, interventions
-from rmt_core.render import document_html
+from rmt_core import RMTLensError
+from rmt_core.explain import answers, attribution, interventions
+from rmt_core.viz import figures
+from rmt_core.viz.render import document_html
 
 from app import sidebar, state
 from app.views.common import guarded, require_trace_with_model, show_figure, visible_token

@@ -6,8 +6,8 @@ import functools
 import streamlit as st
 
 from rmt_core.errors import RMTLensError, unexpected_error_message
-from rmt_core.figures import FIGURE_CONFIG
-from rmt_core.render import document_html, window_start
+from rmt_core.viz.figures import FIGURE_CONFIG
+from rmt_core.viz.render import document_html, window_start
 from rmt_core.token_text import token_label
 
 from app import state

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from rmt_core import RMTLensError, export, figures
-from rmt_core.report import report_html
+from rmt_core import RMTLensError
+from rmt_core.viz import export, figures
+from rmt_core.viz.report import report_html
 
 from app import sidebar
 from app.views.common import require_trace, show_figure

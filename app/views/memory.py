@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from rmt_core import analysis, figures, series
+from rmt_core.explain import analysis, series
+from rmt_core.viz import figures
 
 from app import sidebar
 from app.views.common import guarded, require_trace, show_figure, visible_token

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from rmt_core import QuestionError, figures
-from rmt_core import answers as rmt_answers
+from rmt_core import QuestionError
+from rmt_core.viz import figures
+from rmt_core.explain import answers as rmt_answers
 
 from app import services, sidebar, state
 from app.views.common import document_view, require_trace, show_figure

@@ -7,8 +7,8 @@ import numpy as np
 import streamlit as st
 
 import rmt_core
-from rmt_core import paper
-from rmt_core.tasks.algorithmic import make_task_batch
+from rmt_core.viz import paper
+from rmt_core.training.tasks.algorithmic import make_task_batch
 
 from app import services
 from app.views.common import show_figure
@@ -20,11 +20,11 @@ COPY = "copy-paper"
 def _copy_trace(seed: int):
     model = services.load_model(COPY)
     ids = make_task_batch("copy", 24, 1, np.random.default_rng(seed), model.tokenizer)["input_ids"][0]
-    return model.trace(ids)
+    return rmt_core.trace(model, ids)
 
 
 def _card(name: str) -> dict:
-    path = rmt_core.checkpoint.SHIPPED_DIR / name / "config.json"
+    path = rmt_core.io.checkpoint.SHIPPED_DIR / name / "config.json"
     return json.loads(path.read_text())["card"].get("evaluation_results", {})
 
 

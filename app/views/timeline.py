@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from rmt_core import figures
+from rmt_core.viz import figures
 
 from app import sidebar, state
 from app.views.common import document_view, require_trace, show_figure

@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from rmt_core import RMTLensError
-from rmt_core.tour import make_tour, tour_steps
+from rmt_core.viz.tour import make_tour, tour_steps
 
 from app import services, state
 from app.views.common import show_figure

@@ -1,0 +1,5 @@
+"""The model (layer 1): RMTConfig, the segment layout and masks, attention implementations
+and probes, RMTModel (run_segment / forward / generate), backbones, devices, placement.
+
+Imports only rmt_core.errors / checks. Knows nothing of traces, files or training.
+"""

@@ -1,0 +1,452 @@
+"""RMTModel: any Hugging Face causal LM run as a Recurrent Memory Transformer.
+
+Per segment the unmodified backbone sees, through ``inputs_embeds``,
+
+    [ read memory (m) | segment tokens (L) | write memory (m) ]
+
+with one memory tensor in both blocks. The new memory is the final hidden states
+(after the final norm) at the write positions; logits come from the token positions.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Collection, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import attention as _attention  # registers the attention implementations
+from .config import RMTConfig
+from ..checks import check_float, check_int
+from ..errors import ArgumentError, ConfigError
+from .masks import additive_mask, allowed_attention, segment_layout
+
+
+@dataclass
+class RMTOutput:
+    """What a forward pass over a batch of long inputs returns."""
+
+    logits: torch.Tensor  # (batch, total tokens, vocab); memory positions removed
+    loss: torch.Tensor | None = None  # one shifted cross-entropy over all segments
+    memory_states: list[torch.Tensor] = field(default_factory=list)  # per segment: (batch, m, d) written
+
+
+@dataclass
+class SegmentOutput:
+    """One segment's results (see RMTModel.run_segment)."""
+
+    logits: torch.Tensor | None  # (batch, L, vocab); None when compute_logits=False
+    memory_out: torch.Tensor | None  # (batch, m, d); None when the segment has no write block
+    token_hidden: torch.Tensor | None = None  # (batch, L, d) final hidden states of the tokens
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # per layer (batch, row, d), if asked
+
+
+class RMTModel(nn.Module):
+    """A backbone plus a learned initial memory, run segment by segment."""
+
+    def __init__(self, backbone: nn.Module, config: RMTConfig, tokenizer: Any = None) -> None:
+        super().__init__()
+        config.validate()
+        self.backbone = backbone
+        self.config = config
+        self.tokenizer = tokenizer
+        self.name: str | None = None  # checkpoint name once loaded or saved
+        self._weights_hash: str | None = None
+        hidden = self.hidden_size
+        embeddings = backbone.get_input_embeddings().weight.detach()
+        # Distinct slots at the scale of the word embeddings (the HF wrapper's init).
+        std = float(embeddings.float().std())
+        self.initial_memory = nn.Parameter(
+            (torch.randn(config.num_mem_tokens, hidden) * std).to(embeddings.dtype)
+        )
+        self._check_backbone_fits()
+        backbone.set_attn_implementation(_attention.IMPLEMENTATIONS[config.attn_implementation])
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_backbone(cls, backbone: nn.Module, config: RMTConfig, tokenizer: Any = None) -> "RMTModel":
+        """Wrap a Hugging Face causal LM (GPT-2, Llama family, ...) as an RMT."""
+        return cls(backbone, config, tokenizer)
+
+    def _check_backbone_fits(self) -> None:
+        if not hasattr(self.backbone, "get_output_embeddings") or self.backbone.get_output_embeddings() is None:
+            raise ConfigError("The backbone has no LM head: pass a causal LM (e.g. GPT2LMHeadModel, LlamaForCausalLM).")
+        limit = self.max_positions
+        if limit is not None and self.config.reset_positions and self.config.segment_length() > limit:
+            raise ConfigError(
+                f"A segment row needs {self.config.segment_length()} positions "
+                f"(segment_size {self.config.segment_size} + 2 x {self.config.num_mem_tokens} memory) "
+                f"but the backbone holds {limit}. Use shorter segments or fewer memory slots."
+            )
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def hidden_size(self) -> int:
+        return int(self.backbone.config.hidden_size)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.backbone.config.num_hidden_layers)
+
+    @property
+    def num_heads(self) -> int:
+        return int(self.backbone.config.num_attention_heads)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.backbone.get_output_embeddings().weight.shape[0])
+
+    @property
+    def max_positions(self) -> int | None:
+        cfg = self.backbone.config
+        if getattr(cfg, "model_type", "") == "gpt2":
+            return int(cfg.n_positions)
+        return None  # rotary backbones have no hard position table
+
+    @property
+    def max_input_tokens(self) -> int | None:
+        """Most tokens one input may hold, or None for no limit.
+
+        Only a checkpoint with reset_positions=False on a backbone with a position table (GPT-2)
+        has one: its positions grow by segment_length() per segment until the table ends."""
+        limit = self.max_positions
+        if limit is None or self.config.reset_positions:
+            return None
+        row, m, size = self.config.segment_length(), self.config.num_mem_tokens, self.config.segment_size
+        full, rest = divmod(limit, row)
+        return full * size + max(0, min(size, rest - 2 * m))
+
+    def check_input_length(self, n_tokens: int, what: str = "input") -> None:
+        """Raise ArgumentError when an input of n_tokens does not fit max_input_tokens."""
+        most = self.max_input_tokens
+        if most is not None and n_tokens > most:
+            raise ArgumentError(
+                f"The {what} has {n_tokens:,} tokens but this model takes at most {most:,}: it was built with "
+                f"reset_positions=False, so positions grow by {self.config.segment_length()} per segment and the "
+                f"backbone holds {self.max_positions} positions. Give it at most {most:,} tokens (CLI: --max-tokens "
+                f"{most}), or use a checkpoint with reset_positions=True (positions restart in every segment)."
+            )
+
+    def check_token_ids(self, input_ids: torch.Tensor, name: str = "input_ids") -> None:
+        """Raise ArgumentError unless every id indexes the vocabulary."""
+        if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+            raise ArgumentError(f"{name} must hold integer token ids, got dtype {input_ids.dtype}.")
+        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.vocab_size):
+            raise ArgumentError(
+                f"{name} must be token ids in 0..{self.vocab_size - 1} (the model's vocabulary), got values "
+                f"{int(input_ids.min())}..{int(input_ids.max())}. Encode text with the model's own tokenizer.")
+
+    @property
+    def device(self) -> torch.device:
+        return self.initial_memory.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.initial_memory.dtype
+
+    def weights_hash(self) -> str:
+        """SHA-256 (16 hex digits) of every parameter: the model's identity in traces and exports."""
+        if self._weights_hash is None:
+            digest = hashlib.sha256()
+            for name, tensor in sorted(self.state_dict().items()):
+                digest.update(name.encode())
+                digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+            self._weights_hash = digest.hexdigest()[:16]
+        return self._weights_hash
+
+    def invalidate_hash(self) -> None:
+        """Call after changing weights (training) so the identity is recomputed."""
+        self._weights_hash = None
+
+    # ------------------------------------------------------------------ segments
+    def segment_bounds(self, n_tokens: int, segment_size: int | None = None) -> list[tuple[int, int]]:
+        """(start, end) token offsets of each segment of an n-token input (segment_size: see forward)."""
+        size = self.check_segment_size(segment_size)
+        return [(start, min(start + size, n_tokens)) for start in range(0, n_tokens, size)]
+
+    def check_segment_size(self, segment_size: int | None) -> int:
+        """The segment size a call runs with: config.segment_size, or `segment_size` when given.
+
+        Another size than the configured one is for models whose positions restart in every
+        segment (reset_positions=True; the algorithmic tasks vary it per sample count) and whose
+        row [read | tokens | write] still fits the backbone's positions. Raises ArgumentError
+        otherwise. The config is never changed: a model may be shared between callers."""
+        if segment_size is None or segment_size == self.config.segment_size:
+            return self.config.segment_size
+        m, limit = self.config.num_mem_tokens, self.max_positions
+        size = check_int(segment_size, "segment_size", 1, None if limit is None else limit - 2 * m,
+                         fix=f"A row of segment_size + 2 x {m} memory slots must fit the backbone's {limit} positions.")
+        if not self.config.reset_positions:
+            raise ArgumentError(
+                f"segment_size={size} differs from the model's {self.config.segment_size}, but this model was built "
+                "with reset_positions=False: its positions depend on the segment size it was trained with. "
+                "Leave segment_size unset.")
+        return size
+
+    def initial_memory_batch(self, batch: int) -> torch.Tensor:
+        return self.initial_memory.unsqueeze(0).expand(batch, -1, -1)  # (batch, m, d)
+
+    def _position_ids(self, n_valid: torch.Tensor, n_tokens: int, write: bool, offset: int) -> torch.Tensor:
+        """Positions restart in each row; the write block follows each sample's LAST REAL token,
+        so a right-padded sample gets the same positions as when run alone."""
+        m = self.config.num_mem_tokens
+        batch = n_valid.shape[0]
+        row = torch.arange(m + n_tokens, device=n_valid.device).expand(batch, -1)
+        if write and m:
+            write_pos = m + n_valid.unsqueeze(1) + torch.arange(m, device=n_valid.device)
+            row = torch.cat([row, write_pos], dim=1)
+        return row + offset
+
+    def run_segment(
+        self,
+        memory: torch.Tensor | None,
+        token_ids: torch.Tensor,
+        token_valid: torch.Tensor | None = None,
+        write: bool = True,
+        segment_index: int = 0,
+        attention_probe: Callable[[int, torch.Tensor], None] | None = None,
+        output_hidden_states: bool = False,
+        inputs_embeds: torch.Tensor | None = None,
+        compute_logits: bool = True,
+    ) -> SegmentOutput:
+        """Run one segment row [read | tokens | write] through the backbone.
+
+        memory: (batch, m, d) memory carried in (None = the initial memory).
+        token_ids: (batch, L) ids; token_valid: (batch, L) bool, False at right padding.
+        inputs_embeds: optional (batch, L, d) token embeddings used instead of token_ids
+            (attribution methods perturb them).
+        compute_logits: False skips the LM head (forward applies it once to all segments).
+        """
+        cfg = self.config
+        m = cfg.num_mem_tokens
+        batch, n_tokens = token_ids.shape
+        if memory is None:
+            memory = self.initial_memory_batch(batch)
+        if inputs_embeds is None:
+            inputs_embeds = self.backbone.get_input_embeddings()(token_ids)  # (batch, L, d)
+        write = write and m > 0
+        blocks = [memory, inputs_embeds, memory] if write else [memory, inputs_embeds]
+        row = torch.cat(blocks, dim=1)  # (batch, m + L + m, d)
+
+        allowed = allowed_attention(m, n_tokens, cfg.mask_mode, write, token_valid, device=row.device)
+        mask = additive_mask(allowed, row.dtype).expand(batch, -1, -1, -1)  # (batch, 1, n, n)
+        n_valid = (
+            token_valid.sum(dim=1) if token_valid is not None
+            else torch.full((batch,), n_tokens, device=row.device)
+        )
+        offset = 0 if cfg.reset_positions else segment_index * cfg.segment_length()
+        positions = self._position_ids(n_valid, n_tokens, write, offset)
+
+        kwargs: dict[str, Any] = {}
+        if attention_probe is not None:
+            kwargs[_attention.PROBE_KWARG] = attention_probe
+        out = self.backbone.base_model(
+            inputs_embeds=row,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=False,
+            output_hidden_states=output_hidden_states,
+            **kwargs,
+        )
+        hidden = out.last_hidden_state.to(row.device)  # (batch, n, d), after the final norm (device-mapped: moved back)
+        _, tokens, write_block = segment_layout(m, n_tokens, write)
+        token_hidden = hidden[:, tokens]  # (batch, L, d)
+        logits = self.backbone.get_output_embeddings()(token_hidden) if compute_logits else None  # (batch, L, vocab)
+        memory_out = hidden[:, write_block] if write else None
+        if memory_out is not None and token_valid is not None:
+            # A sample whose segment is all padding keeps the memory it had.
+            has_tokens = token_valid.any(dim=1).view(batch, 1, 1)
+            memory_out = torch.where(has_tokens, memory_out, memory)
+        hidden_states = tuple(h.to(row.device) for h in out.hidden_states) if output_hidden_states else None
+        return SegmentOutput(logits=logits, memory_out=memory_out, hidden_states=hidden_states, token_hidden=token_hidden)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        memory: torch.Tensor | None = None,
+        reset_memory: bool | Collection[int] = False,
+        segment_size: int | None = None,
+    ) -> RMTOutput:
+        """Run a batch of long inputs segment by segment.
+
+        input_ids: (batch, T); attention_mask: (batch, T), 0 at right padding.
+        labels: (batch, T) next-token targets aligned with input_ids (shifted inside), -100 ignored.
+        memory: (batch, m, d) memory before the first segment (default: the initial memory).
+        reset_memory: True = initial memory before every segment (the no-memory baseline);
+            a collection of segment indices = reset before those segments only.
+        segment_size: tokens per segment for this call only (default config.segment_size; see
+            check_segment_size). Raises ConfigError / ArgumentError on malformed inputs.
+        """
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+            shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
+            raise ConfigError(f"input_ids must be a (batch, tokens) tensor, got {shape}.")
+        batch, total = input_ids.shape
+        if total == 0:
+            raise ConfigError("input_ids holds no tokens.")
+        self.check_token_ids(input_ids)
+        self.check_input_length(total)
+        for other, value in (("attention_mask", attention_mask), ("labels", labels)):
+            if value is not None and tuple(value.shape) != (batch, total):
+                raise ArgumentError(f"{other} must have the shape of input_ids {(batch, total)}, "
+                                    f"got {tuple(value.shape)}.")
+        valid = attention_mask.bool() if attention_mask is not None else None
+        bounds = self.segment_bounds(total, segment_size)
+        depth = self.config.bptt_depth
+        state = memory if memory is not None else self.initial_memory_batch(batch)
+        token_hidden, memory_states = [], []
+        for index, (start, end) in enumerate(bounds):
+            if reset_memory is True or (not isinstance(reset_memory, bool) and index in reset_memory):
+                state = self.initial_memory_batch(batch)
+            seg_valid = valid[:, start:end] if valid is not None else None
+            out = self.run_segment(state, input_ids[:, start:end], seg_valid, segment_index=index, compute_logits=False)
+            token_hidden.append(out.token_hidden)
+            if out.memory_out is not None:
+                state = out.memory_out
+                memory_states.append(state)
+                if depth is not None and index < len(bounds) - depth:
+                    state = state.detach()  # truncated BPTT: only the last `depth` segments unroll
+        # One LM-head call over the concatenated hidden states: concatenating (batch, T, d) is
+        # vocab/d times cheaper than concatenating per-segment logits.
+        all_logits = self.backbone.get_output_embeddings()(torch.cat(token_hidden, dim=1))  # (batch, T, vocab)
+        loss = shifted_cross_entropy(all_logits, labels, attention_mask) if labels is not None else None
+        return RMTOutput(logits=all_logits, loss=loss, memory_states=memory_states)
+
+    def iter_segments(
+        self, input_ids: torch.Tensor, memory: torch.Tensor | None = None, segment_size: int | None = None
+    ) -> Iterator[tuple[int, tuple[int, int], torch.Tensor, SegmentOutput]]:
+        """Yield (index, (start, end), memory_in, output) per segment of a (batch, T) input; no grad tricks."""
+        state = memory if memory is not None else self.initial_memory_batch(input_ids.shape[0])
+        for index, (start, end) in enumerate(self.segment_bounds(input_ids.shape[1], segment_size)):
+            out = self.run_segment(state, input_ids[:, start:end], segment_index=index)
+            yield index, (start, end), state, out
+            if out.memory_out is not None:
+                state = out.memory_out
+
+    # ------------------------------------------------------------------ generate
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int = 20,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        eos_token_id: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Continue each input: earlier segments write memory; the final segment is
+        [read memory | prompt] (no write block) and new tokens extend it with a KV cache.
+
+        input_ids: (batch, T), all rows the same length. Returns (batch, T + new).
+        """
+        if input_ids.dim() == 1:
+            input_ids = input_ids.unsqueeze(0)
+        if input_ids.dim() != 2:
+            raise ArgumentError(f"input_ids must be (batch, tokens) or (tokens,), got shape {tuple(input_ids.shape)}.")
+        batch, total = input_ids.shape
+        if total == 0:
+            raise ConfigError("generate needs at least one prompt token.")
+        self.check_token_ids(input_ids)
+        max_new_tokens = check_int(max_new_tokens, "max_new_tokens", 0, fix="It is how many tokens to add.")
+        if do_sample:
+            check_float(temperature, "temperature", 0.0, low_open=True, fix="Use 1.0 for the model's own distribution.")
+        if top_k is not None:
+            check_int(top_k, "top_k", 1, fix="Pass None to sample from the whole vocabulary.")
+        if eos_token_id is not None:
+            check_int(eos_token_id, "eos_token_id", 0, self.vocab_size - 1, fix="Pass None to never stop early.")
+        bounds = self.segment_bounds(total)
+        start, end = bounds[-1]
+        m = self.config.num_mem_tokens
+        limit = self.max_positions
+        offset = 0 if self.config.reset_positions else (len(bounds) - 1) * self.config.segment_length()
+        if limit is not None and offset + m + (end - start) + max_new_tokens > limit:
+            where = "" if not offset else f" starting at position {offset} (reset_positions=False)"
+            raise ConfigError(
+                f"Generating {max_new_tokens} tokens after a {end - start}-token final segment and "
+                f"{m} memory slots needs {m + (end - start) + max_new_tokens} positions{where}; the backbone "
+                f"holds {limit}. Generate fewer tokens or give a shorter prompt."
+            )
+        memory = self.initial_memory_batch(batch)
+        for index, (seg_start, seg_end) in enumerate(bounds[:-1]):
+            memory = self.run_segment(memory, input_ids[:, seg_start:seg_end], segment_index=index).memory_out
+            if memory is None:  # m == 0
+                memory = self.initial_memory_batch(batch)
+        prompt = input_ids[:, start:end]
+        embed = self.backbone.get_input_embeddings()
+        head = self.backbone.get_output_embeddings()
+        row = torch.cat([memory, embed(prompt)], dim=1)  # (batch, m + P, d)
+        n = row.shape[1]
+        allowed = allowed_attention(m, prompt.shape[1], self.config.mask_mode, write=False, device=row.device)
+        positions = (torch.arange(n, device=row.device) + offset).expand(batch, -1)
+        out = self.backbone.base_model(
+            inputs_embeds=row,
+            attention_mask=additive_mask(allowed, row.dtype).expand(batch, -1, -1, -1),
+            position_ids=positions,
+            use_cache=True,
+        )
+        cache = out.past_key_values
+        next_logits = head(out.last_hidden_state[:, -1])  # (batch, vocab)
+        generated = []
+        finished = torch.zeros(batch, dtype=torch.bool, device=row.device)
+        for step in range(max_new_tokens):
+            token = _pick_next(next_logits, do_sample, temperature, top_k, generator)
+            if eos_token_id is not None:
+                token = torch.where(finished, torch.full_like(token, eos_token_id), token)
+                finished |= token == eos_token_id
+            generated.append(token)
+            if eos_token_id is not None and bool(finished.all()):
+                break
+            kv_len = n + step + 1
+            out = self.backbone.base_model(
+                inputs_embeds=embed(token).unsqueeze(1),
+                attention_mask=torch.zeros(batch, 1, 1, kv_len, dtype=row.dtype, device=row.device),
+                position_ids=positions[:, -1:] + step + 1,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            cache = out.past_key_values
+            next_logits = head(out.last_hidden_state[:, -1])
+        if not generated:
+            return input_ids
+        return torch.cat([input_ids, torch.stack(generated, dim=1)], dim=1)
+
+    # Tracing and saving live above the engine (rmt_core.tracing, rmt_core.io): say where they went.
+    _MOVED = {"trace": "rmt_core.trace(model, text)", "trace_iter": "rmt_core.trace_iter(model, text)",
+              "save_pretrained": "rmt_core.save(model, directory)"}
+
+    def __getattr__(self, name: str) -> Any:
+        if name in RMTModel._MOVED:
+            raise AttributeError(f"RMTModel.{name} is now {RMTModel._MOVED[name]} (the engine knows nothing of "
+                                 "traces or files; see the package map in rmt_core/__init__.py).")
+        return super().__getattr__(name)
+
+
+def _pick_next(
+    logits: torch.Tensor, do_sample: bool, temperature: float, top_k: int | None, generator: torch.Generator | None
+) -> torch.Tensor:
+    if not do_sample:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / max(temperature, 1e-6)
+    if top_k is not None and top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(-1)
+
+
+def shifted_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """One mean cross-entropy over all segments: position t predicts label t+1; -100 and padding ignored."""
+    labels = labels.to(logits.device)
+    if attention_mask is not None:
+        labels = labels.masked_fill(attention_mask.to(labels.device) == 0, -100)
+    shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1])
+    shift_labels = labels[:, 1:].reshape(-1)
+    if bool((shift_labels != -100).any()):
+        return F.cross_entropy(shift_logits.float(), shift_labels, ignore_index=-100)
+    return shift_logits.sum() * 0.0  # nothing to predict: a zero that keeps the graph

@@ -1,0 +1,415 @@
+"""Ask a fact-recall model a question about any document, and find the model's answer.
+
+The shipped fact-recall models were trained on one question format (see
+:mod:`rmt_core.training.tasks.babi`): the text ends with ``"\\nQuestion: Where is Mary?\\nAnswer:"``
+and the answer is the next token, one word with a leading space (``" office"``).
+This module is the one place that knows where the answer of a document is predicted
+and how a prediction is read off (the app's answer line, interventions and the guided
+tour all use it):
+
+* :func:`question_spec` — what a model can be asked (from its config's ``task``, or a
+  ``questions`` entry in its model card or ``RMTConfig.extra``).
+* :func:`prompt_text` — the document with the question appended in the exact training
+  format (a document already ending with ``"Answer:"`` is taken as it is).
+* :func:`answer_site` — the token after which a trace's answer is predicted.
+* :func:`top_predictions` / :func:`stored_predictions` — top-k next tokens with probabilities.
+* :func:`ask` — all of it: trace document + question, top-3 answers, and the earlier
+  segment whose tokens most moved the answer through memory
+  (:func:`rmt_core.explain.attribution.through_memory`).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import QuestionError
+from ..training.tasks.babi import ACTORS, ANSWER_PREFIX, OBJECTS, PLACES, QUESTION_PREFIX
+from ..token_text import decode_token, token_label
+from ..tracing.recorder import trace_document
+
+ANSWER_MARK = "Answer:"
+TOP_K = 3
+# Tasks whose models answer "Where is X?" and what X may be (rmt_core.training.tasks.babi).
+QUESTION_TASKS: dict[str, tuple[str, ...]] = {
+    "memorize": ACTORS, "detect": ACTORS, "qa1": ACTORS, "qa2": ACTORS + tuple(f"the {o}" for o in OBJECTS),
+}
+_TRAILING_QUESTION = re.compile(r"(?:^|\n)Question:[ \t]*(?P<q>[^\n]*?)[ \t]*\nAnswer:\s*\Z")
+_WHERE = re.compile(r"(?i)^\s*(?:question:\s*)?where\s+is\s+(?P<e>[a-z]+(?:\s+[a-z]+)?)\s*\??\s*$")
+
+
+@dataclass(frozen=True)
+class QuestionSpec:
+    """What a model can be asked.
+
+    answerable: False for models not trained on questions (language models, copy task).
+    entities: who or what a question may ask about ("Mary", "the milk").
+    answers: the words the model was trained to answer with (places).
+    template: the question's form, with {} for the entity.
+    description: one sentence for users: what this model can (or cannot) answer.
+    """
+
+    answerable: bool
+    task: str
+    entities: tuple[str, ...] = ()
+    answers: tuple[str, ...] = ()
+    template: str = "Where is {}?"
+    description: str = ""
+
+    def question(self, entity: str) -> str:
+        """The question about `entity` in the model's training form, e.g. "Where is Mary?"."""
+        return self.template.format(entity)
+
+    @property
+    def examples(self) -> list[str]:
+        return [self.question(e) for e in self.entities]
+
+
+def read_card(name_or_path: str | Path | None) -> dict[str, Any]:
+    """The model card stored in a checkpoint's config.json ({} when there is none)."""
+    if not name_or_path:
+        return {}
+    from ..io.checkpoint import resolve_checkpoint
+    from ..errors import CheckpointError
+
+    try:
+        folder = resolve_checkpoint(name_or_path)
+        return dict(json.loads((Path(folder) / "config.json").read_text()).get("card", {}))
+    except (CheckpointError, OSError, ValueError):
+        return {}
+
+
+def question_spec(model, card: dict[str, Any] | None = None) -> QuestionSpec:
+    """What `model` can answer: from a ``questions`` entry of its card (or of ``config.extra``),
+    else from ``config.task`` (memorize / detect / qa1: "Where is <actor>?"; qa2 also objects).
+
+    A card entry looks like ``{"questions": {"template": "Where is {}?", "entities": ["Mary", ...],
+    "answers": ["garden", ...]}}``. `card` defaults to the card of the checkpoint `model.name`.
+    """
+    cfg = model.config
+    card = read_card(getattr(model, "name", None)) if card is None else card
+    declared = card.get("questions") or cfg.extra.get("questions")
+    if isinstance(declared, dict) and declared.get("entities"):
+        entities = tuple(str(e) for e in declared["entities"])
+        template = str(declared.get("template", "Where is {}?"))
+        answers = tuple(str(a) for a in declared.get("answers", PLACES))
+        return QuestionSpec(True, cfg.task, entities, answers, template,
+                            f"This model answers questions of the form “{template.format(entities[0])}” about "
+                            f"{_names(entities)} (its model card says so).")
+    if cfg.task in QUESTION_TASKS:
+        entities = QUESTION_TASKS[cfg.task]
+        what = "the last place a person went" if cfg.task != "qa2" else "where a person or an object is"
+        return QuestionSpec(True, cfg.task, entities, PLACES, "Where is {}?",
+                            f"Trained on “{cfg.task}” fact recall: it answers “Where is Mary?” ({what}) about "
+                            f"{_names(entities)}, with one of {_names(PLACES)}. It cannot answer other questions.")
+    what = f"the “{cfg.task}” task" if cfg.task else "plain text (language modelling)"
+    return QuestionSpec(False, cfg.task, description=f"This model was trained on {what}, not on questions: "
+                                                      "it has nothing to answer with. Pick a fact-recall model.")
+
+
+def _names(items: tuple[str, ...]) -> str:
+    return ", ".join(items[:-1]) + " or " + items[-1] if len(items) > 1 else "".join(items)
+
+
+def normalize_question(question: str, spec: QuestionSpec) -> str:
+    """`question` in the model's training form ("mary", "where is mary" -> "Where is Mary?").
+
+    Raises QuestionError when it is empty or not a question this model was trained on."""
+    text = (question or "").strip()
+    if not text:
+        raise QuestionError("The question is empty: type a question such as “"
+                            + (spec.examples[0] if spec.examples else "Where is Mary?") + "”.")
+    if not spec.answerable:
+        raise QuestionError(spec.description)
+    match = _WHERE.match(text)
+    wanted = (match.group("e") if match else text.rstrip("?")).strip().lower()
+    for entity in spec.entities:
+        if wanted in (entity.lower(), entity.lower().removeprefix("the ")):
+            return spec.question(entity)
+    raise QuestionError(f"“{text}” is not a question this model was trained on. It answers only "
+                        f"“{spec.examples[0]}” about {_names(spec.entities)}; anything else gets a meaningless answer.")
+
+
+def question_suffix(question: str) -> str:
+    """The text appended to a document: ``"\\nQuestion: <question>\\nAnswer:"`` (the training format)."""
+    return f"{QUESTION_PREFIX}{question}{ANSWER_PREFIX}"
+
+
+def split_question(text: str) -> tuple[str, str | None]:
+    """(document, question) when `text` already ends with "Question: ...\\nAnswer:" (trailing
+    whitespace ignored), else (text, None)."""
+    stripped = text.rstrip()
+    match = _TRAILING_QUESTION.search(stripped)
+    if match is None:
+        if stripped.endswith(ANSWER_MARK):
+            return stripped[: -len(ANSWER_MARK)].rstrip(), ""
+        return text, None
+    return stripped[: match.start()].rstrip(), match.group("q")
+
+
+def prompt_text(model, document: str, question: str | None = None, spec: QuestionSpec | None = None) -> str:
+    """The text to run: `document` (right-stripped) + the question in the training format.
+
+    With no question, `document` must already end with "Answer:" (trailing whitespace is
+    removed, so the answer is the next token). Raises QuestionError for an empty document,
+    an empty question (when the document asks none), a question this model was not trained
+    on, a second question after one the document already ends with, or a question longer
+    than one segment (the model reads the question inside one segment).
+    """
+    spec = question_spec(model) if spec is None else spec
+    body, existing = split_question(document or "")
+    if not body.strip():
+        raise QuestionError("The document is empty: paste or upload a text first, then ask about it.")
+    if question is None or not question.strip():
+        if existing is not None:
+            return document.rstrip()
+        normalize_question("", spec)  # raises: the question is empty
+    if existing is not None:
+        raise QuestionError(f"The document already ends with a question (“{existing or 'Answer:'}”): clear the "
+                            "question box to get its answer, or remove the question from the document.")
+    _check_length(model, question)
+    return body.rstrip() + question_suffix(normalize_question(question, spec))
+
+
+def _check_length(model, question: str) -> None:
+    if model.tokenizer is None:
+        return
+    n = len(model.tokenizer(question_suffix(question.strip()), add_special_tokens=False)["input_ids"])
+    size = model.config.segment_size
+    if n > size:
+        raise QuestionError(f"The question is {n} tokens with its “Question:/Answer:” frame, longer than one "
+                            f"segment ({size} tokens): the model must read it within one segment. Shorten it.")
+
+
+# ---------------------------------------------------------------------- where the answer is
+@dataclass(frozen=True)
+class AnswerSite:
+    """Where a document's answer is predicted: the token ending "Answer:" (segment, position in it).
+
+    expected: the word after "Answer:" when the document gives it (a demo sample), else None.
+    question: the question before "Answer:" ("" when there is none), None for a plain next-token site.
+    """
+
+    segment: int
+    position: int
+    expected: str | None
+    question: str | None
+
+    @property
+    def is_question(self) -> bool:
+        return self.question is not None
+
+
+def answer_site(trace, fallback: bool = False) -> AnswerSite | None:
+    """The token whose next-token prediction is the document's answer.
+
+    The document must end with "Answer:" or with "Answer: <word>" (then `expected` is the
+    word); a trace made from token ids is read through its decoded tokens. Otherwise None, or with `fallback` the last token of the document (its prediction
+    is the next token after the document).
+    """
+    text, all_spans = trace.text, None
+    if text is None and trace.segments:  # traced from token ids: the decoded tokens stand in for the text
+        pieces = [t for seg in trace.segments for t in seg.tokens]
+        ends = np.cumsum([len(t) for t in pieces])
+        all_spans = np.stack([ends - [len(t) for t in pieces], ends], axis=1)
+        text = "".join(pieces)
+    if text is not None and trace.segments:
+        index = text.rfind(ANSWER_MARK)
+        tail = text[index + len(ANSWER_MARK):] if index >= 0 else None
+        if tail is not None and re.fullmatch(r"\s*\S*\s*", tail):
+            end = index + len(ANSWER_MARK)  # the character after ':'
+            for seg in reversed(trace.segments):
+                spans = seg.char_spans if all_spans is None else all_spans[seg.start:seg.end]
+                hit = np.nonzero((spans[:, 0] < end) & (spans[:, 1] >= end))[0]
+                if hit.size:
+                    before = text[:index]
+                    q = _TRAILING_QUESTION.search(before + ANSWER_MARK)
+                    return AnswerSite(seg.index, int(hit[0]), tail.strip() or None, q.group("q") if q else "")
+                if spans.size and spans[0, 0] < end:
+                    break
+    if fallback and trace.segments:
+        last = trace.segments[-1]
+        return AnswerSite(last.index, last.num_tokens - 1, None, None)
+    return None
+
+
+# ---------------------------------------------------------------------- reading predictions
+@dataclass(frozen=True)
+class Prediction:
+    """One candidate next token: id, text (stripped of the leading space) and probability."""
+
+    token_id: int
+    text: str
+    probability: float
+
+
+def _decode(tokenizer, token_id: int) -> str:
+    """The answer text of one token: stripped, or, for a whitespace token, drawn visibly (␣, \\n)."""
+    raw = decode_token(tokenizer, int(token_id))
+    return raw.strip() or token_label(raw).replace(" ", "␣")
+
+
+def top_predictions(logprobs, tokenizer, k: int = TOP_K) -> list[Prediction]:
+    """Top-k of one (V,) row of log-probabilities (numpy or torch), most likely first."""
+    row = np.asarray(logprobs.detach().float().cpu() if hasattr(logprobs, "detach") else logprobs, dtype=np.float64)
+    order = np.argsort(-row)[:k]
+    return [Prediction(int(i), _decode(tokenizer, int(i)), float(np.exp(row[i]))) for i in order]
+
+
+def probability_of(logprobs, token_id: int) -> float:
+    """p(token_id) from one (V,) row of log-probabilities."""
+    value = logprobs[int(token_id)]
+    return float(np.exp(float(value.detach().float().cpu()) if hasattr(value, "detach") else float(value)))
+
+
+def stored_predictions(trace, site: AnswerSite, k: int = TOP_K) -> list[Prediction]:
+    """Top-k at `site` from the trace's stored top-k (k <= the trace's top_k)."""
+    seg = trace.segments[site.segment]
+    tokenizer = trace.model.tokenizer if trace.model is not None else None
+    ids, lps = seg.topk_ids[site.position], seg.topk_logprobs[site.position].astype(np.float64)
+    return [Prediction(int(i), _decode(tokenizer, int(i)), float(np.exp(lp))) for i, lp in zip(ids[:k], lps[:k])]
+
+
+# ---------------------------------------------------------------------- asking
+@dataclass
+class AskResult:
+    """A model's answer to a document's question.
+
+    predictions: top-k next tokens after "Answer:" over the whole vocabulary (most likely first).
+    candidates: the model's trained answers (e.g. the six places) ranked by probability, when known.
+    attributed: the answer explained by memory_segment: the top prediction, or the best trained
+        answer when the top prediction is not one of them.
+    memory_segment: the earlier segment whose tokens most moved log p(attributed) through memory
+        (largest |summed through-memory attribution|), or None (question in segment 0).
+    segment_scores: (S,) that sum per segment; NaN outside the attributed window and for the
+        question's own segment (its tokens act directly, not through memory).
+    """
+
+    trace: Any
+    site: AnswerSite
+    predictions: list[Prediction]
+    candidates: list[Prediction] | None = None  # the answers the model was trained on, most likely first
+    attributed: Prediction | None = None  # the answer memory_segment explains
+    memory_segment: int | None = None
+    segment_scores: np.ndarray | None = None
+    note: str | None = None
+
+    @property
+    def answer(self) -> str:
+        return self.predictions[0].text
+
+    @property
+    def correct(self) -> bool | None:
+        """Top answer == the word the document gives after "Answer:" (None when it gives none)."""
+        return None if self.site.expected is None else self.answer == self.site.expected
+
+
+def memory_segment(trace, site: AnswerSite, target: int, n_steps: int = 32, max_segments: int | None = None,
+                   progress: Callable[[int, int], Any] | None = None) -> tuple[int | None, np.ndarray, str | None]:
+    """(segment, per-segment scores (S,), note): the earlier segment whose tokens most move
+    log p(target) at `site` through memory (largest absolute sum) (integrated gradients through the recurrence,
+    :func:`rmt_core.explain.attribution.through_memory`, summed per segment)."""
+    from . import attribution
+
+    scores = np.full(trace.num_segments, np.nan)
+    if site.segment == 0:
+        return None, scores, "The question is in the first segment: the answer cannot come through memory."
+    kwargs = {} if max_segments is None else {"max_segments": max_segments}
+    result = attribution.through_memory(trace, site.segment, site.position, target=target, n_steps=n_steps,
+                                        progress=progress, **kwargs)
+    for seg in trace.segments[result.extra["first_segment"]:site.segment]:
+        scores[seg.index] = float(np.nansum(result.scores[seg.start:seg.end]))
+    note = result.note
+    # the largest effect either way (integrated gradients from zero embeddings can credit a
+    # decisive segment with a negative sum)
+    earlier = np.where(np.isfinite(scores), np.abs(scores), -np.inf)
+    best = int(np.argmax(earlier))
+    if not earlier[best] > 0:
+        return None, scores, (note + " " if note else "") + "No earlier segment moved the answer through memory."
+    return best, scores, note
+
+
+def site_logprobs(trace, site: AnswerSite):
+    """(V,) log-probabilities of the next token at `site`: the site's segment re-run from its
+    stored memory (one segment; needs the model attached)."""
+    import torch
+
+    model = trace.model
+    seg = trace.segments[site.segment]
+    with torch.no_grad():
+        memory = torch.as_tensor(np.asarray(seg.memory_in, dtype=np.float32), device=model.device)
+        ids = torch.as_tensor(seg.token_ids[: site.position + 1], dtype=torch.long, device=model.device)
+        out = model.run_segment(memory.to(model.dtype).unsqueeze(0), ids.unsqueeze(0), segment_index=seg.index)
+        return torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+
+
+def _single_token_ids(tokenizer, words: tuple[str, ...]) -> dict[str, int]:
+    """{word: id} for the words that are one token with a leading space (the answer format)."""
+    if tokenizer is None:
+        return {}
+    found = {}
+    for word in words:
+        ids = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+        if len(ids) == 1:
+            found[word] = int(ids[0])
+    return found
+
+
+def answer_from_trace(trace, k: int = TOP_K, attribute: bool = True, n_steps: int = 32,
+                      progress: Callable[[int, int], Any] | None = None) -> AskResult | None:
+    """The answer a finished trace gives at its "Answer:" (None when the document asks nothing).
+
+    With `attribute` (needs the model attached) also the segment where memory most moved it."""
+    site = answer_site(trace)
+    if site is None:
+        return None
+    if trace.model is None:
+        result = AskResult(trace, site, stored_predictions(trace, site, k))
+    else:
+        row = site_logprobs(trace, site)
+        tokenizer = trace.model.tokenizer
+        result = AskResult(trace, site, top_predictions(row, tokenizer, k))
+        spec = question_spec(trace.model)
+        ids = _single_token_ids(tokenizer, spec.answers)
+        if ids:
+            result.candidates = sorted((Prediction(i, w, probability_of(row, i)) for w, i in ids.items()),
+                                       key=lambda p: -p.probability)
+    # Attribute the top answer, or the best trained answer when the top one is none of them.
+    result.attributed = result.predictions[0]
+    if result.candidates and result.predictions[0].token_id not in {c.token_id for c in result.candidates}:
+        result.attributed = result.candidates[0]
+    if attribute and trace.model is not None:
+        result.memory_segment, result.segment_scores, result.note = memory_segment(
+            trace, site, result.attributed.token_id, n_steps=n_steps, progress=progress)
+    return result
+
+
+def ask(model, document: str, question: str | None = None, k: int = TOP_K, attribute: bool = True,
+        progress: Callable[[int, int], Any] | None = None) -> AskResult:
+    """Run `model` on `document` + `question` and return its answer.
+
+    question: e.g. "Where is Mary?" (or just "Mary"); None when the document already ends
+        with "Answer:". Appended in the training format (see prompt_text).
+    Returns an AskResult: top-k answers with probabilities, the trace of document + question,
+    and the earlier segment whose tokens most moved the answer through memory.
+    Raises QuestionError (bad or empty question, see prompt_text), TraceError (empty document),
+    TraceCancelled when `progress` stopped the run.
+    """
+    from ..errors import TraceCancelled
+
+    text = prompt_text(model, document, question)
+    trace = trace_document(model, text, progress=progress)
+    if not trace.complete:
+        raise TraceCancelled(f"The run stopped after {trace.num_segments} segments, before the question.")
+    result = answer_from_trace(trace, k=k, attribute=attribute)
+    assert result is not None  # prompt_text always ends the text with "Answer:"
+    return result
+
+
+__all__ = ["QuestionSpec", "question_spec", "normalize_question", "question_suffix", "split_question", "prompt_text",
+           "AnswerSite", "answer_site", "Prediction", "top_predictions", "probability_of", "stored_predictions",
+           "site_logprobs", "AskResult", "memory_segment", "answer_from_trace", "ask", "read_card"]

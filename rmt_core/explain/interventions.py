@@ -1,0 +1,149 @@
+"""Memory interventions: edit the memory entering a segment and re-run the rest of the document.
+
+Each returns the per-segment loss before and after and the answer before and after:
+the prediction after "Answer:" on documents that end with a question (see
+rmt_core.explain.answers.answer_site), else the next token predicted after the document.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .answers import answer_site, probability_of, stored_predictions, top_predictions
+from ..checks import check_int
+from ..errors import ArgumentError, TraceArgumentError, TraceError
+from ..token_text import decode_token
+from ..tracing.recorder import segment_loss, token_logprobs
+from ..tracing.trace import Trace
+
+
+@dataclass
+class InterventionResult:
+    """Per-segment loss and the answer, before and after an edit of the memory entering `segment`.
+
+    answer_*: the top prediction at the answer site (after "Answer:", else after the document's
+    last token) and p_answer_*: the probability of THAT prediction. expected: the token the
+    document actually has there (e.g. the demo's answer), None at the end of the document;
+    p_expected_*: its probability before / after.
+    """
+
+    name: str
+    segment: int
+    loss_before: np.ndarray  # (S,)
+    loss_after: np.ndarray  # (S,)
+    answer_before: str | None
+    answer_after: str | None
+    p_answer_before: float | None
+    p_answer_after: float | None
+    expected: str | None = None
+    p_expected_before: float | None = None
+    p_expected_after: float | None = None
+
+    @property
+    def loss_change(self) -> np.ndarray:
+        return self.loss_after - self.loss_before
+
+    @property
+    def answer_changed(self) -> bool:
+        return self.answer_before != self.answer_after
+
+
+@torch.no_grad()
+def intervene(trace: Trace, segment: int, edit: Callable[[np.ndarray], np.ndarray], name: str) -> InterventionResult:
+    """Replace the memory entering `segment` by edit(memory_in) and re-run to the end."""
+    model = trace.model
+    if model is None:
+        raise TraceError("Interventions need the model the trace was made with: Trace.load(path, model=...).")
+    segment = trace.check_segment(segment)
+    edited = np.asarray(edit(trace.segments[segment].memory_in.copy()), dtype=np.float32)
+    if edited.shape != trace.segments[segment].memory_in.shape:
+        raise ArgumentError(f"edit must return memory of shape {trace.segments[segment].memory_in.shape} "
+                            f"(slots, hidden size), got {edited.shape}.")
+    memory = torch.as_tensor(edited, device=model.device).to(model.dtype).unsqueeze(0)
+    before = trace.losses()
+    after = before.copy()
+    carry = None
+    if segment > 0:  # the previous segment's last prediction is not affected by the edit
+        prev = trace.segments[segment - 1]
+        ids_prev = torch.as_tensor(prev.token_ids, dtype=torch.long, device=model.device).unsqueeze(0)
+        out = model.run_segment(torch.as_tensor(prev.memory_in, device=model.device).to(model.dtype).unsqueeze(0),
+                                ids_prev, segment_index=segment - 1)
+        carry = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+    site = answer_site(trace, fallback=True)
+    site_logprobs = None  # the log-probs at the answer site after the edit
+    for seg in trace.segments[segment:]:
+        ids = torch.as_tensor(seg.token_ids, dtype=torch.long, device=model.device).unsqueeze(0)
+        out = model.run_segment(memory, ids, segment_index=seg.index)
+        logprobs, token_lp = token_logprobs(out.logits[0], ids[0], carry)
+        after[seg.index] = segment_loss(token_lp)
+        carry = logprobs[-1]
+        if site is not None and seg.index == site.segment:
+            site_logprobs = logprobs[site.position]
+        memory = out.memory_out if out.memory_out is not None else memory
+    result = InterventionResult(name, segment, before, after, None, None, None, None)
+    if site is not None:
+        _answers(trace, site, site_logprobs, result)
+    return result
+
+
+def _answers(trace: Trace, site, site_logprobs: torch.Tensor | None, result: InterventionResult) -> None:
+    """Fill in the answers before / after (rmt_core.explain.answers reads the predictions)."""
+    tokenizer = trace.model.tokenizer
+    top_before = stored_predictions(trace, site, 1)[0]
+    result.answer_before, result.p_answer_before = top_before.text, top_before.probability
+    seg = trace.segments[site.segment]
+    following = None  # the token the document has after the site
+    if site.position + 1 < seg.num_tokens:
+        following = int(seg.token_ids[site.position + 1]), float(seg.token_logprob[site.position + 1])
+    elif site.segment + 1 < trace.num_segments:
+        nxt = trace.segments[site.segment + 1]
+        following = int(nxt.token_ids[0]), float(nxt.token_logprob[0])
+    if following is not None:
+        result.expected = decode_token(tokenizer, following[0]).strip()
+        result.p_expected_before = float(np.exp(following[1]))
+    if site_logprobs is None:  # the edit comes after the answer site: nothing there changes
+        result.answer_after, result.p_answer_after = result.answer_before, result.p_answer_before
+        result.p_expected_after = result.p_expected_before
+        return
+    top_after = top_predictions(site_logprobs, tokenizer, 1)[0]
+    result.answer_after, result.p_answer_after = top_after.text, top_after.probability
+    if following is not None:
+        result.p_expected_after = probability_of(site_logprobs, following[0])
+
+
+def reset_memory(trace: Trace, segment: int) -> InterventionResult:
+    """Memory entering `segment` set to the model's learned initial memory."""
+    initial = trace.model.initial_memory.detach().float().cpu().numpy()
+    return intervene(trace, segment, lambda _: initial, f"reset memory before segment {segment}")
+
+
+def zero_memory(trace: Trace, segment: int) -> InterventionResult:
+    return intervene(trace, segment, np.zeros_like, f"zero memory before segment {segment}")
+
+
+def shuffle_slots(trace: Trace, segment: int, seed: int = 0) -> InterventionResult:
+    order = np.random.default_rng(seed).permutation(trace.num_mem_tokens)
+    if np.array_equal(order, np.arange(trace.num_mem_tokens)):  # a shuffle that moves nothing is no test
+        order = np.roll(order, 1)
+    return intervene(trace, segment, lambda mem: mem[order], f"shuffle slots before segment {segment}")
+
+
+def replace_slot(trace: Trace, segment: int, slot: int, other: Trace, other_segment: int | None = None) -> InterventionResult:
+    """Slot `slot` of the memory entering `segment` replaced by the same slot from another trace."""
+    if other.num_mem_tokens != trace.num_mem_tokens:
+        raise TraceError("The other trace comes from a model with another number of memory slots.")
+    segment = trace.check_segment(segment)
+    slot = check_int(slot, "slot", 0, trace.num_mem_tokens - 1, fix=f"The model has {trace.num_mem_tokens} memory slots.",
+                     error=TraceArgumentError)
+    if other_segment is not None:
+        other_segment = other.check_segment(other_segment, "other_segment")
+    source = other.segments[min(segment if other_segment is None else other_segment, other.num_segments - 1)].memory_in
+
+    def edit(mem: np.ndarray) -> np.ndarray:
+        mem[slot] = source[slot]
+        return mem
+
+    return intervene(trace, segment, edit, f"slot {slot} from another trace before segment {segment}")

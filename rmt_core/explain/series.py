@@ -1,0 +1,99 @@
+"""Per-trace series computed once and kept with the trace.
+
+Pages rerun on every click; what they show about the whole document (memory states, PCA,
+slot norms and churn, block masses, the logit-lens hover text of every segment) depends only
+on the trace. Each function here computes its result on first use and returns the same
+object afterwards, until the trace grows (a streamed trace gets new segments): the key holds
+the number of segments. The cache lives beside the trace (a weak reference: it goes with it).
+Callers must not modify the arrays they get.
+"""
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from . import analysis
+from ..token_text import decode_token
+from ..tracing.trace import Trace
+
+_CACHE: "weakref.WeakKeyDictionary[Trace, dict[Any, Any]]" = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()  # the app's sessions run in threads
+
+
+def cached(trace: Trace, key: Any, compute: Callable[[], Any]) -> Any:
+    """compute() once per (trace, key, number of segments)."""
+    full_key = (key, trace.num_segments)
+    with _LOCK:
+        entry = _CACHE.setdefault(trace, {})
+        if full_key in entry:
+            return entry[full_key]
+    value = compute()
+    with _LOCK:
+        return entry.setdefault(full_key, value)
+
+
+def memory_states(trace: Trace) -> np.ndarray:
+    """(S + 1, m, d) float32: the initial memory, then each segment's memory_out."""
+    return cached(trace, "memory_states", trace.memory_states)
+
+
+def pca(trace: Trace, dims: int = 2) -> analysis.Projection:
+    """analysis.pca_trajectory of the memory states, fitted once per trace and dims."""
+    return cached(trace, ("pca", dims), lambda: analysis.pca_trajectory(memory_states(trace), dims))
+
+
+def slot_norms(trace: Trace) -> np.ndarray:
+    """(S + 1, m) L2 norm of every slot at every step."""
+    return cached(trace, "slot_norms", lambda: analysis.slot_norms(memory_states(trace)))
+
+
+def slot_churn(trace: Trace) -> np.ndarray:
+    """(S, m) cosine distance between each slot's memory in and out, per segment."""
+    return cached(trace, "slot_churn", lambda: analysis.slot_churn(memory_states(trace)))
+
+
+def block_mass(trace: Trace, pair: str, layer: int | None = None) -> np.ndarray:
+    """(S,) analysis.block_mass, once per trace, pair and layer."""
+    return cached(trace, ("block_mass", pair, layer), lambda: analysis.block_mass(trace, pair, layer))
+
+
+def lens_hover(trace: Trace, tokenizer=None, top: int = 3) -> list[list[str]]:
+    """hover[s][k]: the `top` tokens slot k's written memory decodes to after step s through
+    the LM head at the last layer ("" for the initial memory). Segments whose full logit lens
+    is not there yet get only this last layer, in batches (a quarter of Trace.compute_lens's
+    work); each distinct token id is decoded once. Raises TraceError without a model when a
+    lens is missing."""
+    def compute() -> list[list[str]]:
+        m = trace.num_mem_tokens
+        ids = np.zeros((trace.num_segments, m, top), dtype=np.int64)
+        missing = [i for i, s in enumerate(trace.segments) if s.lens_ids is None]
+        for i, seg in enumerate(trace.segments):
+            if seg.lens_ids is not None:
+                ids[i] = seg.lens_ids[-1, :, :top]
+        if missing:
+            ids[missing] = _last_layer_lens(trace, missing, top)
+        names = {int(i): repr(decode_token(tokenizer, int(i))) for i in np.unique(ids)}  # as analysis.logit_lens
+        hover = [["" for _ in range(m)]]
+        hover += [["decodes to: " + ", ".join(names[int(i)] for i in slot) for slot in seg] for seg in ids.tolist()]
+        return hover
+
+    return cached(trace, ("lens_hover", id(tokenizer), top), compute)
+
+
+@torch.no_grad()
+def _last_layer_lens(trace: Trace, indices: list[int], top: int, chunk: int = 512) -> np.ndarray:
+    """(len(indices), m, top) top token ids of the write slots' last-layer states (stored after
+    the final norm, as Trace.compute_lens uses them)."""
+    model = trace._require_model()
+    head = model.backbone.get_output_embeddings()
+    out = []
+    for first in range(0, len(indices), chunk):
+        batch = indices[first:first + chunk]
+        hidden = torch.as_tensor(np.stack([trace.segments[i].write_hidden[-1] for i in batch]),
+                                 device=model.device).to(model.dtype)  # (B, m, d)
+        out.append(torch.topk(head(hidden).float(), top, dim=-1).indices.cpu().numpy())
+    return np.concatenate(out)

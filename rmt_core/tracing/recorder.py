@@ -1,0 +1,335 @@
+"""Recording: run an RMT over a document segment by segment and keep what the Trace holds.
+
+trace_document / iter_trace are the entry points (rmt_core.trace and rmt_core.trace_iter).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from .. import token_text
+from ..checks import check_int
+from ..engine.masks import segment_layout
+from ..errors import TraceCancelled, TraceError
+from .heap import release_free_memory
+from .records import BLOCK_PAIRS, LENS_K, TOP_K, SegmentRecord
+from .topk import top_k_rows
+from .trace import Trace
+
+CHUNK_SEGMENTS = 8  # most segments whose LM head runs as one matmul (see TraceStream._run)
+Progress = Callable[[int, int], Any]
+
+
+def model_identity(model) -> dict[str, Any]:
+    return {
+        "name": model.name or "unsaved model",
+        "weights_hash": model.weights_hash(),
+        "num_layers": model.num_layers,
+        "num_heads": model.num_heads,
+        "hidden_size": model.hidden_size,
+        "vocab_size": model.vocab_size,
+        "rmt": model.config.to_dict(),
+    }
+
+
+# ---------------------------------------------------------------------- tokenising
+def tokenize_document(model, text_or_ids: Any) -> tuple[str | None, np.ndarray, np.ndarray]:
+    """(text or None, token ids (T,), char spans (T, 2)); raises TraceError on empty input."""
+    if isinstance(text_or_ids, str):
+        if not text_or_ids.strip():
+            raise TraceError("The document is empty (or only whitespace): give it some text to trace.")
+        if model.tokenizer is None:
+            raise TraceError("This model has no tokenizer: pass token ids instead of text.")
+        enc = model.tokenizer(text_or_ids, add_special_tokens=False, return_offsets_mapping=True)
+        ids = np.asarray(enc["input_ids"], dtype=np.int32)
+        spans = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
+        return text_or_ids, ids, spans
+    ids = np.asarray(text_or_ids.detach().cpu() if isinstance(text_or_ids, torch.Tensor) else text_or_ids)
+    ids = ids.reshape(-1).astype(np.int32)
+    if ids.size == 0:
+        raise TraceError("No tokens to trace: the input is empty.")
+    if ids.min() < 0 or ids.max() >= model.vocab_size:
+        raise TraceError(f"Token ids must lie in [0, {model.vocab_size}); got {ids.min()}..{ids.max()}.")
+    return None, ids, np.full((ids.size, 2), -1, dtype=np.int64)
+
+
+def display_tokens(model, text: str | None, ids: np.ndarray, spans: np.ndarray) -> list[str]:
+    """Display strings of the tokens; with text they join to it exactly (see rmt_core.token_text)."""
+    return token_text.display_tokens(model.tokenizer, text, ids, spans)
+
+
+# ---------------------------------------------------------------------- recording
+class _AttentionProbe:
+    """Attention probe that keeps each layer's weights of one segment row."""
+
+    def __init__(self) -> None:
+        self.weights: dict[int, torch.Tensor] = {}
+
+    def __call__(self, layer: int, weights: torch.Tensor) -> None:
+        self.weights[layer] = weights[0]  # (H, n, n)
+
+    def stacked(self) -> torch.Tensor:
+        return torch.stack([self.weights[y] for y in sorted(self.weights)])  # (Y, H, n, n)
+
+
+def attention_summaries(weights: torch.Tensor, m: int, n_tokens: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Summaries of segment rows' attention (..., Y, H, n, n): block_attention (..., Y, H, 6) in
+    BLOCK_PAIRS order, write_to_tokens (..., Y, H, m, L) and tokens_to_read (..., Y, H, L, m), float16.
+
+    On the CPU, numpy: a few reduceat calls for a whole chunk of segments instead of dozens of
+    small tensor ops per segment. On an accelerator the block masses are reduced there and only
+    the summaries cross to the host (the full weights of a large model's chunk are gigabytes)."""
+    r, t, wr = segment_layout(m, n_tokens, write=m > 0)
+    if weights.device.type != "cpu":
+        return _device_attention_summaries(weights, r, t, wr)
+    weights = weights.float().cpu()
+    w = weights.numpy()
+    if r.stop == r.start:  # no memory: only tokens->tokens has mass
+        blocks = np.zeros(w.shape[:-2] + (len(BLOCK_PAIRS),), dtype=np.float32)
+        blocks[..., 5] = w[..., t, t].sum(-1).mean(-1)
+    else:
+        starts = [r.start, t.start, wr.start]
+        sizes = np.array([r.stop - r.start, t.stop - t.start, wr.stop - wr.start], dtype=np.float32)
+        to_block = np.add.reduceat(w, starts, axis=-1)  # (..., q, 3): each query's mass per key block
+        mass = np.add.reduceat(to_block, starts, axis=-2) / sizes[:, None]  # (..., 3 query, 3 key) means
+        blocks = mass[..., _QUERY_BLOCK, _KEY_BLOCK]
+    return blocks.astype(np.float16), half(weights[..., wr, t]), half(weights[..., t, r])
+
+
+_QUERY_BLOCK, _KEY_BLOCK = [1, 2, 2, 2, 0, 1], [0, 1, 0, 2, 0, 1]  # BLOCK_PAIRS as (query, key) blocks
+
+
+def _device_attention_summaries(weights: torch.Tensor, r: slice, t: slice, wr: slice
+                                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """attention_summaries with the reductions in torch on the weights' own device."""
+    w = weights.float()
+    if r.stop == r.start:
+        blocks = torch.zeros(w.shape[:-2] + (len(BLOCK_PAIRS),), device=w.device)
+        blocks[..., 5] = w[..., t, t].sum(-1).mean(-1)
+    else:
+        to_block = torch.stack([w[..., b].sum(-1) for b in (r, t, wr)], dim=-1)  # (..., q, 3)
+        mass = torch.stack([to_block[..., b, :].mean(-2) for b in (r, t, wr)], dim=-2)  # (..., 3 query, 3 key)
+        blocks = mass[..., _QUERY_BLOCK, _KEY_BLOCK]
+    return half(blocks), half(weights[..., wr, t]), half(weights[..., t, r])
+
+
+def half(x: torch.Tensor) -> np.ndarray:
+    """A float16 numpy copy on the host (torch converts several times faster than numpy)."""
+    return x.to(torch.float16).cpu().numpy()
+
+
+def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, carry: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-softmax (L, V) of a segment's logits and log p(token j | before) (L,).
+
+    carry: the previous segment's last log-softmax row, which predicts this segment's first token
+    (None at the document's start: that token gets NaN).
+    """
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    return logprobs, gather_token_logprobs(logprobs, ids, carry)
+
+
+def gather_token_logprobs(logprobs: torch.Tensor, ids: torch.Tensor, carry: torch.Tensor | None) -> torch.Tensor:
+    """(L,) log p(token j | before) from a segment's (L, V) log-softmax (see token_logprobs)."""
+    token_lp = torch.full((ids.shape[0],), float("nan"), device=logprobs.device)
+    if ids.shape[0] > 1:
+        token_lp[1:] = logprobs[:-1].gather(1, ids[1:, None]).squeeze(1)
+    if carry is not None:
+        token_lp[0] = carry[ids[0]]
+    return token_lp
+
+
+def segment_loss(token_lp: torch.Tensor | np.ndarray) -> float:
+    """Mean negative log-likelihood over the tokens that have a prediction."""
+    values = token_lp.detach().cpu().numpy() if isinstance(token_lp, torch.Tensor) else np.asarray(token_lp)
+    finite = values[np.isfinite(values)]
+    return float(-finite.mean()) if finite.size else float("nan")
+
+
+class TraceStream:
+    """Iterator over a document's segment records; `.trace` holds everything recorded so far."""
+
+    def __init__(self, model, text_or_ids: Any, progress: Progress | None = None, top_k: int = TOP_K) -> None:
+        top_k = check_int(top_k, "top_k", 1, model.vocab_size, fix="It is how many top predictions are kept per token.")
+        text, ids, spans = tokenize_document(model, text_or_ids)
+        model.check_input_length(len(ids))
+        self.model = model
+        self.progress = progress
+        self.top_k = top_k
+        self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None  # logits, log-probs (see _logprobs)
+        self.spans = spans
+        self.display = display_tokens(model, text, ids, spans)
+        self.bounds = model.segment_bounds(len(ids))
+        self.trace = Trace(
+            text, ids, model_identity(model),
+            model.initial_memory.detach().float().cpu().numpy().copy(),
+            {"top_k": top_k, "lens_k": LENS_K, "segment_size": model.config.segment_size,
+             "dtype": str(model.dtype).replace("torch.", ""), "device": str(model.device)},
+            model=model,
+        )
+        self._iterator = self._run()
+
+    def __iter__(self) -> "TraceStream":
+        return self
+
+    def __next__(self) -> SegmentRecord:
+        return next(self._iterator)
+
+    @torch.no_grad()
+    def _run(self) -> Iterator[SegmentRecord]:
+        """Run segment by segment; everything else runs on small batches of finished segments
+        (1, 2, 4, then 8 at a time): the LM head, log-softmax and top-k (one larger matmul is
+        much cheaper than many small ones) and the host copies and attention summaries (a few
+        calls per chunk instead of a dozen per segment).  The first records still appear at once."""
+        model = self.model
+        started = time.perf_counter()
+        self._all_ids = torch.as_tensor(self.trace.token_ids, dtype=torch.long, device=model.device)
+        memory = model.initial_memory_batch(1)
+        m = model.config.num_mem_tokens
+        total = len(self.bounds)
+        pending: list[_Pending] = []
+        carry: list[torch.Tensor | None] = [None]  # last log-softmax row of the previous segment
+        chunk = 1
+        for index, (start, end) in enumerate(self.bounds):
+            probe = _AttentionProbe()
+            out = model.run_segment(memory, self._all_ids[start:end].unsqueeze(0), segment_index=index,
+                                    attention_probe=probe, output_hidden_states=True, compute_logits=False)
+            _, _, write = segment_layout(m, end - start, write=m > 0)
+            hidden = torch.stack(out.hidden_states)[:, 0]  # (Y+1, n, d)
+            memory = out.memory_out if out.memory_out is not None else memory
+            pending.append(_Pending(index, start, end, probe.stacked(), torch.cat([hidden[:, :m], hidden[:, write]], dim=1),
+                                    memory[0], out.token_hidden[0]))
+            if len(pending) < chunk and index + 1 < total:
+                continue
+            records = self._records(pending, carry)
+            chunk = min(CHUNK_SEGMENTS, chunk * 2)
+            for record in records:
+                self.trace.segments.append(record)
+                self.trace.seconds = time.perf_counter() - started
+                yield record
+                if self.progress is not None:
+                    try:
+                        keep_going = self.progress(record.index + 1, total)
+                    except TraceCancelled:
+                        keep_going = False
+                    if keep_going is False:
+                        return
+            pending = []
+            if index % 512 < chunk:  # about every 512 segments
+                release_free_memory()
+        self.trace.complete = True
+
+    def _records(self, pending: list["_Pending"], carry: list[torch.Tensor | None]) -> list[SegmentRecord]:
+        """SegmentRecords of a chunk of finished segments; their arrays are views of chunk arrays."""
+        m = self.model.config.num_mem_tokens
+        trace = self.trace
+        records: list[SegmentRecord] = []
+        previous = trace.segments[-1].memory_out if trace.segments else trace.initial_memory
+        for group in _equal_lengths(pending):  # only a document's last segment can be shorter
+            n_tokens = group[0].end - group[0].start
+            blocks, write_to_tokens, tokens_to_read = attention_summaries(
+                torch.stack([p.attention for p in group]), m, n_tokens)
+            slots = half(torch.stack([p.slot_hidden for p in group]))  # (S, Y+1, 2m, d)
+            memory_out = torch.stack([p.memory_out for p in group]).float().cpu().numpy()  # (S, m, d)
+            for i, p in enumerate(group):
+                records.append(SegmentRecord(
+                    index=p.index, start=p.start, end=p.end,
+                    token_ids=trace.token_ids[p.start:p.end],
+                    tokens=self.display[p.start:p.end],
+                    char_spans=self.spans[p.start:p.end],
+                    memory_in=previous,  # the previous record's memory_out: one shared array
+                    memory_out=memory_out[i],
+                    read_hidden=slots[i, :, :m], write_hidden=slots[i, :, m:],
+                    token_logprob=np.empty(0, dtype=np.float32), topk_ids=np.empty((0, 0), dtype=np.int32),
+                    topk_logprobs=np.empty((0, 0), dtype=np.float16), loss=float("nan"),
+                    block_attention=blocks[i], write_to_tokens=write_to_tokens[i], tokens_to_read=tokens_to_read[i],
+                ))
+                previous = memory_out[i]
+        self._predictions(records, torch.cat([p.token_hidden for p in pending]), carry)
+        return records
+
+    def _logprobs(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(rows, V) float32 log-softmax of the LM head over hidden (rows, d).
+
+        Written into two buffers reused for the whole run: a fresh 8 MB logits tensor every
+        few segments fragments the heap (small records settle between the freed blocks), which
+        cost a 1M-token trace about 0.3 GB of peak memory.  log_softmax is one fused pass (a
+        separate logsumexp costs twice as much on the CPU)."""
+        head = self.model.backbone.get_output_embeddings()
+        rows, vocab = hidden.shape[0], head.weight.shape[0]
+        if self._buffers is None or self._buffers[0].shape[0] < rows:
+            capacity = max(rows, CHUNK_SEGMENTS * self.model.config.segment_size)
+            self._buffers = (torch.empty(capacity, vocab, dtype=hidden.dtype, device=hidden.device),
+                             torch.empty(capacity, vocab, dtype=torch.float32, device=hidden.device))
+        logits, logprobs = self._buffers[0][:rows], self._buffers[1][:rows]
+        if type(head) is torch.nn.Linear and head.weight.dtype == hidden.dtype and head.weight.device == hidden.device:
+            if head.bias is None:
+                torch.mm(hidden, head.weight.t(), out=logits)
+            else:
+                torch.addmm(head.bias, hidden, head.weight.t(), out=logits)
+        else:  # another head type, or a device-mapped one (accelerate moves it): its own call, then a copy
+            logits.copy_(head(hidden))
+        return torch.log_softmax(logits if logits.dtype == torch.float32 else logits.float(), dim=-1, out=logprobs)
+
+    def _predictions(self, records: list[SegmentRecord], token_hidden: torch.Tensor,
+                     carry: list[torch.Tensor | None]) -> None:
+        """Token log-probs, top-k and loss of a chunk of consecutive records, with one LM-head call.
+
+        The chunk's rows are the document positions [first.start, last.end): row j predicts
+        position j + 1, so one gather scores every token but the chunk's first, whose
+        prediction (carry) is the previous chunk's last row."""
+        logprobs = self._logprobs(token_hidden)  # (rows, V)
+        top_lp, top_ids = top_k_rows(logprobs, self.top_k)
+        top_ids = top_ids.cpu().numpy().astype(np.int32)
+        top_lp = half(top_lp)
+        first, last = records[0].start, records[-1].end
+        token_lp = gather_token_logprobs(logprobs, self._all_ids[first:last], carry[0])
+        carry[0] = logprobs[-1].clone()  # a copy: the buffer is reused by the next chunk
+        token_lp = token_lp.cpu().numpy()
+        for record in records:
+            rows = slice(record.start - first, record.end - first)
+            record.token_logprob = token_lp[rows]
+            record.topk_ids = top_ids[rows]
+            record.topk_logprobs = top_lp[rows]
+            record.loss = segment_loss(record.token_logprob)
+
+
+@dataclass
+class _Pending:
+    """A segment that has run, waiting for its chunk's LM head and host copies."""
+
+    index: int
+    start: int
+    end: int
+    attention: torch.Tensor  # (Y, H, n, n)
+    slot_hidden: torch.Tensor  # (Y+1, 2m, d): read slots, then write slots
+    memory_out: torch.Tensor  # (m, d)
+    token_hidden: torch.Tensor  # (L, d), after the final norm
+
+
+def _equal_lengths(pending: list[_Pending]) -> list[list[_Pending]]:
+    """Consecutive runs of segments with the same number of tokens."""
+    groups: list[list[_Pending]] = []
+    for p in pending:
+        if groups and groups[-1][0].end - groups[-1][0].start == p.end - p.start:
+            groups[-1].append(p)
+        else:
+            groups.append([p])
+    return groups
+
+
+def iter_trace(model, text_or_ids: Any, progress: Progress | None = None, top_k: int = TOP_K) -> TraceStream:
+    """Stream segment records as they finish; the stream's `.trace` grows with them."""
+    return TraceStream(model, text_or_ids, progress=progress, top_k=top_k)
+
+
+def trace_document(model, text_or_ids: Any, progress: Progress | None = None, top_k: int = TOP_K) -> Trace:
+    """Trace a whole document (text or token ids). A cancelled run returns the segments done,
+    with trace.complete False."""
+    stream = iter_trace(model, text_or_ids, progress=progress, top_k=top_k)
+    for _ in stream:
+        pass
+    return stream.trace

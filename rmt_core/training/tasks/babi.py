@@ -1,0 +1,804 @@
+"""bAbI-style fact recall in book noise: BABILong in miniature.
+
+Format (fixed; other tools parse it):
+
+* A fact is one plain sentence, e.g. ``"Mary travelled to the office."`` (qa2 adds
+  ``"John got the football there."`` and ``"John dropped the football."``).  Facts are
+  inserted at sentence boundaries of the haystack (see
+  :func:`rmt_core.training.corpus.sentence_boundaries`), each followed by one space.
+* The text ends with ``"\\nQuestion: Where is Mary?\\nAnswer:"``; the answer is one
+  word with a leading space, ``" office"``, and is a single token of the project
+  tokenizer.  ``input_ids`` = tokens(text) + [answer token].
+
+Task levels (``task=``):
+
+* ``"memorize"``: one fact at the very start of the text.
+* ``"detect"``: one fact at a random sentence boundary.
+* ``"qa1"``: 2-4 movement facts, actors may repeat; the question asks about an actor
+  that appears; the answer is that actor's LAST place.  In about half the samples the
+  last fact is about another actor and names a different place, so the shortcut
+  "answer the last place mentioned" is right only about half the time.
+* ``"qa2"``: two supporting facts: an object is picked up ("got ... there") where its
+  carrier stands; its place is where the carrier last went while holding it, or
+  where it was dropped.  Distractor moves make the shortcut right about half the time.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ..corpus import sentence_boundaries
+
+ACTORS: tuple[str, ...] = ("Mary", "John", "Daniel", "Sandra")
+PLACES: tuple[str, ...] = ("bathroom", "hallway", "garden", "office", "kitchen", "bedroom")
+MOVE_VERBS: tuple[str, ...] = ("moved", "went", "journeyed", "travelled")
+OBJECTS: tuple[str, ...] = ("football", "apple", "milk")
+GET_VERBS: tuple[str, ...] = ("got", "grabbed", "picked up", "took")
+DROP_VERBS: tuple[str, ...] = ("dropped", "discarded", "put down", "left")
+TASKS: tuple[str, ...] = ("memorize", "detect", "qa1", "qa2")
+
+QUESTION_PREFIX = "\nQuestion: "
+ANSWER_PREFIX = "\nAnswer:"
+CHANCE: float = 1.0 / len(PLACES)
+IGNORE_INDEX = -100
+# Rough token length used when no tokenizer is given.
+CHARS_PER_TOKEN = 4
+
+_A = "|".join(ACTORS)
+_P = "|".join(PLACES)
+_O = "|".join(OBJECTS)
+MOVE_RE = re.compile(rf"\b({_A}) ({'|'.join(MOVE_VERBS)}) to the ({_P})\.")
+GET_RE = re.compile(rf"\b({_A}) ({'|'.join(GET_VERBS)}) the ({_O}) there\.")
+DROP_RE = re.compile(rf"\b({_A}) ({'|'.join(DROP_VERBS)}) the ({_O})\.")
+QUESTION_RE = re.compile(rf"\nQuestion: Where is ((?:the )?(?:{_A}|{_O}))\?\nAnswer:")
+FACT_RE = re.compile(f"{MOVE_RE.pattern}|{GET_RE.pattern}|{DROP_RE.pattern}")
+
+
+# --------------------------------------------------------------------------- facts
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One fact sentence: ``kind`` is "move", "get" or "drop"."""
+
+    kind: str
+    actor: str
+    verb: str
+    target: str  # the place for "move", the object otherwise
+
+    @property
+    def sentence(self) -> str:
+        if self.kind == "move":
+            return f"{self.actor} {self.verb} to the {self.target}."
+        if self.kind == "get":
+            return f"{self.actor} {self.verb} the {self.target} there."
+        return f"{self.actor} {self.verb} the {self.target}."
+
+
+@dataclass(frozen=True)
+class ParsedFact:
+    """A fact found in a text, with its character span."""
+
+    start: int
+    end: int
+    fact: Fact
+
+
+def parse_facts(text: str) -> list[ParsedFact]:
+    """All fact sentences in ``text``, in order, with character spans."""
+    out = []
+    for m in FACT_RE.finditer(text):
+        g = m.groups()
+        if g[0] is not None:
+            f = Fact("move", g[0], g[1], g[2])
+        elif g[3] is not None:
+            f = Fact("get", g[3], g[4], g[5])
+        else:
+            f = Fact("drop", g[6], g[7], g[8])
+        out.append(ParsedFact(m.start(), m.end(), f))
+    return out
+
+
+class World:
+    """bAbI state: where actors are, who holds what, where dropped objects lie."""
+
+    def __init__(self) -> None:
+        self.loc: dict[str, str] = {}
+        self.holder: dict[str, str] = {}
+        self.obj_loc: dict[str, str] = {}
+
+    def can_apply(self, f: Fact) -> bool:
+        if f.kind == "move":
+            return True
+        if f.kind == "get":
+            return f.actor in self.loc and f.target not in self.holder
+        return self.holder.get(f.target) == f.actor
+
+    def apply(self, f: Fact) -> None:
+        """Update the state with one fact (invalid get/drop facts are ignored)."""
+        if not self.can_apply(f):
+            return
+        if f.kind == "move":
+            self.loc[f.actor] = f.target
+        elif f.kind == "get":
+            self.holder[f.target] = f.actor
+            self.obj_loc.pop(f.target, None)
+        else:
+            del self.holder[f.target]
+            self.obj_loc[f.target] = self.loc[f.actor]
+
+    def where(self, entity: str) -> str | None:
+        """Place of an actor or object ("the milk" or "milk"), or None if unknown."""
+        entity = entity.removeprefix("the ")
+        if entity in ACTORS:
+            return self.loc.get(entity)
+        if entity in self.holder:
+            return self.loc.get(self.holder[entity])
+        return self.obj_loc.get(entity)
+
+
+def solve(text: str) -> str:
+    """Recompute the answer (``" place"``) of the LAST question in ``text`` from its facts."""
+    qs = list(QUESTION_RE.finditer(text))
+    if not qs:
+        raise ValueError("no question found in text")
+    q = qs[-1]
+    world = World()
+    for pf in parse_facts(text[: q.start()]):
+        world.apply(pf.fact)
+    place = world.where(q.group(1))
+    if place is None:
+        raise ValueError(f"question {q.group(1)!r} is not answerable from the facts")
+    return " " + place
+
+
+def _last_place(facts: Sequence[Fact]) -> str:
+    return next(f.target for f in reversed(facts) if f.kind == "move")
+
+
+def _pick(rng: np.random.Generator, items: Sequence[str], exclude: Iterable[str] = ()) -> str:
+    ex = set(exclude)
+    pool = [x for x in items if x not in ex]
+    return pool[int(rng.integers(len(pool)))]
+
+
+def _move(rng: np.random.Generator, actor: str, place: str) -> Fact:
+    return Fact("move", actor, _pick(rng, MOVE_VERBS), place)
+
+
+def make_story(task: str, rng: np.random.Generator) -> tuple[list[Fact], str, str, str]:
+    """Facts, question, answer place and shortcut place for one sample of ``task``."""
+    if task in ("memorize", "detect"):
+        actor, place = _pick(rng, ACTORS), _pick(rng, PLACES)
+        return [_move(rng, actor, place)], f"Where is {actor}?", place, place
+    if task == "qa1":
+        return _qa1_story(rng)
+    if task == "qa2":
+        return _qa2_story(rng)
+    raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+
+
+def _qa1_story(rng: np.random.Generator) -> tuple[list[Fact], str, str, str]:
+    n = int(rng.integers(2, 5))
+    target = _pick(rng, ACTORS)
+    shortcut_ok = bool(rng.random() < 0.5)
+    k = n - 1 if shortcut_ok else int(rng.integers(0, n - 1))  # index of target's last fact
+    answer = _pick(rng, PLACES)
+    facts: list[Fact] = []
+    repeat_at = int(rng.integers(0, k)) if k > 0 and rng.random() < 0.5 else -1
+    for i in range(n):
+        if i == k:
+            facts.append(_move(rng, target, answer))
+        elif i > k:  # later facts: other actors, other places (breaks the shortcut)
+            facts.append(_move(rng, _pick(rng, ACTORS, [target]), _pick(rng, PLACES, [answer])))
+        else:  # earlier facts: anyone; the target's earlier places differ from the answer
+            actor = target if i == repeat_at else _pick(rng, ACTORS)
+            place = _pick(rng, PLACES, [answer]) if actor == target else _pick(rng, PLACES)
+            facts.append(_move(rng, actor, place))
+    return facts, f"Where is {target}?", answer, facts[-1].target
+
+
+def _qa2_story(rng: np.random.Generator) -> tuple[list[Fact], str, str, str]:
+    want_shortcut = bool(rng.random() < 0.5)
+    for _ in range(200):
+        carrier = _pick(rng, ACTORS)
+        obj = _pick(rng, OBJECTS)
+        others = [a for a in ACTORS if a != carrier]
+        facts: list[Fact] = []
+        if rng.random() < 0.4:
+            facts.append(_move(rng, _pick(rng, others), _pick(rng, PLACES)))
+        facts.append(_move(rng, carrier, _pick(rng, PLACES)))
+        if rng.random() < 0.3:
+            facts.append(_move(rng, _pick(rng, others), _pick(rng, PLACES)))
+        facts.append(Fact("get", carrier, _pick(rng, GET_VERBS), obj))
+        holding = True
+        for _ in range(int(rng.integers(1, 4))):
+            r = rng.random()
+            if holding and r < 0.25:
+                facts.append(Fact("drop", carrier, _pick(rng, DROP_VERBS), obj))
+                holding = False
+            elif r < 0.6:
+                facts.append(_move(rng, carrier, _pick(rng, PLACES, [_carrier_place(facts, carrier)])))
+            else:
+                facts.append(_move(rng, _pick(rng, others), _pick(rng, PLACES)))
+        world = World()
+        for f in facts:
+            world.apply(f)
+        answer = world.where(obj)
+        assert answer is not None
+        shortcut = _last_place(facts)
+        if (shortcut == answer) == want_shortcut:
+            return facts, f"Where is the {obj}?", answer, shortcut
+    raise RuntimeError("could not generate a qa2 story")  # pragma: no cover
+
+
+def _carrier_place(facts: Sequence[Fact], actor: str) -> str:
+    return next(f.target for f in reversed(facts) if f.kind == "move" and f.actor == actor)
+
+
+# -------------------------------------------------------------------- token counting
+
+
+class _Counter:
+    """Token offsets of a text: the tokenizer's, or ~4-character pseudo tokens."""
+
+    def __init__(self, tokenizer: Any | None) -> None:
+        self.tok = tokenizer
+        self.backend = getattr(tokenizer, "backend_tokenizer", None)
+
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        if self.tok is None:
+            n = len(text)
+            return [(i, min(i + CHARS_PER_TOKEN, n)) for i in range(0, n, CHARS_PER_TOKEN)]
+        if self.backend is not None:
+            return list(self.backend.encode(text, add_special_tokens=False).offsets)
+        enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        return list(enc["offset_mapping"])
+
+    def count(self, text: str) -> int:
+        if self.tok is None:
+            return -(-len(text) // CHARS_PER_TOKEN)
+        return len(self.offsets(text))
+
+
+def _token_ids(tokenizer: Any, text: str) -> list[int]:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return list(backend.encode(text, add_special_tokens=False).ids)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+# ------------------------------------------------------------------------- samples
+
+
+@dataclass
+class FactSample:
+    """A haystack with facts inserted, ending in a question.
+
+    ``facts`` are character spans (start, end) of each fact sentence in ``text``;
+    ``shortcut_answer`` is what "answer the last place named in a fact" would say.
+    """
+
+    text: str
+    answer: str
+    question: str
+    facts: list[tuple[int, int]]
+    task: str
+    shortcut_answer: str
+
+
+@dataclass
+class EncodedSample:
+    """Token form of a sample: what training and evaluation consume.
+
+    ``labels`` is -100 everywhere except the answer position(s), where it equals the
+    input token (labels are aligned with ``input_ids``; the loss shifts them).
+    """
+
+    input_ids: list[int]
+    labels: list[int]
+    answer_id: int
+    fact_token_spans: list[tuple[int, int]] = field(default_factory=list)
+
+
+@functools.lru_cache(maxsize=8)
+def _haystack_is_clean(haystack: str) -> bool:
+    return FACT_RE.search(haystack) is None and "\nQuestion:" not in haystack
+
+
+def _window(haystack: str, start: int, n_chars: int) -> str:
+    """``n_chars`` of ``haystack`` from ``start``, wrapping around when it runs out."""
+    if len(haystack) == 0:
+        raise ValueError("haystack is empty")
+    out, pos = [], start
+    while n_chars > 0:
+        piece = haystack[pos : pos + n_chars]
+        out.append(piece)
+        n_chars -= len(piece)
+        pos = 0
+        if n_chars > 0:
+            out.append("\n\n")
+            n_chars -= 2
+    return "".join(out)
+
+
+def build_sample(
+    haystack: str,
+    n_tokens: int,
+    task: str = "qa1",
+    rng: np.random.Generator | None = None,
+    tokenizer: Any | None = None,
+    keep_out_tail: int = 0,
+    after_answer_prefix: str = "",
+) -> FactSample:
+    """Cut a piece of ``haystack`` at a random sentence start, insert facts, ask.
+
+    ``n_tokens`` is the length of text + answer in tokens of ``tokenizer`` (exact in
+    practice, at worst within 2 tokens); without a tokenizer lengths are estimated
+    at 4 characters per token.  No fact may lie in the final ``keep_out_tail``
+    tokens (e.g. the last segment when ``n_tokens`` is a multiple of the segment
+    size).  The haystack wraps around if it is shorter than needed.  Deterministic
+    for a seeded ``rng``.  ``after_answer_prefix`` (``""``, ``" "`` or ``"\n"``) is
+    whitespace a user may leave after ``"Answer:"``; the answer token follows it.
+    """
+    if after_answer_prefix.strip():
+        raise ValueError("after_answer_prefix may only hold whitespace")
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    rng = rng if rng is not None else np.random.default_rng()
+    counter = _Counter(tokenizer)
+    clean = _haystack_is_clean(haystack)
+    last_err = "no attempt"
+    for attempt in range(30):
+        facts, question, place, shortcut = make_story(task, rng)
+        result = _try_build(
+            haystack, n_tokens, task, rng, counter, keep_out_tail, facts, question, place, shortcut, clean,
+            exact=attempt < 20, after_answer_prefix=after_answer_prefix,
+        )
+        if isinstance(result, FactSample):
+            return result
+        last_err = result
+        if result.startswith("!"):
+            raise ValueError(result[1:])
+    raise RuntimeError(f"could not build a {task} sample of {n_tokens} tokens: {last_err}")
+
+
+def _try_build(
+    haystack: str,
+    n_tokens: int,
+    task: str,
+    rng: np.random.Generator,
+    counter: _Counter,
+    keep_out_tail: int,
+    facts: list[Fact],
+    question: str,
+    place: str,
+    shortcut: str,
+    clean: bool,
+    exact: bool = True,
+    after_answer_prefix: str = "",
+) -> FactSample | str:
+    """One attempt; returns a sample, or a reason string ('!' prefix = give up)."""
+    suffix = f"{QUESTION_PREFIX}{question}{ANSWER_PREFIX}{after_answer_prefix}"
+    answer = " " + place
+    sentences = [f.sentence for f in facts]
+    n_suffix = counter.count(suffix)
+    n_fact_tok = sum(counter.count(" " + s + " ") - 1 for s in sentences)
+    margin = 2
+    budget = n_tokens - n_suffix - 1 - n_fact_tok
+    if budget < 1 or n_tokens - keep_out_tail < n_fact_tok + margin:
+        return (
+            f"!n_tokens={n_tokens} is too small for task {task!r} "
+            f"(facts {n_fact_tok}, question {n_suffix + 1}, keep_out_tail {keep_out_tail} tokens)"
+        )
+
+    # A window of haystack that starts at a sentence boundary and holds > budget tokens.
+    n_chars = budget * 6 + 400
+    start = int(rng.integers(0, max(1, len(haystack) - n_chars)))
+    head = _window(haystack, start, 2000)
+    hb = sentence_boundaries(head)
+    hb = hb[hb > 0]  # 0 counts only when the text itself starts there
+    if len(hb):
+        start = (start + int(hb[0])) % len(haystack)
+    while True:
+        window = _window(haystack, start, n_chars)
+        offs = counter.offsets(window)
+        if len(offs) > budget + 64:
+            break
+        n_chars *= 2
+    if not clean and (FACT_RE.search(window) or "\nQuestion:" in window):
+        return "haystack window holds a fact-like sentence"
+    starts = [s for s, _ in offs]
+
+    bounds = sentence_boundaries(window[: offs[budget - 1][1]])
+    # Keep facts out of the tail: tokens after a boundary (+ question + answer) must
+    # exceed keep_out_tail with a margin.
+    tok_idx = np.array([bisect.bisect_left(starts, int(p)) for p in bounds], dtype=np.int64)
+    if task == "memorize":
+        eligible = bounds[:1] if len(bounds) and bounds[0] == 0 else np.array([0])
+    else:
+        ok = (budget - tok_idx) + n_suffix + 1 >= keep_out_tail + margin
+        eligible = bounds[ok]
+    if len(eligible) == 0:
+        return "no sentence boundary outside the kept-out tail"
+    replace = len(eligible) < len(facts)
+    positions = sorted(int(p) for p in rng.choice(eligible, size=len(facts), replace=replace))
+
+    def attempt(h: int) -> tuple[int, str, list[tuple[int, int]]] | None:
+        piece = window[: offs[h - 1][1]].rstrip()
+        if positions[-1] >= len(piece) and len(piece) > 0:
+            return None
+        text, spans = _assemble(piece, positions, sentences, suffix)
+        return n_tokens - (counter.count(text) + 1), text, spans
+
+    # Find the haystack length h (in window tokens) that makes the total exact.
+    tried: dict[int, tuple[int, str, list[tuple[int, int]]] | None] = {}
+    h = budget
+    for _fix in range(12):
+        tried[h] = res = attempt(h)
+        if res is not None and res[0] == 0:
+            break
+        step = res[0] if res is not None else -1
+        cands = [h + step] + [h + step + d for k in range(1, 6) for d in (k, -k)]
+        nxt = [c for c in cands if 1 <= c <= len(offs) and c not in tried]
+        if not nxt:
+            break
+        h = nxt[0]
+    ok = [r for r in tried.values() if r is not None]
+    if not ok:
+        return "piece shrank below a fact position"
+    # Exact if possible, else the closest, preferring shorter (it pads) to longer.
+    diff, text, spans = min(ok, key=lambda r: (abs(r[0]), r[0] < 0))
+    if abs(diff) > (0 if exact else 2):
+        return f"length off by {diff} tokens"
+    total = n_tokens - diff
+    # Exact check of keep_out_tail on the final tokenisation.
+    if keep_out_tail > 0:
+        t_offs = counter.offsets(text)
+        t_ends = [e for _, e in t_offs]
+        last_fact_tok = bisect.bisect_left(t_ends, spans[-1][1]) + 1  # exclusive
+        if last_fact_tok > total - keep_out_tail:
+            return "a fact fell into the kept-out tail"
+    return FactSample(text=text, answer=answer, question=question, facts=spans, task=task, shortcut_answer=" " + shortcut)
+
+
+def _assemble(piece: str, positions: list[int], sentences: list[str], suffix: str) -> tuple[str, list[tuple[int, int]]]:
+    parts: list[str] = []
+    spans: list[tuple[int, int]] = []
+    cur, length = 0, 0
+    for p, s in zip(positions, sentences):
+        chunk = piece[cur:p]
+        parts.append(chunk)
+        length += len(chunk)
+        spans.append((length, length + len(s)))
+        parts.append(s + " ")
+        length += len(s) + 1
+        cur = p
+    parts.append(piece[cur:])
+    parts.append(suffix)
+    return "".join(parts), spans
+
+
+# ------------------------------------------------------------------------- layouts
+#
+# Users' documents do not end where a segment ends, and their line breaks are their own.
+# A layout fixes where the question falls in the last segment and how the haystack is
+# broken into lines; training on random layouts is what lets a model answer anywhere.
+
+LINE_LAYOUTS: tuple[str, ...] = ("original", "one_line", "paragraphs", "wrapped")
+OFFSETS: tuple[str, ...] = ("aligned", "random", "straddle")
+_PARAGRAPH_BREAK_RE = re.compile(r"\n[ \t\r]*\n\s*")
+
+
+@functools.lru_cache(maxsize=16)
+def reflow(text: str, layout: str) -> str:
+    """``text`` with its line breaks redone: one of :data:`LINE_LAYOUTS`.
+
+    ``"original"`` as is; ``"one_line"`` every whitespace run becomes one space;
+    ``"paragraphs"`` lines inside a paragraph are joined, paragraphs separated by one
+    blank line; ``"wrapped"`` those paragraphs hard-wrapped at 72 columns.  Cached
+    (the corpus texts are reflowed once per process).
+    """
+    if layout == "original":
+        return text
+    if layout == "one_line":
+        return re.sub(r"\s+", " ", text).strip()
+    if layout not in LINE_LAYOUTS:
+        raise ValueError(f"unknown line layout {layout!r}; choose one of {', '.join(LINE_LAYOUTS)}")
+    paragraphs = [re.sub(r"\s+", " ", p).strip() for p in _PARAGRAPH_BREAK_RE.split(text)]
+    paragraphs = [p for p in paragraphs if p]
+    if layout == "wrapped":
+        import textwrap
+
+        paragraphs = [textwrap.fill(p, 72, break_long_words=False, break_on_hyphens=False) for p in paragraphs]
+    return "\n\n".join(paragraphs)
+
+
+def question_tokens(tokenizer: Any, question: str = "Where is Mary?") -> int:
+    """Tokens of the question block ``"\nQuestion: ...\nAnswer:"`` in ``tokenizer``."""
+    return len(_token_ids(tokenizer, f"{QUESTION_PREFIX}{question}{ANSWER_PREFIX}"))
+
+
+def last_segment_tokens(offset: str, segment_size: int, question_len: int, rng: np.random.Generator) -> int:
+    """How many tokens (answer included) a sample puts after its first n - 1 segments.
+
+    A sample of n segments has ``(n - 1) * segment_size + r`` tokens, answer last; the
+    ``":"`` that predicts the answer is at position r - 2 of the last segment.
+    ``"aligned"``: r = segment_size (the answer fills the segment's last position, the
+    layout the first models were trained on); ``"random"``: r uniform in
+    [2, segment_size + 1], so the ``":"`` falls at any position of the last segment
+    with equal chance (at r = segment_size + 1 the appended answer token alone spills
+    into one more segment, which no prediction reads); ``"straddle"``: r in
+    [2, question_len], so the segment boundary falls inside the question block (its
+    first token in the segment before, the ``":"`` in the last one).
+    """
+    if offset == "aligned":
+        return segment_size
+    if offset == "random":
+        return int(rng.integers(2, segment_size + 2))
+    if offset == "straddle":
+        hi = min(question_len, segment_size)
+        return int(rng.integers(2, hi + 1)) if hi >= 2 else 1
+    raise ValueError(f"unknown offset {offset!r}; choose one of {', '.join(OFFSETS)}")
+
+
+def build_layout_sample(
+    haystack: str,
+    n_segments: int,
+    segment_size: int,
+    task: str,
+    rng: np.random.Generator,
+    tokenizer: Any,
+    offset: str = "random",
+    facts_before_last_segment: bool = True,
+    after_answer_prefix: str = "",
+) -> FactSample:
+    """A :func:`build_sample` of ``n_segments`` whose question falls as ``offset`` says.
+
+    Total length ``(n_segments - 1) * segment_size + r`` tokens with r from
+    :func:`last_segment_tokens`; with ``facts_before_last_segment`` (and n > 1) every
+    fact lies in an earlier segment than the question, so only memory can answer.
+    ``after_answer_prefix`` as in :func:`build_sample`.  When the story does not fit
+    the drawn length (several facts in a short document), r is drawn again.
+    Raises ``ValueError`` when it cannot fit at all.
+    """
+    if n_segments < 1 or segment_size < 1:
+        raise ValueError("n_segments and segment_size must be >= 1")
+    q = question_tokens(tokenizer)
+    for attempt in range(20):
+        r = last_segment_tokens(offset, segment_size, q, rng)
+        n_tokens = (n_segments - 1) * segment_size + r
+        if n_segments == 1:
+            n_tokens = max(n_tokens, min(segment_size, 3 * q))
+        keep = r if (facts_before_last_segment and n_segments > 1) else 0
+        try:
+            return build_sample(haystack, n_tokens, task, rng, tokenizer, keep_out_tail=keep,
+                                after_answer_prefix=after_answer_prefix)
+        except ValueError as exc:
+            # A story of several facts may not fit a short document: draw another offset
+            # (this favours longer last segments only where nothing else fits).
+            if "too small" not in str(exc) or offset == "aligned" or attempt == 19:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# ------------------------------------------------------------------------ encoding
+
+
+def _token_spans(offsets: Sequence[tuple[int, int]], spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Token index spans [i, j) of tokens overlapping each character span."""
+    ends = [e for _, e in offsets]
+    starts = [s for s, _ in offsets]
+    out = []
+    for s, e in spans:
+        i = bisect.bisect_right(ends, s)
+        j = bisect.bisect_left(starts, e)
+        out.append((i, max(i, j)))
+    return out
+
+
+def answer_token_id(tokenizer: Any, answer: str) -> int:
+    """Id of ``answer`` (e.g. ``" office"``); raises if it is not a single token."""
+    ids = _token_ids(tokenizer, answer)
+    if len(ids) != 1:
+        raise ValueError(f"answer {answer!r} is {len(ids)} tokens in this tokenizer; it must be one")
+    return ids[0]
+
+
+def encode_sample(sample: FactSample, tokenizer: Any) -> EncodedSample:
+    """Tokenise a sample: ``input_ids`` = tokens(text) + [answer]; label only the answer."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        enc = backend.encode(sample.text, add_special_tokens=False)
+        ids, offs = list(enc.ids), list(enc.offsets)
+    else:
+        enc = tokenizer(sample.text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offs = list(enc["input_ids"]), list(enc["offset_mapping"])
+    aid = answer_token_id(tokenizer, sample.answer)
+    return EncodedSample(
+        input_ids=ids + [aid],
+        labels=[IGNORE_INDEX] * len(ids) + [aid],
+        answer_id=aid,
+        fact_token_spans=_token_spans(offs, sample.facts),
+    )
+
+
+def _pad_id(tokenizer: Any) -> int:
+    pid = getattr(tokenizer, "pad_token_id", None)
+    if pid is None:
+        pid = getattr(tokenizer, "eos_token_id", None)
+    if pid is None:
+        raise ValueError("tokenizer has neither a pad nor an eos token")
+    return int(pid)
+
+
+def collate(encoded: Sequence[EncodedSample], pad_id: int) -> dict[str, Any]:
+    """Right-pad encoded samples into tensors.
+
+    Returns ``input_ids``, ``labels`` (-100 on padding), ``attention_mask`` (B, T)
+    and ``answer_ids`` (B,) (the last answer of each sample), all ``torch.long``.
+    """
+    import torch
+
+    T = max(len(e.input_ids) for e in encoded)
+    B = len(encoded)
+    ids = torch.full((B, T), pad_id, dtype=torch.long)
+    labels = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((B, T), dtype=torch.long)
+    for b, e in enumerate(encoded):
+        n = len(e.input_ids)
+        ids[b, :n] = torch.tensor(e.input_ids, dtype=torch.long)
+        labels[b, :n] = torch.tensor(e.labels, dtype=torch.long)
+        mask[b, :n] = 1
+    answer_ids = torch.tensor([e.answer_id for e in encoded], dtype=torch.long)
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask, "answer_ids": answer_ids}
+
+
+def make_batch(
+    haystack: str,
+    tokenizer: Any,
+    n_tokens: int,
+    task: str,
+    batch_size: int,
+    rng: np.random.Generator,
+    keep_out_tail: int = 0,
+) -> dict[str, Any]:
+    """A batch of :func:`build_sample` samples as tensors (see :func:`collate`).
+
+    All rows normally have exactly ``n_tokens`` tokens; a row that came out up to 2
+    tokens shorter is right-padded with the pad id (label -100).
+    """
+    encoded = [
+        encode_sample(build_sample(haystack, n_tokens, task, rng, tokenizer, keep_out_tail), tokenizer)
+        for _ in range(batch_size)
+    ]
+    return collate(encoded, _pad_id(tokenizer))
+
+
+# -------------------------------------------------------------------- dense stories
+
+
+def _random_fact(rng: np.random.Generator, world: World, task: str) -> Fact:
+    """A random valid fact; qa2 mixes in pick-ups and drops."""
+    if task == "qa2":
+        r = rng.random()
+        held = [o for o in OBJECTS if o in world.holder]
+        free = [o for o in OBJECTS if o not in world.holder]
+        located = [a for a in ACTORS if a in world.loc]
+        if r < 0.25 and free and located:
+            return Fact("get", _pick(rng, located), _pick(rng, GET_VERBS), _pick(rng, free))
+        if r < 0.4 and held:
+            o = _pick(rng, held)
+            return Fact("drop", world.holder[o], _pick(rng, DROP_VERBS), o)
+    actor = _pick(rng, ACTORS)
+    return _move(rng, actor, _pick(rng, PLACES, [world.loc.get(actor, "")]))
+
+
+def _random_question(rng: np.random.Generator, world: World, task: str) -> tuple[str, str] | None:
+    objs = [o for o in OBJECTS if world.where(o) is not None]
+    if task == "qa2" and objs and rng.random() < 0.7:
+        o = _pick(rng, objs)
+        return f"Where is the {o}?", world.where(o)  # type: ignore[return-value]
+    actors = [a for a in ACTORS if a in world.loc]
+    if not actors:
+        return None
+    a = _pick(rng, actors)
+    return f"Where is {a}?", world.loc[a]
+
+
+def dense_story(rng: np.random.Generator, task: str, n_facts: int, n_questions: int) -> str:
+    """A bAbI story without haystack, questions inline (curriculum stage 1).
+
+    Facts are joined by spaces; each question block is
+    ``"\\nQuestion: Where is X?\\nAnswer: place"`` and the next facts start on a new
+    line.  The story ends with the last answer.  ``task`` "qa2" mixes object
+    pick-ups/drops and asks about objects too; the other tasks use moves only.
+    Encode it with :func:`encode_dense_story`.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if n_facts < 1 or n_questions < 1:
+        raise ValueError("n_facts and n_questions must be >= 1")
+    n_questions = min(n_questions, n_facts)
+    # Questions after distinct fact indices; the last one after the final fact.
+    q_after = set(int(i) for i in rng.choice(n_facts - 1, size=n_questions - 1, replace=False)) if n_questions > 1 else set()
+    q_after.add(n_facts - 1)
+    world = World()
+    out: list[str] = []
+    line: list[str] = []
+    for i in range(n_facts):
+        f = _random_fact(rng, world, task)
+        world.apply(f)
+        line.append(f.sentence)
+        if i in q_after:
+            qa = _random_question(rng, world, task)
+            assert qa is not None  # a move always precedes: the first fact is a move
+            out.append(" ".join(line) + f"{QUESTION_PREFIX}{qa[0]}{ANSWER_PREFIX} {qa[1]}")
+            line = []
+    return "\n".join(out)
+
+
+_ANSWER_RE = re.compile(r"\nAnswer:( [a-z]+)")
+
+
+def encode_dense_story(text: str, tokenizer: Any) -> EncodedSample:
+    """Tokenise a :func:`dense_story`, labelling every answer token.
+
+    ``answer_id`` is the last answer's id; ``fact_token_spans`` covers every fact.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        enc = backend.encode(text, add_special_tokens=False)
+        ids, offs = list(enc.ids), list(enc.offsets)
+    else:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offs = list(enc["input_ids"]), list(enc["offset_mapping"])
+    labels = [IGNORE_INDEX] * len(ids)
+    aid = -1
+    for m in _ANSWER_RE.finditer(text):
+        aid = answer_token_id(tokenizer, m.group(1))
+        (i, j), = _token_spans(offs, [m.span(1)])
+        if j - i != 1 or ids[i] != aid:
+            raise ValueError(f"answer {m.group(1)!r} at {m.start(1)} does not tokenise to one token")
+        labels[i] = aid
+    if aid < 0:
+        raise ValueError("no answer found in the story")
+    spans = _token_spans(offs, [(pf.start, pf.end) for pf in parse_facts(text)])
+    return EncodedSample(input_ids=ids, labels=labels, answer_id=aid, fact_token_spans=spans)
+
+
+def make_dense_batch(
+    tokenizer: Any,
+    task: str,
+    batch_size: int,
+    rng: np.random.Generator,
+    n_facts: int = 8,
+    n_questions: int = 4,
+) -> dict[str, Any]:
+    """A batch of dense stories (see :func:`collate`; every answer is labelled)."""
+    encoded = [encode_dense_story(dense_story(rng, task, n_facts, n_questions), tokenizer) for _ in range(batch_size)]
+    return collate(encoded, _pad_id(tokenizer))
+
+
+def shortcut_accuracy(samples: Iterable[FactSample]) -> float:
+    """Fraction of samples where "answer the last place mentioned" is right."""
+    s = list(samples)
+    if not s:
+        return float("nan")
+    return sum(x.shortcut_answer == x.answer for x in s) / len(s)
+
+
+__all__ = [
+    "ACTORS", "PLACES", "MOVE_VERBS", "OBJECTS", "GET_VERBS", "DROP_VERBS", "TASKS", "CHANCE",
+    "QUESTION_PREFIX", "ANSWER_PREFIX", "FACT_RE", "QUESTION_RE", "IGNORE_INDEX",
+    "Fact", "ParsedFact", "World", "FactSample", "EncodedSample",
+    "parse_facts", "solve", "make_story", "build_sample", "encode_sample", "answer_token_id",
+    "collate", "make_batch", "dense_story", "LINE_LAYOUTS", "OFFSETS", "reflow", "question_tokens",
+    "last_segment_tokens", "build_layout_sample", "encode_dense_story", "make_dense_batch", "shortcut_accuracy",
+]
