@@ -162,6 +162,45 @@ def test_format_1_files_still_load(tmp_path):
     assert_same_trace(old, rmt_core.Trace.load(old.save(tmp_path / "now.rmtrace")))
 
 
+# What the format-2 loader as it stood before tracing/observables.py (commit 8fafd32) decoded from
+# tests/data/trace_v2.rmtrace: sha256 (first 16 hex) of each field's dtype, shape and bytes, segment by segment.
+TRACE_V2_DIGESTS = {
+    "token_ids": "89a6e9c7c87a3062", "char_spans": "5da2186aa009ff9a", "memory_in": "5aed47b1ea4a8568",
+    "memory_out": "d7da29a867d3667e", "read_hidden": "5478748784cf4ada", "write_hidden": "2109075ab40c4e93",
+    "token_logprob": "15b8b72ccaa74974", "topk_ids": "0f9f8654a5dc74e0", "topk_logprobs": "18673932f7fc84d3",
+    "block_attention": "d4f85836138159d2", "write_to_tokens": "37d9ab797944129a", "tokens_to_read": "d412b87c6cff40c9",
+    "lens_ids": "2d9859541653d2b6",
+}
+
+
+def _digest(segments, name):
+    import hashlib
+
+    h = hashlib.sha256()
+    for seg in segments:
+        values = np.ascontiguousarray(getattr(seg, name))
+        h.update(values.dtype.str.encode())
+        h.update(str(values.shape).encode())
+        h.update(values.tobytes())
+    return h.hexdigest()[:16]
+
+
+def test_format_2_files_written_before_the_observables_table_still_load(model):
+    """tests/data/trace_v2.rmtrace was written by the format-2 writer of commit 8fafd32:
+    make_model("gpt2", num_mem_tokens=3, segment_size=6) (this module's model), 20 token ids from
+    default_rng(2), stopped after 3 of 4 segments, saved with the model attached (logit lens stored)."""
+    old = rmt_core.Trace.load(DATA / "trace_v2.rmtrace", model=model)
+    ids = np.random.default_rng(2).integers(0, VOCAB, 20)
+    assert not old.complete and old.num_segments == 3 and np.array_equal(old.token_ids, ids)
+    assert old.meta == {"document": "fixture"} and old.segments[0].tokens == [str(i) for i in ids[:6]]
+    assert {name: _digest(old.segments, name) for name in TRACE_V2_DIGESTS} == TRACE_V2_DIGESTS
+    # and it is what the model does (within float tolerance: another CPU may round differently)
+    fresh = rmt_core.trace(model, ids, progress=lambda done, total: done < 3)
+    for x, y in zip(fresh.segments, old.segments):
+        np.testing.assert_allclose(x.memory_out, y.memory_out, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(x.token_logprob, y.token_logprob, rtol=1e-4, atol=1e-5)
+
+
 def _rewrite_header(src, dst, edit):
     from safetensors import safe_open
     from safetensors.numpy import save_file
