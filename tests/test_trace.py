@@ -48,7 +48,7 @@ def test_memory_continuity(trace):
 def test_memory_out_equals_the_forward_pass(model, trace, ids):
     with torch.no_grad():
         out = model(torch.as_tensor(ids).unsqueeze(0))
-    for seg, state in zip(trace.segments, out.memory_states):
+    for seg, state in zip(trace.segments, out.memory_out):
         np.testing.assert_allclose(seg.memory_out, state[0].numpy(), rtol=1e-5, atol=1e-5)
     logprobs = torch.log_softmax(out.logits[0], -1)
     expected = logprobs[:-1].gather(1, torch.as_tensor(ids[1:]).unsqueeze(1)).squeeze(1).numpy()
@@ -185,7 +185,18 @@ def _digest(segments, name):
     return h.hexdigest()[:16]
 
 
-def test_format_2_files_written_before_the_observables_table_still_load(model):
+def _raw_file(path):
+    """A format-2 file's header and its arrays' bytes as stored before compression."""
+    import zstandard
+    from safetensors import safe_open
+
+    unpack = zstandard.ZstdDecompressor().decompress
+    with safe_open(str(path), framework="numpy") as handle:
+        return (json.loads(handle.metadata()["rmt_lens_trace"]),
+                {k: unpack(handle.get_tensor(k).tobytes()) for k in handle.keys()})
+
+
+def test_format_2_files_written_before_the_observables_table_still_load(model, tmp_path):
     """tests/data/trace_v2.rmtrace was written by the format-2 writer of commit 8fafd32:
     make_model("gpt2", num_mem_tokens=3, segment_size=6) (this module's model), 20 token ids from
     default_rng(2), stopped after 3 of 4 segments, saved with the model attached (logit lens stored)."""
@@ -194,6 +205,8 @@ def test_format_2_files_written_before_the_observables_table_still_load(model):
     assert not old.complete and old.num_segments == 3 and np.array_equal(old.token_ids, ids)
     assert old.meta == {"document": "fixture"} and old.segments[0].tokens == [str(i) for i in ids[:6]]
     assert {name: _digest(old.segments, name) for name in TRACE_V2_DIGESTS} == TRACE_V2_DIGESTS
+    # the writer of today writes it again byte for byte: the same header, the same arrays
+    assert _raw_file(old.save(tmp_path / "again.rmtrace")) == _raw_file(DATA / "trace_v2.rmtrace")
     # and it is what the model does (within float tolerance: another CPU may round differently)
     fresh = rmt_core.trace(model, ids, progress=lambda done, total: done < 3)
     for x, y in zip(fresh.segments, old.segments):
@@ -222,6 +235,9 @@ def test_unknown_or_damaged_trace_formats_are_refused(tmp_path, trace):
                               lambda h: h["arrays"]["memory_out"].update(shape=[1, 2, 3]))
     with pytest.raises(TraceError, match="damaged trace file"):
         rmt_core.Trace.load(damaged)
+    lacking = _rewrite_header(path, tmp_path / "lacking.rmtrace", lambda h: h["arrays"].pop("token_logprob"))
+    with pytest.raises(TraceError, match="damaged trace file .it lacks token_logprob"):
+        rmt_core.Trace.load(lacking)
 
 
 def test_loading_with_a_foreign_model_is_refused(tmp_path, trace):
@@ -332,7 +348,7 @@ def test_analysis_functions(trace):
     assert np.allclose(np.diag(analysis.slot_similarity(states[1])), 1.0)
     assert analysis.block_mass(trace, "write->tokens").shape == (7,)
     assert analysis.block_grid(trace, 0, "tokens->read").shape == (2, 4)
-    tops = analysis.top_read_tokens(trace, 0, k=2)
+    tops = analysis.tokens_write_slots_attend_to(trace, 0, k=2)
     assert len(tops) == 3 and len(tops[0]) == 2
     lens = analysis.logit_lens(trace, 0)
     assert len(lens) == 3 and len(lens[0]) == 3 and len(lens[0][0]) == 5
