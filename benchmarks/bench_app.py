@@ -5,7 +5,7 @@ segments). Then, as app/views/attention.py and app/views/memory.py do on a rerun
 
 Attention page: the segment's full attention (services.attention_for: recomputed on a
   segment change, cached per (trace, segment) otherwise), the heatmap (cut at MAX_HEATMAP),
-  the layer x head block grid, the write-slot x token heatmap, top_read_tokens, the bertviz
+  the layer x head block grid, the write-slot x token heatmap, tokens_write_slots_attend_to, the bertviz
   head view and model view HTML (st.tabs renders every tab's content on each rerun), and the
   plotly JSON that st.plotly_chart sends (plotly.io.to_json(fig, validate=False)).
 Memory page: memory_states, the logit lens of every segment (hover text), pca_trajectory +
@@ -106,9 +106,9 @@ class Pages:
         self._part("slot-token figure + json", lambda: send(figures.slot_token_heatmap(
             seg.write_to_tokens[layer, head].astype(float), seg.tokens,
             f"Write slots' attention over the tokens (layer {layer}, head {head})")))
-        self._part("top_read_tokens table", lambda: [
+        self._part("tokens_write_slots_attend_to table", lambda: [
             {"slot": f"W{k}", **{f"#{i + 1}": f"{tok!r} ({w:.2f})" for i, (_, tok, w) in enumerate(top)}}
-            for k, top in enumerate(analysis.top_read_tokens(trace, segment, layer=layer, k=5))])
+            for k, top in enumerate(analysis.tokens_write_slots_attend_to(trace, segment, layer=layer, k=5))])
         self._part("bertviz head view html", lambda: head_view_html(attention, labels, layer=layer))
         self._part("bertviz model view html", lambda: model_view_html(attention, labels))
 

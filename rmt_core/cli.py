@@ -460,7 +460,8 @@ def run_figures(args: argparse.Namespace) -> int:
         "provenance": prov,
         "figures": [{"name": name, "file": path.name, "title": printable[name].layout.meta.get("title", ""),
                      "bytes": path.stat().st_size} for name, path in written.items()],
-        "tables": [{"name": "segments", "file": table.name, "title": "Per-segment numbers"}],
+        "tables": [{"name": "segments", "file": table.name, "title": "Per-segment numbers",
+                    "columns": export.SEGMENT_COLUMNS}],
         "skipped": skipped,
     }
     (out / "figures.json").write_text(json.dumps(listing, indent=2))

@@ -78,7 +78,7 @@ def test_analysis_and_figures_check_their_arguments(trace):
     with pytest.raises(ArgumentError, match=r"layer must be in -2\.\.1"):
         analysis.block_mass(trace, "write->tokens", layer=2)
     with pytest.raises(ArgumentError, match="k must be >= 1"):
-        analysis.top_read_tokens(trace, 0, k=0)
+        analysis.tokens_write_slots_attend_to(trace, 0, k=0)
     with pytest.raises(ArgumentError, match="segment must be"):
         analysis.logit_lens(trace, 50)
     with pytest.raises(ArgumentError, match=r"head must be in 0\.\.3"):

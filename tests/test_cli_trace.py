@@ -138,6 +138,7 @@ def test_figures_without_checkpoint_skips_attention(traced, tmp_path, capsys, mo
     assert all(fig.layout.title.text is None for fig in seen["figures"].values())  # print-styled
     rows = list(csv.DictReader(io.StringIO((out / "segments.csv").read_text())))
     assert [r["segment"] for r in rows] == [str(i) for i in range(len(rows))] and len(rows) >= 3
+    assert list(listing["tables"][0]["columns"]) == list(rows[0])  # every CSV column described in figures.json
 
 
 def test_figures_without_browser_exits_1(traced, tmp_path, capsys, monkeypatch):

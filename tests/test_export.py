@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from rmt_core.explain import analysis
 from rmt_core.viz import export
 from rmt_core.errors import RMTLensError
 from rmt_core.viz.export import ExportError
@@ -116,6 +117,9 @@ def test_segment_table(trace):
     assert sum(r["tokens"] for r in rows) == trace.num_tokens
     assert rows[0]["loss"] == pytest.approx(trace.segments[0].loss)
     assert math.isclose(rows[1]["perplexity"], math.exp(rows[1]["loss"]), rel_tol=1e-9)
+    assert list(rows[0]) == list(export.SEGMENT_COLUMNS)  # each column has its meaning
+    assert "the segment's tokens attend to the read slots R_k" in export.SEGMENT_COLUMNS["tokens_to_read_mass"]
+    assert rows[2]["write_to_tokens_mass"] == pytest.approx(analysis.block_mass(trace, "write->tokens")[2])
 
 
 # ---------------------------------------------------------------------- browser

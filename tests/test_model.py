@@ -23,16 +23,17 @@ def test_no_memory_equals_backbone_on_each_segment(backbone_kind, attn_impl):
             segment = x[:, start:start + 6]
             alone = model.backbone(input_ids=segment).logits
             torch.testing.assert_close(out.logits[:, start:start + 6], alone, rtol=1e-5, atol=1e-5)
-    assert out.memory_states == []
+    assert out.memory_out == []
 
 
-def test_output_shapes_and_memory_states(backbone_kind):
+def test_output_shapes_and_memory_out(backbone_kind):
     model = make_model(backbone_kind)
     x = ids(2, 16)  # segments 6, 6, 4 (short last segment)
     out = model(x, labels=x)
     assert out.logits.shape == (2, 16, VOCAB)
-    assert len(out.memory_states) == 3
-    assert all(m.shape == (2, 3, 32) for m in out.memory_states)
+    assert len(out.memory_out) == 3
+    assert all(m.shape == (2, 3, 32) for m in out.memory_out)
+    assert out.memory_states is out.memory_out  # the former name (README's until now) still works
     assert out.loss.ndim == 0 and torch.isfinite(out.loss)
 
 
@@ -155,7 +156,7 @@ def test_padded_batch_matches_samples_run_alone(backbone_kind):
         out = model(batch, attention_mask=mask)
         alone = model(short)
     torch.testing.assert_close(out.logits[1:, :9], alone.logits, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(out.memory_states[-1][1], alone.memory_states[-1][0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out.memory_out[-1][1], alone.memory_out[-1][0], rtol=1e-4, atol=1e-4)
 
 
 def test_generate_reads_memory_and_matches_forward(backbone_kind):

@@ -31,7 +31,7 @@ def test_diagonal_score_detects_a_rising_diagonal():
 
 @pytest.mark.slow
 def test_write_pattern_of_the_copy_model_is_a_one_slot_per_token_diagonal(copy_model):
-    """Each write slot reads one source token (sharp, mostly distinct): the papers' diagonal up to
+    """Each write slot attends to one source token (sharp, mostly distinct): the papers' diagonal up to
     the order of the exchangeable slots. An untrained model of the same shape does not do this."""
     untrained = build_model(COPY, copy_model.tokenizer).eval()
 

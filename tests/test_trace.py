@@ -48,7 +48,7 @@ def test_memory_continuity(trace):
 def test_memory_out_equals_the_forward_pass(model, trace, ids):
     with torch.no_grad():
         out = model(torch.as_tensor(ids).unsqueeze(0))
-    for seg, state in zip(trace.segments, out.memory_states):
+    for seg, state in zip(trace.segments, out.memory_out):
         np.testing.assert_allclose(seg.memory_out, state[0].numpy(), rtol=1e-5, atol=1e-5)
     logprobs = torch.log_softmax(out.logits[0], -1)
     expected = logprobs[:-1].gather(1, torch.as_tensor(ids[1:]).unsqueeze(1)).squeeze(1).numpy()
@@ -162,6 +162,58 @@ def test_format_1_files_still_load(tmp_path):
     assert_same_trace(old, rmt_core.Trace.load(old.save(tmp_path / "now.rmtrace")))
 
 
+# What the format-2 loader as it stood before tracing/observables.py (commit 8fafd32) decoded from
+# tests/data/trace_v2.rmtrace: sha256 (first 16 hex) of each field's dtype, shape and bytes, segment by segment.
+TRACE_V2_DIGESTS = {
+    "token_ids": "89a6e9c7c87a3062", "char_spans": "5da2186aa009ff9a", "memory_in": "5aed47b1ea4a8568",
+    "memory_out": "d7da29a867d3667e", "read_hidden": "5478748784cf4ada", "write_hidden": "2109075ab40c4e93",
+    "token_logprob": "15b8b72ccaa74974", "topk_ids": "0f9f8654a5dc74e0", "topk_logprobs": "18673932f7fc84d3",
+    "block_attention": "d4f85836138159d2", "write_to_tokens": "37d9ab797944129a", "tokens_to_read": "d412b87c6cff40c9",
+    "lens_ids": "2d9859541653d2b6",
+}
+
+
+def _digest(segments, name):
+    import hashlib
+
+    h = hashlib.sha256()
+    for seg in segments:
+        values = np.ascontiguousarray(getattr(seg, name))
+        h.update(values.dtype.str.encode())
+        h.update(str(values.shape).encode())
+        h.update(values.tobytes())
+    return h.hexdigest()[:16]
+
+
+def _raw_file(path):
+    """A format-2 file's header and its arrays' bytes as stored before compression."""
+    import zstandard
+    from safetensors import safe_open
+
+    unpack = zstandard.ZstdDecompressor().decompress
+    with safe_open(str(path), framework="numpy") as handle:
+        return (json.loads(handle.metadata()["rmt_lens_trace"]),
+                {k: unpack(handle.get_tensor(k).tobytes()) for k in handle.keys()})
+
+
+def test_format_2_files_written_before_the_observables_table_still_load(model, tmp_path):
+    """tests/data/trace_v2.rmtrace was written by the format-2 writer of commit 8fafd32:
+    make_model("gpt2", num_mem_tokens=3, segment_size=6) (this module's model), 20 token ids from
+    default_rng(2), stopped after 3 of 4 segments, saved with the model attached (logit lens stored)."""
+    old = rmt_core.Trace.load(DATA / "trace_v2.rmtrace", model=model)
+    ids = np.random.default_rng(2).integers(0, VOCAB, 20)
+    assert not old.complete and old.num_segments == 3 and np.array_equal(old.token_ids, ids)
+    assert old.meta == {"document": "fixture"} and old.segments[0].tokens == [str(i) for i in ids[:6]]
+    assert {name: _digest(old.segments, name) for name in TRACE_V2_DIGESTS} == TRACE_V2_DIGESTS
+    # the writer of today writes it again byte for byte: the same header, the same arrays
+    assert _raw_file(old.save(tmp_path / "again.rmtrace")) == _raw_file(DATA / "trace_v2.rmtrace")
+    # and it is what the model does (within float tolerance: another CPU may round differently)
+    fresh = rmt_core.trace(model, ids, progress=lambda done, total: done < 3)
+    for x, y in zip(fresh.segments, old.segments):
+        np.testing.assert_allclose(x.memory_out, y.memory_out, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(x.token_logprob, y.token_logprob, rtol=1e-4, atol=1e-5)
+
+
 def _rewrite_header(src, dst, edit):
     from safetensors import safe_open
     from safetensors.numpy import save_file
@@ -183,6 +235,9 @@ def test_unknown_or_damaged_trace_formats_are_refused(tmp_path, trace):
                               lambda h: h["arrays"]["memory_out"].update(shape=[1, 2, 3]))
     with pytest.raises(TraceError, match="damaged trace file"):
         rmt_core.Trace.load(damaged)
+    lacking = _rewrite_header(path, tmp_path / "lacking.rmtrace", lambda h: h["arrays"].pop("token_logprob"))
+    with pytest.raises(TraceError, match="damaged trace file .it lacks token_logprob"):
+        rmt_core.Trace.load(lacking)
 
 
 def test_loading_with_a_foreign_model_is_refused(tmp_path, trace):
@@ -293,7 +348,7 @@ def test_analysis_functions(trace):
     assert np.allclose(np.diag(analysis.slot_similarity(states[1])), 1.0)
     assert analysis.block_mass(trace, "write->tokens").shape == (7,)
     assert analysis.block_grid(trace, 0, "tokens->read").shape == (2, 4)
-    tops = analysis.top_read_tokens(trace, 0, k=2)
+    tops = analysis.tokens_write_slots_attend_to(trace, 0, k=2)
     assert len(tops) == 3 and len(tops[0]) == 2
     lens = analysis.logit_lens(trace, 0)
     assert len(lens) == 3 and len(lens[0]) == 3 and len(lens[0][0]) == 5

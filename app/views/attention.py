@@ -1,4 +1,4 @@
-"""Attention: one head's full heatmap, the layer x head block grid, what write slots read, bertviz."""
+"""Attention: one head's full heatmap, the layer x head block grid, what write slots attend to, bertviz."""
 from __future__ import annotations
 
 import numpy as np
@@ -42,7 +42,7 @@ def _views(trace, segment: int) -> None:
     # Only the open tab's content is built (on_change="rerun" makes tab.open known): bertviz's HTML and
     # the other figures cost nothing until their tab is chosen.
     tab_map, tab_grid, tab_slots, tab_head, tab_model = st.tabs(
-        ["Heatmap", "Layer × head grid", "What write slots read", "bertviz head view", "bertviz model view"],
+        ["Heatmap", "Layer × head grid", "What write slots attend to", "bertviz head view", "bertviz model view"],
         key="att_tab", on_change="rerun")
     if tab_map.open:
         with tab_map:
@@ -54,7 +54,8 @@ def _views(trace, segment: int) -> None:
         with tab_grid:
             pair = st.selectbox("Block pair", BLOCK_PAIRS, index=1, key="att_pair",
                                 format_func=lambda p: p.replace("->", " → "),
-                                help="Which block attends to which: e.g. write → tokens is what the write slots read.")
+                                help="Which block attends to which: e.g. write → tokens is how much the write slots "
+                                     "attend to the tokens.")
             show_figure(figures.block_grid_figure(analysis.block_grid(trace, segment, pair), pair), key="att_grid")
     if tab_slots.open:
         with tab_slots:
@@ -63,7 +64,7 @@ def _views(trace, segment: int) -> None:
                                                    f"Write slots' attention over the tokens (layer {layer}, head {head})"),
                         key="att_slots")
             rows = [{"slot": f"W{k}", **{f"#{i + 1}": f"{visible_token(tok)} ({w:.2f})" for i, (_, tok, w) in enumerate(top)}}
-                    for k, top in enumerate(analysis.top_read_tokens(trace, segment, layer=layer, k=5))]
+                    for k, top in enumerate(analysis.tokens_write_slots_attend_to(trace, segment, layer=layer, k=5))]
             st.dataframe(rows, hide_index=True)
     if tab_head.open:
         with tab_head:

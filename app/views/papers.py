@@ -40,9 +40,9 @@ def render() -> None:
     with tab_write:
         segment = st.selectbox("Segment (the source is in segments 0–2)", range(trace.num_segments), key="paper_wseg")
         result = paper.write_pattern(trace, segment)
-        st.caption(f"Copy model, 24 symbols in {trace.num_segments} segments. Each write slot reads one source token "
-                   f"(sharpness {result.sharpness:.2f}, {100 * result.injectivity:.0f}% distinct tokens). Slots are "
-                   "exchangeable, so the model wrote them in its own order; ordering slots by the token they read "
+        st.caption(f"Copy model, 24 symbols in {trace.num_segments} segments. Each write slot attends to one source "
+                   f"token (sharpness {result.sharpness:.2f}, {100 * result.injectivity:.0f}% distinct tokens). Slots are "
+                   "exchangeable, so the model wrote them in its own order; ordering slots by the token they attend to "
                    f"gives the paper's diagonal (before ordering: diagonal score {result.diagonal:.2f}).")
         show_figure(result.figure, key="paper_write")
     with tab_read:

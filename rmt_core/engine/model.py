@@ -30,7 +30,12 @@ class RMTOutput:
 
     logits: torch.Tensor  # (batch, total tokens, vocab); memory positions removed
     loss: torch.Tensor | None = None  # one shifted cross-entropy over all segments
-    memory_states: list[torch.Tensor] = field(default_factory=list)  # per segment: (batch, m, d) written
+    memory_out: list[torch.Tensor] = field(default_factory=list)  # per segment: (batch, m, d), the memory it wrote
+
+    @property
+    def memory_states(self) -> list[torch.Tensor]:
+        """The former name of memory_out (one entry per segment; Trace.memory_states() has S + 1)."""
+        return self.memory_out
 
 
 @dataclass
@@ -298,7 +303,7 @@ class RMTModel(nn.Module):
         bounds = self.segment_bounds(total, segment_size)
         depth = self.config.bptt_depth
         state = memory if memory is not None else self.initial_memory_batch(batch)
-        token_hidden, memory_states = [], []
+        token_hidden, written = [], []
         for index, (start, end) in enumerate(bounds):
             if reset_memory is True or (not isinstance(reset_memory, bool) and index in reset_memory):
                 state = self.initial_memory_batch(batch)
@@ -307,14 +312,14 @@ class RMTModel(nn.Module):
             token_hidden.append(out.token_hidden)
             if out.memory_out is not None:
                 state = out.memory_out
-                memory_states.append(state)
+                written.append(state)
                 if depth is not None and index < len(bounds) - depth:
                     state = state.detach()  # truncated BPTT: only the last `depth` segments unroll
         # One LM-head call over the concatenated hidden states: concatenating (batch, T, d) is
         # vocab/d times cheaper than concatenating per-segment logits.
         all_logits = self.backbone.get_output_embeddings()(torch.cat(token_hidden, dim=1))  # (batch, T, vocab)
         loss = shifted_cross_entropy(all_logits, labels, attention_mask) if labels is not None else None
-        return RMTOutput(logits=all_logits, loss=loss, memory_states=memory_states)
+        return RMTOutput(logits=all_logits, loss=loss, memory_out=written)
 
     def iter_segments(
         self, input_ids: torch.Tensor, memory: torch.Tensor | None = None, segment_size: int | None = None

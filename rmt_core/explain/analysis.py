@@ -101,8 +101,10 @@ def block_grid(trace: Trace, segment: int, pair: str) -> np.ndarray:
     return trace.segments[trace.check_segment(segment)].block_attention[..., _pair(pair)].astype(np.float64)
 
 
-def top_read_tokens(trace: Trace, segment: int, layer: int | None = None, k: int = 5) -> list[list[tuple[int, str, float]]]:
-    """For each write slot: its k most-attended tokens (index in segment, token, weight), heads averaged."""
+def tokens_write_slots_attend_to(trace: Trace, segment: int, layer: int | None = None,
+                                 k: int = 5) -> list[list[tuple[int, str, float]]]:
+    """For each write slot W_k: the k tokens it attends to most, as (index in segment, token, weight),
+    from write_to_tokens with heads (and layers if None) averaged."""
     seg = trace.segments[trace.check_segment(segment)]
     layer, k = _layer(trace, layer), check_int(k, "k", 1, fix="It is how many tokens to list per slot.")
     weights = seg.write_to_tokens.astype(np.float64).mean(axis=1)  # (Y, m, L)
@@ -122,7 +124,8 @@ def logit_lens(trace: Trace, segment: int, tokenizer=None) -> list[list[list[str
 
 
 def memory_reading(trace: Trace, segment: int, layer: int | None = None) -> np.ndarray:
-    """(L, m) attention of each token to each read slot, heads (and layers if None) averaged."""
+    """(L, m) how much each token attends to each read slot R_k (tokens_to_read), heads (and layers
+    if None) averaged."""
     layer = _layer(trace, layer)
     w = trace.segments[trace.check_segment(segment)].tokens_to_read.astype(np.float64).mean(axis=1)  # (Y, L, m)
     return w.mean(axis=0) if layer is None else w[layer]

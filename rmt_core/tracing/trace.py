@@ -1,11 +1,12 @@
 """The Trace: what an RMT did on one document, segment by segment.
 
 Recorded per segment (cheap summaries; full attention is recomputed on demand):
-token ids and display strings, character offsets, memory in/out, read/write slot
-hidden states at every layer, per-token log-probabilities and top-k predictions,
-the segment loss, block-to-block attention mass, per-slot attention over tokens,
-and a logit lens of the written memory (see records.SegmentRecord).  Recording is
-recorder.trace_document; files are trace_file.
+token ids and display strings, character offsets, memory_in / memory_out, the hidden
+states of the read slots R_k and write slots W_k at every layer, per-token log-probabilities
+and top-k predictions, the segment loss, block-to-block attention mass, how much each write
+slot attends to each token and each token to each read slot, and a logit lens of the written
+memory: one table, observables.OBSERVABLES, names them all (axes, dtypes, meanings).
+Recording is recorder.trace_document; files are trace_file.
 """
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ class Trace:
                          fix=f"The trace has {self.num_segments} segments, numbered from 0.", error=TraceArgumentError)
 
     def memory_states(self) -> np.ndarray:
-        """(S + 1, m, d): the initial memory, then the memory written by each segment."""
+        """(S + 1, m, d) float32 memory states: memory_in of segment 0 (the initial memory), then
+        every segment's memory_out; row s is memory_in of segment s and row s + 1 its memory_out."""
         return np.stack([self.initial_memory] + [s.memory_out for s in self.segments])
 
     def losses(self) -> np.ndarray:

@@ -1,29 +1,31 @@
 """Trace files: one safetensors file whose metadata holds a JSON header.
 
-Per-token arrays are concatenated along the token axis, per-segment arrays stacked;
-memory_in is not stored (it is the previous segment's memory_out, or the initial memory).
+What goes in, and how, comes from the observables table (observables.py): per-token arrays
+are concatenated along the token axis (moved to the front), per-segment arrays stacked,
+per-trace arrays kept as they are; `stored` says which are exact, which quantised, which not
+stored (memory_in: the previous segment's memory_out) and which live in the header (tokens:
+the text). Beside them the file keeps what no table row holds: each segment's [start, end)
+token range ("bounds"), the model identity, settings and, for a partial trace, every token id.
 
 Format 2 (written now) stores every array as a zstandard-compressed byte blob (a uint8
 tensor; the header's "arrays" entry gives its dtype, shape and encoding). Floats are
 byte-shuffled before compression (the exponent bytes of neighbouring values compress well
 together). 0.44 MB per 1k tokens with the default model on Austen (format 1: 1.06 MB).
 
-Exact (bit for bit what the in-memory trace holds): token ids, character offsets, the text
-(or display strings), token log-probs, segment losses, top-k ids and log-probs, memory_out
-and the initial memory (so recomputed attention, attribution and interventions from a loaded
-trace equal those of the original), block attention, logit-lens ids.
-
-Lossy, and by how much:
-- read_hidden, write_hidden (slot hidden states at every layer; float16 in memory): int8
-  with one float32 scale per vector (absmax / 127), so each element is off by at most
-  absmax(vector) * (1/254 + 1/2048) (the quantisation step, then float16 rounding); the
-  relative (L2) error of a vector is about 0.8%, at most 1.2% on the default model.
-  Logit-lens ids are computed from the exact states before saving (and stored exactly).
-- write_to_tokens, tokens_to_read (attention weights in [0, 1]; float16 in memory): uint8
+Exact arrays are bit for bit what the in-memory trace holds (memory_out and initial_memory
+among them, so recomputed attention, attribution and interventions from a loaded trace equal
+those of the original). Lossy, and by how much:
+- int8 (read_hidden, write_hidden: float16 in memory): one float32 scale per vector
+  (absmax / 127), so each element is off by at most absmax(vector) * (1/254 + 1/2048) (the
+  quantisation step, then float16 rounding); the relative (L2) error of a vector is about
+  0.8%, at most 1.2% on the default model. Logit-lens ids are computed from the exact states
+  before saving (and stored exactly).
+- uint8 (write_to_tokens, tokens_to_read: attention weights in [0, 1], float16 in memory):
   steps of 1/255, so each weight is off by at most 1/510 + 1/2048 (under 0.0025).
-These four are decoded per segment on first use after loading (see _StoredRecord).
+Quantised arrays are decoded per segment on first use after loading (see _StoredRecord).
 
-Format 1 files (uncompressed arrays) still load; other formats are refused naming the version.
+Format 1 files (uncompressed arrays, the same names and layout) still load; other formats are
+refused naming the version.
 """
 from __future__ import annotations
 
@@ -37,12 +39,13 @@ import torch
 
 from ..errors import TraceError
 from ..token_text import token_pieces
+from .observables import (EXACT, INT8_VECTOR, OBSERVABLES, ON_DEMAND, PER_SEGMENT, PER_TOKEN, PER_TRACE, UINT8_UNIT,
+                          Observable, names)
 from .records import TRACE_FORMAT, TRACE_FORMAT_VERSION, SegmentRecord
 
-PER_TOKEN = ("token_ids", "char_spans", "token_logprob", "topk_ids", "topk_logprobs")
-PER_SEGMENT = ("memory_out", "read_hidden", "write_hidden", "block_attention")
-VECTOR_INT8 = ("read_hidden", "write_hidden")  # int8 + per-vector scale
-UNIT_UINT8 = ("write_to_tokens", "tokens_to_read")  # values in [0, 1] in steps of 1/255
+VECTOR_INT8 = names(stored=INT8_VECTOR)  # int8 + per-vector scale
+UNIT_UINT8 = names(stored=UINT8_UNIT)  # values in [0, 1] in steps of 1/255
+ARRAYS = tuple(o for o in OBSERVABLES if o.stored in (EXACT, INT8_VECTOR, UINT8_UNIT, ON_DEMAND))  # in the file
 ZSTD_LEVEL = 3
 READABLE_VERSIONS = (1, 2)
 
@@ -56,22 +59,19 @@ def save_trace(trace, path: Path) -> Path:
     if not trace.segments:
         raise TraceError("This trace has no segments to save.")
     segs = trace.segments
-    arrays: dict[str, np.ndarray | _Parts] = {"initial_memory": trace.initial_memory.astype(np.float32)}
-    for name in PER_TOKEN:
-        arrays[name] = np.concatenate([getattr(s, name) for s in segs])
-    for name in PER_SEGMENT:
-        arrays[name] = (_Parts([getattr(s, name) for s in segs], stack=True) if name in VECTOR_INT8
-                        else np.stack([getattr(s, name) for s in segs]))
-    # token axis first so segments of different lengths concatenate: (T, Y, H, m)
-    arrays["write_to_tokens"] = _Parts([s.write_to_tokens.transpose(3, 0, 1, 2) for s in segs], stack=False)
-    arrays["tokens_to_read"] = _Parts([s.tokens_to_read.transpose(2, 0, 1, 3) for s in segs], stack=False)
     missing_lens = [s.index for s in segs if s.lens_ids is None]
     if missing_lens and trace.model is not None:
         trace.compute_lens(missing_lens)
-    if all(s.lens_ids is not None for s in segs):  # without the model the lens is left to recompute later
-        arrays["lens_ids"] = np.stack([s.lens_ids for s in segs])
+    arrays: dict[str, np.ndarray | _Parts] = {}
+    for observable in ARRAYS:
+        if observable.scope == PER_TRACE:
+            arrays[observable.name] = np.asarray(getattr(trace, observable.name), dtype=observable.dtype)
+            continue
+        parts = [getattr(s, observable.name) for s in segs]
+        if any(part is None for part in parts):  # computed on demand, and not for every segment:
+            continue  # without the model the rest is left to recompute later
+        arrays[observable.name] = _joined(observable, parts)
     arrays["bounds"] = np.array([[s.start, s.end] for s in segs], dtype=np.int64)
-    arrays["loss"] = np.array([s.loss for s in segs], dtype=np.float64)
     blobs, layout = _encode(arrays)
     header = {
         "format": TRACE_FORMAT,
@@ -93,6 +93,18 @@ def save_trace(trace, path: Path) -> Path:
     save_file(blobs, str(tmp), metadata={"rmt_lens_trace": json.dumps(header)})
     tmp.replace(path)  # never leave a half-written trace under the real name
     return path
+
+
+def _joined(observable: Observable, parts: list) -> "np.ndarray | _Parts":
+    """One array of every segment's value: per token concatenated along the token axis, moved
+    to the front (segments differ in length), per segment stacked. Quantised ones stay parts
+    (encoded block by block, never joined as floats)."""
+    if observable.scope == PER_TOKEN and observable.token_axis:
+        parts = [np.moveaxis(part, observable.token_axis, 0) for part in parts]  # views: (Y, H, m, L) -> (L, Y, H, m)
+    stack = observable.scope == PER_SEGMENT
+    if observable.stored in (INT8_VECTOR, UINT8_UNIT):
+        return _Parts(parts, stack=stack)
+    return (np.stack(parts) if stack else np.concatenate(parts)).astype(observable.dtype, copy=False)
 
 
 def read_trace_file(path: Path) -> tuple[dict, dict[str, "np.ndarray | _Quantised"]]:
@@ -125,6 +137,10 @@ def read_trace_file(path: Path) -> tuple[dict, dict[str, "np.ndarray | _Quantise
         arrays = _decode(stored, header["arrays"]) if version >= 2 else stored
     except (KeyError, ValueError, TypeError, ZstdError) as exc:
         raise TraceError(f"{path} is a damaged trace file ({exc}): save the trace again.") from exc
+    required = [o.name for o in ARRAYS if o.stored != ON_DEMAND] + ["bounds"]
+    missing = [name for name in required if name not in arrays]
+    if missing:
+        raise TraceError(f"{path} is a damaged trace file (it lacks {', '.join(missing)}): save the trace again.")
     return header, arrays
 
 
@@ -317,30 +333,32 @@ def all_token_ids(header: dict, arrays: dict) -> np.ndarray:
 def stored_records(header: dict, arrays: dict[str, "np.ndarray | _Quantised"]) -> list[SegmentRecord]:
     """The SegmentRecords of a file read by read_trace_file, in order (views of its arrays)."""
     text = header["text"]
-    spans_all = arrays["char_spans"]
     if text is not None:  # the same pieces as when traced: they join to the (traced part of the) text
-        tokens_all = token_pieces(text, spans_all, to_end=header["complete"])
+        tokens_all = token_pieces(text, arrays["char_spans"], to_end=header["complete"])
     else:
         tokens_all = header["tokens"]
-    write_to_tokens = arrays["write_to_tokens"].transpose(1, 2, 3, 0)  # (Y, H, m, T): per-segment slices are views
-    tokens_to_read = arrays["tokens_to_read"].transpose(1, 2, 0, 3)  # (Y, H, T, m)
-    lens = arrays.get("lens_ids")
-    losses = arrays["loss"].tolist()
-    memory_in = arrays["initial_memory"]
-    record_type = _StoredRecord if isinstance(arrays["read_hidden"], _Quantised) else SegmentRecord
+    per_token: list[tuple[str, np.ndarray | _Quantised, tuple]] = []  # name, values, index before the token axis
+    per_segment: list[tuple[str, np.ndarray | _Quantised | list]] = []
+    for observable in ARRAYS:
+        values = arrays.get(observable.name)
+        if values is None or observable.scope == PER_TRACE:  # lens_ids may be absent: recomputed on demand
+            continue
+        if observable.scope == PER_TOKEN:  # the token axis is stored first: back in its place, as a view
+            axis = observable.token_axis  # e.g. write_to_tokens (T, Y, H, m) -> (Y, H, m, T)
+            order = list(range(1, axis + 1)) + [0] + list(range(axis + 1, len(observable.axes)))
+            per_token.append((observable.name, values.transpose(*order), (slice(None),) * axis))
+        else:
+            per_segment.append((observable.name, values.tolist() if observable.axes == () else values))
+    memory_in = arrays["initial_memory"]  # memory_in is stored as "previous": the memory_out before it
+    record_type = _StoredRecord if any(isinstance(v, _Quantised) for v in arrays.values()) else SegmentRecord
     records: list[SegmentRecord] = []
     for index, (start, end) in enumerate(arrays["bounds"].tolist()):
-        record = record_type(
-            index=index, start=start, end=end,
-            token_ids=arrays["token_ids"][start:end], tokens=tokens_all[start:end], char_spans=spans_all[start:end],
-            memory_in=memory_in, memory_out=arrays["memory_out"][index],
-            read_hidden=arrays["read_hidden"][index], write_hidden=arrays["write_hidden"][index],
-            token_logprob=arrays["token_logprob"][start:end], topk_ids=arrays["topk_ids"][start:end],
-            topk_logprobs=arrays["topk_logprobs"][start:end], loss=losses[index],
-            block_attention=arrays["block_attention"][index],
-            write_to_tokens=write_to_tokens[..., start:end], tokens_to_read=tokens_to_read[:, :, start:end],
-            lens_ids=lens[index] if lens is not None else None,
-        )
+        span = (slice(start, end),)
+        fields = {name: values[before + span] for name, values, before in per_token}
+        for name, values in per_segment:
+            fields[name] = values[index]
+        record = record_type(index=index, start=start, end=end, tokens=tokens_all[start:end], memory_in=memory_in,
+                             **fields)
         records.append(record)
         memory_in = record.memory_out
     return records

@@ -30,11 +30,12 @@ from xml.sax.saxutils import escape as _xml_escape
 import numpy as np
 
 from ..errors import RMTLensError
+from ..tracing.observables import BY_NAME, block_pair_meaning
 
 __all__ = [
     "ExportError", "FORMATS", "PROVENANCE_KEY", "browser_available", "require_browser", "provenance", "export_figure",
     "export_figures", "render_figures", "embed_provenance", "read_provenance", "print_style", "table_csv",
-    "segment_table", "to_jsonable",
+    "segment_table", "SEGMENT_COLUMNS", "to_jsonable",
 ]
 
 FORMATS = ("svg", "pdf", "png")
@@ -388,22 +389,42 @@ def _csv_cell(value: Any) -> str:
     return str(value)
 
 
+MASS_PAIRS = ("tokens->read", "write->tokens")  # the block pairs of segment_table, as "<A>_to_<B>_mass" columns
+
+
+def _mass_column(pair: str) -> str:
+    return pair.replace("->", "_to_") + "_mass"
+
+
+# segment_table's columns and what they hold; the observables' words come from tracing/observables.py
+SEGMENT_COLUMNS: dict[str, str] = {
+    "segment": "segment index, from 0",
+    "start": "the segment's first token (index in the document)",
+    "end": "one past the segment's last token",
+    "tokens": "number of tokens in the segment",
+    "loss": BY_NAME["loss"].meaning,
+    "perplexity": "exp(loss)",
+    "memory_churn": "cosine distance between memory_in and memory_out, averaged over the slots",
+    **{_mass_column(pair): f"block_attention {pair}: {block_pair_meaning(pair)} (mean over layers and heads)"
+       for pair in MASS_PAIRS},
+}
+
+
 def segment_table(trace) -> list[dict[str, Any]]:
-    """One row per segment: token range, loss, perplexity, memory churn and read / write attention mass."""
+    """One row per segment: token range, loss, perplexity, memory churn and read / write attention mass
+    (columns and their meanings: SEGMENT_COLUMNS)."""
     from ..explain import analysis
 
     if not trace.segments:
         return []
     churn = analysis.slot_churn(trace.memory_states()).mean(axis=1)
-    read = analysis.block_mass(trace, "tokens->read")
-    write = analysis.block_mass(trace, "write->tokens")
+    masses = {_mass_column(pair): analysis.block_mass(trace, pair) for pair in MASS_PAIRS}
     rows = []
     for s, seg in enumerate(trace.segments):
         loss = float(seg.loss)
         rows.append({
             "segment": s, "start": int(seg.start), "end": int(seg.end), "tokens": int(seg.num_tokens),
             "loss": loss, "perplexity": float(np.exp(loss)) if np.isfinite(loss) else float("nan"),
-            "memory_churn": float(churn[s]), "tokens_to_read_mass": float(read[s]),
-            "write_to_tokens_mass": float(write[s]),
+            "memory_churn": float(churn[s]), **{column: float(mass[s]) for column, mass in masses.items()},
         })
     return rows

@@ -257,8 +257,9 @@ def standard_figures(trace: Trace, segment: int | None = None, layer: int = -1, 
         "slot_similarity": slot_similarity_figure(analysis.slot_similarity(seg.memory_out), segment),
         "block_grid_write_tokens": block_grid_figure(analysis.block_grid(trace, segment, "write->tokens"), "write->tokens"),
         "block_grid_tokens_read": block_grid_figure(analysis.block_grid(trace, segment, "tokens->read"), "tokens->read"),
-        "write_slot_reads": slot_token_heatmap(seg.write_to_tokens[layer].astype(np.float64).mean(axis=0), seg.tokens,
-                                               f"What each write slot reads (segment {segment}, layer {layer}, heads averaged)"),
+        "write_to_tokens_attention": slot_token_heatmap(
+            seg.write_to_tokens[layer].astype(np.float64).mean(axis=0), seg.tokens,
+            f"How much each write slot attends to each token (segment {segment}, layer {layer}, heads averaged)"),
     }
     if trace.model is not None:
         att = trace.attention(segment)

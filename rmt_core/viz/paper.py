@@ -38,12 +38,12 @@ def diagonal_score(weights: np.ndarray) -> float:
 
 
 def sharpness(weights: np.ndarray) -> float:
-    """Mean over rows of the largest weight: 1.0 = every row reads exactly one column."""
+    """Mean over rows of the largest weight: 1.0 = every row attends to exactly one column."""
     return float(weights.max(axis=1).mean())
 
 
 def injectivity(weights: np.ndarray) -> float:
-    """Distinct argmax columns / possible ones: 1.0 = every row reads a different column."""
+    """Distinct argmax columns / possible ones: 1.0 = every row attends to a different column."""
     return len(set(weights.argmax(axis=1).tolist())) / min(weights.shape)
 
 
@@ -53,7 +53,7 @@ class PatternResult:
 
     Memory slots are exchangeable (in "paper" mask mode write slots see each other
     symmetrically), so a model may learn the diagonal in any slot order: `order` sorts
-    the slots by the token they read most, which turns a permuted diagonal into the
+    the slots by the token they attend to most, which turns a permuted diagonal into the
     paper's picture; `diagonal` is the score before that reordering.
     """
 
@@ -85,7 +85,7 @@ def write_pattern(trace: Trace, segment: int = 0) -> PatternResult:
 
 
 def read_pattern(trace: Trace, segment: int | None = None) -> PatternResult:
-    """Which read slot each token of a target segment reads most (default: the last segment)."""
+    """Which read slot each token of a target segment attends to most (default: the last segment)."""
     segment = trace.num_segments - 1 if segment is None else segment
     seg = trace.segments[segment]
     result = _pattern(seg.tokens_to_read.transpose(0, 1, 3, 2), seg.tokens, "Read pattern", "R", segment)

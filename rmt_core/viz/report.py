@@ -119,22 +119,23 @@ def _provenance_section(prov: Mapping[str, Any]) -> list[str]:
 
 
 def _segment_section(trace, rows: list[dict[str, Any]], selected: int) -> list[str]:
-    from .export import table_csv
+    from .export import SEGMENT_COLUMNS, table_csv
 
     if not rows:
         return []
     cols = list(rows[0])
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    head = "".join(f'<th title="{html.escape(SEGMENT_COLUMNS.get(c, ""))}">{html.escape(c)}</th>' for c in cols)
     body = []
     for row in rows:
         style = ' style="background:#fdebd9"' if row["segment"] == selected else ""
         cells = "".join(f'<td class="num">{_fmt(row[c])}</td>' for c in cols)
         body.append(f"<tr{style}>{cells}</tr>")
     csv_url = "data:text/csv;base64," + base64.b64encode(table_csv(rows).encode("utf-8")).decode("ascii")
+    meanings = "".join(f"<li><b>{html.escape(c)}</b>: {html.escape(SEGMENT_COLUMNS[c])}</li>"
+                       for c in cols if c in SEGMENT_COLUMNS)
     return ["<h2>Per-segment numbers</h2>",
-            '<p class="note">loss: mean negative log-likelihood (nats/token); memory churn: cosine distance '
-            "between a slot's memory in and out, averaged over slots; masses: attention mass averaged over "
-            f'layers and heads. <a download="segments.csv" href="{csv_url}">Download as CSV</a>.</p>',
+            f'<p class="note"><a download="segments.csv" href="{csv_url}">Download as CSV</a>.</p>',
+            f"<details><summary>What the columns hold</summary><ul>{meanings}</ul></details>",
             f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"]
 
 

@@ -1,0 +1,155 @@
+"""The observables: everything a trace records, in one table (OBSERVABLES).
+
+Each row names one thing a user can look at: its axes, its dtype in memory, whether there is
+one per token, per segment or per trace, what it means, and how a trace file stores it.
+SegmentRecord (records.py) has exactly these fields (plus its place: index, start, end), the
+trace file (trace_file.py) concatenates, stacks and quantises by this table, the per-segment
+CSV export (viz/export.py) takes its column descriptions from it, and README's table is
+rendered from it (markdown()); tests check all four against it.
+
+The words, used the same way in code, files, figures and the README:
+
+    read slots R_k    the m memory positions before a segment's tokens (the read block)
+    write slots W_k   the m memory positions after the tokens (the write block)
+    memory_in         (m, d) the memory a segment starts from: it fills the read slots (and is
+                      the write slots' input); segment 0 starts from initial_memory
+    memory_out        (m, d) the memory a segment writes: the write slots' last hidden states;
+                      the next segment's memory_in
+    memory states     Trace.memory_states(), (S + 1, m, d): memory_in of segment 0, then every
+                      segment's memory_out (row s is memory_in of segment s)
+    attends to        attention: "W_k attends to token j" is the weight of query W_k on key j.
+                      "Read" names the read block (R_k, memory_in), never attention.
+
+Block pairs "A->B" (records.BLOCK_PAIRS): block A attends to block B (block_pair_meaning).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .records import BLOCK_PAIRS, LENS_K, TOP_K
+
+# scope: how many there are
+PER_TOKEN, PER_SEGMENT, PER_TRACE = "token", "segment", "trace"
+# stored: how a trace file keeps it
+EXACT, INT8_VECTOR, UINT8_UNIT, PREVIOUS, TEXT, ON_DEMAND = "exact", "int8", "uint8", "previous", "text", "on demand"
+
+AXES: dict[str, str] = {
+    "token": "L, the segment's tokens (a trace file concatenates them: all T traced tokens)",
+    "slot": "m memory slots: R_k for the read slots, W_k for the write slots, row k of a memory",
+    "hidden": "d, the hidden size",
+    "layer": "Y transformer layers",
+    "layer+1": "Y + 1: the embeddings (0), then the output of each layer (the last after the final norm)",
+    "head": "H attention heads per layer",
+    "top_k": f"the top predictions kept per token (settings['top_k'], default {TOP_K})",
+    "lens_k": f"the {LENS_K} logit-lens tokens per slot",
+    "block_pair": f"{len(BLOCK_PAIRS)} block pairs A->B: {', '.join(BLOCK_PAIRS)}",
+    "span": "2: start and end character offset",
+}
+
+STORAGE: dict[str, str] = {
+    EXACT: "exact",
+    INT8_VECTOR: "int8 with one float32 scale per vector (each element within absmax/254 plus float16 rounding)",
+    UINT8_UNIT: "uint8 in steps of 1/255 (within 1/510 plus float16 rounding: under 0.0025)",
+    PREVIOUS: "not stored: the previous segment's `memory_out` (segment 0: `initial_memory`)",
+    TEXT: "the text, cut into the same pieces by `char_spans` (the strings themselves when traced from ids)",
+    ON_DEMAND: "computed on first use (`Trace.lens_ids`), stored exactly; saving with the model attached "
+               "computes what is missing",
+}
+
+BLOCKS: dict[str, str] = {"read": "the read slots R_k", "tokens": "the segment's tokens", "write": "the write slots W_k"}
+
+
+@dataclass(frozen=True)
+class Observable:
+    """One thing a trace records.
+
+    axes: axis names (AXES) of one record's value; () for a scalar. A per-token observable has a
+    "token" axis. dtype: numpy dtype name in memory ("str" for display strings). scope: PER_TOKEN,
+    PER_SEGMENT or PER_TRACE. stored: a STORAGE key.
+    """
+
+    name: str
+    axes: tuple[str, ...]
+    dtype: str
+    scope: str
+    meaning: str
+    stored: str
+
+    def __post_init__(self) -> None:
+        unknown = [a for a in self.axes if a not in AXES]
+        if unknown or self.stored not in STORAGE or self.scope not in (PER_TOKEN, PER_SEGMENT, PER_TRACE):
+            raise ValueError(f"observable {self.name}: unknown axes {unknown}, scope {self.scope!r} "
+                             f"or stored {self.stored!r}")
+        if (self.scope == PER_TOKEN) != ("token" in self.axes):
+            raise ValueError(f"observable {self.name}: per token exactly when it has a token axis")
+
+    @property
+    def token_axis(self) -> int | None:
+        """Position of the token axis (None when there is none)."""
+        return self.axes.index("token") if "token" in self.axes else None
+
+
+OBSERVABLES: tuple[Observable, ...] = (
+    Observable("token_ids", ("token",), "int32", PER_TOKEN, "the segment's token ids", EXACT),
+    Observable("tokens", ("token",), "str", PER_TOKEN,
+               "display strings: joined, they give the document (rmt_core.token_text)", TEXT),
+    Observable("char_spans", ("token", "span"), "int64", PER_TOKEN,
+               "each token's character offsets in the text; -1 when traced from ids", EXACT),
+    Observable("initial_memory", ("slot", "hidden"), "float32", PER_TRACE,
+               "the learned memory before the first segment (memory_in of segment 0)", EXACT),
+    Observable("memory_in", ("slot", "hidden"), "float32", PER_SEGMENT,
+               "the memory the segment starts from: it fills the read slots R_k (and is the write slots' input)",
+               PREVIOUS),
+    Observable("memory_out", ("slot", "hidden"), "float32", PER_SEGMENT,
+               "the memory the segment writes: the write slots W_k's last hidden states", EXACT),
+    Observable("read_hidden", ("layer+1", "slot", "hidden"), "float16", PER_SEGMENT,
+               "hidden states of the read slots R_k at every layer", INT8_VECTOR),
+    Observable("write_hidden", ("layer+1", "slot", "hidden"), "float16", PER_SEGMENT,
+               "hidden states of the write slots W_k at every layer", INT8_VECTOR),
+    Observable("token_logprob", ("token",), "float32", PER_TOKEN,
+               "log p(token j | everything before it); NaN for the document's first token", EXACT),
+    Observable("topk_ids", ("token", "top_k"), "int32", PER_TOKEN,
+               "the model's top predictions for the token after j", EXACT),
+    Observable("topk_logprobs", ("token", "top_k"), "float16", PER_TOKEN,
+               "their log-probabilities", EXACT),
+    Observable("loss", (), "float64", PER_SEGMENT,
+               "mean negative log-likelihood of the segment's tokens (nats/token)", EXACT),
+    Observable("block_attention", ("layer", "head", "block_pair"), "float16", PER_SEGMENT,
+               "for pair A->B: how much block A attends to block B (mean over A's positions of the mass on B)",
+               EXACT),
+    Observable("write_to_tokens", ("layer", "head", "slot", "token"), "float16", PER_TOKEN,
+               "how much write slot W_k attends to token j", UINT8_UNIT),
+    Observable("tokens_to_read", ("layer", "head", "token", "slot"), "float16", PER_TOKEN,
+               "how much token j attends to read slot R_k", UINT8_UNIT),
+    Observable("lens_ids", ("layer+1", "slot", "lens_k"), "int32", PER_SEGMENT,
+               "logit lens: the top tokens write slot W_k's hidden state decodes to (final norm, LM head)",
+               ON_DEMAND),
+)
+
+BY_NAME: dict[str, Observable] = {o.name: o for o in OBSERVABLES}
+
+
+def names(scope: str | None = None, stored: str | tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """Names of the observables with this scope and/or storage (all when both are None), in table order."""
+    kinds = (stored,) if isinstance(stored, str) else stored
+    return tuple(o.name for o in OBSERVABLES
+                 if (scope is None or o.scope == scope) and (kinds is None or o.stored in kinds))
+
+
+def block_pair_meaning(pair: str) -> str:
+    """'tokens->read' -> 'how much the segment's tokens attend to the read slots R_k' (pair from BLOCK_PAIRS)."""
+    if pair not in BLOCK_PAIRS:
+        raise ValueError(f"pair must be one of {', '.join(BLOCK_PAIRS)}, got {pair!r}")
+    source, target = pair.split("->")
+    return f"how much {BLOCKS[source]} attend to {BLOCKS[target]}"
+
+
+def markdown() -> str:
+    """The table (and the axes) as README shows it under "Traces"; tests/test_observables.py checks they are equal."""
+    rows = ["| observable | axes | dtype | one per | meaning | in a trace file |", "|---|---|---|---|---|---|"]
+    for o in OBSERVABLES:
+        axes = f"({', '.join(o.axes)})" if o.axes else "scalar"
+        cells = (f"`{o.name}`", axes, o.dtype, o.scope, o.meaning, STORAGE[o.stored])
+        rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    axes = ["| axis | size |", "|---|---|"] + [f"| `{name}` | {words} |" for name, words in AXES.items()]
+    return "\n".join(rows) + "\n\n" + "\n".join(axes)
