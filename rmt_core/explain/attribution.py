@@ -97,6 +97,13 @@ class Method:
     convergence_delta: bool = False
     per_feature: bool = False  # one value per feature (repeated over d) instead of a value per element
 
+    @property
+    def captum(self) -> type:
+        """The captum.attr class itself (imports captum)."""
+        import captum.attr
+
+        return getattr(captum.attr, self.captum_class)
+
 
 METHODS: dict[str, Method] = {
     "ig": Method(
@@ -415,8 +422,6 @@ def attribute(trace: Trace, kind: str, segment: int, position: int | None = None
 
 def _run(method: Method, problem: _Problem, progress: Callable[[int, int], Any] | None):
     """captum over every target: (scores (F,) or (targets, F), delta, f(input), f(baseline))."""
-    import captum.attr
-
     done = [0]
     total = len(problem.targets) * method.calls(problem) + (2 if problem.baseline is not None else 1)
 
@@ -427,7 +432,7 @@ def _run(method: Method, problem: _Problem, progress: Callable[[int, int], Any] 
             progress(min(done[0], total), total)
         return out
 
-    explainer = getattr(captum.attr, method.captum_class)(forward)
+    explainer = method.captum(forward)
     options = method.options(problem)
     scores, deltas = [], []
     for target in problem.targets:
