@@ -498,11 +498,11 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- attribute
-ATTRIBUTION_KINDS = ("read", "write", "through")
+DEFAULT_TOP = {"write": 5, "through": 20}  # rows printed per slot (write) or overall (through); read: every slot
 
 
 def add_attribute(p: argparse.ArgumentParser) -> None:
-    from .explain.attribution import METHODS
+    from .explain.attribution import BASELINES, KINDS, METHODS
 
     p.add_argument("trace", metavar="T", help="trace file written by `trace` (or Trace.save)")
     p.add_argument("--checkpoint", required=True, metavar="C", help="the checkpoint the trace was made with")
@@ -510,109 +510,67 @@ def add_attribute(p: argparse.ArgumentParser) -> None:
                                                                           "or of the writing (write)")
     p.add_argument("--position", type=int, default=None, metavar="P",
                    help="token position in the segment whose next-token prediction is explained (read, through)")
-    p.add_argument("--kind", choices=ATTRIBUTION_KINDS, default="read",
+    p.add_argument("--kind", choices=tuple(KINDS), default="read",
                    help="read: which read memory slots the prediction used; write: which tokens each write slot "
                         "took in; through: which earlier tokens the prediction used through memory (default: read)")
-    p.add_argument("--method", choices=METHODS, default=None,
-                   help="read/write: ig (integrated gradients, default), saliency or input_x_gradient; through: ig only")
+    p.add_argument("--method", choices=tuple(METHODS), default="ig",
+                   help="ig (integrated gradients, default), saliency, input_x_gradient or ablation (each slot or "
+                        "token replaced by the baseline in turn); every kind takes every method")
     p.add_argument("--steps", type=_positive_int, default=32, metavar="N", help="integration steps (ig; default 32)")
     p.add_argument("--target", type=int, default=None, metavar="ID",
-                   help="token id whose log-probability is explained (default: the token that actually follows)")
-    p.add_argument("--baseline", choices=("initial", "zeros"), default="initial",
-                   help="read: memory baseline, the learned initial memory or zeros (default: initial)")
+                   help="token id whose log-probability is explained (read, through; default: the token that "
+                        "actually follows)")
+    p.add_argument("--baseline", choices=BASELINES, default=None,
+                   help="what the inputs are compared with (ig, ablation): read: initial (the learned initial "
+                        "memory, default) or zeros; write, through: zeros (zero token embeddings, default) or mean "
+                        "(the vocabulary's mean embedding); input_x_gradient: zeros only; saliency: none")
     p.add_argument("--top", type=_positive_int, default=None, metavar="K",
-                   help="rows shown: top tokens per slot (write, default 5) or overall (through, default 20)")
+                   help="rows shown: top tokens per slot (write, default 5) or overall (through, default 20), or "
+                        "top slots (read, default every slot)")
     p.add_argument("--csv", metavar="OUT", default=None,
-                   help="also write every score to this CSV file (its provenance goes to OUT.json)")
+                   help="also write every score to this CSV file (how they were made and provenance go to OUT.json)")
     _add_model_options(p)
 
 
-def _attribution_rows(trace, result, top: int | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(rows to print, rows for the CSV) of one Attribution."""
-    import numpy as np
-
-    if result.kind == "read":
-        scores = np.asarray(result.scores, dtype=np.float64)
-        total = float(np.abs(scores).sum()) or 1.0
-        rows = [{"slot": f"R{k}", "score": float(v), "share_of_abs": float(abs(v) / total)} for k, v in enumerate(scores)]
-        return rows, rows
-    if result.kind == "write":
-        seg = trace.segments[result.segment]
-        shown, full = [], []
-        for k, slot in enumerate(np.asarray(result.scores, dtype=np.float64)):
-            for j, v in enumerate(slot):
-                full.append({"slot": f"W{k}", "position": j, "document_position": seg.start + j,
-                             "token": seg.tokens[j], "score": float(v)})
-            for rank, j in enumerate(np.argsort(-np.abs(slot))[:top or 5], start=1):
-                shown.append({"slot": f"W{k}", "rank": rank, "position": int(j), "token": _show_token(seg.tokens[j]),
-                              "score": float(slot[j])})
-        return shown, full
-    # through: one score per document token in the window, NaN elsewhere
-    scores = np.asarray(result.scores, dtype=np.float64)
-    tokens = [t for s in trace.segments for t in s.tokens]
-    segment_of = np.concatenate([np.full(s.num_tokens, s.index) for s in trace.segments])
-    start, end = result.extra["window"]
-    full = [{"document_position": i, "segment": int(segment_of[i]), "position": i - trace.segments[segment_of[i]].start,
-             "token": tokens[i], "score": float(scores[i])} for i in range(start, end)]
-    order = sorted(range(start, end), key=lambda i: -abs(scores[i]))[:top or 20]
-    shown = [{"rank": r, "document_position": i, "segment": int(segment_of[i]),
-              "position": i - trace.segments[segment_of[i]].start, "token": _show_token(tokens[i]),
-              "score": float(scores[i])} for r, i in enumerate(order, start=1)]
-    return shown, full
-
-
 def run_attribute(args: argparse.Namespace) -> int:
+    from .errors import ArgumentError
     from .explain import attribution
     from .viz import export
     from .training.evaluation import format_table
 
-    if args.kind in ("read", "through") and args.position is None:
+    needs_position = attribution.KINDS[args.kind].needs_position
+    if needs_position and args.position is None:
         print(f"error: --kind {args.kind} needs --position P (the token whose next-token prediction is explained).",
               file=sys.stderr)
         return 2
-    if args.kind == "through" and args.method not in (None, "ig"):
-        print("error: --kind through uses integrated gradients only (--method ig).", file=sys.stderr)
+    try:  # before loading anything
+        attribution.check_request(args.kind, args.method, args.baseline)
+    except ArgumentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
+    if not needs_position and args.position is not None:
+        print(f"note: --position is not used by --kind {args.kind} (it explains every write slot over the whole "
+              "segment).", file=sys.stderr)
     trace = _load_trace(args.trace)
     trace.attach(_load_model(args))
     _check_view(trace, args.segment, -1, 0)
-    method = args.method or "ig"
-    if args.kind == "read":
-        result = attribution.read_slots(trace, args.segment, args.position, target=args.target, method=method,
-                                        n_steps=args.steps, baseline=args.baseline)
-        _say(f"read-slot attribution of log p({_show_token(result.target_token)} | segment {args.segment}, "
-             f"position {args.position}) to the read memory ({method}, baseline: {result.baseline} memory)")
-    elif args.kind == "write":
-        result = attribution.write_slots(trace, args.segment, method=method, n_steps=args.steps)
-        _say(f"write-slot attribution of segment {args.segment}: which tokens each write slot took in "
-             f"({method}, baseline: {result.baseline}; target: the slot's update direction)")
-    else:
-        result = attribution.through_memory(trace, args.segment, args.position, target=args.target, n_steps=args.steps,
-                                            progress=_progress_printer("integration batches"))
-        _say(f"through-memory attribution of log p({_show_token(result.target_token)} | segment {args.segment}, "
-             f"position {args.position}) to the tokens of segments {result.extra['first_segment']}..{args.segment} "
-             f"(ig, baseline: {result.baseline})")
-    if result.method == "ig" and result.delta is not None:
+    result = attribution.attribute(trace, args.kind, args.segment, args.position if needs_position else None,
+                                   target=args.target, method=args.method, baseline=args.baseline,
+                                   n_steps=args.steps, progress=_progress_printer("forward passes"))
+    _say(f"{result.title} ({result.how})")
+    if result.delta is not None:
         import numpy as np
 
         delta = np.atleast_1d(np.asarray(result.delta, dtype=np.float64))
         _say(f"integrated gradients: {result.n_steps} steps, max |convergence delta| {np.nanmax(np.abs(delta)):.4g}")
     if result.note:
         print(f"note: {result.note}", file=sys.stderr)
-    shown, full = _attribution_rows(trace, result, args.top)
-    _say(format_table(shown))
+    rows = result.to_rows(top=args.top or DEFAULT_TOP.get(args.kind))
+    _say(format_table([{**row, "token": _show_token(row["token"])} if "token" in row else row for row in rows]))
     if args.csv:
-        out = _write_text(args.csv, export.table_csv(full))
-        details = {
-            "kind": result.kind, "method": result.method, "n_steps": result.n_steps, "baseline": result.baseline,
-            "segment": result.segment, "position": result.position, "target_id": result.target_id,
-            "target_token": result.target_token, "delta": result.delta, "f_input": result.f_input,
-            "f_baseline": result.f_baseline, "note": result.note,
-        }
-        sidecar = out.with_name(out.name + ".json")
-        sidecar.write_text(json.dumps(export.to_jsonable({"attribution": details, "provenance": export.provenance(trace)}),
-                                      indent=2))
-        _say(f"scores written to {out} (provenance in {sidecar})")
+        out = _write_text(args.csv, result.to_csv())
+        sidecar = result.save(out.with_name(out.name + ".json"), provenance=export.provenance(trace))
+        _say(f"scores written to {out} (how they were made and provenance in {sidecar})")
     return 0
 
 

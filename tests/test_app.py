@@ -295,3 +295,26 @@ def test_whitespace_tokens_are_drawn_visibly():
 
     assert visible_token(" the") == "␣the" and visible_token("\n\n") == "↵↵"
     assert visible_token("") == CONTINUATION  # the second piece of a character split over tokens
+
+
+def test_attribution_tabs_take_any_method_and_baseline(first_screen):
+    at = first_screen
+    at.switch_page("screens/attribution.py").run()
+    at.session_state["attr_tab"] = "Read slots"
+    at.selectbox(key="attr_method").set_value("ablation").run()
+    at.selectbox(key="attr_read_baseline").set_value("zeros").run()
+    _no_exception(at)
+    cache = at.session_state[state.ATTRIBUTION_CACHE]
+    read = next(v for k, v in cache.items() if k[1:2] == ("read",) and k[-2:] == ("ablation", "zeros"))
+    assert read.method == "ablation" and read.baseline == "zeros"
+    assert any("Method: ablation, baseline: zeros" in c.value for c in at.caption)
+    at.selectbox(key="attr_method").set_value("saliency").run()
+    at.session_state["attr_tab"] = "Through memory"
+    at.run()
+    next(b for b in at.button if b.key == "attr_through_go").click().run()
+    _no_exception(at)
+    through = next(v for k, v in at.session_state[state.ATTRIBUTION_CACHE].items() if k[1:2] == ("through",))
+    assert through.method == "saliency" and through.baseline is None
+    table = at.dataframe[0].value
+    assert len(table) == 10 and list(table.columns) == ["rank", "document_position", "segment", "position", "token",
+                                                        "score"]

@@ -1,12 +1,16 @@
 """Attribution and interventions on a tiny random model: completeness, shapes, no side effects."""
 from __future__ import annotations
 
+import csv
+import io
+import json
+
 import rmt_core
 import numpy as np
 import pytest
 import torch
 
-from rmt_core import TraceError
+from rmt_core import ArgumentError, TraceError
 from rmt_core.explain import attribution, interventions
 
 from conftest import VOCAB, make_model
@@ -81,6 +85,214 @@ def test_bad_positions_get_clear_errors(trace):
         attribution.read_slots(trace, 50, 0)
     with pytest.raises(TraceError, match="no next token"):
         attribution.read_slots(trace, trace.num_segments - 1, trace.segments[-1].num_tokens - 1)
+
+
+# ---------------------------------------------------------------------- the one verb: attribute
+KIND_METHODS = [(kind, method) for kind in attribution.KINDS for method in attribution.METHODS]
+WHERE = {"read": (3, 4), "write": (2, None), "through": (4, 2)}  # (segment, position) on the 40-token trace
+
+
+def _attribute(trace, kind, **kwargs):
+    segment, position = WHERE[kind]
+    return attribution.attribute(trace, kind, segment, position, **kwargs)
+
+
+@pytest.mark.parametrize("kind, method", KIND_METHODS)
+def test_every_kind_takes_every_method(trace, kind, method):
+    calls = []
+    result = _attribute(trace, kind, method=method, n_steps=8, progress=lambda d, t: calls.append((d, t)))
+    m, seg = trace.num_mem_tokens, trace.segments[WHERE[kind][0]]
+    assert result.kind == kind and result.method == method and result.segment == WHERE[kind][0]
+    assert result.axes == attribution.KINDS[kind].axes
+    if kind == "read":
+        assert result.scores.shape == (m,) and result.slots == ["R0", "R1", "R2"] and result.tokens == []
+    elif kind == "write":
+        assert result.scores.shape == (m, seg.num_tokens) and result.slots == ["W0", "W1", "W2"]
+        assert result.tokens == seg.tokens and result.window == (seg.start, seg.end) and result.target_id is None
+    else:
+        assert result.scores.shape == (trace.num_tokens,) and result.window == (0, seg.end)
+        assert np.isnan(result.scores[seg.end:]).all() and len(result.tokens) == seg.end
+        assert result.tokens == [t for s in trace.segments[:5] for t in s.tokens]
+    scored = result.scores if kind != "through" else result.scores[:seg.end]
+    assert np.isfinite(scored).all() and np.abs(scored).sum() > 0
+    if kind != "write":
+        assert result.position == WHERE[kind][1] and result.target_id == int(seg.token_ids[WHERE[kind][1] + 1])
+    assert (result.delta is not None) == (method == "ig") and (result.n_steps == 8) == (method == "ig")
+    assert result.baseline == {"saliency": None, "input_x_gradient": "zeros"}.get(
+        method, "initial" if kind == "read" else "zeros")
+    # progress: one call per forward pass, ending exactly at its total
+    assert calls and calls[-1][0] == calls[-1][1] == len(calls) and [d for d, _ in calls] == list(range(1, len(calls) + 1))
+
+
+@pytest.mark.parametrize("kind", list(attribution.KINDS))
+def test_integrated_gradients_are_complete_for_every_baseline(trace, kind):
+    """sum(scores) = f(input) - f(baseline) - delta, and a baseline changes f(baseline) and the scores."""
+    results = {}
+    for baseline in attribution.KINDS[kind].baselines:
+        result = results[baseline] = _attribute(trace, kind, baseline=baseline, n_steps=64)
+        total = np.nansum(result.scores, axis=-1)
+        change = np.asarray(result.f_input) - np.asarray(result.f_baseline)
+        np.testing.assert_allclose(total, change + np.asarray(result.delta), atol=1e-4)  # captum's delta, exactly
+        np.testing.assert_allclose(total, change, atol=0.05 * np.abs(change).max() + 1e-5)  # small delta
+        assert result.baseline == baseline
+    first, second = results.values()
+    np.testing.assert_array_equal(first.f_input, second.f_input)
+    assert np.abs(np.asarray(first.f_baseline) - np.asarray(second.f_baseline)).max() > 1e-4
+    assert np.nanmax(np.abs(first.scores - second.scores)) > 1e-4
+
+
+def test_ablation_replaces_one_slot_by_the_baseline(trace):
+    """ablation score of slot k = f(memory) - f(memory with slot k set to the baseline), checked by hand."""
+    model, seg = trace.model, trace.segments[3]
+    ids = torch.as_tensor(seg.token_ids).unsqueeze(0)
+    target = int(seg.token_ids[5])
+
+    def f(memory):
+        with torch.no_grad():
+            logits = model.run_segment(memory, ids, write=False, segment_index=3).logits
+        return float(torch.log_softmax(logits[0, 4].float(), -1)[target])
+
+    memory = torch.as_tensor(seg.memory_in).unsqueeze(0)
+    for baseline, base in (("initial", model.initial_memory.detach().unsqueeze(0)), ("zeros", torch.zeros_like(memory))):
+        result = attribution.attribute(trace, "read", 3, 4, method="ablation", baseline=baseline)
+        for k in range(trace.num_mem_tokens):
+            ablated = memory.clone()
+            ablated[:, k] = base[:, k]
+            assert result.scores[k] == pytest.approx(f(memory) - f(ablated), abs=1e-5)
+        assert result.f_baseline == pytest.approx(f(base), abs=1e-5)
+
+
+def test_mean_baseline_is_the_mean_embedding(trace):
+    result = attribution.attribute(trace, "through", 1, 3, method="ablation", baseline="mean")
+    model, window = trace.model, trace.segments[:2]
+    mean = model.backbone.get_input_embeddings().weight.detach().mean(0)
+    memory = model.initial_memory.unsqueeze(0)
+    with torch.no_grad():
+        for i, seg in enumerate(window):
+            embeds = mean.expand(1, seg.num_tokens, -1)
+            out = model.run_segment(memory, torch.as_tensor(seg.token_ids).unsqueeze(0), segment_index=i,
+                                    inputs_embeds=embeds, write=i == 0)
+            memory = out.memory_out if out.memory_out is not None else memory
+    expected = float(torch.log_softmax(out.logits[0, 3].float(), -1)[int(window[1].token_ids[4])])
+    assert result.f_baseline == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize("kind", list(attribution.KINDS))
+def test_the_former_functions_are_the_verb(trace, kind):
+    segment, position = WHERE[kind]
+    old = {"read": lambda: attribution.read_slots(trace, segment, position, method="saliency"),
+           "write": lambda: attribution.write_slots(trace, segment, n_steps=4),
+           "through": lambda: attribution.through_memory(trace, segment, position, n_steps=4, max_segments=2)}[kind]()
+    new = attribution.attribute(trace, kind, segment, position, n_steps=4,
+                                **{"read": {"method": "saliency"}, "write": {}, "through": {"max_segments": 2}}[kind])
+    for name in ("scores", "delta", "f_input", "f_baseline"):
+        np.testing.assert_array_equal(getattr(old, name), getattr(new, name))
+    assert (old.kind, old.method, old.baseline, old.note, old.window) == (new.kind, new.method, new.baseline,
+                                                                          new.note, new.window)
+
+
+def test_read_scores_are_captums_integrated_gradients(trace):
+    """The verb computes exactly captum's IntegratedGradients on the read memory (the former read_slots)."""
+    from captum.attr import IntegratedGradients
+
+    model, seg = trace.model, trace.segments[3]
+    ids, target = torch.as_tensor(seg.token_ids).unsqueeze(0), int(seg.token_ids[5])
+
+    def forward(memory):
+        out = model.run_segment(memory, ids.expand(memory.shape[0], -1), write=False, segment_index=3)
+        return torch.log_softmax(out.logits[:, 4].float(), dim=-1)[:, target]
+
+    with torch.enable_grad():
+        attr, delta = IntegratedGradients(forward).attribute(
+            torch.as_tensor(seg.memory_in).unsqueeze(0), baselines=model.initial_memory.detach().unsqueeze(0),
+            n_steps=32, internal_batch_size=16, return_convergence_delta=True)
+    result = attribution.attribute(trace, "read", 3, 4)
+    np.testing.assert_array_equal(result.scores, attr[0].float().sum(-1).detach().numpy())
+    assert result.delta == float(delta)
+
+
+@pytest.mark.parametrize("kind", list(attribution.KINDS))
+def test_rows_and_files_round_trip(trace, kind, tmp_path):
+    result = _attribute(trace, kind, n_steps=4)
+    rows = result.to_rows()
+    columns = {"read": ["slot", "score", "share_of_abs"],
+               "write": ["slot", "position", "document_position", "token", "score"],
+               "through": ["document_position", "segment", "position", "token", "score"]}[kind]
+    assert all(list(row) == columns for row in rows)
+    scored = result.scores if kind != "through" else result.scores[slice(*result.window)]
+    assert len(rows) == scored.size and [r["score"] for r in rows] == scored.ravel().tolist()
+    if kind == "write":
+        assert rows[7] == {"slot": "W1", "position": 1, "document_position": result.window[0] + 1,
+                           "token": result.tokens[1], "score": float(result.scores[1, 1])}
+    if kind == "through":
+        seg = trace.segments[2]
+        row = rows[seg.start + 1]
+        assert (row["segment"], row["position"], row["token"]) == (2, 1, seg.tokens[1])
+    top = result.to_rows(top=2)
+    assert top[0]["rank"] == 1 and abs(top[0]["score"]) >= abs(top[1]["score"])
+    assert len(top) == (2 * trace.num_mem_tokens if kind == "write" else 2)
+    assert abs(top[0]["score"]) == (np.abs(scored[0]) if kind == "write" else np.abs(scored)).max()
+
+    with open(result.save(tmp_path / "scores.csv"), newline="", encoding="utf-8") as fh:
+        read_back = list(csv.DictReader(fh))
+    assert [list(r) for r in read_back[:1]] == [columns] and len(read_back) == len(rows)
+    assert [float(r["score"]) for r in read_back] == [r["score"] for r in rows]  # full precision
+    assert [r.get("token") for r in read_back] == [r.get("token") for r in rows]
+    record = json.loads(result.save(tmp_path / "sub" / "scores.json", provenance={"checkpoint": "tiny"})
+                        .read_text(encoding="utf-8"))
+    assert record["rows"] == rows and record["provenance"] == {"checkpoint": "tiny"}
+    assert record["attribution"]["kind"] == kind and record["attribution"]["method"] == "ig"
+    assert record["attribution"]["n_steps"] == 4 and record["attribution"]["axes"] == list(result.axes)
+    assert record["attribution"]["delta"] == pytest.approx(np.asarray(result.delta).tolist())
+
+
+def test_attribution_figure_for_every_kind(trace):
+    from rmt_core.viz import figures
+
+    read = figures.attribution_figure(_attribute(trace, "read", method="saliency"))
+    assert list(read.data[0].x) == ["R0", "R1", "R2"] and read.layout.title.text.startswith("Read-slot attribution")
+    write = figures.attribution_figure(_attribute(trace, "write", method="saliency"))
+    assert np.asarray(write.data[0].z).shape == (3, 6) and list(write.data[0].y) == ["W0", "W1", "W2"]
+    through = _attribute(trace, "through", method="saliency")
+    fig = figures.attribution_figure(through, "mine")
+    assert len(fig.data[0].x) == 30 and fig.layout.title.text == "mine"
+    assert [a.text for a in fig.layout.annotations] == [f"§{s}" for s in range(5)]
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda t: attribution.attribute(t, "reed", 1, 2), r"kind must be one of 'read', 'write', 'through', got 'reed'\. "
+                                                        r"Did you mean 'read'\?"),
+    (lambda t: attribution.attribute(t, "read", 1, 2, method="gradient"), r"method must be one of 'ig', 'saliency', "
+                                                                          r"'input_x_gradient', 'ablation'"),
+    (lambda t: attribution.attribute(t, "read", 1, 2, baseline="zero"), r"baseline must be one of 'initial', 'zeros',"
+                                                                        r" got 'zero'\. Did you mean 'zeros'\?"),
+    (lambda t: attribution.attribute(t, "write", 1, baseline="initial"), r"got 'initial'\. 'initial' is a baseline of "
+                                                                         r"kind 'read'; kind 'write' compares token"),
+    (lambda t: attribution.attribute(t, "through", 1, 2, method="saliency", baseline="zeros"),
+     r"method 'saliency' uses no baseline .* use method 'ig' or 'ablation'"),
+    (lambda t: attribution.attribute(t, "read", 1, 2, method="input_x_gradient", baseline="initial"),
+     r"compares with zero inputs by construction .* Use baseline 'zeros', or method 'ig' or 'ablation'"),
+    (lambda t: attribution.attribute(t, "read", 1), r"kind 'read' needs position"),
+    (lambda t: attribution.attribute(t, "write", 1, 2), r"kind 'write' takes no position"),
+    (lambda t: attribution.attribute(t, "write", 1, target=3), r"kind 'write' takes no target"),
+    (lambda t: attribution.attribute(t, "read", 1, 2, max_segments=2), r"max_segments is for kind 'through' only"),
+    (lambda t: attribution.attribute(t, "through", 1, 2, max_segments=-1), r"max_segments must be >= 0"),
+    (lambda t: attribution.attribute(t, "write", 1, n_steps=0), r"n_steps must be >= 1"),
+])
+def test_bad_requests_name_the_problem(trace, call, message):
+    with pytest.raises(ArgumentError, match=message):
+        call(trace)
+
+
+def test_bad_rows_and_paths_name_the_problem(trace, tmp_path):
+    result = _attribute(trace, "read", method="saliency")
+    with pytest.raises(ArgumentError, match=r"path must end in \.csv or \.json, got '.*scores\.txt'"):
+        result.save(tmp_path / "scores.txt")
+    with pytest.raises(ArgumentError, match="provenance is written to .json files only"):
+        result.save(tmp_path / "scores.csv", provenance={"checkpoint": "tiny"})
+    with pytest.raises(ArgumentError, match=r"top must be >= 1 \(an integer\), got 0"):
+        result.to_rows(top=0)
+    assert not list(tmp_path.iterdir())
 
 
 def test_identity_intervention_changes_nothing(trace):

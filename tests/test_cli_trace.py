@@ -234,8 +234,25 @@ def test_attribute_usage_errors(traced, ckpt, capsys):
     code, _, err = run(capsys, "attribute", str(traced), "--checkpoint", str(ckpt), "--segment", "0", *COMMON)
     assert code == 2 and "needs --position" in err
     code, _, err = run(capsys, "attribute", str(traced), "--checkpoint", str(ckpt), "--segment", "0",
-                       "--position", "1", "--kind", "through", "--method", "saliency", *COMMON)
-    assert code == 2 and "integrated gradients only" in err
+                       "--position", "1", "--method", "saliency", "--baseline", "zeros", *COMMON)
+    assert code == 2 and "method 'saliency' uses no baseline" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, "attribute", str(traced), "--checkpoint", str(ckpt), "--segment", "0",
+                       "--kind", "write", "--baseline", "initial", *COMMON)
+    assert code == 2 and "baseline must be one of 'zeros', 'mean', got 'initial'" in err
+
+
+@pytest.mark.parametrize("method, baseline", [("saliency", None), ("ablation", "mean"), ("input_x_gradient", None)])
+def test_attribute_through_takes_every_method_and_baseline(method, baseline, traced, ckpt, tmp_path, capsys):
+    out = tmp_path / "through.csv"
+    extra = ["--baseline", baseline] if baseline else []
+    code, stdout, err = run(capsys, "attribute", str(traced), "--checkpoint", str(ckpt), "--segment", "2",
+                            "--position", "4", "--kind", "through", "--method", method, *extra, "--csv", str(out),
+                            *COMMON)
+    assert code == 0, err
+    assert f"({method}, " in stdout and (f"baseline: {baseline}" in stdout if baseline else True)
+    side = json.loads(Path(str(out) + ".json").read_text())
+    assert side["attribution"]["method"] == method and side["attribution"]["n_steps"] is None
+    assert len(side["rows"]) == len(list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8")))))
 
 
 def test_attribute_wrong_checkpoint_exits_1(traced, other_ckpt, capsys):

@@ -52,7 +52,7 @@ def _views(trace, segment: int) -> None:
                             index=_default_position(trace, segment), key=f"attr_pos_{segment}",
                             format_func=lambda j: f"{j}: {visible_token(seg.tokens[j])}")
     custom = c2.text_input("Target token (empty = the token that actually follows)", key="attr_target")
-    method = c3.selectbox("Method", attribution.METHODS, key="attr_method")
+    method = c3.selectbox("Method", list(attribution.METHODS), key="attr_method")
     target = None
     if custom:
         ids = tokenizer(custom, add_special_tokens=False)["input_ids"] if tokenizer is not None else []
@@ -73,7 +73,7 @@ def _views(trace, segment: int) -> None:
                 _write(trace, segment, method)
         if tab_through.open:
             with tab_through:
-                _through(trace, segment, position, target)
+                _through(trace, segment, position, target, method)
         if tab_int.open:
             with tab_int:
                 _interventions(trace)
@@ -81,43 +81,72 @@ def _views(trace, segment: int) -> None:
         st.error(str(exc))
 
 
-def _read(trace, segment, position, target, method) -> None:
-    result = _cached(trace, ("read", segment, position, target, method),
-                     lambda: attribution.read_slots(trace, segment, position, target=target, method=method))
-    show_figure(figures.slot_bar(result.scores, f"Read-slot attribution of log p({result.target_token!r}) at "
-                                 f"position {position}, segment {segment}"), key="attr_read")
+def _baseline(kind: str, method: str, key: str) -> str | None:
+    """The baseline chosen for `kind`, or None when the method brings its own (saliency: none,
+    input_x_gradient: zero inputs; the caption says which)."""
+    if attribution.METHODS[method].baseline != "chosen":
+        return None
+    choices = attribution.KINDS[kind].baselines
+    return st.selectbox("Baseline (what the inputs are compared with)", list(choices), key=key,
+                        format_func=lambda name: f"{name}: {choices[name]}")
+
+
+def _caption(result) -> None:
+    text = f"Method: {result.how}."
     if result.delta is not None:
-        change = result.f_input - result.f_baseline
-        st.caption(f"Integrated gradients, {result.n_steps} steps, baseline = the initial memory. "
-                   f"Sum of scores {result.scores.sum():.4f} vs f(input) − f(baseline) = {change:.4f} "
-                   f"(convergence delta {result.delta:.2e}).")
+        delta = float(np.nanmax(np.abs(np.atleast_1d(result.delta))))
+        if result.kind == "write":
+            text += f" Each slot's scores sum to its f(input) − f(baseline) within {delta:.2e} (convergence delta)."
+        else:
+            text += (f" Sum of scores {np.nansum(result.scores):.4f} vs f(input) − f(baseline) = "
+                     f"{result.f_input - result.f_baseline:.4f} (convergence delta {delta:.2e}).")
+    st.caption(text)
+
+
+def _download(result, key: str) -> None:
+    st.download_button("Download every score (CSV)", result.to_csv(), mime="text/csv", key=key,
+                       file_name=f"attribution-{result.kind}-segment{result.segment}-{result.method}.csv")
+
+
+def _read(trace, segment, position, target, method) -> None:
+    baseline = _baseline("read", method, "attr_read_baseline")
+    result = _cached(trace, ("read", segment, position, target, method, baseline),
+                     lambda: attribution.attribute(trace, "read", segment, position, target=target, method=method,
+                                                   baseline=baseline))
+    show_figure(figures.attribution_figure(result), key="attr_read")
+    _caption(result)
+    _download(result, "attr_read_csv")
 
 
 def _write(trace, segment, method) -> None:
+    baseline = _baseline("write", method, "attr_write_baseline")
+    key = ("write", segment, method, baseline)
     if not st.button("Attribute the write slots of this segment", key="attr_write_go"):
-        key = (id(trace), "write", segment, method)
-        if key not in st.session_state.get(state.ATTRIBUTION_CACHE, {}):
+        if (id(trace),) + key not in st.session_state.get(state.ATTRIBUTION_CACHE, {}):
             st.caption("Which tokens of this segment produced what each write slot wrote "
                        "(target: the slot's output along its own update direction).")
             return
     with st.spinner("Attributing every write slot…"):
-        result = _cached(trace, ("write", segment, method), lambda: attribution.write_slots(trace, segment, method=method))
-    seg = trace.segments[segment]
-    show_figure(figures.slot_token_heatmap(result.scores, seg.tokens, f"Write-slot attribution over segment {segment}'s tokens",
-                                           value_name="attribution", signed=True), key="attr_write")
+        result = _cached(trace, key, lambda: attribution.attribute(trace, "write", segment, method=method,
+                                                                   baseline=baseline))
+    show_figure(figures.attribution_figure(result), key="attr_write")
+    _caption(result)
+    _download(result, "attr_write_csv")
 
 
-def _through(trace, segment, position, target) -> None:
-    key = (id(trace), "through", segment, position, target)
-    if key not in st.session_state.get(state.ATTRIBUTION_CACHE, {}):
-        st.caption(f"Integrated gradients through the memory chain over up to {attribution.MAX_THROUGH_SEGMENTS} "
-                   "earlier segments (cost grows with the distance).")
+def _through(trace, segment, position, target, method) -> None:
+    baseline = _baseline("through", method, "attr_through_baseline")
+    key = ("through", segment, position, target, method, baseline)
+    if (id(trace),) + key not in st.session_state.get(state.ATTRIBUTION_CACHE, {}):
+        st.caption(f"Attribution through the memory chain over up to {attribution.MAX_THROUGH_SEGMENTS} "
+                   "earlier segments (cost grows with the distance; ablation re-runs them once per token).")
         if not st.button("Attribute through memory", key="attr_through_go"):
             return
-    bar = st.progress(0.0, text="Integrating…")
-    result = _cached(trace, ("through", segment, position, target),
-                     lambda: attribution.through_memory(trace, segment, position, target=target,
-                                                        progress=lambda d, t: bar.progress(d / t, text=f"step batch {d}/{t}")))
+    bar = st.progress(0.0, text="Attributing…")
+    result = _cached(trace, key,
+                     lambda: attribution.attribute(trace, "through", segment, position, target=target, method=method,
+                                                   baseline=baseline,
+                                                   progress=lambda d, t: bar.progress(d / t, text=f"forward pass {d}/{t}")))
     bar.empty()
     if result.note:
         st.info(result.note)
@@ -128,11 +157,9 @@ def _through(trace, segment, position, target) -> None:
                                marked_chars=[tuple(s) for s in trace.meta.get("fact_spans", [])])
     with st.container(height=360):
         st.html(html)
-    order = np.argsort(-np.nan_to_num(result.scores, nan=-np.inf))[:10]
-    tokens = [t for s in trace.segments for t in s.tokens]
-    st.dataframe([{"token index": int(i), "token": visible_token(tokens[i]), "attribution": float(result.scores[i])}
-                  for i in order],
-                 hide_index=True)
+    _caption(result)
+    st.dataframe([{**row, "token": visible_token(row["token"])} for row in result.to_rows(top=10)], hide_index=True)
+    _download(result, "attr_through_csv")
 
 
 def _default_intervention_segment(trace) -> int:

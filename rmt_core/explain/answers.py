@@ -321,7 +321,7 @@ def memory_segment(trace, site: AnswerSite, target: int, n_steps: int = 32, max_
     kwargs = {} if max_segments is None else {"max_segments": max_segments}
     result = attribution.through_memory(trace, site.segment, site.position, target=target, n_steps=n_steps,
                                         progress=progress, **kwargs)
-    for seg in trace.segments[result.extra["first_segment"]:site.segment]:
+    for seg in trace.segments[result.first_segment:site.segment]:
         scores[seg.index] = float(np.nansum(result.scores[seg.start:seg.end]))
     note = result.note
     # the largest effect either way (integrated gradients from zero embeddings can credit a

@@ -21,6 +21,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..explain import analysis
+from ..explain.attribution import Attribution
 from ..checks import check_int
 from ..token_text import token_label
 from ..tracing.trace import Trace
@@ -209,6 +210,36 @@ def slot_bar(scores: np.ndarray, title: str, prefix: str = "R", value_name: str 
     fig.update_yaxes(title_text=value_name, zeroline=True)
     fig.update_xaxes(title_text="memory slot")
     return _style(fig, title, height=360)
+
+
+def attribution_figure(result: Attribution, title: str | None = None) -> go.Figure:
+    """The figure of an attribution (rmt_core.explain.attribution.attribute), by its kind:
+
+    read     a bar per read slot R_k
+    write    a heatmap write slot W_k x the segment's tokens
+    through  a bar per token of the segments unrolled (document position:token), segment starts marked
+    Colours: positive raises the explained value, negative lowers it. title: plain text
+    (default: result.title).
+    """
+    title = result.title if title is None else title
+    if result.kind == "read":
+        return slot_bar(result.scores, title, prefix="R")
+    if result.kind == "write":
+        return slot_token_heatmap(result.scores, result.tokens, title, value_name="attribution", signed=True)
+    start, end = result.window
+    scores = np.asarray(result.scores[start:end], dtype=np.float64)
+    ticks = [f"{start + i}:{plotly_text(token_label(tok))}" for i, tok in enumerate(result.tokens)]
+    fig = go.Figure(go.Bar(x=ticks, y=scores, marker_color=["#0072B2" if v >= 0 else "#D55E00" for v in scores],
+                           customdata=np.stack([result.token_segment, result.token_position], axis=1),
+                           hovertemplate="token %{x}<br>segment %{customdata[0]}, position %{customdata[1]}"
+                                         "<br>attribution %{y:.4f}<extra></extra>"))
+    for i in np.flatnonzero(np.asarray(result.token_position) == 0).tolist():
+        fig.add_vline(x=i - 0.5, line={"color": "#999999", "dash": "dot"})
+        fig.add_annotation(x=i - 0.5, y=1, yref="paper", text=f"§{int(result.token_segment[i])}", showarrow=False,
+                           xanchor="left", yanchor="bottom", font={"size": 11})
+    fig.update_yaxes(title_text="attribution", zeroline=True)
+    fig.update_xaxes(title_text="token (document position:token)", tickangle=-60)
+    return _style(fig, title, height=420)
 
 
 def accuracy_vs_segments(rows: Sequence[dict], title: str = "Accuracy vs number of segments",

@@ -58,8 +58,8 @@ def make_tour(model, seed: int = 7, segments: int = 8, n_steps: int = 32) -> Tou
     return Tour(
         trace=trace, seed=seed, fact_tokens=(start, end), fact_segment=fact_segment,
         answer=sample.answer.strip(), predicted=predicted,
-        write=attribution.write_slots(trace, fact_segment, n_steps=n_steps),
-        read=attribution.read_slots(trace, site.segment, position, n_steps=n_steps),
+        write=attribution.attribute(trace, "write", fact_segment, n_steps=n_steps),
+        read=attribution.attribute(trace, "read", site.segment, position, n_steps=n_steps),
         reset_after_fact=interventions.reset_memory(trace, fact_segment + 1),
     )
 
@@ -69,7 +69,6 @@ def tour_steps(tour: Tour) -> list[TourStep]:
 
     trace, f = tour.trace, tour.fact_segment
     last = trace.num_segments - 1
-    seg = trace.segments[f]
     m = trace.num_mem_tokens
     layer = int(trace.model_info["num_layers"]) - 1
     doc, _ = document_html(trace, selected_segment=f, marked_chars=[tuple(s) for s in trace.meta["fact_spans"]])
@@ -93,8 +92,7 @@ def tour_steps(tour: Tour) -> list[TourStep]:
             "3 · The fact is written",
             f"Integrated gradients ask which tokens of segment {f} produced what each write slot wrote (its update). "
             "Most of the positive mass sits on the fact sentence's tokens: this is where the fact enters memory.",
-            figures.slot_token_heatmap(tour.write.scores, seg.tokens, f"Write-slot attribution, segment {f}",
-                                       value_name="attribution", signed=True)),
+            figures.attribution_figure(tour.write, f"Write-slot attribution, segment {f}")),
         TourStep(
             "4 · Without facts, memory barely moves",
             "Churn is the cosine distance between the memory entering and leaving a segment. Segments without a fact "
@@ -104,7 +102,7 @@ def tour_steps(tour: Tour) -> list[TourStep]:
             "5 · The last segment reads the fact",
             f"At the position after “Answer:” the model predicts “{tour.predicted}” (the fact says “{tour.answer}”). "
             "Read-slot attribution shows which memory slots that prediction drew on.",
-            figures.slot_bar(tour.read.scores, f"Read-slot attribution of log p('{tour.read.target_token.strip()}')")),
+            figures.attribution_figure(tour.read, f"Read-slot attribution of log p('{tour.read.target_token.strip()}')")),
         TourStep(
             "6 · The counterfactual: erase memory after the fact",
             f"Reset the memory to its initial state right after segment {f} and run the rest again: the fact is gone, "
