@@ -85,6 +85,11 @@ def test_analysis_and_figures_check_their_arguments(trace):
         figures.standard_figures(trace, 0, head=4)
     with pytest.raises(ArgumentError, match="segment must be"):
         trace.attention(7)
+    assert trace.check_view() == (6, 1, 0) and trace.check_view(2, -2, 3) == (2, 0, 3)
+    for view, message in (((7, -1, 0), r"--segment must be in 0\.\.6"), ((0, 2, 0), r"--layer must be in -2\.\.1"),
+                          ((0, 0, -1), r"--head must be in 0\.\.3"), ((1.5, 0, 0), "--segment must be an integer")):
+        with pytest.raises(TraceError, match=message):
+            trace.check_view(*view, prefix="--")
     with pytest.raises(ArgumentError, match="n_components must be >= 1"):
         analysis.pca_trajectory(trace.memory_states(), 0)
 

@@ -16,12 +16,14 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import RMTLensError
+from ..token_text import encode_ids
+from .tasks import algorithmic, babi
 from ..engine.model import RMTModel
 
 Progress = Callable[[int, int], Any]
 
-FACT_TASKS: tuple[str, ...] = ("memorize", "detect", "qa1", "qa2")
-ALGORITHMIC_TASKS: tuple[str, ...] = ("copy", "reverse", "retrieval")
+FACT_TASKS: tuple[str, ...] = babi.TASKS
+ALGORITHMIC_TASKS: tuple[str, ...] = algorithmic.TASKS
 
 # Paper numbers (per-character test accuracy; docs/rmt-reference.md section 4), valid
 # for the paper's sizes only: copy/reverse 24 symbols, retrieval 4 pairs.
@@ -64,13 +66,6 @@ def _check_tokenizer(model: RMTModel) -> Any:
             f"The tokenizer has {len(tokenizer)} tokens but the model's vocabulary holds {model.vocab_size}."
         )
     return tokenizer
-
-
-def _encode(tokenizer: Any, text: str) -> list[int]:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        return list(backend.encode(text, add_special_tokens=False).ids)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def _default_haystack() -> str:
@@ -124,8 +119,6 @@ def evaluate_fact_recall(
     Raises :class:`EvaluationError` for an unknown task or offset, counts < 1, a model
     without a fitting tokenizer, an empty haystack, or samples that cannot be built.
     """
-    from .tasks import babi
-
     if task not in FACT_TASKS:
         raise EvaluationError(f"unknown fact task {task!r}; choose one of {', '.join(FACT_TASKS)}")
     if samples < 1 or batch_size < 1:
@@ -142,7 +135,7 @@ def evaluate_fact_recall(
     text = _default_haystack() if haystack is None else haystack
     if not text.strip():
         raise EvaluationError("the haystack text is empty")
-    pad_id = babi._pad_id(tokenizer)
+    pad_id = babi.pad_id(tokenizer)
     seg = model.config.segment_size
     _check_haystack_length(tokenizer, text, max(counts) * seg, haystack is None)
     was_training = model.training
@@ -178,7 +171,7 @@ def evaluate_fact_recall(
 
 def _check_haystack_length(tokenizer: Any, text: str, needed: int, default: bool) -> None:
     """Refuse a haystack shorter than one sample: it would repeat itself to fill the length."""
-    have = len(_encode(tokenizer, text[: needed * 16]))
+    have = len(encode_ids(tokenizer, text[: needed * 16]))
     if have < needed:
         what = "the default haystack" if default else "the haystack text"
         raise EvaluationError(
@@ -243,11 +236,9 @@ def evaluate_algorithmic(
     baseline and RMT accuracy (paper_baseline, paper_rmt; None where the paper has
     no number or the sample size differs from the paper's).
     """
-    from .tasks import algorithmic
-
     try:
         task = algorithmic.canonical_task(task)
-        n = algorithmic._resolve_n(task, n_symbols)
+        n = algorithmic.resolve_n_symbols(task, n_symbols)
     except ValueError as exc:
         raise EvaluationError(str(exc)) from exc
     if samples < 1 or batch_size < 1:
@@ -312,7 +303,7 @@ def _text_windows(model: RMTModel, text: str | None, segments_per_window: int, w
                   seed: int) -> tuple[torch.Tensor, np.ndarray, int]:
     """The tokens of ``text`` (default: the held-out novel), ``windows`` random start offsets
     and the window length (``segments_per_window`` segments, at most the whole text)."""
-    ids = _encode(_check_tokenizer(model), _default_haystack() if text is None else text)
+    ids = encode_ids(_check_tokenizer(model), _default_haystack() if text is None else text)
     length = min(segments_per_window * model.config.segment_size, len(ids))
     if length < 2:
         raise EvaluationError("the text is too short for language modelling (fewer than 2 tokens)")

@@ -92,7 +92,7 @@ def any_layout_batch(stage: Stage, tokenizer: Any, rng: np.random.Generator, hay
                                           facts_before_last_segment=bool(rng.random() >= 0.1),
                                           after_answer_prefix=trailing)
         encoded.append(babi.encode_sample(sample, tokenizer))
-    b = babi.collate(encoded, babi._pad_id(tokenizer))
+    b = babi.collate(encoded, babi.pad_id(tokenizer))
     return {"input_ids": b["input_ids"], "labels": b["labels"], "attention_mask": b["attention_mask"]}
 
 

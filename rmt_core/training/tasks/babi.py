@@ -33,6 +33,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ...token_text import encode_ids, encode_with_offsets
 from ..corpus import sentence_boundaries
 
 ACTORS: tuple[str, ...] = ("Mary", "John", "Daniel", "Sandra")
@@ -250,28 +251,17 @@ class _Counter:
 
     def __init__(self, tokenizer: Any | None) -> None:
         self.tok = tokenizer
-        self.backend = getattr(tokenizer, "backend_tokenizer", None)
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
         if self.tok is None:
             n = len(text)
             return [(i, min(i + CHARS_PER_TOKEN, n)) for i in range(0, n, CHARS_PER_TOKEN)]
-        if self.backend is not None:
-            return list(self.backend.encode(text, add_special_tokens=False).offsets)
-        enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
-        return list(enc["offset_mapping"])
+        return encode_with_offsets(self.tok, text)[1]
 
     def count(self, text: str) -> int:
         if self.tok is None:
             return -(-len(text) // CHARS_PER_TOKEN)
         return len(self.offsets(text))
-
-
-def _token_ids(tokenizer: Any, text: str) -> list[int]:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        return list(backend.encode(text, add_special_tokens=False).ids)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 # ------------------------------------------------------------------------- samples
@@ -522,7 +512,7 @@ def reflow(text: str, layout: str) -> str:
 
 def question_tokens(tokenizer: Any, question: str = "Where is Mary?") -> int:
     """Tokens of the question block ``"\nQuestion: ...\nAnswer:"`` in ``tokenizer``."""
-    return len(_token_ids(tokenizer, f"{QUESTION_PREFIX}{question}{ANSWER_PREFIX}"))
+    return len(encode_ids(tokenizer, f"{QUESTION_PREFIX}{question}{ANSWER_PREFIX}"))
 
 
 def last_segment_tokens(offset: str, segment_size: int, question_len: int, rng: np.random.Generator) -> int:
@@ -605,7 +595,7 @@ def _token_spans(offsets: Sequence[tuple[int, int]], spans: Iterable[tuple[int, 
 
 def answer_token_id(tokenizer: Any, answer: str) -> int:
     """Id of ``answer`` (e.g. ``" office"``); raises if it is not a single token."""
-    ids = _token_ids(tokenizer, answer)
+    ids = encode_ids(tokenizer, answer)
     if len(ids) != 1:
         raise ValueError(f"answer {answer!r} is {len(ids)} tokens in this tokenizer; it must be one")
     return ids[0]
@@ -613,13 +603,7 @@ def answer_token_id(tokenizer: Any, answer: str) -> int:
 
 def encode_sample(sample: FactSample, tokenizer: Any) -> EncodedSample:
     """Tokenise a sample: ``input_ids`` = tokens(text) + [answer]; label only the answer."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        enc = backend.encode(sample.text, add_special_tokens=False)
-        ids, offs = list(enc.ids), list(enc.offsets)
-    else:
-        enc = tokenizer(sample.text, add_special_tokens=False, return_offsets_mapping=True)
-        ids, offs = list(enc["input_ids"]), list(enc["offset_mapping"])
+    ids, offs = encode_with_offsets(tokenizer, sample.text)
     aid = answer_token_id(tokenizer, sample.answer)
     return EncodedSample(
         input_ids=ids + [aid],
@@ -629,7 +613,11 @@ def encode_sample(sample: FactSample, tokenizer: Any) -> EncodedSample:
     )
 
 
-def _pad_id(tokenizer: Any) -> int:
+def pad_id(tokenizer: Any) -> int:
+    """The id :func:`collate` pads with: the tokenizer's pad token, else its end-of-text token.
+
+    Raises ``ValueError`` when it has neither.
+    """
     pid = getattr(tokenizer, "pad_token_id", None)
     if pid is None:
         pid = getattr(tokenizer, "eos_token_id", None)
@@ -678,7 +666,7 @@ def make_batch(
         encode_sample(build_sample(haystack, n_tokens, task, rng, tokenizer, keep_out_tail), tokenizer)
         for _ in range(batch_size)
     ]
-    return collate(encoded, _pad_id(tokenizer))
+    return collate(encoded, pad_id(tokenizer))
 
 
 # -------------------------------------------------------------------- dense stories
@@ -752,13 +740,7 @@ def encode_dense_story(text: str, tokenizer: Any) -> EncodedSample:
 
     ``answer_id`` is the last answer's id; ``fact_token_spans`` covers every fact.
     """
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        enc = backend.encode(text, add_special_tokens=False)
-        ids, offs = list(enc.ids), list(enc.offsets)
-    else:
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids, offs = list(enc["input_ids"]), list(enc["offset_mapping"])
+    ids, offs = encode_with_offsets(tokenizer, text)
     labels = [IGNORE_INDEX] * len(ids)
     aid = -1
     for m in _ANSWER_RE.finditer(text):
@@ -783,7 +765,7 @@ def make_dense_batch(
 ) -> dict[str, Any]:
     """A batch of dense stories (see :func:`collate`; every answer is labelled)."""
     encoded = [encode_dense_story(dense_story(rng, task, n_facts, n_questions), tokenizer) for _ in range(batch_size)]
-    return collate(encoded, _pad_id(tokenizer))
+    return collate(encoded, pad_id(tokenizer))
 
 
 def shortcut_accuracy(samples: Iterable[FactSample]) -> float:
@@ -799,6 +781,6 @@ __all__ = [
     "QUESTION_PREFIX", "ANSWER_PREFIX", "FACT_RE", "QUESTION_RE", "IGNORE_INDEX",
     "Fact", "ParsedFact", "World", "FactSample", "EncodedSample",
     "parse_facts", "solve", "make_story", "build_sample", "encode_sample", "answer_token_id",
-    "collate", "make_batch", "dense_story", "LINE_LAYOUTS", "OFFSETS", "reflow", "question_tokens",
+    "collate", "pad_id", "make_batch", "dense_story", "LINE_LAYOUTS", "OFFSETS", "reflow", "question_tokens",
     "last_segment_tokens", "build_layout_sample", "encode_dense_story", "make_dense_batch", "shortcut_accuracy",
 ]
