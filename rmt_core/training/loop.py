@@ -23,6 +23,7 @@ import torch
 from ..engine.config import RMTConfig
 from ..engine.model import RMTModel, shifted_cross_entropy
 from ..io.checkpoint import save_checkpoint
+from .evaluation import eval_mode, evaluate_lm
 from .recipes import Recipe, Stage
 
 
@@ -151,18 +152,16 @@ def batch_losses(model: RMTModel, batch: Batch, lm_weight: float, reset_memory: 
 def stage_accuracy(model: RMTModel, stage: Stage, haystack: str, samples: int, seed: int,
                    n_segments: int | None = None, reset_memory: bool = False) -> float:
     """Held-out accuracy of a stage's task at its largest (or the given) segment count."""
-    was_training = model.training
-    model.eval()
     rng = np.random.default_rng(seed)
     n_seg = n_segments or max(stage.segments)
     correct, total, per_batch = 0.0, 0, 32
-    for start in range(0, samples, per_batch):
-        batch = make_batch(stage, model, rng, haystack, batch_size=min(per_batch, samples - start), n_segments=n_seg)
-        stats = batch_losses(model, batch, 0.0, reset_memory=reset_memory)
-        n = int((batch.labels[:, 1:] != -100).sum())
-        correct += float(stats["accuracy"]) * n
-        total += n
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, samples, per_batch):
+            batch = make_batch(stage, model, rng, haystack, batch_size=min(per_batch, samples - start), n_segments=n_seg)
+            stats = batch_losses(model, batch, 0.0, reset_memory=reset_memory)
+            n = int((batch.labels[:, 1:] != -100).sum())
+            correct += float(stats["accuracy"]) * n
+            total += n
     return correct / max(total, 1)
 
 
@@ -172,8 +171,6 @@ def held_out_lm_gain(model: RMTModel, text: str | dict[str, str] | None, windows
 
     With ``{source: text}``, the smallest gain over ``sources`` (every source must gain).
     """
-    from .evaluation import evaluate_lm
-
     texts = text if isinstance(text, dict) else {"austen": text}
     gains = [float(evaluate_lm(model, texts[s], segments_per_window=8, windows=windows, seed=1)["relative_improvement"])
              for s in sources if s in texts]
