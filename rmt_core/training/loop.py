@@ -1,5 +1,8 @@
 """Curriculum training with backpropagation through memory; resumable in pieces.
 
+:func:`train` is the entry point; :class:`TrainingRun` holds its named steps (resume, step,
+gate, log, save, finish).
+
 Layout of a run folder:
     state.json      where the run stands (stage, step, totals, gate results)
     latest/         the newest checkpoint (save_pretrained format)
