@@ -14,7 +14,7 @@ import streamlit as st
 
 import rmt_core
 from rmt_core import CheckpointError
-from rmt_core.token_text import decode_token
+from rmt_core.token_text import encode_ids
 
 FALLBACK_NAME = "built-in untrained model"
 MAX_UPLOAD_ENV = "RMT_LENS_MAX_UPLOAD_BYTES"  # optional: a smaller (or larger) cap on uploaded files, in bytes
@@ -121,7 +121,7 @@ def demo_document(kind: str, model, seed: int = 7) -> Document:
         for _ in range(50):  # a sample whose fact sits in the first half, so memory must carry it
             sample = babi.build_sample(load_corpus("heldout"), n_segments * seg, "detect", rng, tok, keep_out_tail=seg)
             fact_start = sample.facts[0][0]
-            prefix_tokens = len(tok(sample.text[:fact_start], add_special_tokens=False)["input_ids"])
+            prefix_tokens = len(encode_ids(tok, sample.text[:fact_start]))
             if prefix_tokens < n_segments // 2 * seg:
                 break
         from rmt_core.explain.answers import split_question

@@ -9,6 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from rmt_core import RMTLensError
+from rmt_core.training.evaluation import ALGORITHMIC_TASKS
 
 from app import runs, services, state
 from app.views import local_checkpoint
@@ -64,7 +65,7 @@ def running() -> bool:
 def _choose_document(model) -> tuple[services.Document | None, bool, str | None]:
     """(document, Run clicked in the paste form, why Run cannot start)."""
     sources = list(services.DEMOS) + [PASTE, UPLOAD]
-    symbolic = model.config.task in ("copy", "reverse", "retrieval")
+    symbolic = model.config.task in ALGORITHMIC_TASKS
     index = 0 if state.SOURCE in st.session_state else (2 if symbolic else 0)
     source = st.radio("Document", sources, key=state.SOURCE, index=index)
     if symbolic and source != services.DEMOS[2]:

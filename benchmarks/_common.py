@@ -255,12 +255,11 @@ def corpus_ids(model, split: str = "heldout", max_chars: int | None = None):
     """(text, ids (T,) int64 numpy, char offsets (T, 2)) of the Austen corpus, tokenised once."""
     import numpy as np
 
+    from rmt_core.token_text import encode_with_offsets
     from rmt_core.training.corpus import load_corpus
 
     text = load_corpus(split)
     if max_chars is not None:
         text = text[:max_chars]
-    enc = model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids = np.asarray(enc["input_ids"], dtype=np.int64)
-    spans = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
-    return text, ids, spans
+    ids, spans = encode_with_offsets(model.tokenizer, text)
+    return text, np.asarray(ids, dtype=np.int64), np.asarray(spans, dtype=np.int64).reshape(-1, 2)

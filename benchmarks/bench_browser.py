@@ -150,10 +150,11 @@ def main() -> int:
             layers, heads = model.num_layers, model.num_heads
             page_opens(page, "demo", rows, checks)
             changes(page, "demo", repeats, rows, checks, layers, heads)
+            from rmt_core.token_text import encode_ids
             from rmt_core.training.corpus import load_corpus
 
             text = " ".join(load_corpus("heldout").split(" ")[:words])
-            n_tokens = len(model.tokenizer(text, add_special_tokens=False)["input_ids"])
+            n_tokens = len(encode_ids(model.tokenizer, text))
             case = f"{n_tokens // 1000}k tokens"
             B.goto_page(page, "Overview")
             B.upload(page, "long-document.txt", text.encode("utf-8"))  # filling a textarea with it takes minutes

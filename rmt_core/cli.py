@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .errors import DocumentError, RMTLensError, unexpected_error_message
+from .training.evaluation import ALGORITHMIC_TASKS, FACT_TASKS
 
-FACT_TASKS = ("memorize", "detect", "qa1", "qa2")
-ALGORITHMIC_TASKS = ("copy", "reverse", "retrieval")
 EVAL_TASKS = (*FACT_TASKS, *ALGORITHMIC_TASKS, "lm")
 DEFAULT_SEGMENTS: dict[str, tuple[int, ...]] = {
     **{t: (1, 2, 4, 8, 16, 32) for t in FACT_TASKS},
@@ -315,21 +314,8 @@ def _load_trace(path: str, model=None):
 
 
 def _check_view(trace, segment: int | None, layer: int, head: int) -> tuple[int, int, int]:
-    """Validated (segment, layer, head); segment None = the last, negative layer counts from the end."""
-    from .errors import TraceError
-
-    if not trace.segments:
-        raise TraceError("This trace has no segments.")
-    segment = trace.num_segments - 1 if segment is None else segment
-    if not 0 <= segment < trace.num_segments:
-        raise TraceError(f"--segment must be in 0..{trace.num_segments - 1} (this trace has "
-                         f"{trace.num_segments} segments), got {segment}.")
-    n_layers, n_heads = int(trace.model_info["num_layers"]), int(trace.model_info["num_heads"])
-    if not -n_layers <= layer < n_layers:
-        raise TraceError(f"--layer must be in 0..{n_layers - 1} (or -1 for the last), got {layer}.")
-    if not 0 <= head < n_heads:
-        raise TraceError(f"--head must be in 0..{n_heads - 1}, got {head}.")
-    return segment, layer % n_layers, head
+    """Trace.check_view with the errors naming the options (--segment, --layer, --head)."""
+    return trace.check_view(segment, layer, head, prefix="--")
 
 
 def _add_view_options(p: argparse.ArgumentParser) -> None:
@@ -369,15 +355,17 @@ def add_trace(p: argparse.ArgumentParser) -> None:
 
 def _cut_to_tokens(model, text: str, limit: int) -> tuple[str, int]:
     """The longest prefix of `text` (cut at a token boundary) that has at most `limit` tokens; and the total."""
+    from .token_text import encode_ids, encode_with_offsets
+
     tokenizer = model.tokenizer
     if tokenizer is None:
         raise RMTLensError(f"{model.name} has no tokenizer, so it cannot read text.")
-    spans = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    _, spans = encode_with_offsets(tokenizer, text)
     total = len(spans)
     keep = min(limit, total)
     while keep < total and keep > 0:  # re-tokenising a prefix can merge differently at the cut: check
         prefix = text[:spans[keep - 1][1]]
-        if len(tokenizer(prefix, add_special_tokens=False)["input_ids"]) <= limit:
+        if len(encode_ids(tokenizer, prefix)) <= limit:
             return prefix, total
         keep -= 1
     return text, total

@@ -1,6 +1,14 @@
-"""Token display: the one place where token ids and character offsets become text to show.
+"""Token text: the one place where text becomes token ids and character offsets, and where
+ids and offsets become text to show.
 
-The rule: **the concatenation of a document's displayed tokens equals the document**,
+Encoding:
+
+* :func:`encode_with_offsets` — text → token ids and (start, end) character offsets.
+* :func:`encode_ids` — text → token ids.
+
+Both add no special tokens and call a fast tokenizer's Rust backend directly.
+
+Display. The rule: **the concatenation of a document's displayed tokens equals the document**,
 for any Unicode text. Byte-level BPE (GPT-2, Llama 3, ...) may split one character
 into several tokens (``é`` is the two bytes ``c3 a9``; an emoji with joiners is a dozen
 bytes), and a tokenizer reports the same character span for each piece, so showing
@@ -19,8 +27,9 @@ the last token goes to the last one.
   control characters show as escapes.
 * :func:`decode_token` — the label of a single id out of context (top-k predictions,
   logit lens, attribution targets); a partial character shows its bytes.
+* :func:`decode_distinct` — :func:`decode_token` of each distinct id of an array, once.
 
-All are vectorised over the distinct ids (a book repeats its vocabulary), so a
+All display functions are vectorised over the distinct ids (a book repeats its vocabulary), so a
 1M-token document costs one list of slices, not a tokenizer call per token.
 """
 from __future__ import annotations
@@ -33,6 +42,42 @@ import numpy as np
 
 CONTINUATION = "\u25cc"  # ◌ DOTTED CIRCLE: Unicode's placeholder for "part of the character before"
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _plain_backend(tokenizer: Any) -> Any:
+    """The Rust tokenizer of a fast Hugging Face tokenizer when calling it directly gives what
+    ``tokenizer(text)`` gives; else None. A tokenizer.json may switch truncation or padding on
+    (a user's checkpoint can): the wrapper turns them off per call, the bare backend would
+    silently cut or pad the document, so such tokenizers go through the wrapper."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or getattr(backend, "truncation", None) is not None or getattr(backend, "padding", None) is not None:
+        return None
+    return backend
+
+
+def encode_with_offsets(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids of ``text`` (no special tokens) and each token's (start, end) character offsets.
+
+    Returns two lists of length T: ids, and spans as tokenizers report them (pieces of one
+    character may share a span; see :func:`token_pieces`). A fast Hugging Face tokenizer is
+    called through its ``backend_tokenizer`` (the Rust ``tokenizers`` library, the same result
+    without the Python wrapper's per-call cost); other tokenizers through
+    ``tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)``.
+    """
+    backend = _plain_backend(tokenizer)
+    if backend is not None:
+        enc = backend.encode(text, add_special_tokens=False)
+        return enc.ids, enc.offsets
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return list(enc["input_ids"]), list(enc["offset_mapping"])
+
+
+def encode_ids(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of ``text`` without special tokens (T,), as :func:`encode_with_offsets` makes them."""
+    backend = _plain_backend(tokenizer)
+    if backend is not None:
+        return backend.encode(text, add_special_tokens=False).ids
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def token_pieces(text: str, spans: np.ndarray, to_end: bool = True) -> list[str]:
@@ -166,4 +211,10 @@ def decode_token(tokenizer: Any, token_id: int) -> str:
     return text
 
 
-__all__ = ["CONTINUATION", "decode_token", "display_tokens", "id_pieces", "token_bytes", "token_label", "token_pieces"]
+def decode_distinct(tokenizer: Any, ids: Any) -> dict[int, str]:
+    """{id: :func:`decode_token` of it} for each distinct id of ``ids`` (an array of any shape),
+    each decoded once (a logit lens repeats a few ids many times)."""
+    return {int(i): decode_token(tokenizer, int(i)) for i in np.unique(np.asarray(ids))}
+
+
+__all__ = ["CONTINUATION", "decode_distinct", "decode_token", "display_tokens", "encode_ids", "encode_with_offsets", "id_pieces", "token_bytes", "token_label", "token_pieces"]

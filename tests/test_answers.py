@@ -136,6 +136,24 @@ def test_interventions_report_the_probability_of_their_own_answer(default):
     assert not unchanged.answer_changed and unchanged.p_answer_after == pytest.approx(unchanged.p_answer_before, abs=2e-3)
 
 
+def test_answer_text_shows_whitespace_tokens(default):
+    tok = default.tokenizer
+    (office,) = tok(" office", add_special_tokens=False)["input_ids"]
+    (newline,) = tok("\n", add_special_tokens=False)["input_ids"]
+    assert answers.answer_text(tok, office) == "office" and answers.answer_text(tok, newline) == "\\n"
+    assert answers.answer_text(None, 7) == "7"
+
+
+def test_the_intervention_figure_shows_both_losses():
+    from rmt_core.viz import figures
+
+    fig = figures.intervention_losses(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.5, 4.0]), "zero <memory>")
+    before, after = fig.data
+    assert list(before.y) == [1.0, 2.0, 3.0] and list(after.y) == [1.0, 2.5, 4.0] and list(after.x) == [0, 1, 2]
+    assert before.name == "original" and after.name == "zero &lt;memory&gt;" and after.line.dash == "dash"
+    assert fig.layout.yaxis.title.text == "loss (nats/token)" and fig.layout.xaxis.title.text == "segment"
+
+
 def test_the_answer_site_of_a_trace_made_from_token_ids(default):
     sample = _sample(default, seed=4)
     encoded = babi.encode_sample(sample, default.tokenizer)

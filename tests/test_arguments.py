@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from rmt_core.explain import analysis, attribution, interventions
-from rmt_core.viz import figures
+from rmt_core.viz import figures, paper
 from rmt_core.cli import COMMANDS, main
 from rmt_core.errors import ArgumentError, ConfigError, RMTLensError, TraceError
 
@@ -85,6 +85,14 @@ def test_analysis_and_figures_check_their_arguments(trace):
         figures.standard_figures(trace, 0, head=4)
     with pytest.raises(ArgumentError, match="segment must be"):
         trace.attention(7)
+    for pattern in (paper.write_pattern, paper.read_pattern):
+        with pytest.raises(ArgumentError, match="segment must be"):
+            pattern(trace, -1)
+    assert trace.check_view() == (6, 1, 0) and trace.check_view(2, -2, 3) == (2, 0, 3)
+    for view, message in (((7, -1, 0), r"--segment must be in 0\.\.6"), ((0, 2, 0), r"--layer must be in -2\.\.1"),
+                          ((0, 0, -1), r"--head must be in 0\.\.3"), ((1.5, 0, 0), "--segment must be an integer")):
+        with pytest.raises(TraceError, match=message):
+            trace.check_view(*view, prefix="--")
     with pytest.raises(ArgumentError, match="n_components must be >= 1"):
         analysis.pca_trajectory(trace.memory_states(), 0)
 

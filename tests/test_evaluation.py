@@ -86,6 +86,20 @@ def test_fact_recall_rows(fact_model):
     assert rows[0]["accuracy_memory"] == rows[0]["accuracy_reset"]
 
 
+def test_fact_recall_with_straddle_first_leaves_one_segment_undefined(fact_model):
+    """The columns of the main offset are None where it is undefined (straddling one segment), not a KeyError;
+    the model's train / eval mode is restored after an evaluation."""
+    fact_model.train()
+    rows = evaluate_fact_recall(fact_model, "detect", segments=(1, 2), samples=2, offsets=("straddle", "aligned"))
+    assert fact_model.training
+    fact_model.eval()
+    assert [list(r) for r in rows] == [["task", "segments", "segment_size", "samples", "accuracy_straddle",
+                                        "accuracy_aligned", "accuracy_memory", "accuracy_reset", "shortcut", "chance"]] * 2
+    assert [rows[0][k] for k in ("accuracy_straddle", "accuracy_memory", "accuracy_reset", "shortcut")] == [None] * 4
+    assert 0.0 <= rows[0]["accuracy_aligned"] <= 1.0
+    assert rows[1]["accuracy_memory"] == rows[1]["accuracy_straddle"] and rows[1]["shortcut"] == 1.0
+
+
 def test_fact_recall_offsets_put_the_question_where_they_say():
     from rmt_core.training.corpus import load_corpus
 

@@ -1,6 +1,7 @@
 """Token display (rmt_core.token_text) and plotly escaping: text in, text out, exactly (issue 17)."""
 from __future__ import annotations
 
+import copy
 import html
 import re
 
@@ -9,7 +10,8 @@ import pytest
 
 import rmt_core
 from rmt_core.viz import figures
-from rmt_core.token_text import CONTINUATION, decode_token, id_pieces, token_label, token_pieces
+from rmt_core.token_text import (CONTINUATION, decode_distinct, decode_token, encode_ids, encode_with_offsets, id_pieces,
+                                 token_label, token_pieces)
 
 from conftest import make_model
 
@@ -48,9 +50,8 @@ def test_segment_boundary_inside_a_character(default_model):
     tok = default_model.tokenizer
     size = default_model.config.segment_size
     text = " the" * (size - 1) + "—x" + "👋 end."
-    ids = tok(text, add_special_tokens=False)["input_ids"]
-    pieces = token_pieces(text, np.asarray(tok(text, add_special_tokens=False, return_offsets_mapping=True)
-                                            ["offset_mapping"]))
+    ids, spans = encode_with_offsets(tok, text)
+    pieces = token_pieces(text, np.asarray(spans))
     assert pieces[size - 1] == "—" and pieces[size] == ""  # the boundary falls between the bytes of —
     assert len(ids) > size
     trace = rmt_core.trace(default_model, text)
@@ -132,13 +133,46 @@ def test_random_unicode_joins_back_exactly(default_model):
     texts = random_texts(400)
     assert any("\u200d" in t for t in texts) and any("日" in t for t in texts) and any("ש" in t for t in texts)
     for text in texts:
-        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-        pieces = token_pieces(text, np.asarray(enc["offset_mapping"]))
+        ids, spans = encode_with_offsets(tok, text)
+        pieces = token_pieces(text, np.asarray(spans))
         assert "".join(pieces) == text, text
-        assert len(pieces) == len(enc["input_ids"])
-        assert "".join(id_pieces(tok, np.asarray(enc["input_ids"]))) == text, text
+        assert len(pieces) == len(ids)
+        assert "".join(id_pieces(tok, np.asarray(ids))) == text, text
         labels = [token_label(p) for p in pieces]
         assert all(labels) and all("\n" not in lab for lab in labels)
+
+
+def test_encoding_gives_the_tokenizers_own_ids_and_offsets(default_model):
+    """encode_with_offsets / encode_ids call a fast tokenizer's Rust backend directly: the same ids and
+    offsets as the tokenizer's own call; a tokenizer without a backend goes through that call."""
+    tok = default_model.tokenizer
+
+    class NoBackend:  # a tokenizer without backend_tokenizer (a slow one)
+        def __call__(self, *args, **kwargs):
+            return tok(*args, **kwargs)
+
+    for text in random_texts(100, seed=5) + [QUOTE, "", "  \n"]:
+        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        expected = list(enc["input_ids"]), [tuple(span) for span in enc["offset_mapping"]]
+        for t in (tok, NoBackend()):
+            ids, spans = encode_with_offsets(t, text)
+            assert (list(ids), [tuple(span) for span in spans]) == expected, text
+            assert list(encode_ids(t, text)) == expected[0], text
+
+
+def test_decode_distinct_decodes_each_id_once(default_model):
+    tok = default_model.tokenizer
+    ids = np.array([[5, 9, 5], [9, 300, 5]])
+    calls = []
+
+    class Counting:
+        def decode(self, token_ids):
+            calls.append(token_ids)
+            return tok.decode(token_ids)
+
+    names = decode_distinct(Counting(), ids)
+    assert names == {i: decode_token(tok, i) for i in (5, 9, 300)} and len(calls) == 3
+    assert decode_distinct(None, [3, 3]) == {3: "3"}
 
 
 def test_random_unicode_traces_join_back(default_model):
@@ -212,3 +246,21 @@ def test_bertviz_labels_keep_text_and_mark_continuations(default_model):
     trace = rmt_core.trace(default_model, QUOTE)
     view = head_view_html(trace.attention(0), trace.attention_labels(0))
     assert CONTINUATION in view.html and "👋" in view.html
+
+
+def test_encoding_ignores_truncation_and_padding_switched_on_in_a_tokenizer_file(default_model, tmp_path):
+    """A user's tokenizer.json may carry truncation / padding settings: the bare Rust backend would
+    cut or pad the document silently, so such tokenizers go through the wrapper (whole document)."""
+    from transformers import PreTrainedTokenizerFast
+
+    backend = copy.deepcopy(default_model.tokenizer.backend_tokenizer)
+    backend.enable_truncation(max_length=8)
+    backend.enable_padding(length=64, pad_id=0, pad_token="<pad>")
+    path = tmp_path / "tokenizer.json"
+    backend.save(str(path))
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(path))
+    text = QUOTE * 3
+    expected = default_model.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(expected) > 8
+    assert list(encode_ids(tok, text)) == list(expected)
+    assert list(encode_with_offsets(tok, text)[0]) == list(expected)

@@ -248,6 +248,12 @@ def test_loading_with_a_foreign_model_is_refused(tmp_path, trace):
     detached = rmt_core.Trace.load(path)
     with pytest.raises(TraceError, match="no model attached"):
         detached.attention(0)
+    # every recompute says what needs the model and which checkpoint to load (no AttributeError on None)
+    for run in (rmt_core.interventions.reset_memory, rmt_core.interventions.zero_memory):
+        with pytest.raises(TraceError, match=f"an intervention needs it.*'{trace.model_info['name']}'"):
+            run(detached, 1)
+    with pytest.raises(TraceError, match="the logit lens needs it"):
+        detached.compute_lens([0])
 
 
 def test_corrupt_trace_file(tmp_path):

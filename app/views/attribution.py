@@ -3,11 +3,11 @@ which earlier tokens a prediction uses through memory, and memory interventions.
 from __future__ import annotations
 
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
 from rmt_core import RMTLensError
 from rmt_core.explain import answers, attribution, interventions
+from rmt_core.token_text import encode_ids
 from rmt_core.viz import figures
 from rmt_core.viz.render import document_html
 
@@ -55,7 +55,7 @@ def _views(trace, segment: int) -> None:
     method = c3.selectbox("Method", list(attribution.METHODS), key="attr_method")
     target = None
     if custom:
-        ids = tokenizer(custom, add_special_tokens=False)["input_ids"] if tokenizer is not None else []
+        ids = encode_ids(tokenizer, custom) if tokenizer is not None else []
         if len(ids) != 1:
             st.error(f"“{custom}” is {len(ids)} tokens for this model; give a single token (e.g. with its leading space).")
             return
@@ -183,13 +183,7 @@ def _interventions(trace) -> None:
     run = {"reset to initial memory": interventions.reset_memory, "zero memory": interventions.zero_memory,
            "shuffle slots": interventions.shuffle_slots}[kind]
     result = _cached(trace, ("intervene", kind, at), lambda: run(trace, at))
-    fig = go.Figure()
-    x = np.arange(trace.num_segments)
-    fig.add_trace(go.Scatter(x=x, y=result.loss_before, name="original", mode="lines+markers"))
-    fig.add_trace(go.Scatter(x=x, y=result.loss_after, name=result.name, mode="lines+markers", line={"dash": "dash"}))
-    fig.update_layout(template=figures.TEMPLATE, title="Per-segment loss before and after the intervention",
-                      xaxis_title="segment", yaxis_title="loss (nats/token)", height=380)
-    show_figure(fig, key="int_fig")
+    show_figure(figures.intervention_losses(result.loss_before, result.loss_after, result.name), key="int_fig")
     if result.answer_before is not None:
         site = answers.answer_site(trace)
         what = "Answer after “Answer:”" if site is not None else "Next token predicted after the document"

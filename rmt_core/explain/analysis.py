@@ -7,7 +7,7 @@ import numpy as np
 
 from ..checks import check_choice, check_int
 from ..errors import ArgumentError
-from ..token_text import decode_token
+from ..token_text import decode_distinct
 from ..tracing.trace import BLOCK_PAIRS, Trace
 
 
@@ -119,7 +119,7 @@ def tokens_write_slots_attend_to(trace: Trace, segment: int, layer: int | None =
 def logit_lens(trace: Trace, segment: int, tokenizer=None) -> list[list[list[str]]]:
     """[layer][slot] -> top tokens the written memory decodes to at that layer (layer 0 = embeddings)."""
     ids = trace.lens_ids(segment)
-    decoded = {int(i): decode_token(tokenizer, int(i)) for i in np.unique(ids)}  # each distinct id once
+    decoded = decode_distinct(tokenizer, ids)
     return [[[decoded[int(i)] for i in slot] for slot in layer] for layer in ids]
 
 

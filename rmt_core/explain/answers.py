@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import QuestionError
 from ..training.tasks.babi import ACTORS, ANSWER_PREFIX, OBJECTS, PLACES, QUESTION_PREFIX
-from ..token_text import decode_token, token_label
+from ..token_text import decode_token, encode_ids, token_label
 from ..tracing.recorder import trace_document
 
 ANSWER_MARK = "Answer:"
@@ -178,7 +178,7 @@ def prompt_text(model, document: str, question: str | None = None, spec: Questio
 def _check_length(model, question: str) -> None:
     if model.tokenizer is None:
         return
-    n = len(model.tokenizer(question_suffix(question.strip()), add_special_tokens=False)["input_ids"])
+    n = len(encode_ids(model.tokenizer, question_suffix(question.strip())))
     size = model.config.segment_size
     if n > size:
         raise QuestionError(f"The question is {n} tokens with its “Question:/Answer:” frame, longer than one "
@@ -247,8 +247,9 @@ class Prediction:
     probability: float
 
 
-def _decode(tokenizer, token_id: int) -> str:
-    """The answer text of one token: stripped, or, for a whitespace token, drawn visibly (␣, \\n)."""
+def answer_text(tokenizer: Any, token_id: int) -> str:
+    """The answer text of one token id: its decoded text stripped, or, for a whitespace token,
+    drawn visibly (␣, \\n); the id as a number without a tokenizer (see token_text.decode_token)."""
     raw = decode_token(tokenizer, int(token_id))
     return raw.strip() or token_label(raw).replace(" ", "␣")
 
@@ -257,7 +258,7 @@ def top_predictions(logprobs, tokenizer, k: int = TOP_K) -> list[Prediction]:
     """Top-k of one (V,) row of log-probabilities (numpy or torch), most likely first."""
     row = np.asarray(logprobs.detach().float().cpu() if hasattr(logprobs, "detach") else logprobs, dtype=np.float64)
     order = np.argsort(-row)[:k]
-    return [Prediction(int(i), _decode(tokenizer, int(i)), float(np.exp(row[i]))) for i in order]
+    return [Prediction(int(i), answer_text(tokenizer, int(i)), float(np.exp(row[i]))) for i in order]
 
 
 def probability_of(logprobs, token_id: int) -> float:
@@ -271,7 +272,7 @@ def stored_predictions(trace, site: AnswerSite, k: int = TOP_K) -> list[Predicti
     seg = trace.segments[site.segment]
     tokenizer = trace.model.tokenizer if trace.model is not None else None
     ids, lps = seg.topk_ids[site.position], seg.topk_logprobs[site.position].astype(np.float64)
-    return [Prediction(int(i), _decode(tokenizer, int(i)), float(np.exp(lp))) for i, lp in zip(ids[:k], lps[:k])]
+    return [Prediction(int(i), answer_text(tokenizer, int(i)), float(np.exp(lp))) for i, lp in zip(ids[:k], lps[:k])]
 
 
 # ---------------------------------------------------------------------- asking
@@ -338,7 +339,7 @@ def site_logprobs(trace, site: AnswerSite):
     stored memory (one segment; needs the model attached)."""
     import torch
 
-    model = trace.model
+    model = trace.require_model("re-running the answer's segment")
     seg = trace.segments[site.segment]
     with torch.no_grad():
         memory = torch.as_tensor(np.asarray(seg.memory_in, dtype=np.float32), device=model.device)
@@ -353,7 +354,7 @@ def _single_token_ids(tokenizer, words: tuple[str, ...]) -> dict[str, int]:
         return {}
     found = {}
     for word in words:
-        ids = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+        ids = encode_ids(tokenizer, " " + word)
         if len(ids) == 1:
             found[word] = int(ids[0])
     return found
@@ -411,5 +412,5 @@ def ask(model, document: str, question: str | None = None, k: int = TOP_K, attri
 
 
 __all__ = ["QuestionSpec", "question_spec", "normalize_question", "question_suffix", "split_question", "prompt_text",
-           "AnswerSite", "answer_site", "Prediction", "top_predictions", "probability_of", "stored_predictions",
+           "AnswerSite", "answer_site", "Prediction", "answer_text", "top_predictions", "probability_of", "stored_predictions",
            "site_logprobs", "AskResult", "memory_segment", "answer_from_trace", "ask", "read_card"]

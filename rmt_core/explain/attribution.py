@@ -330,9 +330,7 @@ def check_request(kind: str, method: str = "ig", baseline: str | None = None) ->
 
 
 def _require(trace: Trace):
-    if trace.model is None:
-        raise TraceError("Attribution needs the model the trace was made with: Trace.load(path, model=...).")
-    return trace.model
+    return trace.require_model("attribution")
 
 
 def default_target(trace: Trace, segment: int, position: int) -> int:

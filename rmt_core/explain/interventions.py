@@ -12,10 +12,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .answers import answer_site, probability_of, stored_predictions, top_predictions
+from .answers import answer_site, answer_text, probability_of, stored_predictions, top_predictions
 from ..checks import check_int
 from ..errors import ArgumentError, TraceArgumentError, TraceError
-from ..token_text import decode_token
 from ..tracing.recorder import segment_loss, token_logprobs
 from ..tracing.trace import Trace
 
@@ -54,9 +53,7 @@ class InterventionResult:
 @torch.no_grad()
 def intervene(trace: Trace, segment: int, edit: Callable[[np.ndarray], np.ndarray], name: str) -> InterventionResult:
     """Replace the memory entering `segment` by edit(memory_in) and re-run to the end."""
-    model = trace.model
-    if model is None:
-        raise TraceError("Interventions need the model the trace was made with: Trace.load(path, model=...).")
+    model = trace.require_model("an intervention")
     segment = trace.check_segment(segment)
     edited = np.asarray(edit(trace.segments[segment].memory_in.copy()), dtype=np.float32)
     if edited.shape != trace.segments[segment].memory_in.shape:
@@ -102,7 +99,7 @@ def _answers(trace: Trace, site, site_logprobs: torch.Tensor | None, result: Int
         nxt = trace.segments[site.segment + 1]
         following = int(nxt.token_ids[0]), float(nxt.token_logprob[0])
     if following is not None:
-        result.expected = decode_token(tokenizer, following[0]).strip()
+        result.expected = answer_text(tokenizer, following[0])
         result.p_expected_before = float(np.exp(following[1]))
     if site_logprobs is None:  # the edit comes after the answer site: nothing there changes
         result.answer_after, result.p_answer_after = result.answer_before, result.p_answer_before
@@ -116,7 +113,7 @@ def _answers(trace: Trace, site, site_logprobs: torch.Tensor | None, result: Int
 
 def reset_memory(trace: Trace, segment: int) -> InterventionResult:
     """Memory entering `segment` set to the model's learned initial memory."""
-    initial = trace.model.initial_memory.detach().float().cpu().numpy()
+    initial = trace.require_model("an intervention").initial_memory.detach().float().cpu().numpy()
     return intervene(trace, segment, lambda _: initial, f"reset memory before segment {segment}")
 
 

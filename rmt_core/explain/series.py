@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from . import analysis
-from ..token_text import decode_token
+from ..token_text import decode_distinct
 from ..tracing.trace import Trace
 
 _CACHE: "weakref.WeakKeyDictionary[Trace, dict[Any, Any]]" = weakref.WeakKeyDictionary()
@@ -76,7 +76,7 @@ def lens_hover(trace: Trace, tokenizer=None, top: int = 3) -> list[list[str]]:
                 ids[i] = seg.lens_ids[-1, :, :top]
         if missing:
             ids[missing] = _last_layer_lens(trace, missing, top)
-        names = {int(i): repr(decode_token(tokenizer, int(i))) for i in np.unique(ids)}  # as analysis.logit_lens
+        names = {i: repr(text) for i, text in decode_distinct(tokenizer, ids).items()}  # as analysis.logit_lens
         hover = [["" for _ in range(m)]]
         hover += [["decodes to: " + ", ".join(names[int(i)] for i in slot) for slot in seg] for seg in ids.tolist()]
         return hover
@@ -88,7 +88,7 @@ def lens_hover(trace: Trace, tokenizer=None, top: int = 3) -> list[list[str]]:
 def _last_layer_lens(trace: Trace, indices: list[int], top: int, chunk: int = 512) -> np.ndarray:
     """(len(indices), m, top) top token ids of the write slots' last-layer states (stored after
     the final norm, as Trace.compute_lens uses them)."""
-    model = trace._require_model()
+    model = trace.require_model("the logit lens")
     head = model.backbone.get_output_embeddings()
     out = []
     for first in range(0, len(indices), chunk):

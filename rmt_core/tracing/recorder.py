@@ -44,10 +44,8 @@ def tokenize_document(model, text_or_ids: Any) -> tuple[str | None, np.ndarray, 
             raise TraceError("The document is empty (or only whitespace): give it some text to trace.")
         if model.tokenizer is None:
             raise TraceError("This model has no tokenizer: pass token ids instead of text.")
-        enc = model.tokenizer(text_or_ids, add_special_tokens=False, return_offsets_mapping=True)
-        ids = np.asarray(enc["input_ids"], dtype=np.int32)
-        spans = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
-        return text_or_ids, ids, spans
+        ids, spans = token_text.encode_with_offsets(model.tokenizer, text_or_ids)
+        return text_or_ids, np.asarray(ids, dtype=np.int32), np.asarray(spans, dtype=np.int64).reshape(-1, 2)
     ids = np.asarray(text_or_ids.detach().cpu() if isinstance(text_or_ids, torch.Tensor) else text_or_ids)
     ids = ids.reshape(-1).astype(np.int32)
     if ids.size == 0:

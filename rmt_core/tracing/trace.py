@@ -68,6 +68,22 @@ class Trace:
         return check_int(index, name, 0, self.num_segments - 1,
                          fix=f"The trace has {self.num_segments} segments, numbered from 0.", error=TraceArgumentError)
 
+    def check_view(self, segment: Any = None, layer: Any = -1, head: Any = 0, prefix: str = "") -> tuple[int, int, int]:
+        """(segment, layer, head) of one attention view, checked against this trace's model.
+
+        segment None is the last segment; a negative layer counts from the end (-1 the last) and
+        comes back as 0..layers-1. Raises TraceArgumentError naming the argument (``prefix`` +
+        name, e.g. "--segment" for a command line) and its allowed range.
+        """
+        segment = self.check_segment(self.num_segments - 1 if segment is None and self.segments else segment,
+                                     f"{prefix}segment")
+        n_layers, n_heads = int(self.model_info["num_layers"]), int(self.model_info["num_heads"])
+        layer = check_int(layer, f"{prefix}layer", -n_layers, n_layers - 1,
+                          fix=f"The model has {n_layers} layers (-1 is the last).", error=TraceArgumentError)
+        head = check_int(head, f"{prefix}head", 0, n_heads - 1,
+                         fix=f"The model has {n_heads} attention heads per layer.", error=TraceArgumentError)
+        return segment, layer % n_layers, head
+
     def memory_states(self) -> np.ndarray:
         """(S + 1, m, d) float32 memory states: memory_in of segment 0 (the initial memory), then
         every segment's memory_out; row s is memory_in of segment s and row s + 1 its memory_out."""
@@ -89,7 +105,7 @@ class Trace:
     @torch.no_grad()
     def compute_lens(self, indices: list[int], chunk: int = 256) -> None:
         """Fill lens_ids for these segments from their stored write-slot hidden states, in batches."""
-        model = self._require_model()
+        model = self.require_model("the logit lens")
         norm, head = _final_norm(model), model.backbone.get_output_embeddings()
         for first in range(0, len(indices), chunk):
             batch = indices[first:first + chunk]
@@ -111,11 +127,17 @@ class Trace:
             )
         self._model = model
 
-    def _require_model(self):
+    def require_model(self, purpose: str = "recomputing attention"):
+        """The attached model (an RMTModel); TraceError when none is attached.
+
+        purpose: what needs the model, named in the message ("an intervention", "the logit lens").
+        The message says how to attach it: Trace.load(path, model=...) with the checkpoint the
+        trace was made with.
+        """
         if self._model is None:
             raise TraceError(
-                "This trace has no model attached: load it with Trace.load(path, model=rmt_core.load(...)) "
-                f"using checkpoint '{self.model_info['name']}' to recompute attention."
+                f"This trace has no model attached, and {purpose} needs it: load the trace with "
+                f"Trace.load(path, model=rmt_core.load(...)) using checkpoint '{self.model_info['name']}'."
             )
         return self._model
 
@@ -126,7 +148,7 @@ class Trace:
         Rows and columns follow attention_labels(index): read slots, tokens, write slots.
         """
         index = self.check_segment(index)
-        model = self._require_model()
+        model = self.require_model()
         seg = self.segments[index]
         captured: dict[int, torch.Tensor] = {}
         memory = torch.as_tensor(seg.memory_in, dtype=model.dtype, device=model.device).unsqueeze(0)

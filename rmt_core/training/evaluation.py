@@ -9,19 +9,22 @@ Functions return plain rows (dicts) that :func:`format_table` and
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import RMTLensError
+from ..token_text import encode_ids
+from .tasks import algorithmic, babi
 from ..engine.model import RMTModel
 
 Progress = Callable[[int, int], Any]
 
-FACT_TASKS: tuple[str, ...] = ("memorize", "detect", "qa1", "qa2")
-ALGORITHMIC_TASKS: tuple[str, ...] = ("copy", "reverse", "retrieval")
+FACT_TASKS: tuple[str, ...] = babi.TASKS
+ALGORITHMIC_TASKS: tuple[str, ...] = algorithmic.TASKS
 
 # Paper numbers (per-character test accuracy; docs/rmt-reference.md section 4), valid
 # for the paper's sizes only: copy/reverse 24 symbols, retrieval 4 pairs.
@@ -66,13 +69,6 @@ def _check_tokenizer(model: RMTModel) -> Any:
     return tokenizer
 
 
-def _encode(tokenizer: Any, text: str) -> list[int]:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        return list(backend.encode(text, add_special_tokens=False).ids)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
 def _default_haystack() -> str:
     from .corpus import load_corpus
 
@@ -89,6 +85,32 @@ class _Tracker:
         self.done += n
         if self.progress is not None:
             self.progress(self.done, self.total)
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """``model.eval()`` inside the block; the model's own train / eval mode restored after it."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def logits_with_and_without_memory(model: RMTModel, input_ids: torch.Tensor,
+                                   attention_mask: torch.Tensor | None = None, segment_size: int | None = None,
+                                   with_reset: bool = True) -> Iterator[tuple[bool, torch.Tensor]]:
+    """The two runs every evaluation compares: yields (False, logits) with the memory carried from
+    segment to segment, then (True, logits) with the memory reset to its initial value before
+    every segment (the no-memory baseline; left out when ``with_reset`` is False).
+
+    input_ids, attention_mask: (B, T) on the model's device; logits: (B, T, vocab).
+    ``segment_size`` as in RMTModel.forward (default: the model's).
+    """
+    for reset in ((False, True) if with_reset else (False,)):
+        yield reset, model(input_ids, attention_mask=attention_mask, reset_memory=reset,
+                           segment_size=segment_size).logits
 
 
 # ---------------------------------------------------------------------- fact recall
@@ -124,8 +146,44 @@ def evaluate_fact_recall(
     Raises :class:`EvaluationError` for an unknown task or offset, counts < 1, a model
     without a fitting tokenizer, an empty haystack, or samples that cannot be built.
     """
-    from .tasks import babi
+    counts, offsets = _fact_arguments(task, segments, samples, batch_size, offsets)
+    main_offset = "random" if "random" in offsets else offsets[0]
+    tokenizer = _check_tokenizer(model)
+    text = _default_haystack() if haystack is None else haystack
+    if not text.strip():
+        raise EvaluationError("the haystack text is empty")
+    pad_id = babi.pad_id(tokenizer)
+    seg = model.config.segment_size
+    _check_haystack_length(tokenizer, text, max(counts) * seg, haystack is None)
+    cells = [(n, o) for n in counts for o in offsets if not (o == "straddle" and n == 1)]
+    tracker = _Tracker(progress, samples * len(cells))
+    order = ["task", "segments", "segment_size", "samples", *(f"accuracy_{o}" for o in offsets),
+             "accuracy_memory", "accuracy_reset", "shortcut", "chance"]
+    rows = []
+    with eval_mode(model):
+        for n in counts:
+            row: dict[str, Any] = dict.fromkeys(order)  # None where undefined (straddling one segment)
+            row.update({"task": task, "segments": n, "segment_size": seg, "samples": samples, "chance": babi.CHANCE})
+            for offset in offsets:
+                if offset == "straddle" and n == 1:
+                    continue
+                # "aligned" keeps the seed of the first evaluations ([seed, n]): same samples as then.
+                rng = np.random.default_rng([seed, n] if offset == "aligned" else [seed, n, 1 + babi.OFFSETS.index(offset)])
+                with_reset = offset == main_offset
+                hits, built = _offset_cell(model, text, n, seg, task, offset, rng, samples, batch_size, pad_id,
+                                           with_reset, tracker)
+                row[f"accuracy_{offset}"] = hits[False] / samples
+                if with_reset:
+                    row["accuracy_memory"] = hits[False] / samples
+                    row["accuracy_reset"] = hits[True] / samples
+                    row["shortcut"] = babi.shortcut_accuracy(built)
+            rows.append(row)
+    return rows
 
+
+def _fact_arguments(task: str, segments: Sequence[int], samples: int, batch_size: int,
+                    offsets: Sequence[str]) -> tuple[list[int], list[str]]:
+    """(segment counts, offsets) of evaluate_fact_recall, checked."""
     if task not in FACT_TASKS:
         raise EvaluationError(f"unknown fact task {task!r}; choose one of {', '.join(FACT_TASKS)}")
     if samples < 1 or batch_size < 1:
@@ -137,48 +195,12 @@ def evaluate_fact_recall(
     unknown = [o for o in offsets if o not in babi.OFFSETS]
     if unknown or not offsets:
         raise EvaluationError(f"unknown offsets {unknown or offsets}; choose from {', '.join(babi.OFFSETS)}")
-    main_offset = "random" if "random" in offsets else offsets[0]
-    tokenizer = _check_tokenizer(model)
-    text = _default_haystack() if haystack is None else haystack
-    if not text.strip():
-        raise EvaluationError("the haystack text is empty")
-    pad_id = babi._pad_id(tokenizer)
-    seg = model.config.segment_size
-    _check_haystack_length(tokenizer, text, max(counts) * seg, haystack is None)
-    was_training = model.training
-    model.eval()
-    cells = [(n, o) for n in counts for o in offsets if not (o == "straddle" and n == 1)]
-    tracker = _Tracker(progress, samples * len(cells))
-    rows = []
-    try:
-        for n in counts:
-            row: dict[str, Any] = {"task": task, "segments": n, "segment_size": seg, "samples": samples}
-            for k, offset in enumerate(offsets):
-                if offset == "straddle" and n == 1:
-                    row[f"accuracy_{offset}"] = None
-                    continue
-                # "aligned" keeps the seed of the first evaluations ([seed, n]): same samples as then.
-                rng = np.random.default_rng([seed, n] if offset == "aligned" else [seed, n, 1 + babi.OFFSETS.index(offset)])
-                with_reset = offset == main_offset
-                hits, hits_reset, built = _offset_cell(model, babi, text, n, seg, task, offset, rng, samples,
-                                                       batch_size, pad_id, with_reset, tracker)
-                row[f"accuracy_{offset}"] = hits / samples
-                if with_reset:
-                    row["accuracy_memory"] = hits / samples
-                    row["accuracy_reset"] = hits_reset / samples
-                    row["shortcut"] = babi.shortcut_accuracy(built)
-            row["chance"] = babi.CHANCE
-            order = ["task", "segments", "segment_size", "samples", *(f"accuracy_{o}" for o in offsets),
-                     "accuracy_memory", "accuracy_reset", "shortcut", "chance"]
-            rows.append({key: row[key] for key in order})
-    finally:
-        model.train(was_training)
-    return rows
+    return counts, offsets
 
 
 def _check_haystack_length(tokenizer: Any, text: str, needed: int, default: bool) -> None:
     """Refuse a haystack shorter than one sample: it would repeat itself to fill the length."""
-    have = len(_encode(tokenizer, text[: needed * 16]))
+    have = len(encode_ids(tokenizer, text[: needed * 16]))
     if have < needed:
         what = "the default haystack" if default else "the haystack text"
         raise EvaluationError(
@@ -187,13 +209,14 @@ def _check_haystack_length(tokenizer: Any, text: str, needed: int, default: bool
         )
 
 
-def _offset_cell(model: RMTModel, babi: Any, text: str, n: int, seg: int, task: str, offset: str,
-                 rng: np.random.Generator, samples: int, batch_size: int, pad_id: int, with_reset: bool,
-                 tracker: _Tracker) -> tuple[int, int, list[Any]]:
-    """Hits with memory (and with memory reset) over one cell's samples."""
+def _offset_cell(model: RMTModel, text: str, n: int, seg: int, task: str, offset: str, rng: np.random.Generator,
+                 samples: int, batch_size: int, pad_id: int, with_reset: bool,
+                 tracker: _Tracker) -> tuple[dict[bool, int], list[Any]]:
+    """({reset: hits}, the samples) over one cell's samples: hits with memory (reset False) and,
+    with ``with_reset``, with the memory reset (reset True; else 0)."""
     tokenizer = model.tokenizer
     built: list[Any] = []
-    hits = hits_reset = 0
+    hits = {False: 0, True: 0}
     for start in range(0, samples, batch_size):
         chunk = []
         for _ in range(min(batch_size, samples - start)):
@@ -204,23 +227,16 @@ def _offset_cell(model: RMTModel, babi: Any, text: str, n: int, seg: int, task: 
                 raise EvaluationError(f"cannot build {task} samples of {n} segments of {seg} tokens: {exc}") from exc
             built.append(sample)
         batch = babi.collate(chunk, pad_id)
-        hits += _answer_hits(model, batch, reset=False)
-        if with_reset:
-            hits_reset += _answer_hits(model, batch, reset=True)
+        ids = batch["input_ids"].to(model.device)
+        mask = batch["attention_mask"].to(model.device)
+        answers = batch["answer_ids"].to(model.device)
+        # The answer is each sample's last real token; the position before it predicts it.
+        where = mask.sum(dim=1) - 2  # (B,)
+        rows = torch.arange(ids.shape[0], device=ids.device)
+        for reset, logits in logits_with_and_without_memory(model, ids, mask, with_reset=with_reset):
+            hits[reset] += int((logits[rows, where].argmax(dim=-1) == answers).sum())
         tracker.add(len(chunk))
-    return hits, hits_reset, built
-
-
-def _answer_hits(model: RMTModel, batch: dict[str, torch.Tensor], reset: bool) -> int:
-    """How many samples of a collated batch get the answer token as the argmax."""
-    ids = batch["input_ids"].to(model.device)
-    mask = batch["attention_mask"].to(model.device)
-    logits = model(ids, attention_mask=mask, reset_memory=reset).logits  # (B, T, vocab)
-    # The answer is each sample's last real token; the position before it predicts it.
-    where = mask.sum(dim=1) - 2  # (B,)
-    rows = torch.arange(ids.shape[0], device=ids.device)
-    predicted = logits[rows, where].argmax(dim=-1)
-    return int((predicted == batch["answer_ids"].to(model.device)).sum())
+    return hits, built
 
 
 # ---------------------------------------------------------------------- algorithmic
@@ -243,15 +259,59 @@ def evaluate_algorithmic(
     baseline and RMT accuracy (paper_baseline, paper_rmt; None where the paper has
     no number or the sample size differs from the paper's).
     """
-    from .tasks import algorithmic
-
     try:
         task = algorithmic.canonical_task(task)
-        n = algorithmic._resolve_n(task, n_symbols)
+        n = algorithmic.resolve_n_symbols(task, n_symbols)
     except ValueError as exc:
         raise EvaluationError(str(exc)) from exc
     if samples < 1 or batch_size < 1:
         raise EvaluationError("samples and batch_size must be >= 1")
+    tokenizer = _symbol_tokenizer(model, task)
+    counts = [int(c) for c in segments]
+    chance = 1.0 / (len(algorithmic.VALUES) if task == "retrieval" else len(algorithmic.SYMBOLS))
+    tracker = _Tracker(progress, samples * len(counts))
+    rows = []
+    with eval_mode(model):
+        for n_seg in counts:
+            size = _algorithmic_segment_size(model, task, n, n_seg)
+            accuracy = _target_accuracy(model, task, n, size, samples, batch_size, np.random.default_rng([seed, n_seg]),
+                                        tokenizer, tracker)
+            paper = PAPER_ALGORITHMIC.get((task, n_seg)) if n == PAPER_N_SYMBOLS[task] else None
+            rows.append({
+                "task": task,
+                "segments": n_seg,
+                "segment_size": size,
+                "samples": samples,
+                "accuracy_memory": accuracy[False],
+                "accuracy_reset": accuracy[True],
+                "chance": chance,
+                "paper_baseline": paper[0] if paper else None,
+                "paper_rmt": paper[1] if paper else None,
+            })
+    return rows
+
+
+def _target_accuracy(model: RMTModel, task: str, n: int, size: int, samples: int, batch_size: int,
+                     rng: np.random.Generator, tokenizer: Any, tracker: _Tracker) -> dict[bool, float]:
+    """{reset: per-character accuracy on the target positions} over ``samples`` samples of ``task``
+    run in ``size``-token segments, with memory (reset False) and with memory reset (True)."""
+    right = {False: 0, True: 0}
+    scored = 0
+    for start in range(0, samples, batch_size):
+        b = algorithmic.make_task_batch(task, n, min(batch_size, samples - start), rng, tokenizer)
+        ids = b["input_ids"].to(model.device)
+        target = b["labels"][:, 1:].to(model.device)
+        keep = target != algorithmic.IGNORE_INDEX
+        for reset, logits in logits_with_and_without_memory(model, ids, segment_size=size):
+            right[reset] += int(((logits[:, :-1].argmax(dim=-1) == target) & keep).sum())
+        scored += int(keep.sum())
+        tracker.add(ids.shape[0])
+    return {reset: hits / max(scored, 1) for reset, hits in right.items()}
+
+
+def _symbol_tokenizer(model: RMTModel, task: str) -> Any:
+    """The model's tokenizer (the tasks' symbol tokenizer when it has none), refused when it
+    lacks the task's symbols."""
     tokenizer = model.tokenizer if model.tokenizer is not None else algorithmic.symbol_tokenizer()
     missing = [s for s in (*algorithmic.SYMBOLS, *algorithmic.VALUES, "<sep>") if s not in tokenizer.get_vocab()]
     if missing:
@@ -259,52 +319,23 @@ def evaluate_algorithmic(
             f"the model's tokenizer lacks the symbols of the {task} task ({', '.join(missing[:5])}...): "
             "evaluate algorithmic tasks with a model trained on them"
         )
-    counts = [int(c) for c in segments]
-    chance = 1.0 / (len(algorithmic.VALUES) if task == "retrieval" else len(algorithmic.SYMBOLS))
-    was_training = model.training
-    model.eval()
-    tracker = _Tracker(progress, samples * len(counts))
-    rows = []
+    return tokenizer
+
+
+def _algorithmic_segment_size(model: RMTModel, task: str, n: int, n_seg: int) -> int:
+    """The segment size that cuts a sample into ``n_seg`` segments, refused when a row of it
+    (with the memory slots) is longer than the backbone's positions."""
     try:
-        for n_seg in counts:
-            try:
-                size = algorithmic.segment_size_for(task, n, n_seg)
-            except ValueError as exc:
-                raise EvaluationError(str(exc)) from exc
-            limit = model.max_positions
-            if limit is not None and model.config.reset_positions and size + 2 * model.config.num_mem_tokens > limit:
-                raise EvaluationError(
-                    f"{n_seg} segments of a {task} sample need {size}-token segments; with "
-                    f"{model.config.num_mem_tokens} memory slots a row is longer than the backbone's {limit} positions"
-                )
-            rng = np.random.default_rng([seed, n_seg])
-            right = {False: 0, True: 0}
-            scored = 0
-            for start in range(0, samples, batch_size):
-                b = algorithmic.make_task_batch(task, n, min(batch_size, samples - start), rng, tokenizer)
-                ids = b["input_ids"].to(model.device)
-                target = b["labels"][:, 1:].to(model.device)
-                keep = target != algorithmic.IGNORE_INDEX
-                for reset in (False, True):
-                    predicted = model(ids, reset_memory=reset, segment_size=size).logits[:, :-1].argmax(dim=-1)
-                    right[reset] += int(((predicted == target) & keep).sum())
-                scored += int(keep.sum())
-                tracker.add(ids.shape[0])
-            paper = PAPER_ALGORITHMIC.get((task, n_seg)) if n == PAPER_N_SYMBOLS[task] else None
-            rows.append({
-                "task": task,
-                "segments": n_seg,
-                "segment_size": size,
-                "samples": samples,
-                "accuracy_memory": right[False] / max(scored, 1),
-                "accuracy_reset": right[True] / max(scored, 1),
-                "chance": chance,
-                "paper_baseline": paper[0] if paper else None,
-                "paper_rmt": paper[1] if paper else None,
-            })
-    finally:
-        model.train(was_training)
-    return rows
+        size = algorithmic.segment_size_for(task, n, n_seg)
+    except ValueError as exc:
+        raise EvaluationError(str(exc)) from exc
+    limit = model.max_positions
+    if limit is not None and model.config.reset_positions and size + 2 * model.config.num_mem_tokens > limit:
+        raise EvaluationError(
+            f"{n_seg} segments of a {task} sample need {size}-token segments; with "
+            f"{model.config.num_mem_tokens} memory slots a row is longer than the backbone's {limit} positions"
+        )
+    return size
 
 
 # ---------------------------------------------------------------------- language modelling
@@ -312,7 +343,7 @@ def _text_windows(model: RMTModel, text: str | None, segments_per_window: int, w
                   seed: int) -> tuple[torch.Tensor, np.ndarray, int]:
     """The tokens of ``text`` (default: the held-out novel), ``windows`` random start offsets
     and the window length (``segments_per_window`` segments, at most the whole text)."""
-    ids = _encode(_check_tokenizer(model), _default_haystack() if text is None else text)
+    ids = encode_ids(_check_tokenizer(model), _default_haystack() if text is None else text)
     length = min(segments_per_window * model.config.segment_size, len(ids))
     if length < 2:
         raise EvaluationError("the text is too short for language modelling (fewer than 2 tokens)")
@@ -345,21 +376,17 @@ def evaluate_lm(
     # Scored targets: positions 1..length-1; "later" = targets beyond the first segment.
     later = torch.arange(1, length) >= seg  # (length - 1,)
     sums = {(reset, part): 0.0 for reset in (False, True) for part in ("all", "later")}
-    was_training = model.training
-    model.eval()
     tracker = _Tracker(progress, windows)
-    try:
+    with eval_mode(model):
         for first in range(0, windows, batch_size):
             chunk = starts[first:first + batch_size]
             batch = torch.stack([all_ids[int(s):int(s) + length] for s in chunk]).to(model.device)
-            for reset in (False, True):
-                logits = model(batch, reset_memory=reset).logits[:, :-1].float()  # (B, length-1, vocab)
+            for reset, logits in logits_with_and_without_memory(model, batch):
+                logits = logits[:, :-1].float()  # (B, length-1, vocab)
                 nll = F.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")  # (B, length-1)
                 sums[reset, "all"] += float(nll.sum())
                 sums[reset, "later"] += float(nll[:, later.to(nll.device)].sum())
             tracker.add(len(chunk))
-    finally:
-        model.train(was_training)
     n_all = windows * (length - 1)
     n_later = windows * int(later.sum())
 
@@ -427,12 +454,8 @@ def evaluate_slot_similarity(
         raise EvaluationError("slot similarity needs a model with at least two memory slots")
     all_ids, starts, length = _text_windows(model, text, segments_per_window, windows, seed)
     batch = torch.stack([all_ids[int(s):int(s) + length] for s in starts]).to(model.device)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         states = model(batch).memory_states  # one (B, m, d) per segment
-    finally:
-        model.train(was_training)
     mem = torch.stack([st.float() for st in states], dim=1).reshape(-1, m, states[0].shape[-1])  # (B*S, m, d)
     normed = F.normalize(mem, dim=-1)
     cos = normed @ normed.transpose(1, 2)  # (B*S, m, m)
@@ -503,5 +526,5 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Iterable[str] | None
 
 __all__ = [
     "FACT_TASKS", "ALGORITHMIC_TASKS", "PAPER_ALGORITHMIC", "EvaluationError",
-    "FACT_TABLE_COLUMNS", "evaluate_fact_recall", "evaluate_algorithmic", "evaluate_lm", "evaluate_lm_texts", "evaluate_slot_similarity", "format_table", "markdown_table",
+    "FACT_TABLE_COLUMNS", "eval_mode", "logits_with_and_without_memory", "evaluate_fact_recall", "evaluate_algorithmic", "evaluate_lm", "evaluate_lm_texts", "evaluate_slot_similarity", "format_table", "markdown_table",
 ]

@@ -1,5 +1,8 @@
 """Curriculum training with backpropagation through memory; resumable in pieces.
 
+:func:`train` is the entry point; :class:`TrainingRun` holds its named steps (resume, step,
+gate, log, save, finish).
+
 Layout of a run folder:
     state.json      where the run stands (stage, step, totals, gate results)
     latest/         the newest checkpoint (save_pretrained format)
@@ -23,6 +26,7 @@ import torch
 from ..engine.config import RMTConfig
 from ..engine.model import RMTModel, shifted_cross_entropy
 from ..io.checkpoint import save_checkpoint
+from .evaluation import eval_mode, evaluate_lm
 from .recipes import Recipe, Stage
 
 
@@ -92,7 +96,7 @@ def any_layout_batch(stage: Stage, tokenizer: Any, rng: np.random.Generator, hay
                                           facts_before_last_segment=bool(rng.random() >= 0.1),
                                           after_answer_prefix=trailing)
         encoded.append(babi.encode_sample(sample, tokenizer))
-    b = babi.collate(encoded, babi._pad_id(tokenizer))
+    b = babi.collate(encoded, babi.pad_id(tokenizer))
     return {"input_ids": b["input_ids"], "labels": b["labels"], "attention_mask": b["attention_mask"]}
 
 
@@ -151,18 +155,16 @@ def batch_losses(model: RMTModel, batch: Batch, lm_weight: float, reset_memory: 
 def stage_accuracy(model: RMTModel, stage: Stage, haystack: str, samples: int, seed: int,
                    n_segments: int | None = None, reset_memory: bool = False) -> float:
     """Held-out accuracy of a stage's task at its largest (or the given) segment count."""
-    was_training = model.training
-    model.eval()
     rng = np.random.default_rng(seed)
     n_seg = n_segments or max(stage.segments)
     correct, total, per_batch = 0.0, 0, 32
-    for start in range(0, samples, per_batch):
-        batch = make_batch(stage, model, rng, haystack, batch_size=min(per_batch, samples - start), n_segments=n_seg)
-        stats = batch_losses(model, batch, 0.0, reset_memory=reset_memory)
-        n = int((batch.labels[:, 1:] != -100).sum())
-        correct += float(stats["accuracy"]) * n
-        total += n
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, samples, per_batch):
+            batch = make_batch(stage, model, rng, haystack, batch_size=min(per_batch, samples - start), n_segments=n_seg)
+            stats = batch_losses(model, batch, 0.0, reset_memory=reset_memory)
+            n = int((batch.labels[:, 1:] != -100).sum())
+            correct += float(stats["accuracy"]) * n
+            total += n
     return correct / max(total, 1)
 
 
@@ -172,8 +174,6 @@ def held_out_lm_gain(model: RMTModel, text: str | dict[str, str] | None, windows
 
     With ``{source: text}``, the smallest gain over ``sources`` (every source must gain).
     """
-    from .evaluation import evaluate_lm
-
     texts = text if isinstance(text, dict) else {"austen": text}
     gains = [float(evaluate_lm(model, texts[s], segments_per_window=8, windows=windows, seed=1)["relative_improvement"])
              for s in sources if s in texts]
@@ -198,6 +198,182 @@ def _lr_at(step: int, stage: Stage, warmup: int) -> float:
     return stage.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+class TrainingRun:
+    """One recipe's run in a folder (layout: module docstring), resumable in pieces.
+
+    The named steps :func:`train` drives: :meth:`resume` opens the run (the model from
+    ``latest/`` or a fresh one, the optimizer, the texts, log.csv); per stage
+    :meth:`train_stage` repeats :meth:`step` (one optimisation step on one batch),
+    :meth:`gate` (held-out evaluation: may the stage end early?), :meth:`log_step` (log.csv
+    and the log) and :meth:`save` (``latest/``, optimizer and state); :meth:`finish` writes
+    ``final/``. ``state`` is what state.json holds: stage, step, total_steps, seconds, stages.
+    """
+
+    def __init__(self, recipe: Recipe, out_dir: str | Path, log: Callable[[str], None] = print,
+                 save_every: int = 100) -> None:
+        self.recipe, self.log, self.save_every = recipe, log, save_every
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.state_file = self.out / "state.json"
+        self.state: dict[str, Any] = json.loads(self.state_file.read_text()) if self.state_file.is_file() else {
+            "recipe": recipe.to_dict(), "stage": 0, "step": 0, "total_steps": 0, "seconds": 0.0, "stages": []}
+        self.model: RMTModel | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.train_text: dict[str, str] | None = None
+        self.heldout_text: dict[str, str] | None = None
+        self.started = time.time()
+        self.base_seconds = float(self.state["seconds"])
+        self._log_file: Any = None
+        self._writer: Any = None
+
+    @property
+    def finished(self) -> bool:
+        """All stages done (``final/`` written by :meth:`finish`)."""
+        return self.state["stage"] >= len(self.recipe.stages)
+
+    def seconds(self) -> float:
+        """Training time of the whole run so far (earlier pieces included), in seconds."""
+        return self.base_seconds + time.time() - self.started
+
+    def resume(self) -> None:
+        """Open the run: the model from ``latest/`` (else a fresh one from the recipe), the optimizer
+        (its state when the run stopped inside a stage), the training and held-out texts, log.csv."""
+        from ..io import checkpoint
+        from .corpus import load_mix
+
+        state = self.state
+        if (self.out / "latest" / "config.json").is_file():
+            self.model = checkpoint.load(self.out / "latest", device="cpu", dtype=torch.float32)
+            self.log(f"resumed {self.recipe.name} at stage {state['stage'] + 1}, step {state['step']}")
+        else:
+            self.model = build_model(self.recipe, build_tokenizer(self.recipe.tokenizer))
+        self.model.train()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.recipe.stages[state["stage"]].lr,
+                                           weight_decay=0.01)
+        if (self.out / "optimizer.pt").is_file() and state["step"] > 0:
+            self.optimizer.load_state_dict(torch.load(self.out / "optimizer.pt", weights_only=True))
+        self.train_text = load_mix("train") if self.recipe.tokenizer == "austen" else None
+        self.heldout_text = load_mix("heldout") if self.recipe.tokenizer == "austen" else None
+        self.started = time.time()
+        self._log_file = (self.out / "log.csv").open("a", newline="")
+        self._writer = csv.writer(self._log_file)
+        if self._log_file.tell() == 0:
+            self._writer.writerow(["stage", "step", "total_step", "seconds", "loss", "task_loss", "lm_loss",
+                                   "train_acc", "eval_acc"])
+        self.base_seconds = float(state["seconds"])
+        state["threads"] = torch.get_num_threads()
+
+    def train_stage(self, max_minutes: float | None = None) -> bool:
+        """Train the current stage until its gate or step cap, then move to the next stage.
+
+        Returns False when ``max_minutes`` (of this piece) ran out first (the run is saved).
+        """
+        index = self.state["stage"]
+        stage = self.recipe.stages[index]
+        self.model.config.segment_size = segment_size_at(self.recipe, index)
+        if self.state["step"] == 0:
+            self.state["stage_started_at"] = self.seconds()
+        gate_reached = False
+        while self.state["step"] < stage.max_steps:
+            stats = self.step(stage)
+            eval_acc = None
+            if self.state["step"] % stage.eval_every == 0 or self.state["step"] == stage.max_steps:
+                eval_acc, gate_reached = self.gate(stage)
+            self.log_step(stage, stats, eval_acc)
+            if self.state["step"] % self.save_every == 0:
+                self.save()
+            if gate_reached:
+                break
+            if max_minutes is not None and time.time() - self.started > max_minutes * 60:
+                self.save()
+                return False
+        self.end_stage(stage, gate_reached)
+        return True
+
+    def step(self, stage: Stage) -> dict[str, torch.Tensor]:
+        """One optimisation step on one training batch (seeded by recipe seed, stage and step);
+        returns the batch's losses and accuracy (see :func:`batch_losses`), detached."""
+        step = self.state["step"]
+        rng = np.random.default_rng([self.recipe.seed, self.state["stage"], step])
+        for group in self.optimizer.param_groups:
+            group["lr"] = _lr_at(step, stage, self.recipe.warmup_steps)
+        batch = make_batch(stage, self.model, rng, self.train_text)
+        stats = batch_losses(self.model, batch, stage.lm_weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        stats["loss"].backward()
+        stats = {k: v.detach() for k, v in stats.items()}
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.grad_clip)
+        self.optimizer.step()
+        self.state["step"] += 1
+        self.state["total_steps"] += 1
+        return stats
+
+    def gate(self, stage: Stage) -> tuple[float, bool]:
+        """(held-out accuracy, gate reached): the stage's task accuracy on held-out samples and
+        whether the stage may end early (accuracy >= gate, and, with lm_gate, memory lowering
+        held-out perplexity by at least lm_gate)."""
+        accuracy = stage_accuracy(self.model, stage, self.heldout_text, stage.eval_samples,
+                                  seed=10_000 + self.state["stage"])
+        reached = stage.gate is not None and accuracy >= stage.gate
+        if stage.lm_gate is not None:
+            lm_gain = held_out_lm_gain(self.model, self.heldout_text, sources=stage.sources)
+            self.state.setdefault("lm_evals", []).append(
+                {"stage": stage.name, "step": self.state["step"], "relative_improvement": round(lm_gain, 4)})
+            self.log(f"[{stage.name}] step {self.state['step']}: memory lowers held-out perplexity by {lm_gain:.1%}")
+            reached = reached and lm_gain >= stage.lm_gate
+        self.model.train()
+        return accuracy, reached
+
+    def log_step(self, stage: Stage, stats: dict[str, torch.Tensor], eval_acc: float | None) -> None:
+        """A row of log.csv every 10 steps and at each evaluation; a log line at each evaluation."""
+        step = self.state["step"]
+        if step % 10 == 0 or eval_acc is not None:
+            self._writer.writerow([stage.name, step, self.state["total_steps"], round(time.time() - self.started, 1),
+                                   f"{float(stats['loss']):.4f}", f"{float(stats['task_loss']):.4f}",
+                                   f"{float(stats['lm_loss']):.4f}", f"{float(stats['accuracy']):.3f}",
+                                   f"{eval_acc:.3f}" if eval_acc is not None else ""])
+        if eval_acc is not None:
+            self.log(f"[{stage.name}] step {step}/{stage.max_steps} loss {float(stats['loss']):.3f} "
+                     f"held-out acc {eval_acc:.3f}")
+
+    def save(self) -> None:
+        """The model (``latest/``), the optimizer state and state.json; log.csv flushed."""
+        last = len(self.recipe.stages) - 1
+        self.model.config.segment_size = segment_size_at(self.recipe, min(self.state["stage"], last))
+        save_checkpoint(self.model, str(self.out / "latest"), card=self._card())
+        torch.save(self.optimizer.state_dict(), self.out / "optimizer.pt")
+        self.state["seconds"] = self.seconds()
+        self.state_file.write_text(json.dumps(self.state, indent=2))
+        self._log_file.flush()
+
+    def end_stage(self, stage: Stage, gate_reached: bool) -> None:
+        """Record the finished stage (steps, minutes, gate) and move to the next one (saved)."""
+        minutes = (self.seconds() - self.state.get("stage_started_at", 0.0)) / 60
+        self.state["stages"].append({"name": stage.name, "steps": self.state["step"], "minutes": round(minutes, 1),
+                                     "gate": stage.gate, "gate_reached": gate_reached})
+        self.log(f"stage '{stage.name}' done after {self.state['step']} steps "
+                 f"({'gate reached' if gate_reached else 'step cap'})")
+        self.state["stage"] += 1
+        self.state["step"] = 0
+        self.save()
+
+    def finish(self) -> Path:
+        """stages.json and the final checkpoint (at the last stage's segment size); returns its folder."""
+        (self.out / "stages.json").write_text(json.dumps(self.state["stages"], indent=2))
+        self.model.config.segment_size = segment_size_at(self.recipe, len(self.recipe.stages) - 1)
+        save_checkpoint(self.model, str(self.out / "final"), card=self._card())
+        return self.out / "final"
+
+    def close(self) -> None:
+        """Close log.csv (safe to call twice)."""
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def _card(self) -> dict[str, Any]:
+        return {"summary": self.recipe.summary, "recipe": self.recipe.name}
+
+
 def train(
     recipe: Recipe,
     out_dir: str | Path,
@@ -208,105 +384,22 @@ def train(
 ) -> Path:
     """Train (or resume) a recipe in out_dir; returns the folder of the final checkpoint.
 
-    Stops cleanly after max_minutes (checkpointed), so long training runs in pieces.
+    Stops cleanly after max_minutes (checkpointed; returns ``out_dir/latest``), so long training
+    runs in pieces: call again with the same arguments to go on. The steps are
+    :class:`TrainingRun`'s.
     """
-    from ..io import checkpoint as ckpt
-    from .corpus import load_mix
-
     if threads:
         torch.set_num_threads(threads)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    state_file = out / "state.json"
-    state = json.loads(state_file.read_text()) if state_file.is_file() else {
-        "recipe": recipe.to_dict(), "stage": 0, "step": 0, "total_steps": 0, "seconds": 0.0, "stages": []}
-    if state["stage"] >= len(recipe.stages):
-        log(f"{recipe.name}: all stages done; final checkpoint in {out / 'final'}")
-        return out / "final"
-    if (out / "latest" / "config.json").is_file():
-        model = ckpt.load(out / "latest", device="cpu", dtype=torch.float32)
-        log(f"resumed {recipe.name} at stage {state['stage'] + 1}, step {state['step']}")
-    else:
-        model = build_model(recipe, build_tokenizer(recipe.tokenizer))
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.stages[state["stage"]].lr, weight_decay=0.01)
-    if (out / "optimizer.pt").is_file() and state["step"] > 0:
-        optimizer.load_state_dict(torch.load(out / "optimizer.pt", weights_only=True))
-    train_text = load_mix("train") if recipe.tokenizer == "austen" else None
-    heldout_text = load_mix("heldout") if recipe.tokenizer == "austen" else None
-    started = time.time()
-    log_file = (out / "log.csv").open("a", newline="")
-    writer = csv.writer(log_file)
-    if log_file.tell() == 0:
-        writer.writerow(["stage", "step", "total_step", "seconds", "loss", "task_loss", "lm_loss", "train_acc", "eval_acc"])
-
-    def save() -> None:
-        model.config.segment_size = segment_size_at(recipe, min(state["stage"], len(recipe.stages) - 1))
-        save_checkpoint(model, str(out / "latest"), card={"summary": recipe.summary, "recipe": recipe.name})
-        torch.save(optimizer.state_dict(), out / "optimizer.pt")
-        state["seconds"] = base_seconds + time.time() - started
-        state_file.write_text(json.dumps(state, indent=2))
-        log_file.flush()
-
-    base_seconds = state["seconds"]
-    state["threads"] = torch.get_num_threads()
-    while state["stage"] < len(recipe.stages):
-        stage = recipe.stages[state["stage"]]
-        model.config.segment_size = segment_size_at(recipe, state["stage"])
-        if state["step"] == 0:
-            state["stage_started_at"] = base_seconds + time.time() - started
-        gate_reached = False
-        while state["step"] < stage.max_steps:
-            step = state["step"]
-            rng = np.random.default_rng([recipe.seed, state["stage"], step])
-            for group in optimizer.param_groups:
-                group["lr"] = _lr_at(step, stage, recipe.warmup_steps)
-            batch = make_batch(stage, model, rng, train_text)
-            stats = batch_losses(model, batch, stage.lm_weight)
-            optimizer.zero_grad(set_to_none=True)
-            stats["loss"].backward()
-            stats = {k: v.detach() for k, v in stats.items()}
-            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-            optimizer.step()
-            state["step"] += 1
-            state["total_steps"] += 1
-            eval_acc = ""
-            if state["step"] % stage.eval_every == 0 or state["step"] == stage.max_steps:
-                eval_acc = stage_accuracy(model, stage, heldout_text, stage.eval_samples, seed=10_000 + state["stage"])
-                gate_reached = stage.gate is not None and eval_acc >= stage.gate
-                if stage.lm_gate is not None:
-                    lm_gain = held_out_lm_gain(model, heldout_text, sources=stage.sources)
-                    state.setdefault("lm_evals", []).append(
-                        {"stage": stage.name, "step": state["step"], "relative_improvement": round(lm_gain, 4)})
-                    log(f"[{stage.name}] step {state['step']}: memory lowers held-out perplexity by {lm_gain:.1%}")
-                    gate_reached = gate_reached and lm_gain >= stage.lm_gate
-                model.train()
-            if state["step"] % 10 == 0 or eval_acc != "":
-                writer.writerow([stage.name, state["step"], state["total_steps"], round(time.time() - started, 1),
-                                 f"{float(stats['loss']):.4f}", f"{float(stats['task_loss']):.4f}",
-                                 f"{float(stats['lm_loss']):.4f}", f"{float(stats['accuracy']):.3f}",
-                                 f"{eval_acc:.3f}" if eval_acc != "" else ""])
-            if eval_acc != "":
-                log(f"[{stage.name}] step {state['step']}/{stage.max_steps} loss {float(stats['loss']):.3f} "
-                    f"held-out acc {eval_acc:.3f}")
-            if state["step"] % save_every == 0:
-                save()
-            if gate_reached:
-                break
-            if max_minutes is not None and time.time() - started > max_minutes * 60:
-                save()
+    run = TrainingRun(recipe, out_dir, log=log, save_every=save_every)
+    if run.finished:
+        log(f"{recipe.name}: all stages done; final checkpoint in {run.out / 'final'}")
+        return run.out / "final"
+    run.resume()
+    try:
+        while not run.finished:
+            if not run.train_stage(max_minutes):
                 log(f"stopped after {max_minutes} min; resume with the same command")
-                log_file.close()
-                return out / "latest"
-        minutes = (base_seconds + time.time() - started - state.get("stage_started_at", 0.0)) / 60
-        state["stages"].append({"name": stage.name, "steps": state["step"], "minutes": round(minutes, 1),
-                                "gate": stage.gate, "gate_reached": gate_reached})
-        log(f"stage '{stage.name}' done after {state['step']} steps ({'gate reached' if gate_reached else 'step cap'})")
-        state["stage"] += 1
-        state["step"] = 0
-        save()
-    (out / "stages.json").write_text(json.dumps(state["stages"], indent=2))
-    model.config.segment_size = segment_size_at(recipe, len(recipe.stages) - 1)
-    save_checkpoint(model, str(out / "final"), card={"summary": recipe.summary, "recipe": recipe.name})
-    log_file.close()
-    return out / "final"
+                return run.out / "latest"
+        return run.finish()
+    finally:
+        run.close()

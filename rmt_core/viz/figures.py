@@ -22,7 +22,6 @@ from plotly.subplots import make_subplots
 
 from ..explain import analysis
 from ..explain.attribution import Attribution
-from ..checks import check_int
 from ..token_text import token_label
 from ..tracing.trace import Trace
 
@@ -242,6 +241,20 @@ def attribution_figure(result: Attribution, title: str | None = None) -> go.Figu
     return _style(fig, title, height=420)
 
 
+def intervention_losses(loss_before: np.ndarray, loss_after: np.ndarray, after_name: str,
+                        title: str = "Per-segment loss before and after the intervention") -> go.Figure:
+    """Per-segment loss (nats/token) of a trace as recorded (solid) and after a memory intervention
+    (dashed, named `after_name`): both (S,), e.g. InterventionResult.loss_before / loss_after of
+    rmt_core.explain.interventions."""
+    x = np.arange(len(loss_before))
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=x, y=loss_before, name="original", mode="lines+markers"))
+    fig.add_trace(go.Scatter(x=x, y=loss_after, name=plotly_text(after_name), mode="lines+markers", line={"dash": "dash"}))
+    fig.update_layout(template=TEMPLATE, title=plotly_text(title), xaxis_title="segment",
+                      yaxis_title="loss (nats/token)", height=380)
+    return fig
+
+
 def accuracy_vs_segments(rows: Sequence[dict], title: str = "Accuracy vs number of segments",
                          reference: dict[str, dict[int, float]] | None = None) -> go.Figure:
     """rows: dicts with 'segments', 'accuracy_memory', 'accuracy_reset' (and optional 'chance')."""
@@ -271,13 +284,8 @@ def standard_figures(trace: Trace, segment: int | None = None, layer: int = -1, 
     """
     from ..explain import series  # whole-trace series, computed once per trace
 
-    segment = trace.num_segments - 1 if segment is None else segment
-    segment = trace.check_segment(segment)
+    segment, layer, head = trace.check_view(segment, layer, head)
     seg = trace.segments[segment]
-    n_layers, n_heads = int(trace.model_info["num_layers"]), int(trace.model_info["num_heads"])
-    layer = check_int(layer, "layer", -n_layers, n_layers - 1, fix=f"The model has {n_layers} layers (-1 is the last).")
-    head = check_int(head, "head", 0, n_heads - 1, fix=f"The model has {n_heads} attention heads per layer.")
-    layer = layer % n_layers
     figures = {
         "timeline": segment_curves(trace, selected=segment),
         "memory_pca_2d": memory_trajectory(series.pca(trace, 2), dims=2),

@@ -80,13 +80,14 @@ def _pattern(per_head: np.ndarray, tokens, title: str, prefix: str, segment: int
 
 def write_pattern(trace: Trace, segment: int = 0) -> PatternResult:
     """Write slots' attention over the segment's tokens (the papers' write pattern)."""
+    segment = trace.check_segment(segment)
     seg = trace.segments[segment]
     return _pattern(seg.write_to_tokens, seg.tokens, "Write pattern", "W", segment)
 
 
 def read_pattern(trace: Trace, segment: int | None = None) -> PatternResult:
     """Which read slot each token of a target segment attends to most (default: the last segment)."""
-    segment = trace.num_segments - 1 if segment is None else segment
+    segment = trace.check_segment(trace.num_segments - 1 if segment is None else segment)
     seg = trace.segments[segment]
     result = _pattern(seg.tokens_to_read.transpose(0, 1, 3, 2), seg.tokens, "Read pattern", "R", segment)
     result.figure.update_yaxes(title_text="read slot")

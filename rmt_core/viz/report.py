@@ -63,16 +63,7 @@ def report_html(trace, segment: int | None = None, layer: int = -1, head: int = 
 
     if not trace.segments:
         raise TraceError("This trace has no segments to report on.")
-    segment = trace.num_segments - 1 if segment is None else int(segment)
-    if not 0 <= segment < trace.num_segments:
-        raise TraceError(f"segment must be in 0..{trace.num_segments - 1}, got {segment}.")
-    n_layers = int(trace.model_info["num_layers"])
-    if not -n_layers <= layer < n_layers:
-        raise TraceError(f"layer must be in 0..{n_layers - 1} (or negative from the end), got {layer}.")
-    layer = layer % n_layers
-    n_heads = int(trace.model_info["num_heads"])
-    if not 0 <= head < n_heads:
-        raise TraceError(f"head must be in 0..{n_heads - 1}, got {head}.")
+    segment, layer, head = trace.check_view(segment, layer, head)
     prov = dict(provenance) if provenance is not None else export.provenance(
         trace, segment=segment, layer=layer, head=head)
 

@@ -108,7 +108,8 @@ def tour_steps(tour: Tour) -> list[TourStep]:
             f"Reset the memory to its initial state right after segment {f} and run the rest again: the fact is gone, "
             f"and the answer becomes “{tour.reset_after_fact.answer_after}” "
             f"(p of the true answer {tour.reset_after_fact.p_expected_before:.2f} → {tour.reset_after_fact.p_expected_after:.2f}).",
-            _intervention_figure(tour.reset_after_fact)),
+            figures.intervention_losses(tour.reset_after_fact.loss_before, tour.reset_after_fact.loss_after,
+                                        "memory reset after the fact", "Per-segment loss")),
     ]
     return steps
 
@@ -121,13 +122,3 @@ def _churn_figure(churn: np.ndarray, fact_segment: int) -> go.Figure:
                       xaxis_title="segment", yaxis_title="mean cosine distance in → out", height=380)
     return fig
 
-
-def _intervention_figure(result: interventions.InterventionResult) -> go.Figure:
-    x = np.arange(len(result.loss_before))
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=x, y=result.loss_before, name="original", mode="lines+markers"))
-    fig.add_trace(go.Scatter(x=x, y=result.loss_after, name="memory reset after the fact", mode="lines+markers",
-                             line={"dash": "dash"}))
-    fig.update_layout(template=figures.TEMPLATE, title="Per-segment loss", xaxis_title="segment",
-                      yaxis_title="loss (nats/token)", height=380)
-    return fig

@@ -54,7 +54,12 @@ def symbol_tokenizer() -> Any:
     return build_symbol_tokenizer(list(SYMBOLS) + list(VALUES), list(SPECIALS))
 
 
-def _resolve_n(task: str, n_symbols: int | None) -> int:
+def resolve_n_symbols(task: str, n_symbols: int | None) -> int:
+    """N of the module docstring for a canonical ``task``: ``n_symbols``, or the task's default
+    (:data:`DEFAULT_N`) when None.
+
+    Raises ``ValueError`` for N < 1, or more retrieval pairs than there are distinct keys (8).
+    """
     n = DEFAULT_N[task] if n_symbols is None else int(n_symbols)
     if n < 1:
         raise ValueError("n_symbols must be >= 1")
@@ -66,7 +71,7 @@ def _resolve_n(task: str, n_symbols: int | None) -> int:
 def sequence_length(task: str, n_symbols: int | None = None) -> int:
     """Tokens in one sample: 2N+1 for copy/reverse, 2N+2 for retrieval."""
     task = canonical_task(task)
-    n = _resolve_n(task, n_symbols)
+    n = resolve_n_symbols(task, n_symbols)
     return 2 * n + 2 if task == "retrieval" else 2 * n + 1
 
 
@@ -101,7 +106,7 @@ def make_task_batch(
     import torch
 
     task = canonical_task(task)
-    n = _resolve_n(task, n_symbols)
+    n = resolve_n_symbols(task, n_symbols)
     rng = rng if rng is not None else np.random.default_rng()
     tok = tokenizer if tokenizer is not None else symbol_tokenizer()
     sym = np.asarray(tok.convert_tokens_to_ids(list(SYMBOLS)), dtype=np.int64)
@@ -128,5 +133,5 @@ def make_task_batch(
 
 __all__ = [
     "SYMBOLS", "VALUES", "SPECIALS", "TASKS", "DEFAULT_N", "IGNORE_INDEX",
-    "canonical_task", "symbol_tokenizer", "sequence_length", "segment_size_for", "make_task_batch",
+    "canonical_task", "resolve_n_symbols", "symbol_tokenizer", "sequence_length", "segment_size_for", "make_task_batch",
 ]

@@ -33,6 +33,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ...token_text import encode_ids, encode_with_offsets
 from ..corpus import sentence_boundaries
 
 ACTORS: tuple[str, ...] = ("Mary", "John", "Daniel", "Sandra")
@@ -250,28 +251,17 @@ class _Counter:
 
     def __init__(self, tokenizer: Any | None) -> None:
         self.tok = tokenizer
-        self.backend = getattr(tokenizer, "backend_tokenizer", None)
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
         if self.tok is None:
             n = len(text)
             return [(i, min(i + CHARS_PER_TOKEN, n)) for i in range(0, n, CHARS_PER_TOKEN)]
-        if self.backend is not None:
-            return list(self.backend.encode(text, add_special_tokens=False).offsets)
-        enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
-        return list(enc["offset_mapping"])
+        return encode_with_offsets(self.tok, text)[1]
 
     def count(self, text: str) -> int:
         if self.tok is None:
             return -(-len(text) // CHARS_PER_TOKEN)
         return len(self.offsets(text))
-
-
-def _token_ids(tokenizer: Any, text: str) -> list[int]:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        return list(backend.encode(text, add_special_tokens=False).ids)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 # ------------------------------------------------------------------------- samples
@@ -398,7 +388,27 @@ def _try_build(
             f"(facts {n_fact_tok}, question {n_suffix + 1}, keep_out_tail {keep_out_tail} tokens)"
         )
 
-    # A window of haystack that starts at a sentence boundary and holds > budget tokens.
+    window, offs = _haystack_window(haystack, budget, rng, counter)
+    if not clean and (FACT_RE.search(window) or "\nQuestion:" in window):
+        return "haystack window holds a fact-like sentence"
+    positions = _fact_positions(window, offs, budget, task, len(facts), n_suffix + 1, keep_out_tail + margin, rng)
+    if positions is None:
+        return "no sentence boundary outside the kept-out tail"
+    fitted = _fit_length(window, offs, budget, n_tokens, positions, sentences, suffix, counter)
+    if fitted is None:
+        return "piece shrank below a fact position"
+    diff, text, spans = fitted
+    if abs(diff) > (0 if exact else 2):
+        return f"length off by {diff} tokens"
+    if keep_out_tail > 0 and _last_fact_token(text, spans, counter) > n_tokens - diff - keep_out_tail:
+        return "a fact fell into the kept-out tail"  # checked exactly, on the final tokenisation
+    return FactSample(text=text, answer=answer, question=question, facts=spans, task=task, shortcut_answer=" " + shortcut)
+
+
+def _haystack_window(haystack: str, budget: int, rng: np.random.Generator,
+                     counter: _Counter) -> tuple[str, list[tuple[int, int]]]:
+    """A window of ``haystack`` at a random place, from a sentence start, holding more than
+    ``budget`` tokens (+ 64); and its token offsets. The haystack wraps around (see _window)."""
     n_chars = budget * 6 + 400
     start = int(rng.integers(0, max(1, len(haystack) - n_chars)))
     head = _window(haystack, start, 2000)
@@ -410,25 +420,39 @@ def _try_build(
         window = _window(haystack, start, n_chars)
         offs = counter.offsets(window)
         if len(offs) > budget + 64:
-            break
+            return window, offs
         n_chars *= 2
-    if not clean and (FACT_RE.search(window) or "\nQuestion:" in window):
-        return "haystack window holds a fact-like sentence"
-    starts = [s for s, _ in offs]
 
+
+def _fact_positions(window: str, offs: list[tuple[int, int]], budget: int, task: str, n_facts: int, n_after: int,
+                    tail: int, rng: np.random.Generator) -> list[int] | None:
+    """Character positions (sentence starts in the first ``budget`` tokens of ``window``, sorted)
+    where ``n_facts`` facts go; None when no sentence start is outside the kept-out tail.
+
+    A fact may start at a boundary only when the tokens after it (haystack up to ``budget`` +
+    ``n_after``, the question and answer) number at least ``tail`` (keep_out_tail + a margin);
+    "memorize" puts its fact at the very start.
+    """
+    starts = [s for s, _ in offs]
     bounds = sentence_boundaries(window[: offs[budget - 1][1]])
-    # Keep facts out of the tail: tokens after a boundary (+ question + answer) must
-    # exceed keep_out_tail with a margin.
     tok_idx = np.array([bisect.bisect_left(starts, int(p)) for p in bounds], dtype=np.int64)
     if task == "memorize":
         eligible = bounds[:1] if len(bounds) and bounds[0] == 0 else np.array([0])
     else:
-        ok = (budget - tok_idx) + n_suffix + 1 >= keep_out_tail + margin
-        eligible = bounds[ok]
+        eligible = bounds[(budget - tok_idx) + n_after >= tail]
     if len(eligible) == 0:
-        return "no sentence boundary outside the kept-out tail"
-    replace = len(eligible) < len(facts)
-    positions = sorted(int(p) for p in rng.choice(eligible, size=len(facts), replace=replace))
+        return None
+    replace = len(eligible) < n_facts
+    return sorted(int(p) for p in rng.choice(eligible, size=n_facts, replace=replace))
+
+
+def _fit_length(window: str, offs: list[tuple[int, int]], budget: int, n_tokens: int, positions: list[int],
+                sentences: list[str], suffix: str,
+                counter: _Counter) -> tuple[int, str, list[tuple[int, int]]] | None:
+    """(n_tokens - tokens of the sample, text, fact spans) for the haystack length h (in window
+    tokens, searched from ``budget``) that makes the sample ``n_tokens`` long: exact if possible,
+    else the closest, preferring shorter (it pads) to longer. None when every piece tried
+    ended before the last fact position."""
 
     def attempt(h: int) -> tuple[int, str, list[tuple[int, int]]] | None:
         piece = window[: offs[h - 1][1]].rstrip()
@@ -437,7 +461,6 @@ def _try_build(
         text, spans = _assemble(piece, positions, sentences, suffix)
         return n_tokens - (counter.count(text) + 1), text, spans
 
-    # Find the haystack length h (in window tokens) that makes the total exact.
     tried: dict[int, tuple[int, str, list[tuple[int, int]]] | None] = {}
     h = budget
     for _fix in range(12):
@@ -451,21 +474,13 @@ def _try_build(
             break
         h = nxt[0]
     ok = [r for r in tried.values() if r is not None]
-    if not ok:
-        return "piece shrank below a fact position"
-    # Exact if possible, else the closest, preferring shorter (it pads) to longer.
-    diff, text, spans = min(ok, key=lambda r: (abs(r[0]), r[0] < 0))
-    if abs(diff) > (0 if exact else 2):
-        return f"length off by {diff} tokens"
-    total = n_tokens - diff
-    # Exact check of keep_out_tail on the final tokenisation.
-    if keep_out_tail > 0:
-        t_offs = counter.offsets(text)
-        t_ends = [e for _, e in t_offs]
-        last_fact_tok = bisect.bisect_left(t_ends, spans[-1][1]) + 1  # exclusive
-        if last_fact_tok > total - keep_out_tail:
-            return "a fact fell into the kept-out tail"
-    return FactSample(text=text, answer=answer, question=question, facts=spans, task=task, shortcut_answer=" " + shortcut)
+    return min(ok, key=lambda r: (abs(r[0]), r[0] < 0)) if ok else None
+
+
+def _last_fact_token(text: str, spans: list[tuple[int, int]], counter: _Counter) -> int:
+    """Index after the last token of the last fact in ``text`` (its tokens are 0..index-1)."""
+    ends = [e for _, e in counter.offsets(text)]
+    return bisect.bisect_left(ends, spans[-1][1]) + 1
 
 
 def _assemble(piece: str, positions: list[int], sentences: list[str], suffix: str) -> tuple[str, list[tuple[int, int]]]:
@@ -522,7 +537,7 @@ def reflow(text: str, layout: str) -> str:
 
 def question_tokens(tokenizer: Any, question: str = "Where is Mary?") -> int:
     """Tokens of the question block ``"\nQuestion: ...\nAnswer:"`` in ``tokenizer``."""
-    return len(_token_ids(tokenizer, f"{QUESTION_PREFIX}{question}{ANSWER_PREFIX}"))
+    return len(encode_ids(tokenizer, f"{QUESTION_PREFIX}{question}{ANSWER_PREFIX}"))
 
 
 def last_segment_tokens(offset: str, segment_size: int, question_len: int, rng: np.random.Generator) -> int:
@@ -605,7 +620,7 @@ def _token_spans(offsets: Sequence[tuple[int, int]], spans: Iterable[tuple[int, 
 
 def answer_token_id(tokenizer: Any, answer: str) -> int:
     """Id of ``answer`` (e.g. ``" office"``); raises if it is not a single token."""
-    ids = _token_ids(tokenizer, answer)
+    ids = encode_ids(tokenizer, answer)
     if len(ids) != 1:
         raise ValueError(f"answer {answer!r} is {len(ids)} tokens in this tokenizer; it must be one")
     return ids[0]
@@ -613,13 +628,7 @@ def answer_token_id(tokenizer: Any, answer: str) -> int:
 
 def encode_sample(sample: FactSample, tokenizer: Any) -> EncodedSample:
     """Tokenise a sample: ``input_ids`` = tokens(text) + [answer]; label only the answer."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        enc = backend.encode(sample.text, add_special_tokens=False)
-        ids, offs = list(enc.ids), list(enc.offsets)
-    else:
-        enc = tokenizer(sample.text, add_special_tokens=False, return_offsets_mapping=True)
-        ids, offs = list(enc["input_ids"]), list(enc["offset_mapping"])
+    ids, offs = encode_with_offsets(tokenizer, sample.text)
     aid = answer_token_id(tokenizer, sample.answer)
     return EncodedSample(
         input_ids=ids + [aid],
@@ -629,7 +638,11 @@ def encode_sample(sample: FactSample, tokenizer: Any) -> EncodedSample:
     )
 
 
-def _pad_id(tokenizer: Any) -> int:
+def pad_id(tokenizer: Any) -> int:
+    """The id :func:`collate` pads with: the tokenizer's pad token, else its end-of-text token.
+
+    Raises ``ValueError`` when it has neither.
+    """
     pid = getattr(tokenizer, "pad_token_id", None)
     if pid is None:
         pid = getattr(tokenizer, "eos_token_id", None)
@@ -678,7 +691,7 @@ def make_batch(
         encode_sample(build_sample(haystack, n_tokens, task, rng, tokenizer, keep_out_tail), tokenizer)
         for _ in range(batch_size)
     ]
-    return collate(encoded, _pad_id(tokenizer))
+    return collate(encoded, pad_id(tokenizer))
 
 
 # -------------------------------------------------------------------- dense stories
@@ -752,13 +765,7 @@ def encode_dense_story(text: str, tokenizer: Any) -> EncodedSample:
 
     ``answer_id`` is the last answer's id; ``fact_token_spans`` covers every fact.
     """
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        enc = backend.encode(text, add_special_tokens=False)
-        ids, offs = list(enc.ids), list(enc.offsets)
-    else:
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids, offs = list(enc["input_ids"]), list(enc["offset_mapping"])
+    ids, offs = encode_with_offsets(tokenizer, text)
     labels = [IGNORE_INDEX] * len(ids)
     aid = -1
     for m in _ANSWER_RE.finditer(text):
@@ -783,7 +790,7 @@ def make_dense_batch(
 ) -> dict[str, Any]:
     """A batch of dense stories (see :func:`collate`; every answer is labelled)."""
     encoded = [encode_dense_story(dense_story(rng, task, n_facts, n_questions), tokenizer) for _ in range(batch_size)]
-    return collate(encoded, _pad_id(tokenizer))
+    return collate(encoded, pad_id(tokenizer))
 
 
 def shortcut_accuracy(samples: Iterable[FactSample]) -> float:
@@ -799,6 +806,6 @@ __all__ = [
     "QUESTION_PREFIX", "ANSWER_PREFIX", "FACT_RE", "QUESTION_RE", "IGNORE_INDEX",
     "Fact", "ParsedFact", "World", "FactSample", "EncodedSample",
     "parse_facts", "solve", "make_story", "build_sample", "encode_sample", "answer_token_id",
-    "collate", "make_batch", "dense_story", "LINE_LAYOUTS", "OFFSETS", "reflow", "question_tokens",
+    "collate", "pad_id", "make_batch", "dense_story", "LINE_LAYOUTS", "OFFSETS", "reflow", "question_tokens",
     "last_segment_tokens", "build_layout_sample", "encode_dense_story", "make_dense_batch", "shortcut_accuracy",
 ]
