@@ -455,7 +455,7 @@ def evaluate_slot_similarity(
     all_ids, starts, length = _text_windows(model, text, segments_per_window, windows, seed)
     batch = torch.stack([all_ids[int(s):int(s) + length] for s in starts]).to(model.device)
     with eval_mode(model):
-        states = model(batch).memory_states  # one (B, m, d) per segment
+        states = model(batch).memory_out  # one (B, m, d) per segment
     mem = torch.stack([st.float() for st in states], dim=1).reshape(-1, m, states[0].shape[-1])  # (B*S, m, d)
     normed = F.normalize(mem, dim=-1)
     cos = normed @ normed.transpose(1, 2)  # (B*S, m, m)

@@ -270,7 +270,7 @@ class TrainingRun:
         """
         index = self.state["stage"]
         stage = self.recipe.stages[index]
-        self.model.config.segment_size = segment_size_at(self.recipe, index)
+        self.use_stage_segment_size(index)
         if self.state["step"] == 0:
             self.state["stage_started_at"] = self.seconds()
         gate_reached = False
@@ -336,10 +336,18 @@ class TrainingRun:
             self.log(f"[{stage.name}] step {step}/{stage.max_steps} loss {float(stats['loss']):.3f} "
                      f"held-out acc {eval_acc:.3f}")
 
+    def use_stage_segment_size(self, stage_index: int) -> None:
+        """Set the model's configured segment size to the one stage `stage_index` trains at.
+
+        The one place a config changes: the run built this model and nobody else holds it, and a
+        stage may move the model to other segments for good (what its checkpoint records). Batches
+        of other sizes (algorithmic tasks) pass segment_size to forward instead."""
+        self.model.config.segment_size = segment_size_at(self.recipe, stage_index)
+
     def save(self) -> None:
         """The model (``latest/``), the optimizer state and state.json; log.csv flushed."""
         last = len(self.recipe.stages) - 1
-        self.model.config.segment_size = segment_size_at(self.recipe, min(self.state["stage"], last))
+        self.use_stage_segment_size(min(self.state["stage"], last))
         save_checkpoint(self.model, str(self.out / "latest"), card=self._card())
         torch.save(self.optimizer.state_dict(), self.out / "optimizer.pt")
         self.state["seconds"] = self.seconds()
@@ -360,7 +368,7 @@ class TrainingRun:
     def finish(self) -> Path:
         """stages.json and the final checkpoint (at the last stage's segment size); returns its folder."""
         (self.out / "stages.json").write_text(json.dumps(self.state["stages"], indent=2))
-        self.model.config.segment_size = segment_size_at(self.recipe, len(self.recipe.stages) - 1)
+        self.use_stage_segment_size(len(self.recipe.stages) - 1)
         save_checkpoint(self.model, str(self.out / "final"), card=self._card())
         return self.out / "final"
 
