@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import streamlit as st
 
 import rmt_core
-from rmt_core import CheckpointError
 from rmt_core.token_text import encode_ids
 
 FALLBACK_NAME = "built-in untrained model"

@@ -19,8 +19,8 @@ fragments alone, so these include the sidebar).
 """
 from __future__ import annotations
 
-import rmt_core
 import _common as C  # noqa: E402  (puts the repo root on sys.path)
+import rmt_core  # noqa: E402
 
 import time  # noqa: E402
 from typing import Any, Callable  # noqa: E402

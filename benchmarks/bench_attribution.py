@@ -13,8 +13,8 @@ Medians over repeats (each call is seconds long, so a warm-up call on a short in
 """
 from __future__ import annotations
 
-import rmt_core
 import _common as C  # noqa: E402  (puts the repo root on sys.path)
+import rmt_core  # noqa: E402
 
 import numpy as np  # noqa: E402
 

@@ -12,8 +12,8 @@ and the host RSS growth that holds the finished trace. No targets: the numbers a
 """
 from __future__ import annotations
 
-import rmt_core
 import _common as C  # noqa: E402  (puts the repo root on sys.path)
+import rmt_core  # noqa: E402
 
 import gc  # noqa: E402
 import time  # noqa: E402

@@ -11,8 +11,8 @@ the lens); browser rendering is not included. Target: first render and rerun <= 
 """
 from __future__ import annotations
 
-import rmt_core
 import _common as C  # noqa: E402  (puts the repo root on sys.path)
+import rmt_core  # noqa: E402
 
 import time  # noqa: E402
 

@@ -17,13 +17,11 @@ and recomputing one segment's full attention.
 """
 from __future__ import annotations
 
-import rmt_core
 import _common as C  # noqa: E402  (puts the repo root on sys.path)
 
 import argparse  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
-import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
