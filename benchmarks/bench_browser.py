@@ -12,12 +12,13 @@ novel uploaded as a .txt file and traced (about 84k tokens, 2.6k segments). Prin
 Targets (issue 18): segment / layer / head changes p50 <= 400 ms and p90 <= 800 ms (chart);
 every page's first render <= 1.5 s (idle) on the long trace.
 
-    python benchmarks/bench_browser.py [--quick] [--repeats 6] [--words 50000]
+    python benchmarks/bench_browser.py [--quick] [--repeats 6] [--words 50000] [--case demo|long]
 """
 from __future__ import annotations
 
 import _common as C  # noqa: E402  (puts the repo root on sys.path)
 
+import os  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -126,6 +127,8 @@ def main() -> int:
     p = C.parser(__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=6)
     p.add_argument("--words", type=int, default=50_000, help="words of the held-out novel in the long document")
+    p.add_argument("--case", choices=("demo", "long"), default=None,
+                   help="measure only the demo or only the long document (default: both)")
     args = p.parse_args()
     import browser_support as B
     from _pytest.outcomes import OutcomeException
@@ -148,24 +151,27 @@ def main() -> int:
             print(f"first screen (demo traced, charts drawn) after {time.perf_counter() - t0:.1f} s", flush=True)
             model = C.load_model("cpu")
             layers, heads = model.num_layers, model.num_heads
-            page_opens(page, "demo", rows, checks)
-            changes(page, "demo", repeats, rows, checks, layers, heads)
-            from rmt_core.token_text import encode_ids
-            from rmt_core.training.corpus import load_corpus
+            if args.case != "long":
+                page_opens(page, "demo", rows, checks)
+                changes(page, "demo", repeats, rows, checks, layers, heads)
+            if args.case != "demo":
+                from rmt_core.token_text import encode_ids
+                from rmt_core.training.corpus import load_corpus
 
-            text = " ".join(load_corpus("heldout").split(" ")[:words])
-            n_tokens = len(encode_ids(model.tokenizer, text))
-            case = f"{n_tokens // 1000}k tokens"
-            B.goto_page(page, "Overview")
-            B.upload(page, "long-document.txt", text.encode("utf-8"))  # filling a textarea with it takes minutes
-            t0 = time.perf_counter()
-            B.run_button(page).click()
-            page.locator(B.SIDEBAR).locator('[data-testid="stCaptionContainer"]', has_text="Traced ").wait_for(
-                timeout=LONG_RUN_MS)
-            B.wait_idle(page, timeout=LONG_RUN_MS)
-            print(f"long document: {n_tokens:,} tokens traced in the app in {time.perf_counter() - t0:.1f} s", flush=True)
-            page_opens(page, case, rows, checks)
-            changes(page, case, repeats, rows, checks, layers, heads)
+                text = " ".join(load_corpus("heldout").split(" ")[:words])
+                n_tokens = len(encode_ids(model.tokenizer, text))
+                case = f"{n_tokens // 1000}k tokens"
+                B.goto_page(page, "Overview")
+                B.upload(page, "long-document.txt", text.encode("utf-8"))  # filling a textarea with it takes minutes
+                t0 = time.perf_counter()
+                B.run_button(page).click()
+                page.locator(B.SIDEBAR).locator('[data-testid="stCaptionContainer"]', has_text="Traced ").wait_for(
+                    timeout=LONG_RUN_MS)
+                B.wait_idle(page, timeout=LONG_RUN_MS)
+                print(f"long document: {n_tokens:,} tokens traced in the app in {time.perf_counter() - t0:.1f} s", flush=True)
+                page_opens(page, case, rows, checks)
+                changes(page, case, repeats, rows, checks, layers, heads)
+            report.note(f"load average at the end: {os.getloadavg()[0]:.2f} (1 min), {os.getloadavg()[1]:.2f} (5 min)")
             if session.guard.blocked:
                 report.note(f"blocked requests that tried to leave the machine: {session.guard.blocked[:5]}")
     except OutcomeException as exc:  # browser_support skips/fails through pytest's exceptions
