@@ -114,11 +114,11 @@ def demo_document(kind: str, model, seed: int = 7) -> Document:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _demo_document(kind: str, model_key: str, seed: int, _model) -> Document:
+    """demo_document, cached by model_key (_model is not hashed)."""
     from rmt_core.training.corpus import load_corpus, sentence_boundaries
-
-    model = _model
     from rmt_core.training.tasks import babi
 
+    model = _model
     seg = model.config.segment_size
     if kind == DEMOS[0]:
         tok = model.tokenizer

@@ -3,8 +3,8 @@
 Pages rerun on every click; what they show about the whole document (memory states, PCA,
 slot norms and churn, block masses, the logit-lens hover text of each step) depends only
 on the trace. Each function here computes its result on first use and returns the same
-object afterwards (the hover text: per step, for the steps asked for so far), until the trace grows (a streamed trace gets new segments): the key holds
-the number of segments. The cache lives beside the trace (a weak reference: it goes with it).
+object afterwards (the hover text: step by step, for the steps asked for so far), until the
+trace grows (a streamed trace gets new segments): the key holds the number of segments. The cache lives beside the trace (a weak reference: it goes with it).
 Callers must not modify the arrays they get.
 """
 from __future__ import annotations
