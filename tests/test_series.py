@@ -59,13 +59,15 @@ def test_memory_trajectory_draws_at_most_max_steps():
     projection = analysis.pca_trajectory(rng.normal(size=(3001, 4, 8)), 2)
     hover = [[f"step {s} slot {k}" for k in range(4)] for s in range(3001)]
     fig = figures.memory_trajectory(projection, hover, max_steps=600)
-    assert len(fig.data) == 4 and all(len(t.x) <= 600 for t in fig.data)
+    assert len(fig.data) == 8 and all(len(t.x) <= 600 for t in fig.data)  # 4 lines, then their start / end marks
     line = fig.data[1]
+    assert list(fig.data[5].x) == [line.x[0], line.x[-1]] and list(fig.data[5].marker.symbol) == ["circle-open", "square"]
     assert line.x[0] == projection.coords[0, 1, 0] and line.x[-1] == projection.coords[-1, 1, 0]
     assert line.text[-1].startswith("slot 1, after segment 2999") and line.text[-1].endswith("step 3000 slot 1")
     assert "of 3001 steps drawn" in fig.layout.title.text
     small = figures.memory_trajectory(analysis.pca_trajectory(rng.normal(size=(9, 4, 8)), 2))
     assert len(small.data[0].x) == 9 and "drawn" not in small.layout.title.text
+    assert small.data[0].mode == "lines+markers" and line.mode == "lines"  # 2400 points: no dots on the lines
 
 
 def test_pca_trajectory_equals_the_svd_of_the_centred_states():
@@ -112,14 +114,14 @@ def test_memory_trajectory_window_draws_every_step_of_a_part():
     line = fig.data[2]
     assert len(line.x) == 401 and line.x[0] == coords[1000, 2, 0] and line.x[-1] == coords[1400, 2, 0]
     assert line.text[0] == "slot 2, after segment 999<br>step 1000 slot 2"
-    assert [line.marker.symbol[i] for i in (0, 1, -1)] == [100, 0, 1]  # circle-open, circle, square
-    assert [line.marker.size[i] for i in (0, 1, -1)] == [11, 4, 11]
+    ends = fig.data[4 + 2]  # slot 2's first and last drawn step
+    assert list(ends.x) == [coords[1000, 2, 0], coords[1400, 2, 0]] and list(ends.text) == [line.text[0], line.text[-1]]
+    assert list(ends.marker.symbol) == ["circle-open", "square"] and ends.legendgroup == line.legendgroup
+    assert line.marker.size == 4 and ends.marker.size == 11 and ends.showlegend is False
     assert "steps 1000–1400" in fig.layout.title.text and "drawn" not in fig.layout.title.text
     assert fig.layout.annotations[0].text.startswith("○ start (step 1000) · ■ end (step 1400)")
-    whole = figures.memory_trajectory(projection, max_steps=600, dims=2)  # the last drawn step is the end mark
-    assert len(whole.data[0].marker.size) == len(whole.data[0].x) == 600 and whole.data[0].marker.size[-1] == 11
     three = figures.memory_trajectory(analysis.pca_trajectory(rng.normal(size=(9, 4, 8)), 3), dims=3, window=(2, 6))
-    assert list(three.data[0].marker.symbol) == ["circle-open", "circle", "circle", "circle", "square"]
+    assert len(three.data[0].z) == 5 and list(three.data[4].z) == [three.data[0].z[0], three.data[0].z[-1]]
     with pytest.raises(ValueError, match="not a range of steps"):
         figures.trajectory_steps(3001, 600, (5, 3001))
 

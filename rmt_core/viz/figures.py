@@ -32,6 +32,7 @@ SLOT_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00",
 TEMPLATE = "plotly_white"
 MAX_MARKERS = 400  # segment curves: above this many segments, lines only
 TRAJECTORY_STEPS = 600  # memory trajectory: at most this many steps drawn (evenly spaced)
+TRAJECTORY_MARKERS = 1600  # memory trajectory: above this many points (slots x steps), lines without dots
 FIGURE_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "svg", "scale": 1}}
 
 
@@ -186,34 +187,32 @@ def memory_trajectory(projection: analysis.Projection, hover: Sequence[Sequence[
         steps, or a mapping that holds at least the steps drawn (trajectory_steps).
     max_steps: at most this many steps are drawn (evenly spaced, first and last kept; the
         title says so): a figure of every step of a long book is megabytes the browser stalls on.
+        Above TRAJECTORY_MARKERS points in all, the lines have no dots (hover still shows each step).
     window: (first, last) step to draw (inclusive; default all); narrow it to see every step
         of a part of a long trace. The projection (axes) stays the one of the whole trace.
+    Traces: data[k] is slot k's line; data[m + k] marks its first (○) and last (■) drawn step.
     """
     coords = projection.coords
     steps, slots, _ = coords.shape
     shown = trajectory_steps(steps, max_steps, window)
     coords = coords[shown]
-    # the first drawn step = open circle, the last = filled square. In 2-D as plotly's symbol
-    # numbers (0 circle, 100 circle-open, 1 square): plotly checks an array of names one by one
-    # against hundreds of symbols, which took most of the time to build this figure; 3-D takes names only.
-    sizes = np.full(len(shown), 4, dtype=np.int16)
-    sizes[[0, -1]] = 11
-    if dims == 3:
-        symbols = np.array(["circle"] * len(shown), dtype=object)
-        symbols[0], symbols[-1] = "circle-open", "square"
-    else:
-        symbols = np.zeros(len(shown), dtype=np.int16)
-        symbols[0], symbols[-1] = 100, 1
-    data = []
+    # thousands of dots cost the browser most (each is an SVG path styled one by one): lines only then
+    mode = "lines+markers" if slots * len(shown) <= TRAJECTORY_MARKERS else "lines"
+    data, ends = [], []
     for k in range(slots):
         text = [f"slot {k}, {'initial' if s == 0 else f'after segment {s - 1}'}"
                 + (f"<br>{plotly_text(hover[s][k])}" if hover is not None else "") for s in shown.tolist()]
-        trace = {"mode": "lines+markers", "name": f"slot {k}", "text": text, "hovertemplate": "%{text}<extra></extra>",
-                 "line": {"color": slot_color(k)}, "marker": {"size": sizes, "color": slot_color(k), "symbol": symbols},
-                 "type": "scatter3d" if dims == 3 else "scatter", "x": coords[:, k, 0], "y": coords[:, k, 1]}
-        if dims == 3:
-            trace["z"] = coords[:, k, 2]
-        data.append(trace)
+        common = {"type": "scatter3d" if dims == 3 else "scatter", "name": f"slot {k}", "legendgroup": f"slot {k}",
+                  "hovertemplate": "%{text}<extra></extra>"}
+        xyz = {axis: coords[:, k, i] for i, axis in enumerate("xyz"[:dims])}
+        data.append({**common, **xyz, "mode": mode, "text": text, "line": {"color": slot_color(k)},
+                     "marker": {"size": 4, "color": slot_color(k)}})
+        # the first drawn step = open circle, the last = filled square: a trace of their own, so the line's
+        # markers share one style (a style per point made the browser style each of thousands one by one)
+        ends.append({**common, **{axis: values[[0, -1]] for axis, values in xyz.items()}, "mode": "markers",
+                     "text": [text[0], text[-1]], "showlegend": False,
+                     "marker": {"size": 11, "color": slot_color(k), "symbol": ["circle-open", "square"]}})
+    data += ends
     ratio = projection.explained_variance_ratio
     labels = [f"PC{i + 1} ({100 * ratio[i]:.0f}% var.)" for i in range(dims)]
     whole = window is None or (shown[0] == 0 and shown[-1] == steps - 1)
@@ -223,6 +222,7 @@ def memory_trajectory(projection: analysis.Projection, hover: Sequence[Sequence[
     every = "" if whole else f"; steps {shown[0]}–{shown[-1]}"
     every += f"; {len(shown)} of {span} steps drawn" if len(shown) < span else ""
     layout = _layout(f"Memory trajectory ({dims}-D PCA over all slots and segments{every})", height=520)
+    layout["legend"] = {"tracegroupgap": 0}  # one group per slot (line + marks): no gaps between the entries
     layout["annotations"] = [{"text": marks, "xref": "paper", "yref": "paper", "x": 0, "y": 1.02, "xanchor": "left",
                               "yanchor": "bottom", "showarrow": False, "font": {"size": 11}}]
     if dims == 3:
