@@ -131,7 +131,7 @@ def test_standard_figures_are_built_one_at_a_time(model, ids):
     builders = figures.standard_figure_builders(trace, 1, layer=0, head=1)
     every = figures.standard_figures(trace, 1, layer=0, head=1)
     assert list(builders) == list(every) and "attention" in builders
-    for name in ("timeline", "attention", "memory_pca_3d", "write_slot_reads"):
+    for name in ("timeline", "attention", "memory_pca_3d", "write_to_tokens_attention"):
         assert builders[name]().to_json() == every[name].to_json()
 
 
