@@ -12,8 +12,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `app` and `rm
 
 import streamlit as st  # noqa: E402
 
+from rmt_core.viz.figures import use_template_by_default  # noqa: E402
+
 from app import sidebar  # noqa: E402
 from app.views.common import show_error  # noqa: E402
+
+use_template_by_default()  # the figures' template as plotly's default: not validated again for every figure
 
 st.set_page_config(page_title="RMT Lens", page_icon=str(Path(__file__).with_name("icon.png")), layout="wide")  # served locally
 

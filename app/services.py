@@ -107,10 +107,18 @@ DEMO_SEGMENTS = 8  # the fact-recall demo: long enough that memory carries the f
 
 def demo_document(kind: str, model, seed: int = 7) -> Document:
     """A demo document for the model: a fact-recall sample (fact written early, asked at the end),
-    an Austen chapter, or a copy-task sample."""
+    an Austen chapter, or a copy-task sample. Made once per model and kind (the sidebar asks on
+    every rerun; a copy each time)."""
+    return _demo_document(kind, f"{model.name}:{model.weights_hash()}", seed, model)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _demo_document(kind: str, model_key: str, seed: int, _model) -> Document:
+    """demo_document, cached by model_key (_model is not hashed)."""
     from rmt_core.training.corpus import load_corpus, sentence_boundaries
     from rmt_core.training.tasks import babi
 
+    model = _model
     seg = model.config.segment_size
     if kind == DEMOS[0]:
         tok = model.tokenizer
@@ -239,3 +247,11 @@ def attention_for(trace, segment: int) -> np.ndarray:
             cache.clear()
         cache[key] = trace.attention(segment)
     return cache[key]
+
+
+def per_trace(trace, key, build: Callable[[], Any]) -> Any:
+    """build() once per trace and key (a figure that does not depend on the selected segment),
+    kept with the trace (rmt_core.explain.series.cached) and shared: callers must not modify it."""
+    from rmt_core.explain import series
+
+    return series.cached(trace, ("app", key), build)

@@ -94,11 +94,15 @@ def _choose_document(model) -> tuple[services.Document | None, bool, str | None]
     upload = st.file_uploader("File (.txt .md .pdf .docx .html)", type=["txt", "md", "pdf", "docx", "html", "htm"])
     if upload is None:
         return None, False, "no file chosen yet"
+    read = st.session_state.get(state.UPLOADED)
     try:
-        document = services.read_upload(upload.name, upload.getvalue())
+        if read is None or read[0] != upload.file_id:  # read once per upload, not on every rerun
+            read = (upload.file_id, services.read_upload(upload.name, upload.getvalue()))
+            st.session_state[state.UPLOADED] = read
     except RMTLensError as exc:
         st.error(str(exc))
         return None, False, "the file could not be read (see the message above)"
+    document = read[1]
     if document.note:
         st.info(document.note)
     return document, False, None

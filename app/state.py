@@ -8,6 +8,7 @@ LOCAL_BACKBONE = "local_backbone"
 LOCAL_TRUST_PICKLE = "local_trust_pickle"
 SOURCE = "document_source"
 PASTED = "pasted_text"
+UPLOADED = "uploaded_document"  # (file id, services.Document) of the file in the uploader, read once
 TRACE = "trace"  # the current rmt_core.Trace
 DOC_META = "doc_meta"  # facts about the traced document (name, fact spans, answer)
 RUN_MESSAGE = "run_message"  # what the last run ended with

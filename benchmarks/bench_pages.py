@@ -1,7 +1,8 @@
 """Server-side work of the whole-document pages on a long trace: the Memory page and the Timeline
 curves of an 87k-token trace (the first 50,000 words of the held-out novel, 2.7k segments),
 first render and rerun, before (every series recomputed on every rerun, as the Memory page did)
-and after (rmt_core.explain.series: computed once per trace; trajectory drawn at <= 600 steps).
+and after (rmt_core.explain.series: computed once per trace; trajectory drawn at <= 600 steps,
+with the logit-lens hover of those steps only).
 
 What is timed is what the page computes and serialises (plotly JSON as st.plotly_chart sends
 it), on a trace without its logit lens yet (as right after tracing: the first render pays for
@@ -54,7 +55,8 @@ def memory_page_after(trace, tokenizer, dims: int = 2) -> int:
     from rmt_core.viz import figures
     from rmt_core.explain import series
 
-    hover = series.lens_hover(trace, tokenizer)
+    shown = figures.trajectory_steps(trace.num_segments + 1)  # the logit-lens hover of the drawn steps only
+    hover = series.lens_hover_at(trace, shown.tolist(), tokenizer)
     figs = [figures.memory_trajectory(series.pca(trace, dims), hover, dims=dims),
             figures.slot_segment_heatmap(series.slot_norms(trace)[1:], "norms", "L2 norm"),
             figures.slot_segment_heatmap(series.slot_churn(trace), "churn", "churn")]

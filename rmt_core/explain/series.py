@@ -1,17 +1,17 @@
 """Per-trace series computed once and kept with the trace.
 
 Pages rerun on every click; what they show about the whole document (memory states, PCA,
-slot norms and churn, block masses, the logit-lens hover text of every segment) depends only
+slot norms and churn, block masses, the logit-lens hover text of each step) depends only
 on the trace. Each function here computes its result on first use and returns the same
-object afterwards, until the trace grows (a streamed trace gets new segments): the key holds
-the number of segments. The cache lives beside the trace (a weak reference: it goes with it).
+object afterwards (the hover text: step by step, for the steps asked for so far), until the
+trace grows (a streamed trace gets new segments): the key holds the number of segments. The cache lives beside the trace (a weak reference: it goes with it).
 Callers must not modify the arrays they get.
 """
 from __future__ import annotations
 
 import threading
 import weakref
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -63,25 +63,43 @@ def block_mass(trace: Trace, pair: str, layer: int | None = None) -> np.ndarray:
 
 def lens_hover(trace: Trace, tokenizer=None, top: int = 3) -> list[list[str]]:
     """hover[s][k]: the `top` tokens slot k's written memory decodes to after step s through
-    the LM head at the last layer ("" for the initial memory). Segments whose full logit lens
-    is not there yet get only this last layer, in batches (a quarter of Trace.compute_lens's
-    work); each distinct token id is decoded once. Raises TraceError without a model when a
-    lens is missing."""
-    def compute() -> list[list[str]]:
-        m = trace.num_mem_tokens
-        ids = np.zeros((trace.num_segments, m, top), dtype=np.int64)
-        missing = [i for i, s in enumerate(trace.segments) if s.lens_ids is None]
-        for i, seg in enumerate(trace.segments):
-            if seg.lens_ids is not None:
-                ids[i] = seg.lens_ids[-1, :, :top]
-        if missing:
-            ids[missing] = _last_layer_lens(trace, missing, top)
-        names = {i: repr(text) for i, text in decode_distinct(tokenizer, ids).items()}  # as analysis.logit_lens
-        hover = [["" for _ in range(m)]]
-        hover += [["decodes to: " + ", ".join(names[int(i)] for i in slot) for slot in seg] for seg in ids.tolist()]
-        return hover
+    the LM head at the last layer ("" for the initial memory), for every step 0..S
+    (lens_hover_at for some steps only). Raises TraceError without a model when a lens is missing."""
+    steps = range(trace.num_segments + 1)
+    hover = lens_hover_at(trace, steps, tokenizer, top)
+    return [hover[s] for s in steps]
 
-    return cached(trace, ("lens_hover", id(tokenizer), top), compute)
+
+def lens_hover_at(trace: Trace, steps: Iterable[int], tokenizer=None, top: int = 3) -> dict[int, list[str]]:
+    """{s: hover[s]} (as lens_hover) for the given steps 0..S only: the work is O(len(steps)),
+    and steps asked for before are reused. Segments whose full logit lens is not there yet get
+    only this last layer, in batches (a quarter of Trace.compute_lens's work); each distinct
+    token id is decoded once. Raises IndexError for a step outside 0..S, TraceError without a
+    model when a lens is missing."""
+    done: dict[int, list[str]] = cached(trace, ("lens_hover", id(tokenizer), top), dict)  # grows step by step
+    wanted = sorted({int(s) for s in steps})
+    if wanted and not 0 <= wanted[0] <= wanted[-1] <= trace.num_segments:
+        raise IndexError(f"steps {wanted[0]}..{wanted[-1]} are not all in 0..{trace.num_segments}")
+    with _LOCK:
+        missing = [s for s in wanted if s not in done]
+    if missing:
+        m = trace.num_mem_tokens
+        segments = [s - 1 for s in missing if s > 0]  # step s = the memory written by segment s - 1
+        ids = np.zeros((len(segments), m, top), dtype=np.int64)
+        unlensed = [j for j, i in enumerate(segments) if trace.segments[i].lens_ids is None]
+        for j, i in enumerate(segments):
+            if trace.segments[i].lens_ids is not None:
+                ids[j] = trace.segments[i].lens_ids[-1, :, :top]
+        if unlensed:
+            ids[unlensed] = _last_layer_lens(trace, [segments[j] for j in unlensed], top)
+        names = {i: repr(text) for i, text in decode_distinct(tokenizer, ids).items()}  # as analysis.logit_lens
+        new = {0: ["" for _ in range(m)]} if missing[0] == 0 else {}
+        for i, seg in zip(segments, ids.tolist()):
+            new[i + 1] = ["decodes to: " + ", ".join(names[int(t)] for t in slot) for slot in seg]
+        with _LOCK:
+            done.update(new)
+    with _LOCK:
+        return {s: done[s] for s in wanted}
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ callers pass plain text. Token labels are also passed through token_text.token_l
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -31,6 +31,8 @@ DIVERGING = "RdBu"
 SLOT_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")  # Okabe-Ito
 TEMPLATE = "plotly_white"
 MAX_MARKERS = 400  # segment curves: above this many segments, lines only
+TRAJECTORY_STEPS = 600  # memory trajectory: at most this many steps drawn (evenly spaced)
+TRAJECTORY_MARKERS = 1600  # memory trajectory: above this many points (slots x steps), lines without dots
 FIGURE_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "svg", "scale": 1}}
 
 
@@ -47,12 +49,36 @@ def token_ticks(tokens: Sequence[str]) -> list[str]:
     return [f"{j}:{plotly_text(token_label(tok))}" for j, tok in enumerate(tokens)]
 
 
+def use_template_by_default() -> None:
+    """Make TEMPLATE plotly's default template in this process (the app calls it once).
+
+    Every builder here gives its figure TEMPLATE either way. Set explicitly, plotly validates
+    the whole template again for each figure (10-30 ms a figure); as the default, plotly
+    assigns it when the figure is made, without that check. The figures are the same.
+    Cheap to call again (setting plotly's default validates the template: done once)."""
+    import plotly.io as pio
+
+    if pio.templates.default != TEMPLATE:
+        pio.templates.default = TEMPLATE
+
+
+def _layout(title: str, height: int | None = None) -> dict:
+    """The common layout as a dict; `title` is plain text (escaped here). The template is left
+    out when it is already plotly's default (use_template_by_default): the figure has it."""
+    import plotly.io as pio
+
+    layout = {"title": {"text": plotly_text(title), "x": 0.01}, "font": {"size": 13},
+              "margin": {"l": 60, "r": 20, "t": 50, "b": 50}}
+    if pio.templates.default != TEMPLATE:
+        layout["template"] = TEMPLATE
+    if height:
+        layout["height"] = height
+    return layout
+
+
 def _style(fig: go.Figure, title: str, height: int | None = None) -> go.Figure:
     """Common layout; `title` is plain text (escaped here)."""
-    fig.update_layout(template=TEMPLATE, title={"text": plotly_text(title), "x": 0.01}, font={"size": 13},
-                      margin={"l": 60, "r": 20, "t": 50, "b": 50})
-    if height:
-        fig.update_layout(height=height)
+    fig.update_layout(_layout(title, height))
     return fig
 
 
@@ -93,20 +119,24 @@ def attention_heatmap(attention: np.ndarray, labels: Sequence[str], num_mem: int
     """(q, k) attention of one head with the read block, tokens and write block marked."""
     n = attention.shape[0]
     ticks = token_ticks(labels)
-    fig = go.Figure(go.Heatmap(z=attention, x=ticks, y=ticks, colorscale=ATTENTION, zmin=0, zmax=float(max(attention.max(), 1e-9)),
-                               colorbar={"title": "weight"},
-                               hovertemplate="query %{y}<br>key %{x}<br>weight %{z:.4f}<extra></extra>"))
+    heatmap = {"type": "heatmap", "z": attention, "x": ticks, "y": ticks, "colorscale": ATTENTION, "zmin": 0,
+               "zmax": float(max(attention.max(), 1e-9)), "colorbar": {"title": {"text": "weight"}},
+               "hovertemplate": "query %{y}<br>key %{x}<br>weight %{z:.4f}<extra></extra>"}
     n_tokens = n - 2 * num_mem if n >= 2 * num_mem else n - num_mem
+    shapes = []
     for edge in (num_mem - 0.5, num_mem + n_tokens - 0.5):
         if 0 < edge < n - 0.5:
-            fig.add_shape(type="line", x0=edge, x1=edge, y0=-0.5, y1=n - 0.5, line={"color": "#D55E00", "width": 1.5})
-            fig.add_shape(type="line", y0=edge, y1=edge, x0=-0.5, x1=n - 0.5, line={"color": "#D55E00", "width": 1.5})
+            line = {"type": "line", "line": {"color": "#D55E00", "width": 1.5}}
+            shapes += [{**line, "x0": edge, "x1": edge, "y0": -0.5, "y1": n - 0.5},
+                       {**line, "y0": edge, "y1": edge, "x0": -0.5, "x1": n - 0.5}]
     # every row and column labelled (plotly would skip every other one on a crowded axis)
     font = {"size": 10 if n <= 60 else 8}
-    fig.update_yaxes(autorange="reversed", title_text="query (R = read slot, W = write slot)", tickmode="array",
-                     tickvals=ticks, ticktext=ticks, tickfont=font)
-    fig.update_xaxes(title_text="key", tickangle=-60, tickmode="array", tickvals=ticks, ticktext=ticks, tickfont=font)
-    return _style(fig, title, height=max(420, min(1400, (13 if n <= 60 else 10) * n + 170)))
+    axis = {"tickmode": "array", "tickvals": ticks, "ticktext": ticks, "tickfont": font}
+    layout = _layout(title, height=max(420, min(1400, (13 if n <= 60 else 10) * n + 170)))
+    layout.update(shapes=shapes,
+                  yaxis={**axis, "autorange": "reversed", "title": {"text": "query (R = read slot, W = write slot)"}},
+                  xaxis={**axis, "title": {"text": "key"}, "tickangle": -60})
+    return go.Figure(data=[heatmap], layout=layout)  # one construction: plotly validates it once
 
 
 def block_grid_figure(grid: np.ndarray, pair: str) -> go.Figure:
@@ -137,47 +167,71 @@ def slot_token_heatmap(weights: np.ndarray, tokens: Sequence[str], title: str, v
 
 
 # ---------------------------------------------------------------------- memory
+def trajectory_steps(num_steps: int, max_steps: int = TRAJECTORY_STEPS, window: tuple[int, int] | None = None) -> np.ndarray:
+    """The steps memory_trajectory draws: every step of `window` (first, last step, inclusive;
+    default: all `num_steps`), or, when there are more than `max_steps`, `max_steps` of them
+    evenly spaced with the first and the last kept. Returns sorted int indices."""
+    first, last = (0, num_steps - 1) if window is None else (int(window[0]), int(window[1]))
+    if not 0 <= first <= last < num_steps:
+        raise ValueError(f"window {window} is not a range of steps 0..{num_steps - 1}")
+    if last - first + 1 <= max_steps:
+        return np.arange(first, last + 1)
+    return np.unique(np.linspace(first, last, max_steps).round().astype(int))
+
+
 def memory_trajectory(projection: analysis.Projection, hover: Sequence[Sequence[str]] | None = None, dims: int = 2,
-                      max_steps: int = 600) -> go.Figure:
+                      max_steps: int = TRAJECTORY_STEPS, window: tuple[int, int] | None = None) -> go.Figure:
     """One line per slot through the segments in PCA space (step 0 = initial memory).
 
-    hover[s][k]: extra text (e.g. logit-lens tokens) for slot k after step s.
+    hover[s][k]: extra text (e.g. logit-lens tokens) for slot k after step s: a list over all
+        steps, or a mapping that holds at least the steps drawn (trajectory_steps).
     max_steps: at most this many steps are drawn (evenly spaced, first and last kept; the
         title says so): a figure of every step of a long book is megabytes the browser stalls on.
+        Above TRAJECTORY_MARKERS points in all, the lines have no dots (hover still shows each step).
+    window: (first, last) step to draw (inclusive; default all); narrow it to see every step
+        of a part of a long trace. The projection (axes) stays the one of the whole trace.
+    Traces: data[k] is slot k's line; data[m + k] marks its first (○) and last (■) drawn step.
     """
     coords = projection.coords
     steps, slots, _ = coords.shape
-    shown = np.arange(steps)
-    if steps > max_steps:  # thousands of segments: evenly spaced steps, first and last kept
-        shown = np.unique(np.linspace(0, steps - 1, max_steps).round().astype(int))
+    shown = trajectory_steps(steps, max_steps, window)
     coords = coords[shown]
-    fig = go.Figure()
-    ratio = projection.explained_variance_ratio
+    # thousands of dots cost the browser most (each is an SVG path styled one by one): lines only then
+    mode = "lines+markers" if slots * len(shown) <= TRAJECTORY_MARKERS else "lines"
+    data, ends = [], []
     for k in range(slots):
         text = [f"slot {k}, {'initial' if s == 0 else f'after segment {s - 1}'}"
                 + (f"<br>{plotly_text(hover[s][k])}" if hover is not None else "") for s in shown.tolist()]
-        common = dict(mode="lines+markers", name=f"slot {k}", text=text, hovertemplate="%{text}<extra></extra>",
-                      line={"color": slot_color(k)}, marker={"size": 4, "color": slot_color(k)})
-        # start (initial memory) = open circle, end (after the last segment) = filled square
-        sizes = [4] * steps
-        symbols = ["circle"] * steps
-        sizes[0], symbols[0] = 11, "circle-open"
-        sizes[-1], symbols[-1] = 11, "square"
-        common["marker"] = {"size": sizes, "color": slot_color(k), "symbol": symbols}
-        if dims == 3:
-            fig.add_trace(go.Scatter3d(x=coords[:, k, 0], y=coords[:, k, 1], z=coords[:, k, 2], **common))
-        else:
-            fig.add_trace(go.Scatter(x=coords[:, k, 0], y=coords[:, k, 1], **common))
-    fig.add_annotation(text="○ start (initial memory) · ■ end (after the last segment)", xref="paper", yref="paper",
-                       x=0, y=1.02, xanchor="left", yanchor="bottom", showarrow=False, font={"size": 11})
+        common = {"type": "scatter3d" if dims == 3 else "scatter", "name": f"slot {k}", "legendgroup": f"slot {k}",
+                  "hovertemplate": "%{text}<extra></extra>"}
+        xyz = {axis: coords[:, k, i] for i, axis in enumerate("xyz"[:dims])}
+        data.append({**common, **xyz, "mode": mode, "text": text, "line": {"color": slot_color(k)},
+                     "marker": {"size": 4, "color": slot_color(k)}})
+        # the first drawn step = open circle, the last = filled square: a trace of their own, so the line's
+        # markers share one style (a style per point made the browser style each of thousands one by one)
+        ends.append({**common, **{axis: values[[0, -1]] for axis, values in xyz.items()}, "mode": "markers",
+                     "text": [text[0], text[-1]], "showlegend": False,
+                     "marker": {"size": 11, "color": slot_color(k), "symbol": ["circle-open", "square"]}})
+    data += ends
+    ratio = projection.explained_variance_ratio
     labels = [f"PC{i + 1} ({100 * ratio[i]:.0f}% var.)" for i in range(dims)]
+    whole = window is None or (shown[0] == 0 and shown[-1] == steps - 1)
+    marks = ("○ start (initial memory) · ■ end (after the last segment)" if whole else
+             f"○ start (step {shown[0]}) · ■ end (step {shown[-1]}); step s = the memory after segment s − 1")
+    span = shown[-1] - shown[0] + 1
+    every = "" if whole else f"; steps {shown[0]}–{shown[-1]}"
+    every += f"; {len(shown)} of {span} steps drawn" if len(shown) < span else ""
+    layout = _layout(f"Memory trajectory ({dims}-D PCA over all slots and segments{every})", height=520)
+    layout["legend"] = {"tracegroupgap": 0}  # one group per slot (line + marks): no gaps between the entries
+    layout["annotations"] = [{"text": marks, "xref": "paper", "yref": "paper", "x": 0, "y": 1.02, "xanchor": "left",
+                              "yanchor": "bottom", "showarrow": False, "font": {"size": 11}}]
     if dims == 3:
-        fig.update_layout(scene={"xaxis_title": labels[0], "yaxis_title": labels[1], "zaxis_title": labels[2]})
+        layout["scene"] = {"xaxis": {"title": {"text": labels[0]}}, "yaxis": {"title": {"text": labels[1]}},
+                           "zaxis": {"title": {"text": labels[2]}}}
     else:
-        fig.update_xaxes(title_text=labels[0])
-        fig.update_yaxes(title_text=labels[1])
-    every = f"; {len(shown)} of {steps} steps drawn" if len(shown) < steps else ""
-    return _style(fig, f"Memory trajectory ({dims}-D PCA over all slots and segments{every})", height=520)
+        layout["xaxis"] = {"title": {"text": labels[0]}}
+        layout["yaxis"] = {"title": {"text": labels[1]}}
+    return go.Figure(data=data, layout=layout)  # one construction: plotly validates it once
 
 
 def slot_segment_heatmap(values: np.ndarray, title: str, value_name: str, first_step: int = 0) -> go.Figure:
@@ -277,31 +331,44 @@ def accuracy_vs_segments(rows: Sequence[dict], title: str = "Accuracy vs number 
 
 
 # ---------------------------------------------------------------------- standard set
-def standard_figures(trace: Trace, segment: int | None = None, layer: int = -1, head: int = 0) -> dict[str, go.Figure]:
-    """Every standard figure of a trace, by file-friendly name (used by the CLI and exports).
+def standard_figure_builders(trace: Trace, segment: int | None = None, layer: int = -1,
+                             head: int = 0) -> dict[str, Callable[[], go.Figure]]:
+    """name -> a function that builds that standard figure of a trace (see standard_figures);
+    nothing is built until it is called, so a view that shows one figure pays for one.
 
-    Attention heatmaps need the model attached (they are recomputed); without it they are skipped.
+    Raises ArgumentError for a segment, layer or head out of range. The attention heatmap
+    needs the model attached (it is recomputed); without it, it is left out.
     """
     from ..explain import series  # whole-trace series, computed once per trace
 
     segment, layer, head = trace.check_view(segment, layer, head)
     seg = trace.segments[segment]
-    figures = {
-        "timeline": segment_curves(trace, selected=segment),
-        "memory_pca_2d": memory_trajectory(series.pca(trace, 2), dims=2),
-        "memory_pca_3d": memory_trajectory(series.pca(trace, 3), dims=3),
-        "slot_norms": slot_segment_heatmap(series.slot_norms(trace)[1:], "Memory slot norms", "L2 norm"),
-        "slot_churn": slot_segment_heatmap(series.slot_churn(trace), "Memory churn per slot (cosine distance in→out)",
-                                           "churn"),
-        "slot_similarity": slot_similarity_figure(analysis.slot_similarity(seg.memory_out), segment),
-        "block_grid_write_tokens": block_grid_figure(analysis.block_grid(trace, segment, "write->tokens"), "write->tokens"),
-        "block_grid_tokens_read": block_grid_figure(analysis.block_grid(trace, segment, "tokens->read"), "tokens->read"),
-        "write_to_tokens_attention": slot_token_heatmap(
+    builders: dict[str, Callable[[], go.Figure]] = {
+        "timeline": lambda: segment_curves(trace, selected=segment),
+        "memory_pca_2d": lambda: memory_trajectory(series.pca(trace, 2), dims=2),
+        "memory_pca_3d": lambda: memory_trajectory(series.pca(trace, 3), dims=3),
+        "slot_norms": lambda: slot_segment_heatmap(series.slot_norms(trace)[1:], "Memory slot norms", "L2 norm"),
+        "slot_churn": lambda: slot_segment_heatmap(series.slot_churn(trace),
+                                                   "Memory churn per slot (cosine distance in→out)", "churn"),
+        "slot_similarity": lambda: slot_similarity_figure(analysis.slot_similarity(seg.memory_out), segment),
+        "block_grid_write_tokens": lambda: block_grid_figure(analysis.block_grid(trace, segment, "write->tokens"),
+                                                             "write->tokens"),
+        "block_grid_tokens_read": lambda: block_grid_figure(analysis.block_grid(trace, segment, "tokens->read"),
+                                                            "tokens->read"),
+        "write_to_tokens_attention": lambda: slot_token_heatmap(
             seg.write_to_tokens[layer].astype(np.float64).mean(axis=0), seg.tokens,
             f"How much each write slot attends to each token (segment {segment}, layer {layer}, heads averaged)"),
     }
     if trace.model is not None:
-        att = trace.attention(segment)
-        figures["attention"] = attention_heatmap(att[layer, head], trace.attention_labels(segment), trace.num_mem_tokens,
-                                                 f"Attention, segment {segment}, layer {layer}, head {head}")
-    return figures
+        builders["attention"] = lambda: attention_heatmap(
+            trace.attention(segment)[layer, head], trace.attention_labels(segment), trace.num_mem_tokens,
+            f"Attention, segment {segment}, layer {layer}, head {head}")
+    return builders
+
+
+def standard_figures(trace: Trace, segment: int | None = None, layer: int = -1, head: int = 0) -> dict[str, go.Figure]:
+    """Every standard figure of a trace, by file-friendly name (used by the CLI and exports).
+
+    Attention heatmaps need the model attached (they are recomputed); without it they are skipped.
+    """
+    return {name: build() for name, build in standard_figure_builders(trace, segment, layer, head).items()}
