@@ -425,10 +425,15 @@ class RMTModel(nn.Module):
               "save_pretrained": "rmt_core.save(model, directory)"}
 
     def __getattr__(self, name: str) -> Any:
-        if name in RMTModel._MOVED:
-            raise AttributeError(f"RMTModel.{name} is now {RMTModel._MOVED[name]} (the engine knows nothing of "
-                                 "traces or files; see the package map in rmt_core/__init__.py).")
-        return super().__getattr__(name)
+        # nn.Module resolves every submodule and parameter here (self.backbone on the hot path):
+        # the moved names are looked at only once that lookup has failed.
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name not in RMTModel._MOVED:
+                raise
+        raise AttributeError(f"RMTModel.{name} is now {RMTModel._MOVED[name]} (the engine knows nothing of "
+                             "traces or files; see the package map in rmt_core/__init__.py).")
 
 
 def _pick_next(
