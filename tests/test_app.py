@@ -339,3 +339,23 @@ def test_memory_page_draws_every_step_of_a_chosen_range(first_screen, monkeypatc
     assert "steps 2–5" in spec["layout"]["title"]["text"]
     texts = spec["data"][0]["text"]
     assert len(texts) == 4 and texts[0].startswith("slot 0, after segment 1<br>decodes to: ")
+
+
+def test_attribution_after_asking_explains_the_models_answer():
+    """After Ask, the document ends with "Answer:" and nothing follows its last token: the Read slots
+    tab explains the model's own answer there instead of failing."""
+    at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    at.run()
+    fact = at.session_state[state.ANSWER].site.question
+    _ask(at, fact.removeprefix("Where is ").rstrip("?"))
+    answer = at.session_state[state.ANSWER]
+    at.switch_page("screens/attribution.py").run()
+    at.session_state["attr_tab"] = "Read slots"
+    at.run()
+    _no_exception(at)
+    assert not at.error, [e.value for e in at.error]
+    trace = at.session_state[state.TRACE]
+    last = trace.num_segments - 1
+    read = next(v for k, v in at.session_state[state.ATTRIBUTION_CACHE].items() if k[1:2] == ("read",))
+    assert (read.segment, read.position) == (last, trace.segments[last].num_tokens - 1)
+    assert read.target_id == answer.predictions[0].token_id

@@ -51,7 +51,7 @@ def _views(trace, segment: int) -> None:
     position = c1.selectbox("Position (the prediction made at this token)", range(seg.num_tokens),
                             index=_default_position(trace, segment), key=f"attr_pos_{segment}",
                             format_func=lambda j: f"{j}: {visible_token(seg.tokens[j])}")
-    custom = c2.text_input("Target token (empty = the token that actually follows)", key="attr_target")
+    custom = c2.text_input("Target token (empty = the token that follows; at the end, the model's top prediction)", key="attr_target")
     method = c3.selectbox("Method", list(attribution.METHODS), key="attr_method")
     target = None
     if custom:
@@ -60,6 +60,10 @@ def _views(trace, segment: int) -> None:
             st.error(f"“{custom}” is {len(ids)} tokens for this model; give a single token (e.g. with its leading space).")
             return
         target = ids[0]
+    elif segment == trace.num_segments - 1 and position == seg.num_tokens - 1:
+        # nothing follows the document's last token (a question ending in "Answer:"): explain the
+        # model's own answer there, its top stored prediction
+        target = int(seg.topk_ids[position][0])
     # Only the open tab runs (on_change="rerun" makes tab.open known): an intervention re-runs the
     # document from its segment on, which must not happen on every visit to this page.
     tab_read, tab_write, tab_through, tab_int = st.tabs(
