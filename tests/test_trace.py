@@ -48,8 +48,8 @@ def test_memory_continuity(trace):
 def test_memory_out_equals_the_forward_pass(model, trace, ids):
     with torch.no_grad():
         out = model(torch.as_tensor(ids).unsqueeze(0))
-    for seg, state in zip(trace.segments, out.memory_out):
-        np.testing.assert_allclose(seg.memory_out, state[0].numpy(), rtol=1e-5, atol=1e-5)
+    for seg, state in zip(trace.segments, out.memory_out):  # tracing runs the model's own attention: bit for bit
+        np.testing.assert_array_equal(seg.memory_out, state[0].numpy())
     logprobs = torch.log_softmax(out.logits[0], -1)
     expected = logprobs[:-1].gather(1, torch.as_tensor(ids[1:]).unsqueeze(1)).squeeze(1).numpy()
     recorded = np.concatenate([s.token_logprob for s in trace.segments])
@@ -83,6 +83,45 @@ def test_recompute_reproduces_recorded_summaries(trace):
             np.testing.assert_allclose(seg.block_attention[..., p], att[:, :, rows, cols].sum(-1).mean(-1), atol=2e-3)
     labels = trace.attention_labels(6)
     assert labels[:3] == ["R0", "R1", "R2"] and labels[-3:] == ["W0", "W1", "W2"] and len(labels) == 10
+
+
+def _per_layer_scaled_gpt2():
+    """A GPT-2 that scales each layer's attention by 1 / (layer + 1): its layers' weights need
+    different scalings (the recorder batches them per scaling)."""
+    from rmt_core import RMTConfig, RMTModel
+    from rmt_core.engine.backbones import backbone_from_config, gpt2_config
+
+    torch.manual_seed(3)
+    config = gpt2_config(VOCAB, n_layer=3, n_embd=32, n_head=4, n_positions=64, scale_attn_by_inverse_layer_idx=True)
+    return RMTModel.from_backbone(backbone_from_config(config), RMTConfig(num_mem_tokens=2, segment_size=5)).eval()
+
+
+@pytest.mark.parametrize("build", [
+    lambda: make_model("gpt2", "eager"), lambda: make_model("llama"), lambda: make_model("llama", "eager"),
+    _per_layer_scaled_gpt2, lambda: make_model("gpt2", num_mem_tokens=0),
+], ids=["gpt2-eager", "llama-gqa", "llama-eager", "gpt2-per-layer-scaling", "gpt2-no-memory"])
+def test_recorded_attention_and_memory_match_the_model_on_other_backbones(build, ids):
+    """Tracing keeps the model's own attention path (memory bit for bit as forward) and builds the
+    attention summaries from each layer's queries and keys afterwards: they must equal the weights an
+    eager pass hands out (trace.attention), on grouped-query attention and per-layer scalings too."""
+    model = build()
+    trace = rmt_core.trace(model, ids[:23])  # 4 segments of 5 or 6 tokens, the last one short
+    m = model.config.num_mem_tokens
+    with torch.no_grad():
+        out = model(torch.as_tensor(ids[:23]).unsqueeze(0))
+    for seg, state in zip(trace.segments, out.memory_out):
+        np.testing.assert_array_equal(seg.memory_out, state[0].numpy())
+    for seg in trace.segments:
+        att = trace.attention(seg.index)  # (Y, H, n, n), recomputed eagerly
+        L = seg.num_tokens
+        R, T, W = slice(0, m), slice(m, m + L), slice(m + L, m + L + m)
+        np.testing.assert_allclose(seg.write_to_tokens, att[:, :, W, T], atol=1e-3)
+        np.testing.assert_allclose(seg.tokens_to_read, att[:, :, T, R], atol=1e-3)
+        np.testing.assert_allclose(seg.block_attention[..., BLOCK_PAIRS.index("tokens->tokens")],
+                                   att[:, :, T, T].sum(-1).mean(-1), atol=1e-3)
+        if m:
+            np.testing.assert_allclose(seg.block_attention[..., BLOCK_PAIRS.index("write->read")],
+                                       att[:, :, W, R].sum(-1).mean(-1), atol=1e-3)
 
 
 EXACT_FIELDS = ("token_ids", "char_spans", "token_logprob", "topk_ids", "topk_logprobs", "memory_in", "memory_out",

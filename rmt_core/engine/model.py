@@ -212,6 +212,7 @@ class RMTModel(nn.Module):
         write: bool = True,
         segment_index: int = 0,
         attention_probe: Callable[[int, torch.Tensor], None] | None = None,
+        query_key_probe: Callable[[int, _attention.QueryKey], None] | None = None,
         output_hidden_states: bool = False,
         inputs_embeds: torch.Tensor | None = None,
         compute_logits: bool = True,
@@ -223,6 +224,8 @@ class RMTModel(nn.Module):
         inputs_embeds: optional (batch, L, d) token embeddings used instead of token_ids
             (attribution methods perturb them).
         compute_logits: False skips the LM head (forward applies it once to all segments).
+        attention_probe / query_key_probe: see rmt_core.engine.attention (the attention weights
+            per layer, computed eagerly; or their queries, keys and mask, SDPA left fused).
         """
         cfg = self.config
         m = cfg.num_mem_tokens
@@ -247,6 +250,8 @@ class RMTModel(nn.Module):
         kwargs: dict[str, Any] = {}
         if attention_probe is not None:
             kwargs[_attention.PROBE_KWARG] = attention_probe
+        if query_key_probe is not None:
+            kwargs[_attention.QUERY_KEY_PROBE_KWARG] = query_key_probe
         out = self.backbone.base_model(
             inputs_embeds=row,
             attention_mask=mask,

@@ -13,6 +13,7 @@ import torch
 
 from .. import token_text
 from ..checks import check_int
+from ..engine.attention import QueryKey, attention_weights
 from ..engine.masks import segment_layout
 from ..errors import TraceCancelled, TraceError
 from .heap import release_free_memory
@@ -61,17 +62,53 @@ def display_tokens(model, text: str | None, ids: np.ndarray, spans: np.ndarray) 
 
 
 # ---------------------------------------------------------------------- recording
-class _AttentionProbe:
-    """Attention probe that keeps each layer's weights of one segment row."""
+class _QueryKeyProbe:
+    """Query-key probe (engine.attention) that keeps each layer's QueryKey of one segment row."""
 
     def __init__(self) -> None:
-        self.weights: dict[int, torch.Tensor] = {}
+        self.layers: dict[int, QueryKey] = {}
 
-    def __call__(self, layer: int, weights: torch.Tensor) -> None:
-        self.weights[layer] = weights[0]  # (H, n, n)
+    def __call__(self, layer: int, query_key: QueryKey) -> None:
+        self.layers[layer] = query_key
 
-    def stacked(self) -> torch.Tensor:
-        return torch.stack([self.weights[y] for y in sorted(self.weights)])  # (Y, H, n, n)
+    def in_order(self) -> list[QueryKey]:
+        return [self.layers[y] for y in sorted(self.layers)]
+
+
+def chunk_attention_summaries(segments: list[list[QueryKey]], m: int, n_tokens: int
+                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """attention_summaries (S, Y, ...) of S equal-length segment rows from their layers' QueryKeys.
+
+    The weights of all segments and layers come from one batched attention_weights call (one
+    per distinct scaling: GPT-2 can scale each layer differently), which costs much less on
+    the CPU than an eager attention pass per layer and segment."""
+    by_scaling: dict[float, list[int]] = {}
+    for y, query_key in enumerate(segments[0]):
+        by_scaling.setdefault(query_key.scaling, []).append(y)
+    parts = []
+    for scaling, layers in by_scaling.items():
+        picked = [segment[y] for segment in segments for y in layers]
+        query = torch.stack([qk.query[0] for qk in picked])  # (S * Y', H, n, hd)
+        key = torch.stack([qk.key[0] for qk in picked])  # (S * Y', KV, n, hd)
+        mask = _stacked_masks(segments, layers)
+        weights = attention_weights(query.view(len(segments), len(layers), *query.shape[1:]),
+                                    key.view(len(segments), len(layers), *key.shape[1:]), mask, scaling)
+        parts.append((layers, attention_summaries(weights, m, n_tokens)))  # weights (S, Y', H, n, n)
+    if len(parts) == 1:
+        return parts[0][1]
+    order = np.argsort(np.concatenate([layers for layers, _ in parts]), kind="stable")
+    return tuple(np.concatenate([summary[i] for _, summary in parts], axis=1)[:, order] for i in range(3))
+
+
+def _stacked_masks(segments: list[list[QueryKey]], layers: list[int]) -> torch.Tensor | None:
+    """The additive masks of these layers: (S, 1, 1, n, n) when each segment's layers share one
+    mask (the usual case: run_segment passes one), else (S, Y', 1, n, n)."""
+    if segments[0][layers[0]].mask is None:
+        return None
+    if all(segment[y].mask is segment[layers[0]].mask for segment in segments for y in layers):
+        return torch.stack([segment[layers[0]].mask[0] for segment in segments]).unsqueeze(1)
+    masks = torch.stack([segment[y].mask[0] for segment in segments for y in layers])
+    return masks.view(len(segments), len(layers), *masks.shape[1:])
 
 
 def attention_summaries(weights: torch.Tensor, m: int, n_tokens: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -186,20 +223,17 @@ class TraceStream:
         started = time.perf_counter()
         self._all_ids = torch.as_tensor(self.trace.token_ids, dtype=torch.long, device=model.device)
         memory = model.initial_memory_batch(1)
-        m = model.config.num_mem_tokens
         total = len(self.bounds)
         pending: list[_Pending] = []
         carry: list[torch.Tensor | None] = [None]  # last log-softmax row of the previous segment
         chunk = 1
         for index, (start, end) in enumerate(self.bounds):
-            probe = _AttentionProbe()
+            # Only references are kept here: every copy and stack happens once per chunk (_records).
+            probe = _QueryKeyProbe()
             out = model.run_segment(memory, self._all_ids[start:end].unsqueeze(0), segment_index=index,
-                                    attention_probe=probe, output_hidden_states=True, compute_logits=False)
-            _, _, write = segment_layout(m, end - start, write=m > 0)
-            hidden = torch.stack(out.hidden_states)[:, 0]  # (Y+1, n, d)
+                                    query_key_probe=probe, output_hidden_states=True, compute_logits=False)
             memory = out.memory_out if out.memory_out is not None else memory
-            pending.append(_Pending(index, start, end, probe.stacked(), torch.cat([hidden[:, :m], hidden[:, write]], dim=1),
-                                    memory[0], out.token_hidden[0]))
+            pending.append(_Pending(index, start, end, probe.in_order(), out.hidden_states, memory, out.token_hidden))
             if len(pending) < chunk and index + 1 < total:
                 continue
             records = self._records(pending, carry)
@@ -228,10 +262,12 @@ class TraceStream:
         previous = trace.segments[-1].memory_out if trace.segments else trace.initial_memory
         for group in _equal_lengths(pending):  # only a document's last segment can be shorter
             n_tokens = group[0].end - group[0].start
-            blocks, write_to_tokens, tokens_to_read = attention_summaries(
-                torch.stack([p.attention for p in group]), m, n_tokens)
-            slots = half(torch.stack([p.slot_hidden for p in group]))  # (S, Y+1, 2m, d)
-            memory_out = torch.stack([p.memory_out for p in group]).float().cpu().numpy()  # (S, m, d)
+            blocks, write_to_tokens, tokens_to_read = chunk_attention_summaries(
+                [p.attention for p in group], m, n_tokens)
+            hidden = torch.stack([h[0] for p in group for h in p.hidden_states])  # (S * (Y+1), n, d)
+            slots = half(hidden.view(len(group), len(group[0].hidden_states), *hidden.shape[1:])
+                         .index_select(2, _slot_rows(m, n_tokens, hidden.device)))  # (S, Y+1, 2m, d)
+            memory_out = torch.cat([p.memory_out for p in group]).float().cpu().numpy()  # (S, m, d)
             for i, p in enumerate(group):
                 records.append(SegmentRecord(
                     index=p.index, start=p.start, end=p.end,
@@ -246,7 +282,7 @@ class TraceStream:
                     block_attention=blocks[i], write_to_tokens=write_to_tokens[i], tokens_to_read=tokens_to_read[i],
                 ))
                 previous = memory_out[i]
-        self._predictions(records, torch.cat([p.token_hidden for p in pending]), carry)
+        self._predictions(records, torch.cat([p.token_hidden[0] for p in pending]), carry)
         return records
 
     def _logprobs(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -302,10 +338,16 @@ class _Pending:
     index: int
     start: int
     end: int
-    attention: torch.Tensor  # (Y, H, n, n)
-    slot_hidden: torch.Tensor  # (Y+1, 2m, d): read slots, then write slots
-    memory_out: torch.Tensor  # (m, d)
-    token_hidden: torch.Tensor  # (L, d), after the final norm
+    attention: list[QueryKey]  # Y, in layer order: what the attention weights are made of
+    hidden_states: tuple[torch.Tensor, ...]  # Y+1 x (1, n, d): the whole row at every layer
+    memory_out: torch.Tensor  # (1, m, d)
+    token_hidden: torch.Tensor  # (1, L, d), after the final norm
+
+
+def _slot_rows(m: int, n_tokens: int, device: torch.device) -> torch.Tensor:
+    """Row positions (2m,) of the read slots, then the write slots, in a segment row."""
+    read, _, write = segment_layout(m, n_tokens, write=m > 0)
+    return torch.cat([torch.arange(read.start, read.stop), torch.arange(write.start, write.stop)]).to(device)
 
 
 def _equal_lengths(pending: list[_Pending]) -> list[list[_Pending]]:
