@@ -178,10 +178,19 @@ def gather_token_logprobs(logprobs: torch.Tensor, ids: torch.Tensor, carry: torc
 
 
 def segment_loss(token_lp: torch.Tensor | np.ndarray) -> float:
-    """Mean negative log-likelihood over the tokens that have a prediction."""
+    """Mean negative log-likelihood (nats) over the tokens that have a prediction; NaN if none."""
     values = token_lp.detach().cpu().numpy() if isinstance(token_lp, torch.Tensor) else np.asarray(token_lp)
-    finite = values[np.isfinite(values)]
-    return float(-finite.mean()) if finite.size else float("nan")
+    return float(segment_losses(values.reshape(-1), [0])[0]) if values.size else float("nan")
+
+
+def segment_losses(token_lp: np.ndarray, starts: Any) -> np.ndarray:
+    """segment_loss of consecutive segments of token_lp (T,) that begin at `starts` (S,): (S,) float64.
+
+    One pass for a chunk of segments (a trace records thousands); the sums run in float64."""
+    finite = np.isfinite(token_lp)
+    sums = np.add.reduceat(np.where(finite, token_lp, 0.0).astype(np.float64), starts)
+    counts = np.add.reduceat(finite.astype(np.int64), starts)
+    return np.divide(-sums, counts, out=np.full(len(counts), np.nan), where=counts > 0)
 
 
 class TraceStream:
@@ -260,6 +269,9 @@ class TraceStream:
         trace = self.trace
         records: list[SegmentRecord] = []
         previous = trace.segments[-1].memory_out if trace.segments else trace.initial_memory
+        first = pending[0].start
+        token_lp, top_ids, top_lp = self._predictions(torch.cat([p.token_hidden[0] for p in pending]), first, carry)
+        losses = segment_losses(token_lp, [p.start - first for p in pending])
         for group in _equal_lengths(pending):  # only a document's last segment can be shorter
             n_tokens = group[0].end - group[0].start
             blocks, write_to_tokens, tokens_to_read = chunk_attention_summaries(
@@ -269,6 +281,7 @@ class TraceStream:
                          .index_select(2, _slot_rows(m, n_tokens, hidden.device)))  # (S, Y+1, 2m, d)
             memory_out = torch.cat([p.memory_out for p in group]).float().cpu().numpy()  # (S, m, d)
             for i, p in enumerate(group):
+                rows = slice(p.start - first, p.end - first)
                 records.append(SegmentRecord(
                     index=p.index, start=p.start, end=p.end,
                     token_ids=trace.token_ids[p.start:p.end],
@@ -277,12 +290,11 @@ class TraceStream:
                     memory_in=previous,  # the previous record's memory_out: one shared array
                     memory_out=memory_out[i],
                     read_hidden=slots[i, :, :m], write_hidden=slots[i, :, m:],
-                    token_logprob=np.empty(0, dtype=np.float32), topk_ids=np.empty((0, 0), dtype=np.int32),
-                    topk_logprobs=np.empty((0, 0), dtype=np.float16), loss=float("nan"),
+                    token_logprob=token_lp[rows], topk_ids=top_ids[rows], topk_logprobs=top_lp[rows],
+                    loss=float(losses[len(records)]),
                     block_attention=blocks[i], write_to_tokens=write_to_tokens[i], tokens_to_read=tokens_to_read[i],
                 ))
                 previous = memory_out[i]
-        self._predictions(records, torch.cat([p.token_hidden[0] for p in pending]), carry)
         return records
 
     def _logprobs(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -308,27 +320,19 @@ class TraceStream:
             logits.copy_(head(hidden))
         return torch.log_softmax(logits if logits.dtype == torch.float32 else logits.float(), dim=-1, out=logprobs)
 
-    def _predictions(self, records: list[SegmentRecord], token_hidden: torch.Tensor,
-                     carry: list[torch.Tensor | None]) -> None:
-        """Token log-probs, top-k and loss of a chunk of consecutive records, with one LM-head call.
+    def _predictions(self, token_hidden: torch.Tensor, first: int, carry: list[torch.Tensor | None]
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(token log-probs (rows,) float32, top-k ids (rows, K) int32, top-k log-probs (rows, K)
+        float16) of a chunk of consecutive segments' tokens, with one LM-head call.
 
-        The chunk's rows are the document positions [first.start, last.end): row j predicts
+        The chunk's rows are the document positions [first, first + rows): row j predicts
         position j + 1, so one gather scores every token but the chunk's first, whose
         prediction (carry) is the previous chunk's last row."""
         logprobs = self._logprobs(token_hidden)  # (rows, V)
         top_lp, top_ids = top_k_rows(logprobs, self.top_k)
-        top_ids = top_ids.cpu().numpy().astype(np.int32)
-        top_lp = half(top_lp)
-        first, last = records[0].start, records[-1].end
-        token_lp = gather_token_logprobs(logprobs, self._all_ids[first:last], carry[0])
+        token_lp = gather_token_logprobs(logprobs, self._all_ids[first:first + logprobs.shape[0]], carry[0])
         carry[0] = logprobs[-1].clone()  # a copy: the buffer is reused by the next chunk
-        token_lp = token_lp.cpu().numpy()
-        for record in records:
-            rows = slice(record.start - first, record.end - first)
-            record.token_logprob = token_lp[rows]
-            record.topk_ids = top_ids[rows]
-            record.topk_logprobs = top_lp[rows]
-            record.loss = segment_loss(record.token_logprob)
+        return token_lp.cpu().numpy(), top_ids.cpu().numpy().astype(np.int32), half(top_lp)
 
 
 @dataclass
