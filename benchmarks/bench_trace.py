@@ -2,7 +2,8 @@
 and recomputing one segment's full attention.
 
 (a) rmt_core.trace(model, ids) of a 50k-token document vs model(ids) under no_grad (batch 1) on the
-    same tokens, interleaved. Target: trace / forward <= 1.3. Info rows: trace(text) (also
+    same tokens, interleaved. Target: trace / forward <= 1.15 (median over rounds of the ratio
+    within a round; the ratio of the fastest runs is printed too). Info rows: trace(text) (also
     tokenises and keeps the text), and the bare segment loop (model.iter_segments, no logits
     concatenated).
 (b) One subprocess per size (10k, 100k, 1M tokens of the Austen corpus, tokenised once in the
@@ -33,7 +34,7 @@ import torch  # noqa: E402
 
 import rmt_core  # noqa: E402
 
-RATIO_TARGET = 1.3
+RATIO_TARGET = 1.15
 SCALING_TARGET = 1.2
 MEMORY_TARGET_GB = 1.5
 ATTENTION_TARGET_S = 0.2
@@ -187,7 +188,7 @@ def main() -> int:
     max_tokens = args.max_tokens or (100_000 if args.quick else 1_000_000)
     doc_tokens = args.doc_tokens or (5_000 if args.quick else 50_000)
     sizes = sorted({s for s in (10_000, 100_000, 1_000_000) if s < max_tokens} | {max_tokens})
-    rounds = 1 if args.quick else 3
+    rounds = 1 if args.quick else 5  # (a): five rounds, so one slow spell of the machine moves the median less
 
     cpu_model = C.load_model("cpu")
     t0 = time.perf_counter()
@@ -202,7 +203,7 @@ def main() -> int:
         for name in ("trace(ids)", "trace(text)", "segment loop", "forward"):
             rows_a.append([device, name, doc_tokens, C.median(times[name]), C.spread(times[name]),
                            C.paired_ratio(times, name, "forward"), C.median(times[name]) / fwd,
-                           len(times[name])])
+                           min(times[name]) / min(times["forward"]), len(times[name])])
         if device == "cpu":
             checks.append(("trace/forward, 50k tokens (cpu)" if doc_tokens == 50_000
                            else f"trace/forward, {doc_tokens} tokens (cpu)",
@@ -254,7 +255,7 @@ def main() -> int:
                 checks.append((f"Trace.load, {label} tokens (cpu), wall", big["load_seconds"], FILE_SECONDS_TARGET, " s"))
 
     report.table(["device", "variant", "tokens", "median s", "min..max ms", "x forward (paired)",
-                  "x forward (medians)", "rounds"], rows_a, title="(a) trace vs plain forward, batch 1")
+                  "x forward (medians)", "x forward (fastest)", "rounds"], rows_a, title="(a) trace vs plain forward, batch 1")
     report.table(["device", "segments", "median ms", "min ms", "max ms"], rows_c,
                  title="(c) trace.attention(i): one segment's full attention, recomputed")
     report.table(["device", "tokens", "trace s", "us/token", "10k ref us/token", "ratio vs 10k ref",

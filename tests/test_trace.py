@@ -426,3 +426,17 @@ def test_a_model_without_memory_traces_with_empty_memory_blocks(ids):
     # without memory each segment is the backbone alone: its loss does not depend on what came before
     alone = rmt_core.trace(plain, ids[6:12])
     assert np.allclose(alone.segments[0].token_logprob[1:], trace.segments[1].token_logprob[1:], atol=1e-5)
+
+
+def test_a_bf16_model_traces_with_its_own_logits_buffer(ids):
+    """bf16 logits go through a buffer of their own into the float32 log-probs: the same numbers
+    as forward's logits, normalised in float32."""
+    model = make_model("gpt2").to(torch.bfloat16)
+    trace = rmt_core.trace(model, ids)
+    with torch.no_grad():
+        logits = model(torch.as_tensor(ids).unsqueeze(0)).logits[0]
+    expected = torch.log_softmax(logits.float(), -1)[:-1].gather(1, torch.as_tensor(ids[1:]).unsqueeze(1)).squeeze(1)
+    recorded = np.concatenate([s.token_logprob for s in trace.segments])
+    np.testing.assert_allclose(recorded[1:], expected.numpy(), rtol=1e-6, atol=1e-6)
+    top = torch.topk(torch.log_softmax(logits.float(), -1), 5).values.half().numpy()
+    np.testing.assert_array_equal(np.concatenate([s.topk_logprobs for s in trace.segments]), top)

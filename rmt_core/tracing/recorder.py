@@ -203,7 +203,7 @@ class TraceStream:
         self.model = model
         self.progress = progress
         self.top_k = top_k
-        self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None  # logits, log-probs (see _logprobs)
+        self._buffers: tuple[torch.Tensor, ...] | None = None  # float32 log-probs [, logits in the model's dtype] (see _logprobs)
         self.spans = spans
         self.display = display_tokens(model, text, ids, spans)
         self.bounds = model.segment_bounds(len(ids))
@@ -300,17 +300,19 @@ class TraceStream:
     def _logprobs(self, hidden: torch.Tensor) -> torch.Tensor:
         """(rows, V) float32 log-softmax of the LM head over hidden (rows, d).
 
-        Written into two buffers reused for the whole run: a fresh 8 MB logits tensor every
-        few segments fragments the heap (small records settle between the freed blocks), which
-        cost a 1M-token trace about 0.3 GB of peak memory.  log_softmax is one fused pass (a
-        separate logsumexp costs twice as much on the CPU)."""
+        Written into one float32 buffer reused for the whole run, in place: a fresh 8 MB logits
+        tensor every few segments fragments the heap (small records settle between the freed
+        blocks), which cost a 1M-token trace about 0.3 GB of peak memory, and one buffer instead
+        of a logits and a log-prob buffer stays in the cache (10% faster head here). log_softmax
+        is one fused pass (a separate logsumexp costs twice as much on the CPU). A model in
+        another dtype (bf16 on an accelerator) gets its logits in a buffer of its own first."""
         head = self.model.backbone.get_output_embeddings()
         rows, vocab = hidden.shape[0], head.weight.shape[0]
         if self._buffers is None or self._buffers[0].shape[0] < rows:
             capacity = max(rows, CHUNK_SEGMENTS * self.model.config.segment_size)
-            self._buffers = (torch.empty(capacity, vocab, dtype=hidden.dtype, device=hidden.device),
-                             torch.empty(capacity, vocab, dtype=torch.float32, device=hidden.device))
-        logits, logprobs = self._buffers[0][:rows], self._buffers[1][:rows]
+            self._buffers = tuple(torch.empty(capacity, vocab, dtype=dtype, device=hidden.device)
+                                  for dtype in dict.fromkeys((torch.float32, hidden.dtype)))
+        logprobs, logits = self._buffers[0][:rows], self._buffers[-1][:rows]
         if type(head) is torch.nn.Linear and head.weight.dtype == hidden.dtype and head.weight.device == hidden.device:
             if head.bias is None:
                 torch.mm(hidden, head.weight.t(), out=logits)
@@ -318,7 +320,9 @@ class TraceStream:
                 torch.addmm(head.bias, hidden, head.weight.t(), out=logits)
         else:  # another head type, or a device-mapped one (accelerate moves it): its own call, then a copy
             logits.copy_(head(hidden))
-        return torch.log_softmax(logits if logits.dtype == torch.float32 else logits.float(), dim=-1, out=logprobs)
+        if logits is not logprobs:
+            logprobs.copy_(logits)
+        return torch.log_softmax(logprobs, dim=-1, out=logprobs)  # each row is read whole before it is written
 
     def _predictions(self, token_hidden: torch.Tensor, first: int, carry: list[torch.Tensor | None]
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
