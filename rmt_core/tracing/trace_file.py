@@ -149,7 +149,9 @@ def _encode(arrays: dict[str, "np.ndarray | _Parts"]) -> tuple[dict[str, np.ndar
     """Compressed uint8 blobs and the layout that decodes them (dtype, shape, encoding)."""
     import zstandard
 
-    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    # threads=-1: one zstd worker per CPU. The frames are standard ones and the bytes do not
+    # depend on the number of workers; a 1M-token trace's save spends about 40% here.
+    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
     blobs: dict[str, np.ndarray] = {}
     layout: dict[str, dict] = {}
 
