@@ -10,7 +10,7 @@ state) let a caller look at the weights:
 - ``rmt_query_key_probe=fn``: attention runs as configured (SDPA stays fused) and
   ``fn(layer_idx, QueryKey)`` receives what the weights are made of, for the caller to turn
   into weights later with ``attention_weights`` (a trace does it for many segments in one
-  batched call, which costs less than a per-layer eager pass).
+  batched call, so it runs the model exactly as forward does).
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def attention_weights(query: torch.Tensor, key: torch.Tensor, attention_mask: to
     if n_rep > 1:
         key = key.repeat_interleave(n_rep, dim=-3)
     scores = torch.matmul(query, key.transpose(-1, -2))  # (..., heads, q, k)
-    if attention_mask is not None:  # mask + scaling * scores in one op (traces call this per layer and segment)
+    if attention_mask is not None:  # mask + scaling * scores in one op (the eager path runs per layer and segment)
         scores = torch.add(attention_mask[..., : key.shape[-2]], scores, alpha=scaling)
     else:
         scores.mul_(scaling)

@@ -80,8 +80,9 @@ def chunk_attention_summaries(segments: list[list[QueryKey]], m: int, n_tokens: 
     """attention_summaries (S, Y, ...) of S equal-length segment rows from their layers' QueryKeys.
 
     The weights of all segments and layers come from one batched attention_weights call (one
-    per distinct scaling: GPT-2 can scale each layer differently), which costs much less on
-    the CPU than an eager attention pass per layer and segment."""
+    per distinct scaling: GPT-2 can scale each layer differently), so the segment loop keeps
+    the model's own fused attention. On the CPU this costs about what a per-layer eager pass
+    in the loop did (measured here); what it buys is a trace that runs exactly as forward."""
     by_scaling: dict[float, list[int]] = {}
     for y, query_key in enumerate(segments[0]):
         by_scaling.setdefault(query_key.scaling, []).append(y)
@@ -101,12 +102,10 @@ def chunk_attention_summaries(segments: list[list[QueryKey]], m: int, n_tokens: 
 
 
 def _stacked_masks(segments: list[list[QueryKey]], layers: list[int]) -> torch.Tensor | None:
-    """The additive masks of these layers: (S, 1, 1, n, n) when each segment's layers share one
-    mask (the usual case: run_segment passes one), else (S, Y', 1, n, n)."""
+    """The additive masks (S, Y', 1, n, n) of these layers (a backbone may give layers masks of
+    their own, e.g. sliding-window ones); None when attention is unmasked."""
     if segments[0][layers[0]].mask is None:
         return None
-    if all(segment[y].mask is segment[layers[0]].mask for segment in segments for y in layers):
-        return torch.stack([segment[layers[0]].mask[0] for segment in segments]).unsqueeze(1)
     masks = torch.stack([segment[y].mask[0] for segment in segments for y in layers])
     return masks.view(len(segments), len(layers), *masks.shape[1:])
 
