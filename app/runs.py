@@ -36,8 +36,9 @@ class RunJob:
     answer, error, finished. cancel() stops after the current segment; the segments done are kept.
     """
 
-    def __init__(self, model, document, text: str, question: str | None = None) -> None:
+    def __init__(self, model, document, text: str, question: str | None = None, window: int | None = None) -> None:
         self.model = model
+        self.window = window
         self.document = document
         self.text = text
         self.question = question
@@ -86,7 +87,14 @@ class RunJob:
             if self.trace.complete:
                 self.phase = "Finding the answer"
                 try:
-                    self.answer = rmt_answers.answer_from_trace(self.trace)
+                    site = rmt_answers.answer_site(self.trace)
+                    if site is not None and site.segment > 0:
+                        from rmt_core.explain.attribution import estimate_through_seconds
+
+                        n, seconds = estimate_through_seconds(self.trace, site.segment, self.window)
+                        self.phase = (f"Finding the answer: through-memory attribution over {n} earlier segments "
+                                      f"(estimated {seconds:.0f} s)")
+                    self.answer = rmt_answers.answer_from_trace(self.trace, max_segments=self.window)
                 except RMTLensError as exc:
                     self.answer_error = str(exc)
         except RMTLensError as exc:

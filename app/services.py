@@ -186,11 +186,12 @@ def read_upload(name: str, data: bytes) -> Document:
 
 
 # ---------------------------------------------------------------------- running
-def start_run(model, document: Document, question: str | None = None):
-    """Start tracing `document` in the background (app.runs.RunJob); returns the job."""
+def start_run(model, document: Document, question: str | None = None, window: int | None = None):
+    """Start tracing `document` in the background (app.runs.RunJob); returns the job. window: earlier
+    segments the answer's through-memory attribution unrolls (None: to the start, up to the cost bound)."""
     from app.runs import RunJob
 
-    return RunJob(model, document, document.text, question=question).start()
+    return RunJob(model, document, document.text, question=question, window=window).start()
 
 
 def card_loss(model) -> float | None:
@@ -221,15 +222,15 @@ def reading_warning(trace, model) -> str | None:
     pieces[:-1] |= overlap
     pieces |= known & (ends <= starts)
     share = float(pieces[known].mean()) if known.any() else 0.0
-    loss = float(np.nanmean(trace.losses())) if trace.num_segments else float("nan")
+    loss = trace.mean_loss()  # token-weighted, as the card's held-out number
     reference = card_loss(model) if model is not None else None
     reasons = []
     if share >= UNREADABLE_SHARE:
         reasons.append(f"{100 * share:.0f}% of its tokens are byte pieces of single characters (the model's "
                        "vocabulary has no tokens for these letters)")
     if reference is not None and np.isfinite(loss) and loss > LOSS_FACTOR * reference:
-        reasons.append(f"the mean loss is {loss:.1f} nats/token against {reference:.1f} on the model's held-out "
-                       "text (its model card)")
+        reasons.append(f"the mean loss is {loss:.2f} nats/token against {reference:.2f} on the model's held-out "
+                       "text (its model card; both token-weighted)")
     if not reasons:
         return None
     return ("This text is outside what the model knows: " + "; ".join(reasons)

@@ -108,9 +108,10 @@ def _choose_document(model) -> tuple[services.Document | None, bool, str | None]
     return document, False, None
 
 
-def start(model, document: services.Document, question: str | None = None) -> None:
-    """Start a background run of `document` for this session (the caller checked none is running)."""
-    job = services.start_run(model, document, question)
+def start(model, document: services.Document, question: str | None = None, window: int | None = None) -> None:
+    """Start a background run of `document` for this session (the caller checked none is running);
+    window: earlier segments the answer's through-memory attribution unrolls (None: the default)."""
+    job = services.start_run(model, document, question, window)
     st.session_state[state.JOB] = job
     st.session_state[state.RUN_ERROR] = None
     runs.store().put(st.session_state[state.TOKEN], runs.Saved(

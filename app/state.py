@@ -27,3 +27,4 @@ RESTORED = "restored"  # the first run of the session looked for a reload's stat
 PENDING_SEGMENT = "pending_segment"  # a segment to select on the next run (set where the slider already exists)
 ASK_QUESTION = "ask_question"
 ASK_ERROR = "ask_error"
+ASK_WINDOW = "ask_window"  # earlier segments the answer's through-memory attribution unrolls

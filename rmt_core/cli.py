@@ -395,9 +395,7 @@ def run_trace(args: argparse.Namespace) -> int:
     if args.max_tokens is not None:
         trace.meta["max_tokens"] = args.max_tokens
     out = trace.save(args.out)
-    logprobs = np.concatenate([s.token_logprob for s in trace.segments]).astype(np.float64)
-    finite = logprobs[np.isfinite(logprobs)]
-    loss = float(-finite.mean()) if finite.size else float("nan")
+    loss = trace.mean_loss()  # token-weighted (tracing.losses)
     segments = f"{trace.num_segments} segment{'s' if trace.num_segments != 1 else ''}"
     _say(f"{out}: {trace.num_tokens:,} tokens in {segments}, mean loss {loss:.3f} nats/token, "
          f"{trace.seconds:.1f} s; model {model.name} (weights {model.weights_hash()})")

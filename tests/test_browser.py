@@ -192,7 +192,7 @@ def test_four_users_at_once_get_their_own_results(open_session, streamlit_server
     expected = []
     for text in texts:
         trace = rmt_core.trace(local_model, text)
-        expected.append({"Tokens": f"{trace.num_tokens:,}", "Mean loss (nats/token)": f"{trace.losses().mean():.3f}"})
+        expected.append({"Tokens": f"{trace.num_tokens:,}", "Mean loss (nats/token)": f"{trace.mean_loss():.3f}"})
     assert len({e["Mean loss (nats/token)"] for e in expected}) > 1, "the texts should give different results"
 
     sessions = [open_session() for _ in texts]

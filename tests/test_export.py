@@ -98,7 +98,7 @@ def test_print_style_is_a_plain_copy(trace):
     assert 12 <= styled.layout.font.size <= 14
     assert styled.layout.xaxis.title.text == "segment"  # axis titles stay
     timeline = export.print_style(standard_figures(trace)["timeline"])
-    assert [a.text for a in timeline.layout.annotations][0] == "loss (nats/token)"  # subplot titles stay
+    assert [a.text for a in timeline.layout.annotations][0] == "per-segment mean loss (nats/token)"  # subplot titles stay
 
 
 def test_table_csv_round_trips():

@@ -6,6 +6,7 @@ import streamlit as st
 from rmt_core import QuestionError
 from rmt_core.viz import figures
 from rmt_core.explain import answers as rmt_answers
+from rmt_core.explain import attribution
 
 from app import services, sidebar, state
 from app.views.common import document_view, require_trace, show_figure
@@ -28,7 +29,9 @@ def render() -> None:
     cols[0].metric("Tokens", f"{trace.num_tokens:,}")
     cols[1].metric("Segments", trace.num_segments)
     cols[2].metric("Memory slots", trace.num_mem_tokens)
-    cols[3].metric("Mean loss (nats/token)", f"{trace.losses().mean():.3f}")
+    cols[3].metric("Mean loss (nats/token)", f"{trace.mean_loss():.3f}",
+                   help="Token-weighted: −log p summed over every predicted token, divided by their count "
+                        "(the number the CLI, the report and the model card use).")
     warning = services.reading_warning(trace, trace.model)
     if warning:
         st.warning(warning, icon=":material/translate:")
@@ -59,20 +62,12 @@ def _answer_panel(trace, answer: rmt_answers.AskResult) -> None:
         best = answer.candidates[0]
         line += (f" “{top[0].text}” is not one of the answers it was trained on; the most likely of those is "
                  f"**“{best.text}”** (p = {best.probability:.3f}).")
-    spec = rmt_answers.question_spec(trace.model) if trace.model is not None else None
-    if spec is not None and site.question:
-        try:
-            rmt_answers.normalize_question(site.question, spec)
-        except QuestionError:
-            line += " ⚠ This is not a question the model was trained on: the answer is likely meaningless."
     with st.container(border=True):
         st.markdown(line)
+        for warning in answer.warnings:  # the answer's limits, right under it
+            st.warning(warning.text, icon=":material/report:")
+        _carrier_line(trace, answer)
         if answer.memory_segment is not None:
-            score = answer.segment_scores[answer.memory_segment]
-            st.markdown(f"Memory carried it from **segment {answer.memory_segment}**: through-memory attribution "
-                        f"(integrated gradients through the recurrence) credits that segment's tokens with "
-                        f"{score:+.2f} of log p(“{answer.attributed.text}”), the largest effect of any earlier segment. "
-                        f"The fact, when the document has one, is underlined.")
             cols = st.columns(len(SEGMENT_PAGES) + 1)
             cols[0].button(f"Select segment {answer.memory_segment}", key="answer_select",
                            on_click=sidebar.request_segment, args=(answer.memory_segment,))
@@ -82,6 +77,30 @@ def _answer_panel(trace, answer: rmt_answers.AskResult) -> None:
                     st.switch_page(page)
         if answer.note:
             st.caption(answer.note)
+
+
+def _carrier_line(trace, answer: rmt_answers.AskResult) -> None:
+    """"Memory carried it from": the scored earlier segment with the largest positive credit, or why none."""
+    if answer.segment_scores is None or answer.scored is None:
+        return
+    first, last = answer.scored
+    what = f"log p(“{answer.attributed.text}”)"
+    window = (f"segments {first}..{last} scored" + ("" if first == 0 else
+              f"; segments 0..{first - 1} not scored, the window stops short of the document's start"))
+    if answer.memory_segment is None:
+        st.markdown(f"**No scored earlier segment raised the answer through memory** ({window}): nothing here "
+                    "shows which segment memory carried it from.")
+        return
+    score = answer.segment_scores[answer.memory_segment]
+    fact = ""
+    if answer.fact_segment is not None and answer.fact_segment != answer.memory_segment:
+        credit = answer.segment_scores[answer.fact_segment]
+        fact = (f" The fact's segment ({answer.fact_segment}) gets {credit:+.2f}." if credit == credit
+                else f" The fact's segment ({answer.fact_segment}) was not scored.")
+    st.markdown(f"Memory carried it from **segment {answer.memory_segment}**: through-memory attribution "
+                f"(integrated gradients through the recurrence) credits that segment's tokens with {score:+.2f} of "
+                f"{what}, the largest positive credit of any scored earlier segment ({window}).{fact} "
+                "The fact, when the document has one, is underlined.")
 
 
 def _ask(model) -> None:
@@ -102,7 +121,37 @@ def _ask(model) -> None:
         return
     asked = services.Document(document.name if "+ question" in document.name else f"{document.name} + question",
                               text, fact_spans=document.fact_spans, body=document.ask_body())
-    st.session_state["ask_pending"] = (asked, text[len(asked.body):].strip())
+    st.session_state["ask_pending"] = (asked, text[len(asked.body):].strip(), _window())
+
+
+def _window() -> int | None:
+    """The attribution window chosen in the Ask box (None: to the start, up to the cost bound)."""
+    value = st.session_state.get(state.ASK_WINDOW)
+    return None if value is None else int(value)
+
+
+def _names(items) -> str:
+    return ", ".join(items[:-1]) + " or " + items[-1] if len(items) > 1 else "".join(items)
+
+
+def _window_control(document) -> None:
+    """How far back the answer's through-memory attribution unrolls, with the estimated time."""
+    bound = attribution.MAX_THROUGH_SEGMENTS
+    c1, c2 = st.columns([1, 3], vertical_alignment="bottom")
+    window = c1.number_input("Attribution window (earlier segments)", min_value=0, max_value=100_000, value=bound,
+                             step=8, key=state.ASK_WINDOW,
+                             help="How many segments before the question's the through-memory attribution unrolls. "
+                                  f"Default {bound}: back to the document's start up to that cost bound; a larger "
+                                  "window than the document is clamped to its start.")
+    trace = st.session_state.get(state.TRACE)
+    site = rmt_answers.answer_site(trace) if trace is not None and trace.model is not None else None
+    if site is None or site.segment == 0:
+        c2.caption(f"Cost grows with the window (default {bound} segments back; about 0.17 s per segment for the "
+                   "default model on one CPU thread).")
+        return
+    n, seconds = attribution.estimate_through_seconds(trace, site.segment, int(window))
+    reach = "reaches the document's start" if n >= site.segment else f"stops {site.segment - n} segments short of the start"
+    c2.caption(f"On this document: {n} earlier segments unrolled ({reach}), estimated {seconds:.0f} s.")
 
 
 def _pick(entity: str, spec) -> None:
@@ -112,7 +161,12 @@ def _pick(entity: str, spec) -> None:
 def _ask_box(model) -> None:
     spec = rmt_answers.question_spec(model)
     with st.expander("Ask the model about this document", expanded=True, icon=":material/help:"):
-        st.caption(spec.description)
+        op = rmt_answers.operating_range_of(model) if spec.answerable else None
+        if op is not None:
+            st.caption(f"{op.sentence()} Ask about {_names(spec.entities)}, one person per document "
+                       "(the model card's own tables).")
+        else:
+            st.caption(spec.description)
         if not spec.answerable:
             return
         document = st.session_state.get(state.DOCUMENT)
@@ -130,9 +184,10 @@ def _ask_box(model) -> None:
         for col, entity in zip(picks, spec.entities):
             col.button(spec.question(entity), key=f"ask_pick_{entity}", on_click=_pick, args=(entity, spec),
                        type="tertiary")
+        _window_control(document)
         if st.session_state.get(state.ASK_ERROR):
             st.error(st.session_state[state.ASK_ERROR])
         pending = st.session_state.pop("ask_pending", None)
         if pending is not None and not sidebar.running():
-            sidebar.start(model, pending[0], question=pending[1])
+            sidebar.start(model, pending[0], question=pending[1], window=pending[2])
             st.rerun()

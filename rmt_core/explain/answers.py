@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from ..errors import QuestionError
+from ..training.operating_range import OperatingRange, read_operating_range
+from .answer_warnings import AnswerWarning, answer_warnings, find_facts, segment_of_char
 from ..training.tasks.babi import ACTORS, ANSWER_PREFIX, OBJECTS, PLACES, QUESTION_PREFIX
 from ..token_text import decode_token, encode_ids, token_label
 from ..tracing.recorder import trace_document
@@ -284,10 +286,15 @@ class AskResult:
     candidates: the model's trained answers (e.g. the six places) ranked by probability, when known.
     attributed: the answer explained by memory_segment: the top prediction, or the best trained
         answer when the top prediction is not one of them.
-    memory_segment: the earlier segment whose tokens most moved log p(attributed) through memory
-        (largest |summed through-memory attribution|), or None (question in segment 0).
+    memory_segment: the scored earlier segment whose tokens most RAISED log p(attributed) through
+        memory (largest positive summed through-memory attribution), or None (question in segment 0,
+        no attribution run, or no scored segment with a positive credit: `note` says which).
     segment_scores: (S,) that sum per segment; NaN outside the attributed window and for the
         question's own segment (its tokens act directly, not through memory).
+    scored: (first, last) earlier segment scored by the attribution, None when none was.
+    fact_segment: the segment of the asked person's last fact sentence (trained form), None if none.
+    warnings: the answer's limits (rmt_core.explain.answer_warnings.AnswerWarning: code + text),
+        from the document and the model card's own measurements; [] when none applies.
     """
 
     trace: Any
@@ -298,6 +305,9 @@ class AskResult:
     memory_segment: int | None = None
     segment_scores: np.ndarray | None = None
     note: str | None = None
+    scored: tuple[int, int] | None = None
+    fact_segment: int | None = None
+    warnings: list[AnswerWarning] = field(default_factory=list)
 
     @property
     def answer(self) -> str:
@@ -311,27 +321,57 @@ class AskResult:
 
 def memory_segment(trace, site: AnswerSite, target: int, n_steps: int = 32, max_segments: int | None = None,
                    progress: Callable[[int, int], Any] | None = None) -> tuple[int | None, np.ndarray, str | None]:
-    """(segment, per-segment scores (S,), note): the earlier segment whose tokens most move
-    log p(target) at `site` through memory (largest absolute sum) (integrated gradients through the recurrence,
-    :func:`rmt_core.explain.attribution.through_memory`, summed per segment)."""
+    """(segment, per-segment scores (S,), note): the scored earlier segment whose tokens most RAISE
+    log p(target) at `site` through memory (largest positive sum of integrated gradients through the
+    recurrence, :func:`rmt_core.explain.attribution.through_memory`, summed per segment).
+
+    max_segments: earlier segments unrolled (default: back to the document's start up to the cost
+    bound attribution.MAX_THROUGH_SEGMENTS; a larger window is clamped to the start). Scores are NaN
+    for segments not scored and for the question's own segment (its tokens act directly). The note
+    says which segments were scored, when the window stops short of the start, and when no scored
+    segment has a positive credit (then segment is None: a negative effect is never named the carrier).
+    """
     from . import attribution
 
     scores = np.full(trace.num_segments, np.nan)
     if site.segment == 0:
         return None, scores, "The question is in the first segment: the answer cannot come through memory."
-    kwargs = {} if max_segments is None else {"max_segments": max_segments}
     result = attribution.through_memory(trace, site.segment, site.position, target=target, n_steps=n_steps,
-                                        progress=progress, **kwargs)
+                                        progress=progress, max_segments=max_segments)
     for seg in trace.segments[result.first_segment:site.segment]:
         scores[seg.index] = float(np.nansum(result.scores[seg.start:seg.end]))
-    note = result.note
-    # the largest effect either way (integrated gradients from zero embeddings can credit a
-    # decisive segment with a negative sum)
-    earlier = np.where(np.isfinite(scores), np.abs(scores), -np.inf)
+    first = result.first_segment
+    return (carrier_segment(scores, first, site.segment), scores,
+            _window_note(scores, first, site.segment, result.note))
+
+
+def carrier_segment(scores: np.ndarray, first: int, question_segment: int) -> int | None:
+    """The scored earlier segment (first..question_segment - 1) with the largest positive credit; None
+    when none is positive.
+
+    scores: (S,) per-segment through-memory credit, NaN where not scored."""
+    earlier = np.full(len(scores), -np.inf)
+    earlier[first:question_segment] = np.where(np.isfinite(scores[first:question_segment]),
+                                                scores[first:question_segment], -np.inf)
+    if not len(earlier):
+        return None
     best = int(np.argmax(earlier))
-    if not earlier[best] > 0:
-        return None, scores, (note + " " if note else "") + "No earlier segment moved the answer through memory."
-    return best, scores, note
+    return best if earlier[best] > 0 else None
+
+
+def _window_note(scores: np.ndarray, first: int, question_segment: int, note: str | None) -> str:
+    last = question_segment - 1
+    parts = [f"Scored: segments {first}..{last} (through memory); segment {question_segment}, the question's own, "
+             "acts directly and is shown apart."]
+    if first > 0:
+        parts.append(f"The window stops short of the document's start: segments 0..{first - 1} were not scored "
+                     "(widen the window to score them).")
+    elif note and "clamped" in note:
+        parts.append(note)
+    if carrier_segment(scores, first, question_segment) is None:
+        parts.append("No scored earlier segment has a positive credit: nothing shows which segment memory carried "
+                     "the answer from.")
+    return " ".join(parts)
 
 
 def site_logprobs(trace, site: AnswerSite):
@@ -361,10 +401,14 @@ def _single_token_ids(tokenizer, words: tuple[str, ...]) -> dict[str, int]:
 
 
 def answer_from_trace(trace, k: int = TOP_K, attribute: bool = True, n_steps: int = 32,
-                      progress: Callable[[int, int], Any] | None = None) -> AskResult | None:
-    """The answer a finished trace gives at its "Answer:" (None when the document asks nothing).
+                      progress: Callable[[int, int], Any] | None = None, max_segments: int | None = None,
+                      card: dict[str, Any] | None = None) -> AskResult | None:
+    """The answer a finished trace gives at its "Answer:" (None when the document asks nothing),
+    with its warnings (AskResult.warnings).
 
-    With `attribute` (needs the model attached) also the segment where memory most moved it."""
+    With `attribute` (needs the model attached) also the segment where memory most raised it,
+    unrolling `max_segments` earlier segments (default: back to the start up to the cost bound).
+    card: the model card (default: read from the checkpoint the trace's model or model_info names)."""
     site = answer_site(trace)
     if site is None:
         return None
@@ -385,18 +429,72 @@ def answer_from_trace(trace, k: int = TOP_K, attribute: bool = True, n_steps: in
         result.attributed = result.candidates[0]
     if attribute and trace.model is not None:
         result.memory_segment, result.segment_scores, result.note = memory_segment(
-            trace, site, result.attributed.token_id, n_steps=n_steps, progress=progress)
+            trace, site, result.attributed.token_id, n_steps=n_steps, progress=progress, max_segments=max_segments)
+        scored = np.nonzero(np.isfinite(result.segment_scores))[0]
+        result.scored = (int(scored[0]), int(scored[-1])) if scored.size else None
+    add_warnings(result, card)
     return result
 
 
+def operating_range_of(trace_or_model, card: dict[str, Any] | None = None) -> OperatingRange | None:
+    """The operating range on the model card of a model (or of the model a trace was made with)."""
+    model = getattr(trace_or_model, "model", None) if hasattr(trace_or_model, "segments") else trace_or_model
+    info = getattr(trace_or_model, "model_info", None) or {}
+    name = getattr(model, "name", None) or info.get("name")
+    task = model.config.task if model is not None else str((info.get("rmt") or {}).get("task", ""))
+    return read_operating_range(read_card(name) if card is None else card, task)
+
+
+def add_warnings(result: AskResult, card: dict[str, Any] | None = None) -> AskResult:
+    """Fill result.warnings (and result.fact_segment) from its trace, question, answer and the model card."""
+    trace, site = result.trace, result.site
+    text = trace.text if trace.text is not None else "".join(t for seg in trace.segments for t in seg.tokens)
+    index = text.rfind(ANSWER_MARK)
+    document, asked = split_question(text[: index + len(ANSWER_MARK)] if index >= 0 else text)
+    question = site.question if site.question is not None else asked
+    op = operating_range_of(trace, card)
+    model = trace.model
+    spec = question_spec(model, card) if model is not None else None
+    entity, question_ok = None, True
+    if question:
+        if spec is not None:
+            try:
+                entity = _entity_of(normalize_question(question, spec), spec)
+            except QuestionError:
+                question_ok = False
+        elif op is not None:
+            match = _WHERE.match(question)
+            wanted = (match.group("e") if match else "").lower()
+            entity = next((n for n in op.names if wanted in (n.lower(), n.lower().removeprefix("the "))), None)
+            question_ok = entity is not None
+    facts = find_facts(document, entity)
+    result.fact_segment = None if facts.last is None else segment_of_char(trace, facts.last)
+    answers = op.answers if op is not None else (spec.answers if spec is not None and spec.answerable else ())
+    result.warnings = answer_warnings(
+        num_segments=trace.num_segments, document=document, entity=entity, question=question,
+        question_ok=question_ok, top_text=result.predictions[0].text, top_probability=result.predictions[0].probability,
+        answers=answers, operating_range=op, fact_segment=result.fact_segment, question_segment=site.segment,
+        segment_scores=result.segment_scores, spec_description=spec.description if spec is not None else "")
+    return result
+
+
+def _entity_of(question: str, spec: QuestionSpec) -> str | None:
+    return next((e for e in spec.entities if spec.question(e) == question), None)
+
+
 def ask(model, document: str, question: str | None = None, k: int = TOP_K, attribute: bool = True,
-        progress: Callable[[int, int], Any] | None = None) -> AskResult:
-    """Run `model` on `document` + `question` and return its answer.
+        progress: Callable[[int, int], Any] | None = None, max_segments: int | None = None) -> AskResult:
+    """Run `model` on `document` + `question` and return its answer with its limits.
 
     question: e.g. "Where is Mary?" (or just "Mary"); None when the document already ends
         with "Answer:". Appended in the training format (see prompt_text).
+    max_segments: earlier segments the through-memory attribution unrolls (default: back to the
+        document's start up to attribution.MAX_THROUGH_SEGMENTS; more is clamped to the start).
     Returns an AskResult: top-k answers with probabilities, the trace of document + question,
-    and the earlier segment whose tokens most moved the answer through memory.
+    the earlier segment whose tokens most raised the answer through memory, which segments were
+    scored, and `warnings` (code + plain text: the document is longer than the card measured, the
+    name is absent, several facts, a question or answer outside the card, a confident answer whose
+    fact gets no credit, no measurement on the card).
     Raises QuestionError (bad or empty question, see prompt_text), TraceError (empty document),
     TraceCancelled when `progress` stopped the run.
     """
@@ -406,11 +504,12 @@ def ask(model, document: str, question: str | None = None, k: int = TOP_K, attri
     trace = trace_document(model, text, progress=progress)
     if not trace.complete:
         raise TraceCancelled(f"The run stopped after {trace.num_segments} segments, before the question.")
-    result = answer_from_trace(trace, k=k, attribute=attribute)
+    result = answer_from_trace(trace, k=k, attribute=attribute, max_segments=max_segments)
     assert result is not None  # prompt_text always ends the text with "Answer:"
     return result
 
 
 __all__ = ["QuestionSpec", "question_spec", "normalize_question", "question_suffix", "split_question", "prompt_text",
            "AnswerSite", "answer_site", "Prediction", "answer_text", "top_predictions", "probability_of", "stored_predictions",
-           "site_logprobs", "AskResult", "memory_segment", "answer_from_trace", "ask", "read_card"]
+           "site_logprobs", "AskResult", "memory_segment", "carrier_segment", "answer_from_trace", "add_warnings",
+           "operating_range_of", "AnswerWarning", "ask", "read_card"]

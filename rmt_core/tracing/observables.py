@@ -113,7 +113,7 @@ OBSERVABLES: tuple[Observable, ...] = (
     Observable("topk_logprobs", ("token", "top_k"), "float16", PER_TOKEN,
                "their log-probabilities", EXACT),
     Observable("loss", (), "float64", PER_SEGMENT,
-               "mean negative log-likelihood of the segment's tokens (nats/token)", EXACT),
+               "per-segment mean loss: mean negative log-likelihood of this segment's tokens (nats/token, token-weighted within the segment)", EXACT),
     Observable("block_attention", ("layer", "head", "block_pair"), "float16", PER_SEGMENT,
                "for pair A->B: how much block A attends to block B (mean over A's positions of the mass on B)",
                EXACT),

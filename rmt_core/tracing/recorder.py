@@ -17,6 +17,7 @@ from ..engine.attention import QueryKey, attention_weights
 from ..engine.masks import segment_layout
 from ..errors import TraceCancelled, TraceError
 from .heap import release_free_memory
+from .losses import mean_token_loss, segment_losses
 from .records import BLOCK_PAIRS, LENS_K, TOP_K, SegmentRecord
 from .topk import top_k_rows
 from .trace import Trace
@@ -177,19 +178,10 @@ def gather_token_logprobs(logprobs: torch.Tensor, ids: torch.Tensor, carry: torc
 
 
 def segment_loss(token_lp: torch.Tensor | np.ndarray) -> float:
-    """Mean negative log-likelihood (nats) over the tokens that have a prediction; NaN if none."""
+    """Mean negative log-likelihood (nats) over the tokens that have a prediction; NaN if none
+    (token-weighted: tracing.losses.mean_token_loss, the one definition)."""
     values = token_lp.detach().cpu().numpy() if isinstance(token_lp, torch.Tensor) else np.asarray(token_lp)
-    return float(segment_losses(values.reshape(-1), [0])[0]) if values.size else float("nan")
-
-
-def segment_losses(token_lp: np.ndarray, starts: Any) -> np.ndarray:
-    """segment_loss of consecutive segments of token_lp (T,) that begin at `starts` (S,): (S,) float64.
-
-    One pass for a chunk of segments (a trace records thousands); the sums run in float64."""
-    finite = np.isfinite(token_lp)
-    sums = np.add.reduceat(np.where(finite, token_lp, 0.0).astype(np.float64), starts)
-    counts = np.add.reduceat(finite.astype(np.int64), starts)
-    return np.divide(-sums, counts, out=np.full(len(counts), np.nan), where=counts > 0)
+    return mean_token_loss(values)
 
 
 class TraceStream:

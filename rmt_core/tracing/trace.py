@@ -22,6 +22,7 @@ from .._version import __version__
 from ..checks import check_int
 from ..errors import TraceArgumentError, TraceError
 from . import trace_file
+from .losses import mean_token_loss
 from .records import BLOCK_PAIRS, LENS_K, SegmentRecord
 
 __all__ = ["Trace", "SegmentRecord", "BLOCK_PAIRS"]
@@ -90,7 +91,16 @@ class Trace:
         return np.stack([self.initial_memory] + [s.memory_out for s in self.segments])
 
     def losses(self) -> np.ndarray:
+        """(S,) per-segment mean loss (nats/token over each segment's tokens); not the document's mean:
+        that is mean_loss()."""
         return np.array([s.loss for s in self.segments], dtype=np.float64)
+
+    def mean_loss(self) -> float:
+        """The document's mean loss (nats/token), token-weighted over every token with a prediction
+        (tracing.losses.mean_token_loss: the one definition app, CLI, report and card share)."""
+        if not self.segments:
+            return float("nan")
+        return mean_token_loss(np.concatenate([s.token_logprob for s in self.segments]))
 
     # ------------------------------------------------------------------ logit lens
     def lens_ids(self, index: int) -> np.ndarray:

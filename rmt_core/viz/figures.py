@@ -94,7 +94,7 @@ def segment_curves(trace: Trace, selected: int | None = None) -> go.Figure:
     x = np.arange(trace.num_segments)
     churn = per_trace.slot_churn(trace).mean(axis=1)
     series = [
-        ("loss (nats/token)", per_trace.cached(trace, "losses", trace.losses)),
+        ("per-segment mean loss (nats/token)", per_trace.cached(trace, "losses", trace.losses)),
         ("memory churn (cosine distance)", churn),
         ("tokens→read mass", per_trace.block_mass(trace, "tokens->read")),
         ("write→tokens mass", per_trace.block_mass(trace, "write->tokens")),

@@ -22,9 +22,9 @@ Modules: methods (the KINDS and METHODS tables, check_request), result (Attribut
 """
 from __future__ import annotations
 
-from .compute import attribute, default_target, read_slots, through_memory, write_slots
+from .compute import attribute, default_target, estimate_through_seconds, read_slots, through_memory, write_slots
 from .methods import BASELINES, KINDS, MAX_THROUGH_SEGMENTS, METHODS, Kind, Method, check_request
 from .result import Attribution
 
 __all__ = ["attribute", "Attribution", "KINDS", "METHODS", "BASELINES", "MAX_THROUGH_SEGMENTS", "Kind", "Method",
-           "check_request", "default_target", "read_slots", "write_slots", "through_memory"]
+           "check_request", "default_target", "estimate_through_seconds", "read_slots", "write_slots", "through_memory"]

@@ -56,7 +56,9 @@ def attribute(trace: Trace, kind: str, segment: int, position: int | None = None
     method: a name of METHODS (captum: IntegratedGradients, Saliency, InputXGradient, FeatureAblation).
     baseline: a name of KINDS[kind].baselines, or None for the default (check_request).
     n_steps: integration steps (ig). max_segments: earlier segments unrolled (through only;
-        default MAX_THROUGH_SEGMENTS; older ones enter through their stored memory and get no scores).
+        default: back to the document's start, up to the cost bound MAX_THROUGH_SEGMENTS; older ones
+        enter through their stored memory and get no scores, and the note says so; a window longer
+        than the document is clamped to its start, and the note says that too).
     progress(done, total): called after every forward pass (total: the passes this call makes).
     Raises ArgumentError (TraceArgumentError for a segment or position) naming the bad argument
     and the choices; TraceError without the model, or without memory slots for read and write.
@@ -87,14 +89,20 @@ def attribute(trace: Trace, kind: str, segment: int, position: int | None = None
         target = default_target(trace, segment, position)
     if kind != "through" and trace.num_mem_tokens == 0:
         raise TraceError("This model has no memory slots to attribute.")
+    clamp_note, asked = None, max_segments is not None
     if kind == "through":
         max_segments = check_int(MAX_THROUGH_SEGMENTS if max_segments is None else max_segments, "max_segments", 0,
                                  fix="It is how many earlier segments are unrolled (cost grows with it).")
+        if asked and max_segments > segment:
+            clamp_note = (f"A window of {max_segments} earlier segments was asked; segment {segment} has only "
+                          f"{segment} before it, so the window is clamped to the document's start (segment 0).")
+            max_segments = segment
 
     with torch.enable_grad():
         problem, labels = _PROBLEMS[kind](trace, model, segment, position, target, baseline, n_steps, max_segments)
         scores, delta, f_input, f_baseline = _run(METHODS[method], problem, progress)
     if kind == "through":
+        labels["note"] = " ".join(n for n in (clamp_note, labels.get("note")) if n) or None
         start, end = labels["window"]
         full = np.full(trace.num_tokens, np.nan)
         full[start:end] = scores
@@ -102,6 +110,34 @@ def attribute(trace: Trace, kind: str, segment: int, position: int | None = None
     return Attribution(kind, method, segment, position, target,
                        None if target is None else decode_token(model.tokenizer, target), scores, baseline,
                        n_steps if method == "ig" else None, delta, f_input, f_baseline, **labels)
+
+
+def estimate_through_seconds(trace: Trace, segment: int, max_segments: int | None = None,
+                             n_steps: int = 32) -> tuple[int, float]:
+    """(earlier segments the "through" attribution of `segment` would unroll, its estimated seconds).
+
+    The estimate times one forward + backward pass of `segment` at the attribution's batch size (8)
+    on this machine now, and scales it by the window's segments and the integration batches
+    (ceil(n_steps / 8)); expect +-50%. Runs one segment (milliseconds for small models). Never changes
+    the model (gradients go to a copy of the inputs only). Raises TraceError without the model,
+    TraceArgumentError for a bad segment.
+    """
+    import math
+    import time
+
+    model = _require(trace)
+    segment = trace.check_segment(segment)
+    window = min(segment, MAX_THROUGH_SEGMENTS if max_segments is None else max(0, int(max_segments)))
+    seg = trace.segments[segment]
+    ids = torch.as_tensor(seg.token_ids, dtype=torch.long, device=model.device).unsqueeze(0).expand(8, -1)
+    memory = _tensor(seg.memory_in, model).unsqueeze(0).expand(8, -1, -1)
+    embeds = model.backbone.get_input_embeddings()(ids).detach().requires_grad_(True)
+    start = time.perf_counter()
+    with torch.enable_grad():
+        out = model.run_segment(memory, ids, segment_index=segment, inputs_embeds=embeds)
+        torch.autograd.grad(out.logits[:, -1].float().logsumexp(-1).sum(), embeds)
+    seconds = time.perf_counter() - start
+    return window, seconds * (window + 1) * (math.ceil(n_steps / 8) + 1)
 
 
 def _run(method: Method, problem: Problem, progress: Callable[[int, int], Any] | None):
@@ -240,7 +276,7 @@ def write_slots(trace: Trace, segment: int, method: str = "ig", n_steps: int = 3
 
 
 def through_memory(trace: Trace, segment: int, position: int, target: int | None = None, n_steps: int = 32,
-                   max_segments: int = MAX_THROUGH_SEGMENTS, progress: Callable[[int, int], Any] | None = None,
+                   max_segments: int | None = None, progress: Callable[[int, int], Any] | None = None,
                    method: str = "ig", baseline: str | None = None) -> Attribution:
     """attribute(trace, "through", segment, position, ...): scores (T,) per document token, NaN
     outside the segments unrolled."""

@@ -11,7 +11,12 @@ import torch
 from ...checks import check_choice
 from ...errors import ArgumentError
 
-MAX_THROUGH_SEGMENTS = 8  # through unrolls at most this many earlier segments (cost grows with each)
+# The cost bound of "through": by default it unrolls every earlier segment back to the document's
+# start, up to this many (cost grows linearly with each: about 0.17 s per segment unrolled at 32
+# integration steps for the default model on one CPU thread, so 64 segments ~ 11 s); older segments
+# enter through their stored memory and get no scores, and the result says so. Ask for more with
+# max_segments.
+MAX_THROUGH_SEGMENTS = 64
 
 
 @dataclass(frozen=True)

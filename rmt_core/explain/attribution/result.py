@@ -62,6 +62,17 @@ class Attribution:
         return None if self.token_segment is None or not len(self.token_segment) else int(self.token_segment[0])
 
     @property
+    def scored_segments(self) -> tuple[int, int] | None:
+        """(first, last) segment whose tokens are scored (through, write), else None."""
+        first = self.first_segment
+        return None if first is None else (first, int(self.token_segment[-1]))
+
+    @property
+    def reaches_start(self) -> bool:
+        """Whether the scored tokens reach back to the document's start (segment 0)."""
+        return self.first_segment == 0
+
+    @property
     def title(self) -> str:
         """One line saying what is attributed to what (plain text)."""
         if self.kind == "write":
@@ -128,7 +139,7 @@ class Attribution:
             "target_token": self.target_token, "baseline": self.baseline,
             "baseline_meaning": KINDS[self.kind].baselines.get(self.baseline), "n_steps": self.n_steps,
             "delta": self.delta, "f_input": self.f_input, "f_baseline": self.f_baseline, "axes": list(self.axes),
-            "window": self.window, "note": self.note,
+            "window": self.window, "scored_segments": self.scored_segments, "note": self.note,
         })
 
     def to_csv(self) -> str:

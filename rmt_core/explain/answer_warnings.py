@@ -1,0 +1,153 @@
+"""The limits an answer carries: plain-language warnings, each with a code, computed from the
+document, the answer and the model card's own measurements (rmt_core.training.operating_range).
+
+Codes (WARNING_CODES):
+    beyond_measured_range  the document is longer (segments) than any the card measured
+    no_measurement         the card measured no accuracy: the range is unknown
+    name_absent            the asked name does not occur in the document
+    several_facts          several facts about the asked person, or facts about several people,
+                           for a model trained on one fact
+    no_fact_found          the name occurs, but in no fact sentence of the trained form
+    question_outside       the question is not one the card says the model can be asked
+    answer_outside         the top answer is not one of the answers the model was trained to give
+    no_fact_credit         a confident answer (p >= HIGH_PROBABILITY) while the fact's segment gets
+                           no positive through-memory credit, or was not scored
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..training.operating_range import OperatingRange
+from ..training.tasks.babi import parse_facts
+
+HIGH_PROBABILITY = 0.5
+WARNING_CODES: tuple[str, ...] = ("beyond_measured_range", "no_measurement", "name_absent", "several_facts",
+                                  "no_fact_found", "question_outside", "answer_outside", "no_fact_credit")
+
+
+@dataclass(frozen=True)
+class AnswerWarning:
+    """One limit of an answer: `code` (one of WARNING_CODES) and `text` (one or two sentences for users)."""
+
+    code: str
+    text: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "text": self.text}
+
+
+@dataclass(frozen=True)
+class FactsFound:
+    """The fact sentences of the trained form (rmt_core.training.tasks.babi.parse_facts) in a document:
+    per person, their character starts; `last` the start of the asked person's last one (None: none)."""
+
+    by_person: dict[str, list[int]]
+    last: int | None
+
+
+def find_facts(document: str, entity: str | None) -> FactsFound:
+    """Fact sentences in `document` (without its question), per person; the asked `entity`'s last one."""
+    by_person: dict[str, list[int]] = {}
+    for found in parse_facts(document):
+        by_person.setdefault(found.fact.actor, []).append(found.start)
+    name = _bare(entity) if entity else None
+    mine = by_person.get(name or "", [])
+    return FactsFound(by_person, mine[-1] if mine else None)
+
+
+def _bare(entity: str) -> str:
+    return entity.removeprefix("the ")
+
+
+def name_occurs(document: str, entity: str) -> bool:
+    """Whether `entity` ("Mary", "the milk") occurs in `document` as a whole word (case-sensitive for
+    names: "mary" in lower case is not the person)."""
+    name = _bare(entity)
+    flags = 0 if name[:1].isupper() else re.IGNORECASE
+    return re.search(rf"\b{re.escape(name)}\b", document, flags) is not None
+
+
+def answer_warnings(*, num_segments: int, document: str, entity: str | None, question: str | None,
+                    question_ok: bool, top_text: str, top_probability: float, answers: tuple[str, ...],
+                    operating_range: OperatingRange | None, fact_segment: int | None, question_segment: int,
+                    segment_scores: np.ndarray | None, spec_description: str = "") -> list[AnswerWarning]:
+    """Every warning that applies to one answer (see the module docstring for the codes).
+
+    num_segments: segments of the traced document + question. document: its text without the
+    question. entity: the asked person or object (None when the question names none the model
+    knows). question_ok: the question is one the model was trained on. top_text / top_probability:
+    the top answer. answers: the answers it was trained to give. fact_segment: the segment of the
+    asked person's last fact (None when none was found). segment_scores: (S,) through-memory credit
+    per segment, NaN where not scored; None when no attribution was run (no_fact_credit is skipped).
+    """
+    out: list[AnswerWarning] = []
+    op = operating_range
+    if op is None or op.max_segments is None:
+        out.append(AnswerWarning("no_measurement", f"The model card has no accuracy measurement for this model, so "
+                                 f"how far its answers hold at {num_segments} segments is unknown."))
+    elif num_segments > op.max_segments:
+        near = op.accuracy_near(num_segments)
+        where = "; ".join(f"{acc:.3f} in {text}" for text, acc in near[1].items()) if near else ""
+        out.append(AnswerWarning(
+            "beyond_measured_range",
+            f"This document is {num_segments} segments long; the model card measured documents of "
+            f"{min(op.measured_segments)}-{op.max_segments} segments only (accuracy at the nearest measured length, "
+            f"{near[0]} segments: {where}). Nothing was measured at {num_segments} segments: the answer may be "
+            "wrong however confident it looks."))
+    if not question_ok:
+        out.append(AnswerWarning("question_outside", f"“{question}” is not a question the model card says this model "
+                                 f"can be asked: the answer is likely meaningless. {spec_description}".strip()))
+    if entity is not None and not name_occurs(document, entity):
+        out.append(AnswerWarning("name_absent", f"“{_bare(entity)}” does not occur in the document: there is nothing "
+                                 f"to recall, so the answer (“{top_text}”, p = {top_probability:.2f}) is a guess."))
+    facts = find_facts(document, entity)
+    trained_one = op is not None and op.facts == "one"
+    count = sum(len(v) for v in facts.by_person.values())
+    mine = len(facts.by_person.get(_bare(entity), [])) if entity else 0
+    if trained_one and (mine > 1 or len(facts.by_person) > 1):
+        people = ", ".join(f"{name} ×{len(starts)}" for name, starts in facts.by_person.items())
+        out.append(AnswerWarning(
+            "several_facts",
+            f"The document holds {count} fact sentences about {len(facts.by_person)} "
+            f"{'person' if len(facts.by_person) == 1 else 'people'} ({people}); the model was trained (task "
+            f"“{op.task}”) on documents with one fact about one person and was not measured on several: its answer "
+            f"need not be {'the last place ' + _bare(entity) + ' went' if entity else 'the right one'}."))
+    elif entity is not None and mine == 0 and name_occurs(document, entity):
+        out.append(AnswerWarning("no_fact_found", f"“{_bare(entity)}” occurs in the document, but in no sentence of "
+                                 f"the form the model was trained on (“{_bare(entity)} went to the kitchen.”): its "
+                                 "answer may not come from what the document says."))
+    if answers and top_text not in answers:
+        out.append(AnswerWarning("answer_outside", f"The top answer “{top_text}” is not one of the answers the model "
+                                 f"was trained to give ({', '.join(answers)})."))
+    if (segment_scores is not None and top_probability >= HIGH_PROBABILITY and fact_segment is not None
+            and fact_segment < question_segment):
+        credit = float(segment_scores[fact_segment])
+        if not np.isfinite(credit):
+            out.append(AnswerWarning(
+                "no_fact_credit",
+                f"The answer is confident (p = {top_probability:.2f}), but the fact's segment ({fact_segment}) was not "
+                "scored by the through-memory attribution (the window stops after it): nothing shows the answer "
+                "came from the fact. Widen the attribution window to score it."))
+        elif credit <= 0:
+            out.append(AnswerWarning(
+                "no_fact_credit",
+                f"The answer is confident (p = {top_probability:.2f}), but the fact's segment ({fact_segment}) gets no "
+                f"positive through-memory credit ({credit:+.2f}): nothing shows the answer came from the fact."))
+    return out
+
+
+def segment_of_char(trace: Any, char: int) -> int | None:
+    """The segment holding character `char` of the trace's text (None when no token covers it)."""
+    for seg in trace.segments:
+        spans = seg.char_spans
+        if spans.size and int(spans[:, 1].max()) > char:
+            return seg.index
+    return None
+
+
+__all__ = ["AnswerWarning", "WARNING_CODES", "HIGH_PROBABILITY", "answer_warnings", "find_facts", "name_occurs",
+           "segment_of_char", "FactsFound"]
