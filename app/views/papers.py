@@ -7,7 +7,7 @@ import numpy as np
 import streamlit as st
 
 import rmt_core
-from rmt_core.viz import paper
+from rmt_core.viz import captions, paper
 from rmt_core.training.tasks.algorithmic import make_task_batch
 
 from app import services
@@ -40,10 +40,8 @@ def render() -> None:
     with tab_write:
         segment = st.selectbox("Segment (the source is in segments 0–2)", range(trace.num_segments), key="paper_wseg")
         result = paper.write_pattern(trace, segment)
-        st.caption(f"Copy model, 24 symbols in {trace.num_segments} segments. Each write slot attends to one source "
-                   f"token (sharpness {result.sharpness:.2f}, {100 * result.injectivity:.0f}% distinct tokens). Slots are "
-                   "exchangeable, so the model wrote them in its own order; ordering slots by the token they attend to "
-                   f"gives the paper's diagonal (before ordering: diagonal score {result.diagonal:.2f}).")
+        st.caption(captions.write_pattern_caption(result.sharpness, result.injectivity, result.diagonal,
+                                                  trace.num_segments))
         show_figure(result.figure, key="paper_write")
     with tab_read:
         segment = st.selectbox("Target segment", range(trace.num_segments), index=trace.num_segments - 2, key="paper_rseg")
@@ -54,9 +52,9 @@ def render() -> None:
         from app.views.tour import _tour
 
         tour, _ = _tour(rmt_core.DEFAULT_CHECKPOINT, 7)
-        st.caption("Default model on a fact-recall sample: write memory attends to read memory (keeps) in segments "
-                   "without a fact, and to the tokens (rewrites) where the fact is.")
-        show_figure(paper.keep_rewrite(tour.trace, highlight=tour.fact_segment), key="paper_keep")
+        figure = paper.keep_rewrite(tour.trace, highlight=tour.fact_segment)
+        st.caption("Default model on a fact-recall sample. " + paper.keep_rewrite_caption(figure, tour.fact_segment))
+        show_figure(figure, key="paper_keep")
     with tab_acc:
         copy_rows = _card(COPY).get("algorithmic", [])
         recall_rows = _card(rmt_core.DEFAULT_CHECKPOINT).get("fact_recall", [])

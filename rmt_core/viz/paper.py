@@ -2,7 +2,8 @@
 
 - write pattern: write memory attends to the segment along a diagonal (copy task);
 - read pattern: while producing the target, tokens read the memory slots in turn;
-- keep / rewrite: write memory attends to read memory, most where nothing new comes in;
+- keep / rewrite: write memory attends to read memory, most where nothing new comes in (the
+  papers' pattern; keep_rewrite_caption says whether the figure shows it);
 - accuracy versus number of segments against the no-memory baseline, with the papers' numbers.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..explain import analysis
-from . import figures
+from . import captions, figures
 from ..tracing.trace import BLOCK_PAIRS, Trace
 
 # Paper numbers (reference section 4): per-character accuracy, copy 24 symbols.
@@ -114,6 +115,12 @@ def keep_rewrite(trace: Trace, highlight: int | None = None) -> go.Figure:
     return fig
 
 
+def keep_rewrite_caption(figure: go.Figure, fact_segment: int | None) -> str:
+    """The caption of a keep_rewrite figure, read off the very lines it draws (captions.keep_rewrite_caption)."""
+    lines = {trace.name: np.asarray(trace.y, dtype=np.float64) for trace in figure.data}
+    return captions.keep_rewrite_caption(lines["write → read (keep)"], lines["write → tokens (write new)"], fact_segment)
+
+
 def accuracy_figure(rows: list[dict], task: str) -> go.Figure:
     """Accuracy vs segments with memory and with memory reset, the papers' numbers beside ours."""
     reference = PAPER_COPY if task in ("copy",) else PAPER_RECALL
@@ -131,5 +138,5 @@ def accuracy_table(rows: list[dict], task: str) -> list[dict]:
     return out
 
 
-__all__ = ["BLOCK_PAIRS", "diagonal_score", "sharpness", "injectivity", "write_pattern", "read_pattern", "keep_rewrite", "accuracy_figure",
+__all__ = ["BLOCK_PAIRS", "diagonal_score", "sharpness", "injectivity", "write_pattern", "read_pattern", "keep_rewrite", "keep_rewrite_caption", "accuracy_figure",
            "accuracy_table", "PatternResult"]

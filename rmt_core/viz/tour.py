@@ -12,7 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..explain import analysis, answers, attribution, interventions
-from . import figures
+from . import captions, figures
 from ..tracing.recorder import trace_document
 from ..tracing.trace import Trace
 
@@ -74,6 +74,8 @@ def tour_steps(tour: Tour) -> list[TourStep]:
     doc, _ = document_html(trace, selected_segment=f, marked_chars=[tuple(s) for s in trace.meta["fact_spans"]])
     states = trace.memory_states()
     churn = analysis.slot_churn(states).mean(axis=1)
+    seg_f = trace.segments[f]
+    fact_positions = np.arange(max(tour.fact_tokens[0], seg_f.start), min(tour.fact_tokens[1], seg_f.end)) - seg_f.start
     steps = [
         TourStep(
             "1 · The text is cut into segments",
@@ -91,17 +93,18 @@ def tour_steps(tour: Tour) -> list[TourStep]:
         TourStep(
             "3 · The fact is written",
             f"Integrated gradients ask which tokens of segment {f} produced what each write slot wrote (its update). "
-            "Most of the positive mass sits on the fact sentence's tokens: this is where the fact enters memory.",
+            + captions.write_attribution_caption(tour.write.scores, fact_positions, f),
             figures.attribution_figure(tour.write, f"Write-slot attribution, segment {f}")),
         TourStep(
-            "4 · Without facts, memory barely moves",
-            "Churn is the cosine distance between the memory entering and leaving a segment. Segments without a fact "
-            f"leave memory nearly unchanged; the fact segment ({f}) is where it moves.",
+            "4 · Where memory moves",
+            "Churn is the cosine distance between the memory entering and leaving a segment. "
+            + captions.churn_caption(churn, f),
             _churn_figure(churn, f)),
         TourStep(
             "5 · The last segment reads the fact",
             f"At the position after “Answer:” the model predicts “{tour.predicted}” (the fact says “{tour.answer}”). "
-            "Read-slot attribution shows which memory slots that prediction drew on.",
+            "Read-slot attribution shows which memory slots that prediction drew on. "
+            + captions.read_slots_caption(tour.read.scores, tour.read.slots),
             figures.attribution_figure(tour.read, f"Read-slot attribution of log p('{tour.read.target_token.strip()}')")),
         TourStep(
             "6 · The counterfactual: erase memory after the fact",
