@@ -100,8 +100,30 @@ def model_card(model: RMTModel, card: dict[str, Any]) -> str:
     for heading in ("data", "recipe", "training_time", "evaluation"):
         if heading in card:
             lines += [f"## {heading.replace('_', ' ').capitalize()}", str(card[heading]).rstrip(), ""]
+    lines += _operating_range_lines(card.get("operating_range"))
     lines += ["## Files", "config.json (RMT + backbone config), model.safetensors, tokenizer files.", ""]
     return "\n".join(lines)
+
+
+def _operating_range_lines(entry: Any) -> list[str]:
+    """The card's "Operating range" section from its operating_range entry (training.operating_range)."""
+    if not isinstance(entry, dict):
+        return []
+    lines = ["## Operating range (as measured)",
+             f"- task: `{entry.get('task')}`; answers {entry.get('question')}",
+             f"- facts per document in training: {entry.get('facts')} (several facts, or facts about several "
+             "people, were not measured)",
+             f"- names it may be asked about: {', '.join(entry.get('names', []))}; answers: "
+             f"{', '.join(entry.get('answers', []))}"]
+    for where, table in (entry.get("accuracy") or {}).items():
+        cells = ", ".join(f"{s} segments {a:.3f}" for s, a in table.items())
+        lines.append(f"- accuracy ({entry.get('accuracy_column', 'accuracy')}) in {where}: {cells}")
+    if entry.get("accuracy"):
+        top = max(int(s) for table in entry["accuracy"].values() for s in table)
+        lines.append(f"- documents longer than {top} segments were not measured: answers there carry a warning")
+    else:
+        lines.append("- no accuracy was measured: the range is unknown")
+    return lines + [""]
 
 
 # ---------------------------------------------------------------------- finding
