@@ -515,6 +515,9 @@ def add_attribute(p: argparse.ArgumentParser) -> None:
                         "top slots (read, default every slot)")
     p.add_argument("--csv", metavar="OUT", default=None,
                    help="also write every score to this CSV file (how they were made and provenance go to OUT.json)")
+    p.add_argument("--max-segments", type=int, default=None, metavar="N",
+                   help="through: earlier segments unrolled (default: back to the document's start, up to 64; a "
+                        "larger N than the document is clamped to its start)")
     _add_model_options(p)
 
 
@@ -540,9 +543,20 @@ def run_attribute(args: argparse.Namespace) -> int:
     trace = _load_trace(args.trace)
     trace.attach(_load_model(args))
     _check_view(trace, args.segment, -1, 0)
+    if args.max_segments is not None and args.kind != "through":
+        print("error: --max-segments is for --kind through only (how many earlier segments are unrolled).",
+              file=sys.stderr)
+        return 2
+    extra = {"max_segments": args.max_segments} if args.kind == "through" else {}
+    if args.kind == "through":
+        n, seconds = attribution.estimate_through_seconds(trace, args.segment, args.max_segments, args.steps)
+        print(f"note: unrolling {n} earlier segments, estimated {seconds:.0f} s", file=sys.stderr)
     result = attribution.attribute(trace, args.kind, args.segment, args.position if needs_position else None,
                                    target=args.target, method=args.method, baseline=args.baseline,
-                                   n_steps=args.steps, progress=_progress_printer("forward passes"))
+                                   n_steps=args.steps, progress=_progress_printer("forward passes"), **extra)
+    if result.scored_segments is not None and args.kind == "through":
+        _say(f"scored segments: {result.scored_segments[0]}..{result.scored_segments[1]}"
+             + ("" if result.reaches_start else " (the window stops short of the document's start)"))
     _say(f"{result.title} ({result.how})")
     if result.delta is not None:
         import numpy as np
@@ -557,6 +571,53 @@ def run_attribute(args: argparse.Namespace) -> int:
         out = _write_text(args.csv, result.to_csv())
         sidecar = result.save(out.with_name(out.name + ".json"), provenance=export.provenance(trace))
         _say(f"scores written to {out} (how they were made and provenance in {sidecar})")
+    return 0
+
+
+# ---------------------------------------------------------------------- ask
+def add_ask(p: argparse.ArgumentParser) -> None:
+    from .io.checkpoint import DEFAULT_CHECKPOINT
+
+    p.add_argument("file", metavar="FILE", help="document to ask about: .txt, .md, .pdf, .docx, .html")
+    p.add_argument("--question", "-q", default=None, metavar="Q",
+                   help="e.g. \"Where is Mary?\" (or just Mary); leave out when the document ends with \"Answer:\"")
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, metavar="C",
+                   help=f"a fact-recall checkpoint (default: {DEFAULT_CHECKPOINT})")
+    p.add_argument("--max-segments", type=int, default=None, metavar="N",
+                   help="earlier segments the through-memory attribution unrolls (default: back to the document's "
+                        "start, up to 64; a larger N than the document is clamped to its start)")
+    p.add_argument("--no-attribution", action="store_true", help="only the answer and its warnings (fast)")
+    p.add_argument("--json", default=None, metavar="OUT", help="also write the answer and its warnings as JSON")
+    _add_model_options(p)
+
+
+def run_ask(args: argparse.Namespace) -> int:
+    from .explain import answers
+    from .explain.attribution import estimate_through_seconds
+
+    document = read_document_file(args.file, truncate=False)
+    model = _load_model(args)
+    text = answers.prompt_text(model, document.text, args.question)
+    from .tracing.recorder import trace_document
+
+    trace = trace_document(model, text, progress=_progress_printer("segments"))
+    site = answers.answer_site(trace)
+    attribute = not args.no_attribution and site is not None and site.segment > 0
+    if attribute:
+        n, seconds = estimate_through_seconds(trace, site.segment, args.max_segments)
+        print(f"note: through-memory attribution over {n} earlier segments, estimated {seconds:.0f} s "
+              "(--max-segments N to change, --no-attribution to skip)", file=sys.stderr)
+    result = answers.answer_from_trace(trace, attribute=attribute, max_segments=args.max_segments,
+                                       progress=_progress_printer("forward passes") if attribute else None)
+    _say(f"{document.name}: {trace.num_segments} segments, question {result.site.question!r}")
+    for line in answers.answer_lines(result):
+        _say(line)
+    if args.json:
+        record = {"answer": result.answer, "predictions": [p.__dict__ for p in result.predictions],
+                  "warnings": [w.to_dict() for w in result.warnings], "memory_segment": result.memory_segment,
+                  "scored_segments": result.scored, "fact_segment": result.fact_segment, "note": result.note,
+                  "segments": trace.num_segments, "mean_loss": trace.mean_loss()}
+        _write_text(args.json, json.dumps(record, indent=2))
     return 0
 
 
@@ -610,6 +671,11 @@ COMMANDS: dict[str, Command] = {
     "report": Command("write a self-contained HTML report of a trace", add_report, run_report,
                       "Write one HTML file that opens with no network: provenance, per-segment numbers, every "
                       "standard figure, the document with segment boundaries and an attention head view."),
+    "ask": Command("ask a fact-recall model about a document: its answer, its warnings, where memory carried it",
+                   add_ask, run_ask,
+                   "Append the question in the training format, trace the document, print the top answers, the "
+                   "answer's warnings (document longer than the model card measured, name absent, several facts, "
+                   "...) and the earlier segment whose tokens most raised the answer through memory."),
     "attribute": Command("attribute a prediction to memory slots or earlier tokens", add_attribute, run_attribute,
                          "Attribution with captum: read (which read memory slots a prediction used), write (which "
                          "tokens each write slot took in) or through (which earlier tokens a prediction used "

@@ -101,7 +101,18 @@ def test_ask_the_shipped_model_on_held_out_samples(default, seed):
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
     assert result.answer == sample.answer.strip(), result.predictions
     assert result.candidates[0].text == result.answer and len(result.candidates) == len(babi.PLACES)
-    assert result.memory_segment in fact_segments, (fact_segments, result.segment_scores)
+    # the carrier is the largest POSITIVE credit of the scored earlier segments, or none is named
+    scores = result.segment_scores
+    scored = np.isfinite(scores)
+    assert result.scored == (0, result.site.segment - 1) and scored[:result.site.segment].all()
+    if result.memory_segment is None:
+        assert not (scores[scored] > 0).any() and "No scored earlier segment has a positive credit" in result.note
+    else:
+        assert scores[result.memory_segment] == np.nanmax(scores) > 0
+    fact_credit = max(scores[s] for s in fact_segments)
+    codes = [w.code for w in result.warnings]
+    assert ("no_fact_credit" in codes) == (fact_credit <= 0 and result.predictions[0].probability >= 0.5), codes
+    assert result.fact_segment in fact_segments
     assert np.isnan(result.segment_scores[result.site.segment])  # the question's own segment is not memory
     # the stored top-k (float16) agrees with the re-run of the answer's segment
     stored = answers.stored_predictions(result.trace, result.site, 1)[0]

@@ -140,18 +140,29 @@ def _write(trace, segment, method) -> None:
 
 def _through(trace, segment, position, target, method) -> None:
     baseline = _baseline("through", method, "attr_through_baseline")
-    key = ("through", segment, position, target, method, baseline)
+    bound = attribution.MAX_THROUGH_SEGMENTS
+    window = int(st.number_input("Window (earlier segments unrolled)", min_value=0, max_value=100_000,
+                                 value=min(segment, bound), step=8, key=f"attr_through_window_{segment}",
+                                 help=f"Default: back to the document's start, up to {bound} segments (the cost "
+                                      "bound); a window longer than the document is clamped to its start."))
+    key = ("through", segment, position, target, method, baseline, window)
     if (id(trace),) + key not in st.session_state.get(state.ATTRIBUTION_CACHE, {}):
-        st.caption(f"Attribution through the memory chain over up to {attribution.MAX_THROUGH_SEGMENTS} "
-                   "earlier segments (cost grows with the distance; ablation re-runs them once per token).")
+        n, seconds = attribution.estimate_through_seconds(trace, segment, window)
+        reach = ("back to the document's start" if n >= segment else
+                 f"segments {segment - n}..{segment - 1}; segments 0..{segment - n - 1} will not be scored")
+        st.caption(f"Attribution through the memory chain over {n} earlier segments ({reach}); estimated "
+                   f"{seconds:.0f} s (ablation re-runs them once per token: much longer).")
         if not st.button("Attribute through memory", key="attr_through_go"):
             return
     bar = st.progress(0.0, text="Attributing…")
     result = _cached(trace, key,
                      lambda: attribution.attribute(trace, "through", segment, position, target=target, method=method,
-                                                   baseline=baseline,
+                                                   baseline=baseline, max_segments=window,
                                                    progress=lambda d, t: bar.progress(d / t, text=f"forward pass {d}/{t}")))
     bar.empty()
+    first, last = result.scored_segments
+    st.markdown(f"Scored segments **{first}..{last}**" + ("" if result.reaches_start else
+                f" — the window stops short of the document's start (segments 0..{first - 1} not scored)") + ".")
     if result.note:
         st.info(result.note)
     st.caption(f"Document coloured by attribution of log p({result.target_token!r}) at position {position} of "
@@ -162,7 +173,16 @@ def _through(trace, segment, position, target, method) -> None:
     with st.container(height=360):
         st.html(html)
     _caption(result)
-    st.dataframe([{**row, "token": visible_token(row["token"])} for row in result.to_rows(top=10)], hide_index=True)
+    rows = [{**row, "token": visible_token(row["token"])} for row in result.to_rows()]
+    earlier = sorted((r for r in rows if r["segment"] < segment), key=lambda r: -abs(r["score"]))[:10]
+    own = sorted((r for r in rows if r["segment"] == segment), key=lambda r: -abs(r["score"]))[:10]
+    st.markdown("**Through memory**: the largest credits of tokens in earlier segments")
+    if earlier:
+        st.dataframe(earlier, hide_index=True, key="attr_through_earlier")
+    else:
+        st.caption("No earlier segment was scored (the prediction is in the first segment, or the window is 0).")
+    st.markdown(f"**Direct, not through memory**: tokens of segment {segment} itself (the prediction's own segment)")
+    st.dataframe(own, hide_index=True, key="attr_through_own")
     _download(result, "attr_through_csv")
 
 

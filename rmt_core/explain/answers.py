@@ -469,7 +469,8 @@ def add_warnings(result: AskResult, card: dict[str, Any] | None = None) -> AskRe
             question_ok = entity is not None
     facts = find_facts(document, entity)
     result.fact_segment = None if facts.last is None else segment_of_char(trace, facts.last)
-    answers = op.answers if op is not None else (spec.answers if spec is not None and spec.answerable else ())
+    # without the model a trace shows stored answers as token ids: no comparison with the trained words
+    answers = () if model is None else op.answers if op is not None else (spec.answers if spec.answerable else ())
     result.warnings = answer_warnings(
         num_segments=trace.num_segments, document=document, entity=entity, question=question,
         question_ok=question_ok, top_text=result.predictions[0].text, top_probability=result.predictions[0].probability,
@@ -509,7 +510,27 @@ def ask(model, document: str, question: str | None = None, k: int = TOP_K, attri
     return result
 
 
+def answer_lines(result: AskResult) -> list[str]:
+    """An AskResult as plain-text lines (CLI, report): the answer, its warnings (``warning [code]: text``),
+    where memory carried it from and which segments were scored."""
+    top = result.predictions
+    lines = [f"answer: {top[0].text!r} (p = {top[0].probability:.2f}; then "
+             + ", ".join(f"{p.text!r} {p.probability:.2f}" for p in top[1:]) + ")"]
+    lines += [f"warning [{w.code}]: {w.text}" for w in result.warnings]
+    if result.segment_scores is not None and result.scored is not None:
+        if result.memory_segment is not None:
+            lines.append(f"memory carried it from segment {result.memory_segment} "
+                         f"({result.segment_scores[result.memory_segment]:+.2f}, the largest positive credit of the "
+                         f"scored segments {result.scored[0]}..{result.scored[1]})")
+        else:
+            lines.append(f"no scored earlier segment (segments {result.scored[0]}..{result.scored[1]}) raised the "
+                         "answer through memory")
+    if result.note:
+        lines.append(f"note: {result.note}")
+    return lines
+
+
 __all__ = ["QuestionSpec", "question_spec", "normalize_question", "question_suffix", "split_question", "prompt_text",
            "AnswerSite", "answer_site", "Prediction", "answer_text", "top_predictions", "probability_of", "stored_predictions",
            "site_logprobs", "AskResult", "memory_segment", "carrier_segment", "answer_from_trace", "add_warnings",
-           "operating_range_of", "AnswerWarning", "ask", "read_card"]
+           "operating_range_of", "AnswerWarning", "answer_lines", "ask", "read_card"]

@@ -29,6 +29,7 @@ table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
 th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .note { color: #777; font-size: 13px; }
+li.warning { color: #8a4b00; }
 .figure { margin: 8px 0 20px 0; }
 pre { background: #f6f6f6; padding: 8px; overflow-x: auto; font-size: 12px; }
 iframe { border: 1px solid #ddd; width: 100%; }
@@ -78,12 +79,14 @@ def report_html(trace, segment: int | None = None, layer: int = -1, head: int = 
         f'<script type="application/json" id="{export.PROVENANCE_KEY}">{_script_json(prov)}</script>',
         "</head>", "<body>",
         f"<h1>{html.escape(title)}</h1>",
-        f'<p class="note">{trace.num_tokens:,} tokens in {trace.num_segments} segments'
+        f'<p class="note">{trace.num_tokens:,} tokens in {trace.num_segments} segments, mean loss '
+        f"{trace.mean_loss():.3f} nats/token (token-weighted)"
         f'{"" if trace.complete else " (partial trace: stopped before the end)"}; '
         f"segment {segment}, layer {layer}, head {head} shown in detail. "
         "This file is self-contained and opens without a network connection.</p>",
     ]
     parts += _provenance_section(prov)
+    parts += _answer_section(trace)
     parts += _segment_section(trace, export.segment_table(trace), segment)
     parts += _figure_section(figures.standard_figures(trace, segment, layer, head), trace)
     doc_html, note = render.document_html(trace, selected_segment=segment)
@@ -107,6 +110,21 @@ def _provenance_section(prov: Mapping[str, Any]) -> list[str]:
     return ["<h2>Provenance</h2>", f'<table class="provenance">{cells}</table>',
             "<details><summary>Full provenance (JSON: settings and RMT config)</summary>",
             f"<pre>{html.escape(json.dumps(prov, indent=2, sort_keys=True))}</pre></details>"]
+
+
+def _answer_section(trace) -> list[str]:
+    """The document's answer with its warnings, when the document ends with "Answer:" (no attribution:
+    a report is written without a long run; `rmt-lens ask` gives the attribution)."""
+    from ..explain import answers
+
+    result = answers.answer_from_trace(trace, attribute=False)
+    if result is None:
+        return []
+    lines = answers.answer_lines(result)
+    items = "".join(f'<li class="{"warning" if line.startswith("warning") else "line"}">{html.escape(line)}</li>'
+                    for line in lines)
+    return ["<h2>Answer</h2>", f'<p class="note">Question: {html.escape(result.site.question or "")} · mean loss '
+            f"{trace.mean_loss():.3f} nats/token (token-weighted)</p>", f'<ul class="answer">{items}</ul>']
 
 
 def _segment_section(trace, rows: list[dict[str, Any]], selected: int) -> list[str]:
