@@ -359,3 +359,24 @@ def test_attribution_after_asking_explains_the_models_answer():
     read = next(v for k, v in at.session_state[state.ATTRIBUTION_CACHE].items() if k[1:2] == ("read",))
     assert (read.segment, read.position) == (last, trace.segments[last].num_tokens - 1)
     assert read.target_id == answer.predictions[0].token_id
+
+
+def test_warnings_are_shown_under_the_answer():
+    """Ask the demo document about a person it never names: the answer is shown with the warning under it."""
+    from rmt_core.explain.answer_warnings import name_occurs
+    from rmt_core.training.tasks.babi import ACTORS
+
+    at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    at.run()
+    body = at.session_state[state.DOCUMENT].ask_body()
+    absent = next(a for a in ACTORS if not name_occurs(body, a))
+    _ask(at, f"Where is {absent}?")
+    _no_exception(at)
+    answer = at.session_state[state.ANSWER]
+    assert "name_absent" in {w.code for w in answer.warnings}
+    shown = [w.value for w in at.warning]
+    assert any(f"“{absent}” does not occur in the document" in w for w in shown), shown
+    assert any("documents up to 32 segments" in c.value for c in at.caption)  # the Ask box words the range
+    present = next(a for a in ACTORS if name_occurs(body, a))  # control: the demo's own person, no such warning
+    _ask(at, f"Where is {present}?")
+    assert not any("does not occur in the document" in w.value for w in at.warning)
