@@ -315,9 +315,11 @@ def test_attribution_tabs_take_any_method_and_baseline(first_screen):
     _no_exception(at)
     through = next(v for k, v in at.session_state[state.ATTRIBUTION_CACHE].items() if k[1:2] == ("through",))
     assert through.method == "saliency" and through.baseline is None
-    table = at.dataframe[0].value
-    assert len(table) == 10 and list(table.columns) == ["rank", "document_position", "segment", "position", "token",
-                                                        "score"]
+    earlier, own = at.dataframe[0].value, at.dataframe[1].value  # through memory, and the segment's own tokens apart
+    for table in (earlier, own):
+        assert len(table) == 10 and list(table.columns) == ["rank", "document_position", "segment", "position",
+                                                            "token", "score"]
+    assert (earlier["segment"] < through.segment).all() and (own["segment"] == through.segment).all()
 
 
 def test_memory_page_draws_every_step_of_a_chosen_range(first_screen, monkeypatch):

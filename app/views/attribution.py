@@ -174,8 +174,13 @@ def _through(trace, segment, position, target, method) -> None:
         st.html(html)
     _caption(result)
     rows = [{**row, "token": visible_token(row["token"])} for row in result.to_rows()]
-    earlier = sorted((r for r in rows if r["segment"] < segment), key=lambda r: -abs(r["score"]))[:10]
-    own = sorted((r for r in rows if r["segment"] == segment), key=lambda r: -abs(r["score"]))[:10]
+
+    def top(selected) -> list[dict]:  # the 10 largest |scores|, ranked
+        ranked = sorted(selected, key=lambda r: -abs(r["score"]))[:10]
+        return [{"rank": i, **r} for i, r in enumerate(ranked, 1)]
+
+    earlier = top(r for r in rows if r["segment"] < segment)
+    own = top(r for r in rows if r["segment"] == segment)
     st.markdown("**Through memory**: the largest credits of tokens in earlier segments")
     if earlier:
         st.dataframe(earlier, hide_index=True, key="attr_through_earlier")
