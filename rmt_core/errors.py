@@ -41,7 +41,38 @@ class TraceCancelled(RMTLensError):
 
 
 class DocumentError(RMTLensError):
-    """A document cannot be read as text."""
+    """A document cannot be read as text.
+
+    ``str(exc)`` is the whole message for Python callers (what is wrong, then what to do in
+    Python). When the document is over one of the reading limits, the facts are fields too, so
+    every interface can give its own advice (CLI flags, an app button):
+
+    - problem: what is wrong, without the advice (defaults to the whole message);
+    - limit: the ``DocumentLimits`` field the document is over (``"max_bytes"``, ``"max_chars"``,
+      ``"max_pdf_pages"``, ``"max_unzipped_bytes"``, ``"max_seconds"``, ``"max_memory_bytes"``),
+      else None;
+    - actual / allowed: the document's size and the limit, in that limit's units (bytes,
+      characters, pages, seconds); ``actual`` is a lower bound where reading stopped early;
+    - truncatable: True when reading with ``truncate=True`` keeps the start of the document.
+    """
+
+    def __init__(self, message: str, *, problem: str | None = None, limit: str | None = None,
+                 actual: float | None = None, allowed: float | None = None, truncatable: bool = False) -> None:
+        super().__init__(message)
+        self.problem = problem or message
+        self.limit = limit
+        self.actual = actual
+        self.allowed = allowed
+        self.truncatable = truncatable
+
+    def __reduce__(self):  # keep the facts through pickling (e.g. across processes)
+        return (_rebuild_document_error, (str(self), self.problem, self.limit, self.actual, self.allowed,
+                                          self.truncatable))
+
+
+def _rebuild_document_error(message, problem, limit, actual, allowed, truncatable) -> DocumentError:
+    return DocumentError(message, problem=problem, limit=limit, actual=actual, allowed=allowed,
+                         truncatable=truncatable)
 
 
 # ---------------------------------------------------------------------- unexpected errors
