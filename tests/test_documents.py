@@ -544,3 +544,171 @@ def test_html_plain_utf8_page_has_no_note():
     page = '<html><head><meta charset="utf-8"></head><body><p>café</p></body></html>'
     doc = read_document("p.html", data=page.encode("utf-8"))
     assert doc.text == "café" and doc.encoding == "utf-8" and doc.note is None
+
+
+# ---------------------------------------------------------------------------
+# Bounded reading: crafted files (issue 29 item 4), table cells and titles (issue 28 item 9),
+# entities (item 10), limits as facts (item 5)
+
+import sys  # noqa: E402
+import time  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+import document_builders as B  # noqa: E402
+
+
+def error(*args, **kwargs) -> DocumentError:
+    with pytest.raises(DocumentError) as info:
+        read_document(*args, **kwargs)
+    return info.value
+
+
+def count_extractions(monkeypatch) -> list[int]:
+    """Counts pypdf page extractions in this process (for in-process reads)."""
+    from pypdf import PageObject
+
+    calls = [0]
+    original = PageObject.extract_text
+
+    def counting(self, *args, **kwargs):
+        calls[0] += 1
+        return original(self, *args, **kwargs)
+    monkeypatch.setattr(PageObject, "extract_text", counting)
+    return calls
+
+
+def test_pdf_pages_sharing_one_stream_are_read_once(monkeypatch):
+    calls = count_extractions(monkeypatch)
+    data = B.shared_stream_pdf(n_pages=300, n_lines=40)
+    doc = read_document("shared.pdf", data=data, limits=IN_PROCESS)
+    assert calls[0] == 1
+    assert "299 pages draw the same content as an earlier page" in doc.note
+    page = doc.text.split("\n\n")[0]
+    assert doc.text.count(page) == 300  # the text is there once a page, as a viewer shows it
+    # negative control: pages with their own streams are each read
+    calls[0] = 0
+    doc = read_document("plain.pdf", data=B.plain_pdf(5, n_lines=3), limits=IN_PROCESS)
+    assert calls[0] == 5 and doc.note is None
+
+
+def test_pdf_reading_stops_at_the_character_limit(monkeypatch):
+    calls = count_extractions(monkeypatch)
+    data = B.plain_pdf(40, n_lines=30)  # ~1,400 characters a page
+    limits = DocumentLimits(max_chars=3000, isolate=False)
+    err = error("long.pdf", data=data, limits=limits)
+    assert err.limit == "max_chars" and err.truncatable and err.allowed == 3000 and err.actual > 3000
+    assert "more than" in err.problem and "truncate=True" in str(err) and "truncate" not in err.problem
+    assert calls[0] < 10  # stopped once twice the limit was read, not all 40 pages
+    doc = read_document("long.pdf", data=data, limits=limits, truncate=True)
+    assert len(doc.text) == 3000 and doc.truncated and "Truncated to the first 3,000 characters" in doc.note
+
+
+def test_slow_pdf_is_killed_at_the_time_limit():
+    data = B.shared_stream_pdf(n_pages=2000, n_lines=20_000)  # one page takes seconds to extract
+    started = time.monotonic()
+    err = error("slow.pdf", data=data, limits=DocumentLimits(max_seconds=0.5))
+    assert time.monotonic() - started < 8
+    assert err.limit == "max_seconds" and "time limit of 0.5 s" in str(err) and "max_seconds" in str(err)
+
+
+def test_cancel_stops_the_reading_process():
+    import psutil
+
+    data = B.shared_stream_pdf(n_pages=2000, n_lines=20_000)
+    asked = []
+
+    def cancel() -> bool:
+        asked.append(time.monotonic())
+        return len(asked) > 3
+    err = error("slow.pdf", data=data, cancel=cancel)
+    assert err.limit == "cancelled" and "cancelled" in str(err)
+    assert asked[-1] - asked[0] < 2
+    assert not [p for p in psutil.Process().children() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_memory_limit_binds_the_reading_process():
+    from xml.sax.saxutils import escape
+
+    runs = b"".join(b"<w:r><w:t>" + escape(f"word{i} ").encode() + b"</w:t></w:r>" for i in range(150_000))
+    data = B.docx(b"<w:p>" + runs + b"</w:p>")  # one paragraph: one block, parsed whole (~60 MB as a tree)
+    err = error("one-block.docx", data=data, limits=DocumentLimits(max_memory_bytes=60_000_000))
+    assert err.limit == "max_memory_bytes" and "60.0 MB" in str(err) and "max_memory_bytes" in str(err)
+    # negative control: the same file within the default limit
+    assert read_document("one-block.docx", data=data).text.startswith("word0 word1")
+
+
+def test_large_html_is_streamed_and_stops_at_the_character_limit():
+    data = B.html_page(600_000)
+    doc = read_document("long.html", data=data, limits=DocumentLimits(max_chars=20_000), truncate=True)
+    assert len(doc.text) == 20_000 and doc.truncated
+    assert doc.text.startswith("A long page\n\nmemory") or doc.text.startswith("A long page\n\n")
+    assert doc.text.count("A long page") == 1  # the title repeats the h1: read once
+
+
+def test_html_title_kept_only_when_the_heading_does_not_say_it():
+    def text_of(head: str, body: str) -> str:
+        page = f"<html><head><title>{head}</title></head><body>{body}</body></html>"
+        return read_document("p.html", data=page.encode()).text
+    assert text_of("Report", "<h1>Report</h1><p>Body.</p>") == "Report\n\nBody."
+    assert text_of("Report | Example site", "<h1>Report</h1><p>Body.</p>") == "Report\n\nBody."
+    assert text_of("Quarterly numbers", "<h1>Report</h1><p>Body.</p>") == "Quarterly numbers\n\nReport\n\nBody."
+    assert text_of("Notes", "<p>Body.</p>") == "Notes\n\nBody."
+
+
+def test_table_cells_are_separated_and_rows_are_lines():
+    doc = read_document("t.docx", data=B.table_docx([["Item", "Cost"], ["Tea", "3"], ["", "4"]]))
+    assert doc.text == "Item | Cost\nTea | 3\n | 4"
+    page = b"<table><tr><th>Item</th><th>Cost</th></tr><tr><td>Tea</td><td>3</td></tr></table>"
+    assert read_document("t.html", data=page).text == "Item | Cost\nTea | 3"
+
+
+def test_docx_undefined_entity_is_refused_not_dropped():
+    message = str(error("e.docx", data=B.docx(B.paragraph("x")[:-len("</w:t></w:r></w:p>")]
+                                              + b"A&x;B</w:t></w:r></w:p>")))
+    assert "not well-formed" in message and "Entity 'x' not defined" in message
+    # an entity defined in a DTD is refused too: a .docx never has a DTD
+    head = (b'<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE w:document [<!ENTITY x "hidden">]>'
+            b'<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body>')
+    body = b"<w:p><w:r><w:t>A&x;B</w:t></w:r></w:p>"
+    for limits in (DocumentLimits(), IN_PROCESS):
+        assert "declares a DTD" in str(error("dtd.docx", data=B.docx(body, head=head), limits=limits))
+    # negative control: the predefined entities and character references are text
+    ok = B.docx(b"<w:p><w:r><w:t>A&amp;B&#67;&lt;</w:t></w:r></w:p>")
+    assert read_document("ok.docx", data=ok).text == "A&BC<"
+
+
+def test_docx_declared_sizes_are_checked_before_inflating(monkeypatch):
+    data = B.lying_size_docx(declared=4_000_000_000)
+    refuse_unzipping(monkeypatch)
+    err = error("liar.docx", data=data)
+    assert err.limit == "max_unzipped_bytes" and err.actual > 4e9 and "Nothing was extracted" in str(err)
+    monkeypatch.undo()
+    # declaring less than the part holds: zipfile stops at the declared size and the CRC fails
+    assert "corrupt .docx" in error_of("short.docx", data=B.lying_size_docx(declared=3))
+
+
+def test_limit_facts_for_each_interface():
+    err = error("big.txt", data=b"x" * 101, limits=DocumentLimits(max_bytes=100))
+    assert (err.limit, err.actual, err.allowed, err.truncatable) == ("max_bytes", 101, 100, False)
+    assert "DocumentLimits(max_bytes=...)" in str(err) and "DocumentLimits" not in err.problem
+    err = error("long.txt", data=b"abc " * 30, limits=DocumentLimits(max_chars=50))
+    assert (err.limit, err.actual, err.allowed, err.truncatable) == ("max_chars", 120, 50, True)
+    err = error("pages.pdf", data=B.plain_pdf(3, n_lines=1), limits=DocumentLimits(max_pdf_pages=2))
+    assert (err.limit, err.actual, err.allowed, err.truncatable) == ("max_pdf_pages", 3, 2, True)
+    import pickle
+
+    again = pickle.loads(pickle.dumps(err))
+    assert (str(again), again.limit, again.actual, again.problem) == (str(err), err.limit, err.actual, err.problem)
+    assert DocumentError("plain").problem == "plain" and DocumentError("plain").limit is None
+
+
+def test_markdown_extension_reads_like_md():
+    assert read_document("notes.markdown", data=b"# Title\n\ntext").kind == "markdown"
+    assert ".markdown" in supported_extensions()
+
+
+def test_time_and_memory_limits_are_validated():
+    for bad in (dict(max_seconds=0), dict(max_seconds=float("inf")), dict(max_memory_bytes=0),
+                dict(isolate="yes")):
+        with pytest.raises(DocumentError):
+            DocumentLimits(**bad)

@@ -7,7 +7,7 @@ about it; when a limit is the problem the error also carries the facts (``limit`
 ``actual``, ``allowed``, ``truncatable``) so each interface can say it in its own terms.
 
 One module a format: ``text`` (plain text and Markdown: decoding), ``pdf`` (pypdf), ``docx``
-(the zip archive's XML, streamed with lxml), ``html`` (the standard library's tokenizer,
+(the zip archive's XML, streamed with lxml), ``html`` (lxml's HTML tokenizer,
 streamed); ``sandbox`` runs the PDF, .docx and HTML readers in a child process.
 
 Safety: nothing in a document is executed or fetched.  Every size is checked before

@@ -40,7 +40,7 @@ class DocumentLimits:
     max_unzipped_bytes: int = 200 * _MB
     max_pdf_pages: int = 2000
     max_seconds: float = 60.0
-    max_memory_bytes: int = 1500 * _MB
+    max_memory_bytes: int = 1000 * _MB
     isolate: bool = True
 
     def __post_init__(self) -> None:

@@ -102,10 +102,14 @@ def extract_docx(run: Extraction) -> str:
     except DocumentError:
         raise
     except etree.XMLSyntaxError as exc:
+        if _out_of_memory(exc):
+            raise MemoryError(str(exc)) from exc
         detail = exc.error_log[0].message if len(exc.error_log) else str(exc)
         raise DocumentError(
             f"{name} is a corrupt .docx: its XML is not well-formed ({detail}). Re-save it from Word and try again."
         ) from exc
+    except MemoryError:  # over the memory budget: not a damaged file
+        raise
     except Exception as exc:  # zip, XML and package errors all mean a damaged file here
         raise DocumentError(
             f"{name} is a corrupt .docx ({type(exc).__name__}: {exc}). Re-save it from Word and try again."
@@ -116,6 +120,14 @@ def extract_docx(run: Extraction) -> str:
     if skipped:
         run.notes.append("Not read (only the document body and its tables are): " + ", ".join(skipped) + ".")
     return "\n\n".join(blocks)
+
+
+def _out_of_memory(exc) -> bool:
+    """True when libxml2 stopped because an allocation failed (it reports that as a syntax error)."""
+    log = list(exc.error_log)
+    if any(e.type_name == "ERR_NO_MEMORY" or "memory" in e.message.lower() for e in log):
+        return True
+    return not log and "unknown error" in str(exc)
 
 
 def _parse_events(name: str, zf: zipfile.ZipFile, part: str, events=("start", "end")):

@@ -1,7 +1,7 @@
-"""HTML: a page's visible text, read as a stream by the standard library's HTML tokenizer.
+"""HTML: a page's visible text, read as a stream by lxml's (libxml2's) HTML tokenizer.
 
-No tree is built: the page is fed to :class:`html.parser.HTMLParser` in chunks, text is
-written out as it comes, and only the stack of open elements is kept, so memory follows the
+No tree is built: the page is fed in chunks to an lxml parser whose target writes text out
+as it comes, and only the stack of open elements is kept, so memory follows the
 text, not the markup (a tree of an 18 MB page of small elements took 4 GB), and the time
 budget and character limit are checked between chunks.  Nothing is loaded or run: scripts,
 styles, templates, embedded objects, hidden elements and comments are skipped.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import codecs
 import re
-from html.parser import HTMLParser
 
 from ._base import Extraction
 from .docx import CELL_SEPARATOR
@@ -88,17 +87,17 @@ class _TextWriter:
 
 
 
-class _VisibleText(HTMLParser):
-    """Writes a page's visible text as the tokenizer goes: a stack of open elements says what
-    is skipped (script, style, head, hidden ...) and where blocks, lines and cells break.
+class _VisibleText:
+    """A parser target (lxml calls start / end / data as libxml2's HTML tokenizer goes; no tree
+    is built) that writes a page's visible text: a stack of open elements says what is skipped
+    (script, style, head, hidden ...) and where blocks, lines and cells break.
 
-    End tags close up to the nearest open element of that name (an end tag with none open is
-    ignored); elements still open at the end close there (what BeautifulSoup's html.parser
-    builder does, without keeping the tree).
+    libxml2 closes elements the way HTML does (a <p> ends where a block starts, every element
+    still open ends at the end), so each start has its end; an end with no open element of
+    that name is ignored.
     """
 
     def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
         self.writer = _TextWriter()
         self.stack: list[tuple[str, bool]] = []  # (tag, skipped: this element or one around it is not shown)
         self.pre_depth = 0
@@ -110,31 +109,21 @@ class _VisibleText(HTMLParser):
     def _skipped(self) -> bool:
         return bool(self.stack) and self.stack[-1][1]
 
-    def handle_starttag(self, tag: str, attrs: list) -> None:
+    def start(self, tag, attrib) -> None:
+        if not isinstance(tag, str):
+            return
         tag = tag.lower()
-        attributes = dict(attrs)
         if tag == "title" and not self.title:
             self.in_title = True
         if tag in _VOID_TAGS:
-            self._void(tag, attributes)
+            self._void(tag, attrib)
             return
-        if tag == "body" and any(t == "head" for t, _ in self.stack):
-            self.handle_endtag("head")  # a <head> left open ends where the body starts
-        skipped = self._skipped() or tag in _SKIP_TAGS or _is_hidden(tag, attributes)
+        skipped = self._skipped() or tag in _SKIP_TAGS or _is_hidden(tag, attrib)
         self.stack.append((tag, skipped))
-        if skipped:
-            return
-        self._open(tag)
+        if not skipped:
+            self._open(tag)
 
-    def handle_startendtag(self, tag: str, attrs: list) -> None:
-        tag = tag.lower()
-        if tag in _VOID_TAGS:
-            self._void(tag, dict(attrs))
-        else:  # <div/> in HTML opens an element; treat it as opened and closed
-            self.handle_starttag(tag, attrs)
-            self.handle_endtag(tag)
-
-    def _void(self, tag: str, attributes: dict) -> None:
+    def _void(self, tag: str, attributes) -> None:
         if self._skipped() or _is_hidden(tag, attributes):
             return
         if tag == "br":
@@ -156,7 +145,9 @@ class _VisibleText(HTMLParser):
         if tag in _HEADINGS and self.first_heading is None:
             self.first_heading, self.heading_open = [], True
 
-    def handle_endtag(self, tag: str) -> None:
+    def end(self, tag) -> None:
+        if not isinstance(tag, str):
+            return
         tag = tag.lower()
         if tag == "title":
             self.in_title = False
@@ -178,7 +169,7 @@ class _VisibleText(HTMLParser):
         elif tag in _LINE_TAGS:
             self.writer.brk(1)
 
-    def handle_data(self, data: str) -> None:
+    def data(self, data: str) -> None:
         if self.in_title:
             self.title.append(data)
         if self._skipped():
@@ -187,8 +178,10 @@ class _VisibleText(HTMLParser):
             self.first_heading.append(data)
         self.writer.text(data, self.pre_depth > 0)
 
-    def finish(self) -> str:
-        self.close()
+    def comment(self, text) -> None:  # comments are not text
+        pass
+
+    def close(self) -> str:
         while self.stack:
             self._close(*self.stack.pop())
         return self.writer.result()
@@ -223,18 +216,22 @@ def extract_html(run: Extraction) -> str:
     check_controls(run.name, run.data, text)
     if note:
         run.notes.append(note)
-    parser = _VisibleText()
+    from lxml import etree
+
+    target = _VisibleText()
+    parser = etree.HTMLParser(target=target, no_network=True, remove_comments=True, remove_pis=True,
+                              huge_tree=True)  # no tree is built: the size caps are ours (max_bytes, max_chars)
     for start in range(0, len(text), _CHUNK):
         parser.feed(text[start:start + _CHUNK])
-        run.n_chars = parser.writer.n_chars
+        run.n_chars = target.writer.n_chars
         run.check_time()
         if run.full():
             run.notes.append(f"Stopped reading part-way: the text already fills the limit of "
                              f"{run.limits.max_chars:,} characters.")
             break
     del text
-    body = parser.finish()
-    title = _title_to_keep("".join(parser.title), "".join(parser.first_heading or []))
+    body = parser.close()
+    title = _title_to_keep("".join(target.title), "".join(target.first_heading or []))
     return f"{title}\n\n{body}" if title and body else (title or body)
 
 

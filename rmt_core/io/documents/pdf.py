@@ -25,12 +25,16 @@ def extract_pdf(run: Extraction) -> str:
     try:
         reader = PdfReader(io.BytesIO(data), strict=False)
         encrypted = reader.is_encrypted
+    except MemoryError:  # over the memory budget: not a damaged file
+        raise
     except Exception as exc:  # pypdf raises many types on malformed input
         raise _corrupt_pdf(name, exc) from exc
     if encrypted:
         _unlock(name, reader)
     try:
         n_pages = len(reader.pages)
+    except MemoryError:  # over the memory budget: not a damaged file
+        raise
     except Exception as exc:
         raise _corrupt_pdf(name, exc) from exc
     if n_pages == 0:
@@ -66,7 +70,7 @@ def extract_pdf(run: Extraction) -> str:
                 page_text = (page.extract_text() or "").strip("\n")
                 if key is not None:
                     seen[key] = len(texts)
-        except DocumentError:
+        except (DocumentError, MemoryError):  # a budget spent: not a damaged page
             raise
         except Exception:
             failed.append(i + 1)
@@ -110,6 +114,8 @@ def _unlock(name: str, reader) -> None:
             f"{name} is an encrypted PDF that needs the 'cryptography' package to open ({exc}). "
             "Install it (pip install cryptography), or save the PDF without encryption, and try again."
         ) from exc
+    except MemoryError:  # over the memory budget: not a damaged file
+        raise
     except Exception:
         unlocked = False
     if not unlocked:

@@ -1,7 +1,8 @@
 """Reading a PDF, .docx or HTML file in a child process that a time and a memory budget bind.
 
 The parent (:func:`extract_isolated`) starts a fresh Python (``python -I _child.py``: no
-fork of a threaded server), sends it the file's bytes, and waits, polling every 0.1 s: it kills
+fork of a threaded server) whose stdin is an unlinked temporary file holding the request and
+the file's bytes, and waits, polling every 0.1 s: it kills
 the child once ``max_seconds`` (plus a second's grace for start-up) have passed, or as soon as
 the caller's ``cancel()`` returns True (a session that ended).  The child caps its own address
 space at ``max_memory_bytes`` (RLIMIT_AS: an allocation past it fails inside the child,
@@ -16,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -36,21 +38,24 @@ def extract_isolated(kind: str, name: str, data: bytes, limits: DocumentLimits, 
     header = json.dumps({"kind": kind, "name": name, "truncate": truncate, "n_bytes": len(data),
                          "limits": limits.as_dict()}).encode() + b"\n"
     started = time.monotonic()
-    try:
-        proc = subprocess.Popen([sys.executable, "-I", str(_CHILD)], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True)
-    except OSError as exc:
-        raise DocumentError(
-            f"Cannot start a process to read {name} ({exc.strerror or exc}). Read it in this process with "
-            "DocumentLimits(isolate=False) (then no memory limit applies).") from exc
-    payload: bytes | None = header + data
+    with tempfile.TemporaryFile() as request:  # the child's stdin: a file, so no pipe to keep fed
+        request.write(header)
+        request.write(data)
+        request.seek(0)
+        try:
+            proc = subprocess.Popen([sys.executable, "-I", str(_CHILD)], stdin=request,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True)
+        except OSError as exc:
+            raise DocumentError(
+                f"Cannot start a process to read {name} ({exc.strerror or exc}). Read it in this process with "
+                "DocumentLimits(isolate=False) (then no memory limit applies).") from exc
     try:
         while True:
             try:
-                out, err = proc.communicate(payload, timeout=_POLL_S)
+                out, err = proc.communicate(timeout=_POLL_S)
                 break
             except subprocess.TimeoutExpired:
-                payload = None  # sent (communicate keeps writing it on the next call)
+                pass
             if cancel is not None and cancel():
                 raise DocumentError(f"Reading {name} was cancelled.", limit="cancelled")
             if time.monotonic() - started > limits.max_seconds + _GRACE_S:
@@ -68,7 +73,7 @@ def _answer(name: str, limits: DocumentLimits, returncode: int, out: bytes, err:
     except ValueError:
         answer = None
     if isinstance(answer, dict) and "error" in answer:
-        facts = answer["error"]
+        facts = dict(answer["error"])
         raise DocumentError(facts.pop("message"), **facts)
     if isinstance(answer, dict) and "text" in answer:
         return answer
@@ -98,6 +103,19 @@ def _limit_resources(limits: DocumentLimits) -> None:
         resource.setrlimit(which, (value, hard))
 
 
+def _peak_memory(field: str) -> int | None:
+    """This process's peak resident memory (VmHWM: since exec, unlike ru_maxrss) or address space
+    (VmPeak, what RLIMIT_AS caps) in bytes; None where /proc is not there."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def child_main() -> int:
     """The reading process: header line (JSON) and the file's bytes on stdin, JSON answer on stdout."""
     import traceback
@@ -125,6 +143,7 @@ def child_main() -> int:
                             "allowed": exc.allowed, "truncatable": False}}
     except Exception:
         answer = {"unexpected": traceback.format_exc()}
+    answer["peak_rss_bytes"], answer["peak_vm_bytes"] = _peak_memory("VmHWM"), _peak_memory("VmPeak")
     sys.stdout.write(json.dumps(answer))
     sys.stdout.flush()
     os._exit(0)  # skip tearing down big objects
