@@ -29,25 +29,16 @@ from typing import Callable
 
 from ...errors import DocumentError
 from ._base import KINDS, DocumentLimits, Extraction, human
-from .docx import CELL_SEPARATOR, check_docx_zip, extract_docx
-from .html import extract_html
-from .pdf import extract_pdf, fold_presentation_forms
-from .text import extract_text, normalise
+from ._readers import EXTRACTORS
+from .docx import CELL_SEPARATOR, check_docx_zip
+from .pdf import fold_presentation_forms
+from .text import normalise
 
 __all__ = ["Document", "DocumentLimits", "read_document", "supported_extensions", "fold_presentation_forms",
            "CELL_SEPARATOR"]
 
 # Formats read by a parser (in the child process when limits.isolate); text is decoded in place.
 _PARSED = frozenset({"pdf", "docx", "html"})
-
-EXTRACTORS: dict[str, Callable[[Extraction], str]] = {
-    "text": extract_text,
-    "markdown": extract_text,
-    "pdf": extract_pdf,
-    "docx": extract_docx,
-    "html": extract_html,
-}
-
 
 @dataclass(frozen=True)
 class Document:

@@ -120,7 +120,7 @@ def child_main() -> int:
     """The reading process: header line (JSON) and the file's bytes on stdin, JSON answer on stdout."""
     import traceback
 
-    from . import EXTRACTORS
+    from ._readers import EXTRACTORS
 
     stdin = sys.stdin.buffer
     header = json.loads(stdin.readline())
