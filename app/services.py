@@ -19,6 +19,13 @@ MAX_UPLOAD_ENV = "RMT_LENS_MAX_UPLOAD_BYTES"  # optional: a smaller (or larger) 
 DEMOS = ("Fact recall (demo)", "Austen chapter (demo)", "Copy task (demo)")
 
 
+def upload_extensions() -> tuple[str, ...]:
+    """File types the uploader takes: what rmt_core reads (.md and .markdown, .htm and .html ...)."""
+    from rmt_core.io.documents import supported_extensions
+
+    return supported_extensions()
+
+
 @dataclass
 class Document:
     """A document ready to trace, with what the app knows about it."""
@@ -170,19 +177,63 @@ def upload_limits():
     return DocumentLimits(max_bytes=max_bytes)
 
 
-def read_upload(name: str, data: bytes) -> Document:
-    """An uploaded file as a Document (rmt_core.io.documents checks and converts it)."""
-    from rmt_core.io.documents import read_document
-
-    from rmt_core.io.documents import DocumentError
+def read_upload(name: str, data: bytes, truncate: bool = False) -> Document:
+    """An uploaded file as a Document (rmt_core.io.documents checks and converts it, in a child
+    process that stops when this browser session ends). truncate: keep the start of a document
+    over the character or page limit. Raises DocumentError worded for the app (upload_error)."""
+    from rmt_core.io.documents import DocumentError, read_document
 
     try:
-        doc = read_document(name, data=data, limits=upload_limits())
+        doc = read_document(name, data=data, limits=upload_limits(), truncate=truncate, cancel=_session_ended())
     except DocumentError as exc:
-        if "size limit" in str(exc):  # the library's advice is for Python users; say what app users can do
-            raise DocumentError(f"{exc} In the app, start it with RMT_LENS_MAX_UPLOAD_BYTES=<bytes> to raise the limit.") from exc
-        raise
+        raise upload_error(exc) from None
     return Document(name, doc.text, note=doc.note)
+
+
+# What a browser user can do about each reading limit (rmt_core's DocumentError.limit).
+_UPLOAD_ADVICE = {
+    "max_bytes": "Upload a smaller file (or the part you need, saved as .txt). Whoever runs this server can "
+                 f"raise the limit by starting it with {MAX_UPLOAD_ENV}=<bytes>.",
+    "max_chars": "Choose “{action}” below to trace its start, or upload the part you need.",
+    "max_pdf_pages": "Choose “{action}” below to trace its start, or upload the pages you need as a smaller PDF.",
+    "max_unzipped_bytes": "Save the document as .txt or PDF and upload that.",
+    "max_seconds": "Save it as .txt (or print it to a new PDF) and upload that.",
+    "max_memory_bytes": "Save it as .txt (or print it to a new PDF) and upload that.",
+    "cancelled": "Upload it again to read it.",
+}
+
+
+def truncate_action(exc) -> str | None:
+    """The button label that reads the start of a document over a limit, or None where none applies."""
+    if not getattr(exc, "truncatable", False) or exc.allowed is None:
+        return None
+    unit = "pages" if exc.limit == "max_pdf_pages" else "characters"
+    return f"Read the first {int(exc.allowed):,} {unit}"
+
+
+def upload_error(exc):
+    """rmt_core's DocumentError said in the app's terms: the same facts, advice a browser user can
+    follow (a button, a smaller file, the server's setting) instead of Python arguments."""
+    from rmt_core import DocumentError
+
+    advice = _UPLOAD_ADVICE.get(exc.limit)
+    if advice is None:
+        return exc
+    advice = advice.format(action=truncate_action(exc) or "")
+    return DocumentError(f"{exc.problem} {advice}", problem=exc.problem, limit=exc.limit, actual=exc.actual,
+                         allowed=exc.allowed, truncatable=exc.truncatable)
+
+
+def _session_ended():
+    """A callable that is True once this script run's browser session has ended (None outside Streamlit)."""
+    from streamlit import runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx(suppress_warning=True)
+    if ctx is None or not runtime.exists():
+        return None
+    instance, session_id = runtime.get_instance(), ctx.session_id
+    return lambda: not instance.is_active_session(session_id)
 
 
 # ---------------------------------------------------------------------- running

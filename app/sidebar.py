@@ -91,17 +91,32 @@ def _choose_document(model) -> tuple[services.Document | None, bool, str | None]
                 st.warning("The text box is empty: paste or type some text, then Run.")
             return None, False, "the text box is empty (paste or type some text)"
         return services.Document("Pasted text", text), clicked, None
-    upload = st.file_uploader("File (.txt .md .pdf .docx .html)", type=["txt", "md", "pdf", "docx", "html", "htm"])
+    upload = st.file_uploader("File (.txt .md .pdf .docx .html)",
+                              type=[ext.lstrip(".") for ext in services.upload_extensions()])
     if upload is None:
         return None, False, "no file chosen yet"
     read = st.session_state.get(state.UPLOADED)
-    try:
-        if read is None or read[0] != upload.file_id:  # read once per upload, not on every rerun
-            read = (upload.file_id, services.read_upload(upload.name, upload.getvalue()))
-            st.session_state[state.UPLOADED] = read
-    except RMTLensError as exc:
-        st.error(str(exc))
-        return None, False, "the file could not be read (see the message above)"
+    if read is None or read[0] != upload.file_id:  # read once per upload (a refusal too), not on every rerun
+        with st.spinner("Reading the file…"):
+            try:
+                read = (upload.file_id, services.read_upload(upload.name, upload.getvalue()))
+            except RMTLensError as exc:
+                read = (upload.file_id, exc)
+        st.session_state[state.UPLOADED] = read
+    if isinstance(read[1], RMTLensError):
+        st.error(str(read[1]))
+        action = services.truncate_action(read[1])  # e.g. "Read the first 2,000,000 characters"
+        if action is None or not st.button(action, key="read_start_of_upload"):
+            return None, False, "the file could not be read (see the message above)"
+        with st.spinner("Reading the file…"):
+            try:
+                read = (upload.file_id, services.read_upload(upload.name, upload.getvalue(), truncate=True))
+            except RMTLensError as exc:
+                read = (upload.file_id, exc)
+        st.session_state[state.UPLOADED] = read
+        if isinstance(read[1], RMTLensError):
+            st.error(str(read[1]))
+            return None, False, "the file could not be read (see the message above)"
     document = read[1]
     if document.note:
         st.info(document.note)

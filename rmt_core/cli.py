@@ -100,6 +100,27 @@ def read_document_file(path: str | Path, truncate: bool = True):
     return document
 
 
+# What a command-line user can do about each document reading limit (DocumentError.limit).
+_DOCUMENT_LIMIT_ADVICE = {
+    "max_chars": "Pass --max-tokens N to trace only the start.",
+    "max_pdf_pages": "Pass --max-tokens N to trace only the start.",
+    "max_bytes": "Use a smaller file (or the part you need, saved as .txt); --max-tokens does not apply to "
+                 "the file size.",
+    "max_unzipped_bytes": "Save the document as .txt or PDF and trace that.",
+    "max_seconds": "Save it as .txt (or print it to a new PDF) and trace that.",
+    "max_memory_bytes": "Save it as .txt (or print it to a new PDF) and trace that.",
+}
+
+
+def _document_error_for_cli(exc: DocumentError) -> DocumentError:
+    """A document limit's error with advice in flags instead of Python arguments (others as they are)."""
+    advice = _DOCUMENT_LIMIT_ADVICE.get(exc.limit)
+    if advice is None:
+        return exc
+    return DocumentError(f"{exc.problem} {advice}", problem=exc.problem, limit=exc.limit, actual=exc.actual,
+                         allowed=exc.allowed, truncatable=exc.truncatable)
+
+
 def read_text_file(path: str | Path) -> str:
     """Text of a haystack file (see read_document_file); text beyond the document limits is cut."""
     return read_document_file(path, truncate=True).text
@@ -377,9 +398,7 @@ def run_trace(args: argparse.Namespace) -> int:
     try:
         document = read_document_file(args.file, truncate=args.max_tokens is not None)
     except DocumentError as exc:
-        if "truncate=True" in str(exc):
-            raise DocumentError(f"{exc} From the command line: pass --max-tokens N to trace only the start.") from None
-        raise
+        raise _document_error_for_cli(exc) from None
     model = _load_model(args)
     text = document.text
     if args.max_tokens is not None:

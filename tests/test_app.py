@@ -382,3 +382,27 @@ def test_warnings_are_shown_under_the_answer():
     present = next(a for a in ACTORS if name_occurs(body, a))  # control: the demo's own person, no such warning
     _ask(at, f"Where is {present}?")
     assert not any("does not occur in the document" in w.value for w in at.warning)
+
+
+def test_upload_limits_are_worded_for_the_app(monkeypatch):
+    """A document over a limit: the app's message offers what it can do (a button that reads the
+    start, the server's setting), never Python arguments; the button's read keeps the start."""
+    from app import services
+    from rmt_core import DocumentError
+    from rmt_core.io.documents import DocumentLimits
+
+    monkeypatch.setattr(services, "upload_limits", lambda: DocumentLimits(max_chars=100, max_bytes=10_000))
+    with pytest.raises(DocumentError) as info:
+        services.read_upload("long.txt", b"word " * 100)
+    exc = info.value
+    assert services.truncate_action(exc) == "Read the first 100 characters"
+    assert "Read the first 100 characters" in str(exc) and "500 characters" in str(exc)
+    for python_words in ("truncate", "DocumentLimits", "max_chars"):
+        assert python_words not in str(exc)
+    doc = services.read_upload("long.txt", b"word " * 100, truncate=True)
+    assert len(doc.text) == 100 and "Truncated to the first 100 characters" in doc.note
+    with pytest.raises(DocumentError) as info:
+        services.read_upload("big.txt", b"x" * 10_001)
+    assert services.truncate_action(info.value) is None
+    assert services.MAX_UPLOAD_ENV in str(info.value) and "DocumentLimits" not in str(info.value)
+    assert "markdown" in [e.lstrip(".") for e in services.upload_extensions()]

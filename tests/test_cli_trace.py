@@ -91,6 +91,15 @@ def test_trace_html_with_max_tokens(ckpt, tmp_path, capsys):
     assert trace.meta["document_kind"] == "html" and trace.meta["max_tokens"] == 40
 
 
+def test_trace_document_over_a_limit_speaks_in_flags(ckpt, tmp_path, capsys):
+    long = tmp_path / "long.txt"
+    long.write_text("word " * 420_000, encoding="utf-8")  # 2.1M characters: over the 2M limit
+    code, _, err = run(capsys, "trace", str(long), "--checkpoint", str(ckpt), "--out", str(tmp_path / "t.trace"),
+                       *COMMON)
+    assert code == 1 and "over the limit of 2,000,000" in err and "--max-tokens N" in err
+    assert "truncate=True" not in err and "DocumentLimits" not in err and "Traceback" not in err
+
+
 def test_trace_missing_file_exits_1(ckpt, tmp_path, capsys):
     code, _, err = run(capsys, "trace", str(tmp_path / "nope.txt"), "--checkpoint", str(ckpt),
                        "--out", str(tmp_path / "t.trace"), *COMMON)
