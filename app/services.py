@@ -214,14 +214,10 @@ def truncate_action(exc) -> str | None:
 def upload_error(exc):
     """rmt_core's DocumentError said in the app's terms: the same facts, advice a browser user can
     follow (a button, a smaller file, the server's setting) instead of Python arguments."""
-    from rmt_core import DocumentError
-
     advice = _UPLOAD_ADVICE.get(exc.limit)
     if advice is None:
         return exc
-    advice = advice.format(action=truncate_action(exc) or "")
-    return DocumentError(f"{exc.problem} {advice}", problem=exc.problem, limit=exc.limit, actual=exc.actual,
-                         allowed=exc.allowed, truncatable=exc.truncatable)
+    return exc.with_advice(advice.format(action=truncate_action(exc) or ""))
 
 
 def _session_ended():

@@ -7,7 +7,7 @@ Files built here (tests/document_builders.py), each just inside the default Docu
   text   19.9 MB of words (decoded in this process)
   html   19.9 MB page of small inline elements (the shape that took 4 GB as a BeautifulSoup tree)
   docx   a .docx whose document.xml is 199 MB (about 10 MB zipped)
-  pdf    2,000 pages of their own streams, 19.9 MB uncompressed
+  pdf    2,000 pages of their own streams, about 19.9 MB uncompressed
   pdf-shared  2,000 pages sharing one 1.1 MB content stream (443 kB: 21.7 s a page before)
 
 Memory: the caller's peak RSS above its baseline (this process: the file's bytes, the text),
@@ -41,7 +41,7 @@ def cases(scale: float) -> list[tuple[str, str, bytes]]:
         ("text", "words.txt", words(mb)),
         ("html", "page.html", B.html_page(mb)),
         ("docx", "body.docx", B.big_docx(int(199e6 * scale))),
-        ("pdf", "pages.pdf", B.pdf(list(range(2000)), [B.text_stream(int(150 * scale), seed=i) for i in range(2000)],
+        ("pdf", "pages.pdf", B.pdf(list(range(2000)), [B.text_stream(int(225 * scale), seed=i) for i in range(2000)],
                                     compress=False)),
         ("pdf-shared", "shared.pdf", B.shared_stream_pdf(2000, 20_000)),
     ]

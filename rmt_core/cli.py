@@ -117,8 +117,7 @@ def _document_error_for_cli(exc: DocumentError) -> DocumentError:
     advice = _DOCUMENT_LIMIT_ADVICE.get(exc.limit)
     if advice is None:
         return exc
-    return DocumentError(f"{exc.problem} {advice}", problem=exc.problem, limit=exc.limit, actual=exc.actual,
-                         allowed=exc.allowed, truncatable=exc.truncatable)
+    return exc.with_advice(advice)
 
 
 def read_text_file(path: str | Path) -> str:

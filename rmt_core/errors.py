@@ -65,6 +65,11 @@ class DocumentError(RMTLensError):
         self.allowed = allowed
         self.truncatable = truncatable
 
+    def with_advice(self, advice: str) -> "DocumentError":
+        """The same facts, with an interface's own `advice` after the problem (instead of the advice for Python)."""
+        return DocumentError(f"{self.problem} {advice}", problem=self.problem, limit=self.limit, actual=self.actual,
+                             allowed=self.allowed, truncatable=self.truncatable)
+
     def __reduce__(self):  # keep the facts through pickling (e.g. across processes)
         return (_rebuild_document_error, (str(self), self.problem, self.limit, self.actual, self.allowed,
                                           self.truncatable))

@@ -23,6 +23,7 @@ RUNS = {
     "bench_app": ([], "| device | change"),
     "bench_pages": (["--repeats", "1"], "| page"),
     "bench_attribution": (["--repeats", "1"], "| device | sample"),
+    "bench_documents": ([], "| format"),
 }
 
 pytestmark = pytest.mark.slow
