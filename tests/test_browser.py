@@ -29,6 +29,9 @@ from browser_support import (  # noqa: E402,F401 - fixtures are used by name
 
 pytestmark = pytest.mark.browser
 
+sys.path.insert(0, str(Path(__file__).parent))
+import document_builders as B  # noqa: E402
+
 # The st.header of the core pages; every page app/main.py declares is opened (app_pages()).
 HEADINGS = {"Overview": "What the memory did on this document", "Timeline": "Timeline", "Attention": "Attention",
             "Memory": "Memory", "Attribution": "Attribution and interventions"}
@@ -251,6 +254,35 @@ def test_bad_upload_shows_a_message_and_the_app_keeps_working(fresh, case):
     assert_recovers(page)
     expect(page.locator(SIDEBAR).locator(ALERT, has_text=message)).to_have_count(0)
     assert_offline(fresh)
+
+
+def test_document_over_the_character_limit_offers_to_read_its_start(fresh):
+    """A document over 2,000,000 characters: the message speaks in the app's terms and its button
+    reads the first 2,000,000 (a 40 kB PDF: one page of 2.4M characters, inside the upload size)."""
+    line = b"(Mary went to the kitchen and then John went to the garden) '\n"
+    data = B.pdf([0], [b"BT /F1 10 Tf 72 760 Td 12 TL\n" + line * 45_000 + b"ET"])
+    assert len(data) < UPLOAD_LIMIT_BYTES
+    page = fresh.page
+    upload(page, "long.pdf", data, mime="application/pdf")
+    alert = page.locator(SIDEBAR).locator(ALERT, has_text="over the limit of 2,000,000")
+    expect(alert).to_be_visible(timeout=RUN_MS)
+    assert "truncate" not in alert.inner_text() and "DocumentLimits" not in alert.inner_text()
+    expect(run_button(page)).to_be_disabled()
+    page.locator(SIDEBAR).get_by_role("button", name="Read the first 2,000,000 characters").click()
+    expect(page.locator(SIDEBAR).get_by_text("Truncated to the first 2,000,000 characters")).to_be_visible(
+        timeout=RUN_MS)
+    expect(run_button(page)).to_be_enabled()
+    no_exception(page)
+    screenshot(page, "upload-read-the-start")
+    assert_offline(fresh)
+
+
+def test_markdown_file_is_accepted_like_md(fresh):
+    page = fresh.page
+    upload(page, "notes.markdown", b"# Notes\n\nMary went to the kitchen.\n", mime="text/markdown")
+    expect(run_button(page)).to_be_enabled(timeout=UI_MS)
+    expect(page.locator(SIDEBAR).locator(ALERT)).to_have_count(0)
+    no_exception(page)
 
 
 def test_folder_that_is_not_a_checkpoint_shows_a_message(fresh, tmp_path):
