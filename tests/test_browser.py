@@ -12,6 +12,7 @@ from __future__ import annotations
 import rmt_core
 import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -275,6 +276,41 @@ def test_document_over_the_character_limit_offers_to_read_its_start(fresh):
     no_exception(page)
     screenshot(page, "upload-read-the-start")
     assert_offline(fresh)
+
+
+def test_closing_the_tab_stops_a_slow_read(open_session, streamlit_server):
+    """A PDF that takes long to read: the reading process ends soon after its browser tab closes
+    (it no longer runs on to the 60 s limit, burning the CPU other sessions need)."""
+    import psutil
+
+    line = b"(Mary went to the kitchen and then John went to the garden) '\n"
+    data = B.pdf([0], [b"BT /F1 10 Tf 72 760 Td 12 TL\n" + line * 400_000 + b"ET"])  # 24 MB of text operators
+    assert len(data) < UPLOAD_LIMIT_BYTES
+    session = open_session()
+    open_app(session, streamlit_server.url)
+    choose_source(session.page, "Upload a file")
+    session.page.locator(SIDEBAR).locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+        {"name": "slow.pdf", "mimeType": "application/pdf", "buffer": data})
+    expect(session.page.locator(SIDEBAR).locator('[data-testid="stFileUploader"]').get_by_text(
+        "slow.pdf", exact=True)).to_be_visible()
+
+    def readers() -> list:
+        server = psutil.Process(streamlit_server.process.pid)
+        return [p for p in server.children(recursive=True)
+                if p.is_running() and any("_child.py" in part for part in p.cmdline())]
+    deadline = time.monotonic() + 60
+    while not readers() and time.monotonic() < deadline:
+        session.page.wait_for_timeout(200)  # (not time.sleep: the page's routed requests need Playwright's loop)
+    assert readers(), "no reading process started"
+    session.page.wait_for_timeout(3000)
+    assert readers(), "the read finished too soon to show anything"
+    session.context.close()
+    closed = time.monotonic()
+    while readers() and time.monotonic() - closed < 30:
+        time.sleep(0.2)
+    stopped_after = time.monotonic() - closed
+    print(f"reading process gone {stopped_after:.1f} s after the tab closed")
+    assert not readers() and stopped_after < 10
 
 
 def test_markdown_file_is_accepted_like_md(fresh):
