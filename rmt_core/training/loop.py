@@ -4,9 +4,10 @@
 gate, log, save, finish).
 
 Layout of a run folder:
-    state.json      where the run stands (stage, step, totals, gate results)
-    latest/         the newest checkpoint (save_pretrained format)
-    optimizer.pt    optimizer state (plain tensors; read back with weights_only=True)
+    state.json      where the run stands (stage, step, totals, gate results): a copy of latest/'s
+    latest/         the newest snapshot: checkpoint (save_pretrained format), optimizer.pt, state.json,
+                    written whole or not at all (rmt_core.training.snapshots)
+    previous/       the snapshot before it (what a resume uses when latest/ is damaged)
     log.csv         one row per logged step: loss, answer loss, LM loss, accuracy
     stages.json     per finished stage: steps, minutes, gate reached or not
 """
@@ -25,7 +26,7 @@ import torch
 
 from ..engine.config import RMTConfig
 from ..engine.model import RMTModel, shifted_cross_entropy
-from ..io.checkpoint import save_checkpoint
+from . import snapshots
 from .evaluation import eval_mode, evaluate_lm
 from .recipes import Recipe, Stage
 
@@ -215,7 +216,7 @@ class TrainingRun:
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.state_file = self.out / "state.json"
-        self.state: dict[str, Any] = json.loads(self.state_file.read_text()) if self.state_file.is_file() else {
+        self.state: dict[str, Any] = snapshots.peek_state(self.out) or {
             "recipe": recipe.to_dict(), "stage": 0, "step": 0, "total_steps": 0, "seconds": 0.0, "stages": []}
         self.model: RMTModel | None = None
         self.optimizer: torch.optim.Optimizer | None = None
@@ -236,22 +237,30 @@ class TrainingRun:
         return self.base_seconds + time.time() - self.started
 
     def resume(self) -> None:
-        """Open the run: the model from ``latest/`` (else a fresh one from the recipe), the optimizer
-        (its state when the run stopped inside a stage), the training and held-out texts, log.csv."""
-        from ..io import checkpoint
+        """Open the run: the model, optimizer state and run state from the newest whole snapshot
+        (``latest/``, else ``previous/``: rmt_core.training.snapshots; else a fresh model from the
+        recipe), the training and held-out texts, log.csv."""
         from .corpus import load_mix
 
-        state = self.state
-        if (self.out / "latest" / "config.json").is_file():
-            self.model = checkpoint.load(self.out / "latest", device="cpu", dtype=torch.float32)
-            self.log(f"resumed {self.recipe.name} at stage {state['stage'] + 1}, step {state['step']}")
+        snapshot = snapshots.read_snapshot(self.out, log=self.log)
+        if snapshot is not None:
+            self.state = snapshot.state
+            self.model = snapshot.model
+            snapshots.write_text_atomic(self.state_file, json.dumps(self.state, indent=2))  # readers' copy in step
+            self.log(f"resumed {self.recipe.name} at stage {self.state['stage'] + 1}, step {self.state['step']}"
+                     + (f" (from {snapshot.folder.name}/)" if snapshot.folder.name != snapshots.LATEST else ""))
         else:
+            self.state = {"recipe": self.recipe.to_dict(), "stage": 0, "step": 0, "total_steps": 0,
+                          "seconds": 0.0, "stages": []}
             self.model = build_model(self.recipe, build_tokenizer(self.recipe.tokenizer))
+        state = self.state
         self.model.train()
+        if self.finished:
+            return
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.recipe.stages[state["stage"]].lr,
                                            weight_decay=0.01)
-        if (self.out / "optimizer.pt").is_file() and state["step"] > 0:
-            self.optimizer.load_state_dict(torch.load(self.out / "optimizer.pt", weights_only=True))
+        if snapshot is not None and snapshot.optimizer_state is not None:
+            self.optimizer.load_state_dict(snapshot.optimizer_state)
         self.train_text = load_mix("train") if self.recipe.tokenizer == "austen" else None
         self.heldout_text = load_mix("heldout") if self.recipe.tokenizer == "austen" else None
         self.started = time.time()
@@ -345,14 +354,13 @@ class TrainingRun:
         self.model.config.segment_size = segment_size_at(self.recipe, stage_index)
 
     def save(self) -> None:
-        """The model (``latest/``), the optimizer state and state.json; log.csv flushed."""
+        """log.csv flushed, then the model, the optimizer state and state.json as one snapshot
+        (``latest/``, switched into place whole: rmt_core.training.snapshots)."""
         last = len(self.recipe.stages) - 1
         self.use_stage_segment_size(min(self.state["stage"], last))
-        save_checkpoint(self.model, str(self.out / "latest"), card=self._card())
-        torch.save(self.optimizer.state_dict(), self.out / "optimizer.pt")
-        self.state["seconds"] = self.seconds()
-        self.state_file.write_text(json.dumps(self.state, indent=2))
         self._log_file.flush()
+        self.state["seconds"] = self.seconds()
+        snapshots.write_snapshot(self.out, self.model, self.optimizer, self.state, self._card())
 
     def end_stage(self, stage: Stage, gate_reached: bool) -> None:
         """Record the finished stage (steps, minutes, gate) and move to the next one (saved)."""
@@ -367,10 +375,9 @@ class TrainingRun:
 
     def finish(self) -> Path:
         """stages.json and the final checkpoint (at the last stage's segment size); returns its folder."""
-        (self.out / "stages.json").write_text(json.dumps(self.state["stages"], indent=2))
+        snapshots.write_text_atomic(self.out / "stages.json", json.dumps(self.state["stages"], indent=2))
         self.use_stage_segment_size(len(self.recipe.stages) - 1)
-        save_checkpoint(self.model, str(self.out / "final"), card=self._card())
-        return self.out / "final"
+        return snapshots.save_final(self.out, self.model, self._card())
 
     def close(self) -> None:
         """Close log.csv (safe to call twice)."""
@@ -399,7 +406,7 @@ def train(
     if threads:
         torch.set_num_threads(threads)
     run = TrainingRun(recipe, out_dir, log=log, save_every=save_every)
-    if run.finished:
+    if run.finished and (run.out / "final" / "config.json").is_file():
         log(f"{recipe.name}: all stages done; final checkpoint in {run.out / 'final'}")
         return run.out / "final"
     run.resume()
