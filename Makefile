@@ -14,8 +14,19 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
+# What the person who starts the server decides (app/settings.py, README "Running the app for a group"):
+# CHECKPOINT_DIRS: folders (':'-separated) the sidebar may read checkpoints from (empty: checkpoints/ and
+# the Hugging Face cache); ALLOW_PICKLE=1 offers reading pickled weights; STORE_MB / STORE_HOURS: memory
+# and time kept for users' work; WORKERS: traces at once (empty: CPUs / 2).
+CHECKPOINT_DIRS ?=
+ALLOW_PICKLE ?= 0
+STORE_MB ?= 2048
+STORE_HOURS ?= 24
+WORKERS ?=
 app: setup
-	$(VENV)/bin/streamlit run app/main.py --server.headless true
+	RMT_LENS_CHECKPOINT_DIRS="$(CHECKPOINT_DIRS)" RMT_LENS_ALLOW_PICKLE="$(ALLOW_PICKLE)" \
+	RMT_LENS_STORE_MB="$(STORE_MB)" RMT_LENS_STORE_HOURS="$(STORE_HOURS)" RMT_LENS_WORKERS="$(WORKERS)" \
+	$(VENV)/bin/streamlit run app/server.py --server.headless true
 
 test: setup browser
 	$(PY) -m pytest -q

@@ -63,8 +63,56 @@ def load_model(name_or_path: str, trust_pickle: bool = False, segment_size: int 
 
 
 def inspect_checkpoint(name_or_path: str):
-    """What a local folder, file or cached Hub name holds and still needs (reads no pickle)."""
+    """What a local folder, file or cached Hub name holds and still needs (reads no pickle).
+    The caller passes what allowed_checkpoint returned."""
     return rmt_core.inspect_checkpoint(name_or_path)
+
+
+def outside_message() -> str:
+    """The one message for every path outside the allowed folders (says nothing about the path)."""
+    from app import settings
+
+    folders = ", ".join(str(f) for f in settings.checkpoint_dirs()) or "none"
+    return (f"This server reads checkpoints only from the folders the person who started it allowed ({folders}), "
+            f"by a path inside them, a shipped checkpoint's name or a Hugging Face name in its cache. To look at a "
+            f"checkpoint elsewhere, ask them to add its folder ({settings.CHECKPOINT_DIRS}, or "
+            f"`make app CHECKPOINT_DIRS=...`), or run RMT Lens on your own machine.")
+
+
+def allowed_checkpoint(text: str) -> str:
+    """The absolute path to load for what was typed in the browser, inside settings.checkpoint_dirs().
+
+    `text`: a path (absolute, or relative to the server's folder), a shipped checkpoint's name,
+    or a Hugging Face name resolved in the local cache. Symbolic links are followed before the
+    check. Raises rmt_core.CheckpointError with outside_message() for everything else, whether
+    it exists or not (the message is the same)."""
+    from pathlib import Path
+
+    from rmt_core import CheckpointError
+    from rmt_core.io import hub
+    from rmt_core.io.checkpoint import SHIPPED_DIR
+
+    from app import settings
+
+    text = text.strip()
+    roots = settings.checkpoint_dirs()
+
+    def inside(path: Path) -> bool:
+        resolved = path.resolve()
+        return any(resolved == root or resolved.is_relative_to(root) for root in roots)
+
+    if not text or "\x00" in text:
+        raise CheckpointError(outside_message())
+    path = Path(text) if Path(text).is_absolute() else Path.cwd() / text
+    if inside(path):
+        return str(path.resolve())
+    if "/" not in text and inside(SHIPPED_DIR / text) and (SHIPPED_DIR / text).is_dir():
+        return str((SHIPPED_DIR / text).resolve())
+    if not Path(text).is_absolute() and hub.looks_like_repo_id(text) and inside(hub.cache_dir()):
+        folder = hub.resolve_repo(text)  # the local cache only; its own message when not there
+        if inside(folder):
+            return str(folder.resolve())
+    raise CheckpointError(outside_message())
 
 
 def _fallback_model():

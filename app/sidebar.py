@@ -1,8 +1,9 @@
 """The sidebar: pick a model and a document, run, cancel; model facts.
 
 Runs happen in the background (app.runs): a page switch never cancels one, every page shows
-its progress (watch_run, called after the page), and a reload finds the document and the
-last finished trace again through the URL's ?doc= token.
+its progress (watch_run, called after the page), and a reload in the same browser finds the
+document and the last finished trace again through the URL's ?doc= token. Demos are traced
+once per server and shared (app.runs.shared_demo_job); they never enter the store.
 """
 from __future__ import annotations
 
@@ -41,12 +42,13 @@ def current_model():
     """The selected model, or None with an error shown (the app keeps working)."""
     name = st.session_state.get(state.CHECKPOINT) or services.default_checkpoint_name()
     options = {}
-    if name == LOCAL:
-        name = (st.session_state.get(state.LOCAL_FOLDER) or "").strip()
-        if not name:
-            return None
-        options = local_checkpoint.load_options()
     try:
+        if name == LOCAL:
+            name = (st.session_state.get(state.LOCAL_FOLDER) or "").strip()
+            if not name:
+                return None
+            name = services.allowed_checkpoint(name)  # what a browser types stays inside the allowed folders
+            options = local_checkpoint.load_options()
         return services.load_model(name, **options)
     except RMTLensError as exc:
         st.error(f"Could not load this model: {exc}")
@@ -125,23 +127,37 @@ def _choose_document(model) -> tuple[services.Document | None, bool, str | None]
 
 def start(model, document: services.Document, question: str | None = None, window: int | None = None) -> None:
     """Start a background run of `document` for this session (the caller checked none is running);
-    window: earlier segments the answer's through-memory attribution unrolls (None: the default)."""
-    job = services.start_run(model, document, question, window)
+    window: earlier segments the answer's through-memory attribution unrolls (None: the default).
+
+    A demo joins the server's one run of it (shared, never stored); anything else is this
+    session's own run, kept in the store for a reload in this browser."""
+    demo = question is None and window is None and st.session_state.get(state.SOURCE) in services.DEMOS \
+        and document == services.demo_document(st.session_state[state.SOURCE], model)
+    if demo:
+        job = runs.shared_demo_job(model, document)
+    else:
+        job = services.start_run(model, document, question, window)
     st.session_state[state.JOB] = job
     st.session_state[state.RUN_ERROR] = None
-    runs.store().put(st.session_state[state.TOKEN], runs.Saved(
-        source=st.session_state.get(state.SOURCE), document=document,
-        checkpoint=st.session_state.get(state.CHECKPOINT), job=job,
-        trace=st.session_state.get(state.TRACE), answer=st.session_state.get(state.ANSWER)))
+    owner = st.session_state.get(state.OWNER)
+    if not demo and owner:
+        runs.store().put(st.session_state[state.TOKEN], owner, runs.Saved(
+            source=st.session_state.get(state.SOURCE), document=document,
+            checkpoint=st.session_state.get(state.CHECKPOINT), job=job,
+            trace=st.session_state.get(state.TRACE), answer=st.session_state.get(state.ANSWER)))
 
 
 def _restore() -> None:
-    """Once per session: adopt the URL's ?doc= token and what the store kept under it."""
+    """Once per session: adopt the URL's ?doc= token and what the store kept under it for this
+    browser (another browser holding the URL gets a fresh session and a token of its own)."""
     if st.session_state.get(state.RESTORED):
         return
     st.session_state[state.RESTORED] = True
+    secret = runs.browser_secret()
+    owner = runs.owner_of(secret) if secret else None
+    st.session_state[state.OWNER] = owner
     token = st.query_params.get("doc")
-    saved = runs.store().get(token)
+    saved = runs.store().get(token, owner)
     st.session_state[state.TOKEN] = token if saved is not None else runs.new_token()
     if saved is None:
         return
@@ -192,9 +208,8 @@ def _collect() -> None:
             f"Traced {trace.num_tokens:,} tokens in {trace.num_segments} segments ({trace.seconds:.1f} s).")
     if job.answer_error:
         st.session_state[state.RUN_ERROR] = f"The answer could not be attributed: {job.answer_error}"
-    saved = runs.store().get(st.session_state[state.TOKEN])
-    if saved is not None:
-        saved.trace, saved.answer = trace, job.answer
+    if st.session_state.get(state.OWNER) and not job.shared:
+        runs.store().update(st.session_state[state.TOKEN], st.session_state[state.OWNER], trace, job.answer)
 
 
 def _cancel() -> None:
@@ -232,10 +247,13 @@ def render():
             start(model, document)
             st.rerun()  # redraw at once with Run disabled and Cancel shown
         progress = st.empty()
-        if busy:
+        if busy and _job().shared:
+            st.caption("The demo is traced once for everyone on this server: it keeps going when you switch "
+                       "pages, and its result is shared.")
+        elif busy:
             st.caption("A run is in progress: it keeps going when you switch pages. Cancel it to start another.")
             st.button("Cancel", key="cancel_run", on_click=_cancel,
-                      help="Stop after the current segment; the segments done are kept.")
+                      help="Stop after the current segment (or leave the queue); the segments done are kept.")
         if st.session_state.get(state.RUN_ERROR):
             st.error(st.session_state[state.RUN_ERROR])
         if st.session_state.get(state.RUN_MESSAGE):

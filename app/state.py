@@ -22,6 +22,7 @@ COLLECTED = "collected_job"  # the job whose result is installed
 DOCUMENT = "document"  # the services.Document of the current trace (Ask appends questions to its body)
 ANSWER = "answer"  # rmt_core.explain.answers.AskResult of the current trace, or None
 RUN_ERROR = "run_error"
+OWNER = "store_owner"  # app.runs.owner_of(this browser's secret), or None without one (no reload then)
 TOKEN = "store_token"  # this session's key in app.runs.store() (the URL's ?doc=)
 RESTORED = "restored"  # the first run of the session looked for a reload's state
 PENDING_SEGMENT = "pending_segment"  # a segment to select on the next run (set where the slider already exists)

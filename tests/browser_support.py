@@ -1,6 +1,6 @@
 """Helpers and fixtures for the real-browser tests (tests/test_browser.py).
 
-* ``streamlit_server``: one `streamlit run app/main.py` per test module, on a free port, killed at the end.
+* ``streamlit_server``: one `streamlit run app/server.py` (as `make app`) per test module, on a free port, killed at the end.
 * ``browser``: the system Chromium (/usr/bin/chromium) through playwright; never downloads a browser.
 * ``open_page``: a factory of pages, each in its own browser context (= its own Streamlit session)
   whose requests to anything but 127.0.0.1/localhost are aborted and recorded.
@@ -123,7 +123,7 @@ def start_server(log_dir: Path, extra_env: dict[str, str] | None = None) -> Stre
     log_path = log_dir / f"streamlit-{port}.log"
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", **(extra_env or {}))
     python = REPO / ".venv" / "bin" / "python"
-    cmd = [str(python if python.exists() else sys.executable), "-m", "streamlit", "run", "app/main.py",
+    cmd = [str(python if python.exists() else sys.executable), "-m", "streamlit", "run", "app/server.py",
            "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
            "--server.fileWatcherType", "none"]  # usage statistics: off in .streamlit/config.toml
     log = open(log_path, "wb")

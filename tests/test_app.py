@@ -71,13 +71,46 @@ def test_pasted_text_runs_to_completion():
     assert trace.complete and trace.text.startswith("It is a truth")
 
 
-def test_a_folder_that_is_not_a_checkpoint_gets_a_message(tmp_path):
+def test_a_folder_that_is_not_a_checkpoint_gets_a_message(tmp_path, monkeypatch):
+    from app import settings
+
+    monkeypatch.setenv(settings.CHECKPOINT_DIRS, str(tmp_path))  # the operator allowed this folder
     at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
     at.run()
     at.selectbox(key=state.CHECKPOINT).set_value("Local folder…").run()
     at.text_input(key=state.LOCAL_FOLDER).input(str(tmp_path)).run()
     _no_exception(at)
     assert any("not a checkpoint" in e.value for e in at.error)
+
+
+def test_a_folder_outside_the_allowed_ones_gets_one_message_and_no_pickle_box(tmp_path, monkeypatch):
+    import torch
+
+    from app import settings
+
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    (allowed / "pickled").mkdir(parents=True)
+    outside.mkdir()
+    torch.save({"w": torch.zeros(2)}, allowed / "pickled" / "pytorch_model.bin")
+    (outside / "config.json").write_text("{}")
+    monkeypatch.setenv(settings.CHECKPOINT_DIRS, str(allowed))
+    monkeypatch.delenv(settings.ALLOW_PICKLE, raising=False)
+    at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    at.run()
+    at.selectbox(key=state.CHECKPOINT).set_value("Local folder…").run()
+    seen = []
+    for typed in (str(outside), str(outside / "missing"), "/root/.ssh"):
+        at.text_input(key=state.LOCAL_FOLDER).input(typed).run()
+        _no_exception(at)
+        seen.append([e.value for e in at.error])
+    assert seen[0] == seen[1] == seen[2] and "folders the person who started it allowed" in seen[0][0]
+    at.text_input(key=state.LOCAL_FOLDER).input(str(allowed / "pickled")).run()
+    _no_exception(at)
+    assert any("does not read pickled files" in e.value for e in at.error)
+    assert not [c for c in at.checkbox if "pickled" in c.label]  # no opt-in unless the operator allowed it
+    monkeypatch.setenv(settings.ALLOW_PICKLE, "1")
+    at.run()
+    assert [c for c in at.checkbox if "pickled" in c.label]
 
 
 def test_every_tour_step_renders():
@@ -193,8 +226,16 @@ def test_empty_paste_says_why_nothing_runs():
     assert at.session_state[state.TRACE] is trace
 
 
-def test_a_reload_gets_the_document_and_the_trace_back():
+def _as_browser(monkeypatch, secret: str | None) -> None:
+    """The next AppTest runs as a browser holding this cookie (app/server.py sets it in a real one)."""
+    from app import runs
+
+    monkeypatch.setattr(runs, "browser_secret", lambda: secret)
+
+
+def test_a_reload_gets_the_document_and_the_trace_back(monkeypatch):
     text = "Mary went to the garden. It is a truth universally acknowledged, that a single man " * 12
+    _as_browser(monkeypatch, "owner-browser-secret-0123456789")
     at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
     at.run()
     at.radio(key=state.SOURCE).set_value("Paste text").run()
@@ -214,6 +255,48 @@ def test_a_reload_gets_the_document_and_the_trace_back():
     stranger.query_params["doc"] = "not-a-token"
     stranger.run()  # an unknown token: the first screen as usual
     assert stranger.session_state[state.TRACE].meta["document"] == "Fact recall (demo)"
+    # the owner's URL in another browser: a fresh session with a token of its own, the owner's work untouched
+    _as_browser(monkeypatch, "another-browser-secret-98765432")
+    other = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    other.query_params["doc"] = token
+    other.run()
+    _no_exception(other)
+    assert other.session_state[state.TOKEN] != token
+    assert other.session_state[state.TRACE].meta["document"] == "Fact recall (demo)"
+    assert not other.session_state.get(state.PASTED)
+    _as_browser(monkeypatch, None)  # no cookie at all (app/main.py run directly): never restored either
+    bare = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    bare.query_params["doc"] = token
+    bare.run()
+    assert bare.session_state[state.TOKEN] != token and not bare.session_state.get(state.PASTED)
+
+
+def test_forty_demo_visits_keep_an_earlier_users_document(monkeypatch):
+    """Demo visits share one trace and never enter the store: a user's pasted work survives them."""
+    from app import runs
+
+    text = "Anne walked to the harbour before the rain. " * 30
+    _as_browser(monkeypatch, "first-user-secret-0123456789ab")
+    at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    at.run()
+    demo_trace = at.session_state[state.TRACE]
+    at.radio(key=state.SOURCE).set_value("Paste text").run()
+    at.text_area(key=state.PASTED).input(text)
+    _run_button(at).click().run()
+    token = at.session_state[state.TOKEN]
+    stored = len(runs.store())
+    for i in range(40):
+        _as_browser(monkeypatch, f"visitor-{i:02d}-secret-0123456789")
+        visit = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+        visit.run()
+        assert visit.session_state[state.TRACE] is demo_trace  # traced once per server, shared
+    assert len(runs.store()) == stored  # demos never took a slot
+    _as_browser(monkeypatch, "first-user-secret-0123456789ab")
+    reloaded = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    reloaded.query_params["doc"] = token
+    reloaded.run()
+    assert reloaded.session_state[state.PASTED] == text
+    assert reloaded.session_state[state.TRACE].text == text
 
 
 def test_text_the_model_cannot_read_gets_a_warning():

@@ -8,7 +8,7 @@ import streamlit as st
 
 from rmt_core import RMTLensError
 
-from app import services, state
+from app import services, settings, state
 
 PICKLE_WARNING = (
     "These weights are a **pickled** PyTorch file. Unpickling can run code hidden in the file. "
@@ -26,6 +26,7 @@ def choose() -> str | None:
     if not folder:
         return None
     try:
+        folder = services.allowed_checkpoint(folder)
         info = services.inspect_checkpoint(folder)
     except RMTLensError as exc:
         st.error(f"Could not load this model: {exc}")
@@ -39,10 +40,19 @@ def choose() -> str | None:
     if not info.has_backbone_config:
         st.text_input("Backbone: a folder with its config.json, or a Hugging Face name in the local cache",
                       key=state.LOCAL_BACKBONE, placeholder="e.g. /models/gpt2 or openai-community/gpt2")
+    if info.needs_pickle_opt_in and not settings.allow_pickle():
+        st.error("These weights are a pickled PyTorch file, and this server does not read pickled files "
+                 "(unpickling can run code hidden in the file). Convert them to safetensors, or ask the person "
+                 f"who started the server to allow it ({settings.ALLOW_PICKLE}=1, `make app ALLOW_PICKLE=1`).")
+        return None
     if info.needs_pickle_opt_in:
         st.warning(PICKLE_WARNING)
         st.checkbox("I trust this file: read the pickled weights", key=state.LOCAL_TRUST_PICKLE)
-    options = load_options()
+    try:
+        options = load_options()
+    except RMTLensError as exc:
+        st.error(f"Could not load this model: {exc}")
+        return None
     segment = {"segment_size": options["segment_size"]} if options["segment_size"] else None
     missing = info.missing(options["trust_pickle"], segment, options["backbone"])
     if missing:
@@ -52,10 +62,13 @@ def choose() -> str | None:
 
 
 def load_options() -> dict[str, Any]:
-    """services.load_model keyword arguments from the box's inputs."""
+    """services.load_model keyword arguments from the box's inputs (a backbone path checked by
+    services.allowed_checkpoint; pickles only where settings.allow_pickle()). Raises
+    rmt_core.CheckpointError for a backbone outside the allowed folders."""
     segment = st.session_state.get(state.LOCAL_SEGMENT_SIZE)
+    backbone = (st.session_state.get(state.LOCAL_BACKBONE) or "").strip() or None
     return {
-        "trust_pickle": bool(st.session_state.get(state.LOCAL_TRUST_PICKLE, False)),
+        "trust_pickle": settings.allow_pickle() and bool(st.session_state.get(state.LOCAL_TRUST_PICKLE, False)),
         "segment_size": int(segment) if segment else None,
-        "backbone": (st.session_state.get(state.LOCAL_BACKBONE) or "").strip() or None,
+        "backbone": services.allowed_checkpoint(backbone) if backbone else None,
     }
