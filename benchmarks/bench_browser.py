@@ -1,5 +1,5 @@
 """Latency a user feels in the browser: Debian's Chromium (playwright, every request that leaves
-the machine blocked) drives `streamlit run app/main.py` on this machine.
+the machine blocked) drives `streamlit run app/server.py` on this machine.
 
 For each change (sidebar segment slider, Attention layer and head, and opening each page) it
 times, from the click that makes the change (performance.now() in the page; for a select box

@@ -548,3 +548,41 @@ def test_the_tours_buttons_follow_the_step(fresh):
     expect(forward).to_be_enabled()
     no_exception(page)
     assert_offline(fresh)
+
+
+def test_a_shared_url_opens_a_fresh_session_in_another_browser(open_session, streamlit_server):
+    """?doc= restores only in the browser that made the work: another browser holding the URL (a shared
+    link, a projected screen) gets the first screen and a token of its own, and its runs never touch
+    the owner's work."""
+    owner = open_session()
+    open_app(owner, streamlit_server.url)
+    text = heldout_text(150_000, 300)
+    paste_text(owner.page, text)
+    run_and_wait(owner.page, "Pasted text")
+    tokens = metric_value(owner.page, "Tokens")
+    shared_url = owner.page.url
+    token = re.search(r"doc=([\w-]+)", shared_url).group(1)
+    secret = [c for c in owner.context.cookies() if c["name"] == "rmt_lens_browser"]
+    assert secret and secret[0]["httpOnly"] and secret[0]["sameSite"] == "Strict"
+    assert "rmt_lens_browser" not in owner.page.evaluate("() => document.cookie")  # no script can read it
+
+    other = open_session()  # another browser context: another browser, its own cookies
+    other.page.goto(shared_url, wait_until="domcontentloaded")
+    wait_first_screen(other.page)
+    expect(other.page.locator(SIDEBAR).get_by_text("Restored after a reload")).to_have_count(0)
+    expect(other.page).not_to_have_url(re.compile(f"doc={re.escape(token)}"), timeout=UI_MS)
+    choose_source(other.page, "Paste text")
+    area = other.page.locator(SIDEBAR).locator('[data-testid="stTextArea"] textarea')
+    assert area.input_value() == ""  # the owner's document is not shown
+    paste_text(other.page, "Someone else's text about the harbour and the rain. " * 30)
+    run_and_wait(other.page, "Pasted text")
+
+    owner.page.reload(wait_until="domcontentloaded")  # the owner's work is still the owner's
+    expect(owner.page.locator(MAIN).get_by_text("Pasted text · colour")).to_be_visible(timeout=RUN_MS)
+    wait_idle(owner.page)
+    expect(owner.page.locator(SIDEBAR).locator('[data-testid="stTextArea"] textarea')).to_have_value(text,
+                                                                                                     timeout=RUN_MS)
+    assert metric_value(owner.page, "Tokens") == tokens
+    no_exception(owner.page)
+    no_exception(other.page)
+    assert_offline(owner, other)
