@@ -3,12 +3,17 @@
 It serves app/main.py (st.App, Streamlit's ASGI app) with one addition: every page response
 to a browser without it sets BROWSER_COOKIE, a random secret (HttpOnly: no script on the page
 can read it; SameSite=Strict: never sent from another site). app/runs binds each session's
-?doc= token to it, so the URL restores work only in the browser that made it.
+?doc= token to it, so the URL restores work only in the browser that made it. At start it
+loads the default model and starts the server's one trace of the first screen's demo in the
+background (warm_up), so the first visitors find it done or under way.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import secrets
 import sys
+import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `app` and `rmt_core` importable
@@ -48,4 +53,21 @@ class BrowserCookie:
         await self.app(scope, receive, send_with_cookie)
 
 
-app = st.App("main.py", middleware=[Middleware(BrowserCookie)])
+def warm_up() -> None:
+    """Load the default model and start the shared trace of the first screen's demo (app.runs)."""
+    from app import runs, services
+
+    try:
+        model = services.load_model(services.default_checkpoint_name())
+        runs.shared_demo_job(model, services.demo_document(services.DEMOS[0], model))
+    except Exception:  # noqa: BLE001 - the first visitor then does it and sees any message
+        logging.getLogger("rmt_lens.app").exception("warm-up failed")
+
+
+@contextlib.asynccontextmanager
+async def lifespan(_app):
+    threading.Thread(target=warm_up, name="rmt-lens-warm-up", daemon=True).start()
+    yield
+
+
+app = st.App("main.py", middleware=[Middleware(BrowserCookie)], lifespan=lifespan)
