@@ -70,6 +70,7 @@ class StreamlitServer:
     port: int
     process: subprocess.Popen
     log_path: Path
+    allowed_dir: Path | None = None  # RMT_LENS_CHECKPOINT_DIRS of the test server (with checkpoints/)
 
     @property
     def url(self) -> str:
@@ -347,8 +348,11 @@ def browser():
 @pytest.fixture(scope="module")
 def streamlit_server(browser, tmp_path_factory):
     """Starts after the browser, so that a missing browser skips without starting a server."""
+    allowed = tmp_path_factory.mktemp("allowed-checkpoints")  # what the tests' operator lets browsers read
     server = start_server(tmp_path_factory.mktemp("streamlit"),
-                          {"RMT_LENS_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT_BYTES)})
+                          {"RMT_LENS_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT_BYTES),
+                           "RMT_LENS_CHECKPOINT_DIRS": os.pathsep.join([str(allowed), str(REPO / "checkpoints")])})
+    server.allowed_dir = allowed
     print(f"streamlit at {server.url}, log {server.log_path}")
     try:
         yield server

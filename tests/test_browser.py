@@ -1,4 +1,4 @@
-"""RMT Lens in a real browser: `streamlit run app/main.py` driven by the system Chromium through playwright.
+"""RMT Lens in a real browser: `streamlit run app/server.py` (app/main.py behind its browser cookie) driven by the system Chromium through playwright.
 
 What AppTest (tests/test_app.py) cannot see: the charts are drawn, the bertviz view renders offline inside
 its iframe, uploads go through the real uploader, several users share one server, bad input shows a message
@@ -321,8 +321,10 @@ def test_markdown_file_is_accepted_like_md(fresh):
     no_exception(page)
 
 
-def test_folder_that_is_not_a_checkpoint_shows_a_message(fresh, tmp_path):
+def test_folder_that_is_not_a_checkpoint_shows_a_message(fresh, streamlit_server):
     page = fresh.page
+    tmp_path = streamlit_server.allowed_dir / "not-a-model"
+    tmp_path.mkdir(exist_ok=True)
     sidebar = page.locator(SIDEBAR)
     model_box = sidebar.get_by_role("combobox", name="Model")
     shipped = model_box.input_value().strip()  # the default checkpoint
@@ -339,6 +341,14 @@ def test_folder_that_is_not_a_checkpoint_shows_a_message(fresh, tmp_path):
     no_exception(page)
     alert.scroll_into_view_if_needed()
     screenshot(page, "bad-local-folder")
+    for outside in ("/root/.ssh", "/etc/nothing-here", "/etc"):  # outside the allowed folders: one message
+        folder.fill(outside)
+        folder.press("Enter")
+        expect(sidebar.locator(ALERT, has_text="folders the person who started it allowed")).to_be_visible(
+            timeout=RUN_MS)
+        expect(sidebar.locator(ALERT, has_text="not a checkpoint")).to_have_count(0)
+        expect(sidebar.locator(ALERT, has_text="No checkpoint folder")).to_have_count(0)
+    no_exception(page)
     # back to the shipped model: everything works again
     model_box.click()
     page.get_by_role("option", name=shipped, exact=True).click()

@@ -436,11 +436,14 @@ def test_cli_bad_inputs_give_one_error_line(tmp_path):
 
 # ---------------------------------------------------------------------- the app's local-folder box
 @pytest.mark.slow
-def test_app_asks_for_what_an_authors_folder_is_missing(tmp_path):
+def test_app_asks_for_what_an_authors_folder_is_missing(tmp_path, monkeypatch):
     pytest.importorskip("streamlit")
     from streamlit.testing.v1 import AppTest
 
-    from app import state
+    from app import settings, state
+
+    monkeypatch.setenv(settings.CHECKPOINT_DIRS, str(tmp_path))  # the operator allows this folder
+    monkeypatch.setenv(settings.ALLOW_PICKLE, "1")  # and pickled weights (else no opt-in is offered)
 
     model = make_model("gpt2", mask_mode="causal")
     source = write_layout(tmp_path / "authors", model, "bin")
