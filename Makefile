@@ -2,6 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
+PORT ?= 8501
 
 .PHONY: setup app test test-fast bench gpu-wheels gpu-check clean-venv browser
 
@@ -23,21 +24,27 @@ ALLOW_PICKLE ?= 0
 STORE_MB ?= 2048
 STORE_HOURS ?= 24
 WORKERS ?=
+# `make app PORT=8600` for another port; the other settings are in .streamlit/config.toml.
 app: setup
 	RMT_LENS_CHECKPOINT_DIRS="$(CHECKPOINT_DIRS)" RMT_LENS_ALLOW_PICKLE="$(ALLOW_PICKLE)" \
 	RMT_LENS_STORE_MB="$(STORE_MB)" RMT_LENS_STORE_HOURS="$(STORE_HOURS)" RMT_LENS_WORKERS="$(WORKERS)" \
-	$(VENV)/bin/streamlit run app/server.py --server.headless true
+	$(VENV)/bin/streamlit run app/server.py --server.headless true --server.port $(PORT)
 
 test: setup browser
 	$(PY) -m pytest -q
 
-# Browser tests drive Debian's chromium (never a downloaded browser). Install it when missing;
-# if that fails the browser tests skip with a loud "BROWSER TESTS SKIPPED" reason.
+# Browser tests drive Debian's chromium (never a downloaded browser); the offline test traces the
+# server's system calls with Debian's strace. Install them when missing; if that fails those tests
+# skip with a loud "BROWSER TESTS SKIPPED" / "OFFLINE TRACE SKIPPED" reason.
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing Debian's chromium for the browser tests and figure export..."; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "!!! could not install chromium: browser tests will be SKIPPED"; }
+	@command -v strace >/dev/null 2>&1 || { \
+	  echo "installing Debian's strace for the offline test..."; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace >/dev/null) \
+	  || echo "!!! could not install strace: the offline test will be SKIPPED"; }
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not browser"

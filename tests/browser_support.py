@@ -119,14 +119,20 @@ def _die_with_parent() -> None:
         pass
 
 
-def start_server(log_dir: Path, extra_env: dict[str, str] | None = None) -> StreamlitServer:
+def start_server(log_dir: Path, extra_env: dict[str, str] | None = None, prefix: list[str] | None = None,
+                 as_make_app: bool = False) -> StreamlitServer:
+    """`streamlit run app/main.py` on a free port. prefix: a command to run it under (e.g. strace);
+    as_make_app: only the flags `make app` gives (no bind address, file watcher on), so the
+    start-up is the one a user gets."""
     port = free_port()
     log_path = log_dir / f"streamlit-{port}.log"
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", **(extra_env or {}))
     python = REPO / ".venv" / "bin" / "python"
     cmd = [str(python if python.exists() else sys.executable), "-m", "streamlit", "run", "app/server.py",
-           "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-           "--server.fileWatcherType", "none"]  # usage statistics: off in .streamlit/config.toml
+           "--server.headless", "true", "--server.port", str(port)]  # the rest: .streamlit/config.toml
+    if not as_make_app:
+        cmd += ["--server.address", "127.0.0.1", "--server.fileWatcherType", "none"]
+    cmd = list(prefix or []) + cmd
     log = open(log_path, "wb")
     process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                preexec_fn=_die_with_parent)
