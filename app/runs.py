@@ -36,6 +36,7 @@ from rmt_core import RMTLensError
 from rmt_core.explain import answers as rmt_answers
 
 from app import settings
+from app.services import app_message
 
 log = logging.getLogger("rmt_lens.app")
 BROWSER_COOKIE = "rmt_lens_browser"  # set by app/server.py: HttpOnly, SameSite=Strict
@@ -173,9 +174,9 @@ class RunJob:
                                       f"(estimated {seconds:.0f} s)")
                     self.answer = rmt_answers.answer_from_trace(self.trace, max_segments=self.window)
                 except RMTLensError as exc:
-                    self.answer_error = str(exc)
+                    self.answer_error = app_message(exc)
         except RMTLensError as exc:
-            self.error = str(exc)
+            self.error = app_message(exc)
         except Exception as exc:  # noqa: BLE001 - shown as one line; the traceback goes to the server log
             log.error("run failed:\n%s", traceback.format_exc())
             self.error = f"The run failed ({type(exc).__name__}: {exc}). The server log has the details."

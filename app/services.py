@@ -5,8 +5,9 @@ Pages call these functions; they call rmt_core's public API. Nothing here draws.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import streamlit as st
@@ -17,6 +18,30 @@ from rmt_core.token_text import encode_ids
 FALLBACK_NAME = "built-in untrained model"
 MAX_UPLOAD_ENV = "RMT_LENS_MAX_UPLOAD_BYTES"  # optional: a smaller (or larger) cap on uploaded files, in bytes
 DEMOS = ("Fact recall (demo)", "Austen chapter (demo)", "Copy task (demo)")
+
+# rmt_core's advice that names Python arguments, in the app's terms (what an app user can do instead);
+# document limits have their own: upload_error (DocumentError's facts)
+APP_WORDING: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"pass target= \(a token id\)"), "type the token to explain in the “Target token” box"),
+    (re.compile(r"Save traces with trace\.save\(\)\."),
+     "Open a trace saved by RMT Lens (the Export page's trace file, or `rmt-lens trace --out`)."),
+    (re.compile(r"Load the checkpoint it was made with\."),
+     "Choose that checkpoint under Model in the sidebar, then open the trace again."),
+    (re.compile(r"Give it at most ([\d,]+) tokens \(CLI: --max-tokens \d+\), or use a checkpoint with "
+                r"reset_positions=True \(positions restart in every segment\)\."),
+     r"Give it a shorter document (at most \1 tokens), or choose a checkpoint whose positions restart in "
+     r"every segment."),
+]
+
+
+def app_message(error: BaseException | str) -> str:
+    """An rmt_core error's message worded for the app: advice that names Python arguments or CLI
+    flags (`target=`, `--max-tokens`, `trace.save()`) becomes what a browser user can do
+    (APP_WORDING). Other text is returned unchanged."""
+    text = str(error)
+    for pattern, replacement in APP_WORDING:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def upload_extensions() -> tuple[str, ...]:
@@ -278,6 +303,49 @@ def _session_ended():
         return None
     instance, session_id = runtime.get_instance(), ctx.session_id
     return lambda: not instance.is_active_session(session_id)
+
+
+# ---------------------------------------------------------------------- saved traces
+TRACE_SUFFIX = ".rmtrace"
+
+
+def open_trace(source: "str | os.PathLike | bytes", model, name: str | None = None):
+    """A saved trace (the Export page's .rmtrace, or `rmt-lens trace --out`) opened for `model`.
+
+    source: the file's path, or its bytes (an upload; name is then its file name, for messages).
+    The file is checked and read by rmt_core.Trace.load(path, model=model): a trace made with
+    other weights is refused with a message naming the checkpoint it needs, and a damaged or
+    crafted file with the TraceError saying what is wrong. Returns the Trace, `model` attached.
+    Reusable wherever a page opens a trace (e.g. a second trace to compare with).
+
+    Raises rmt_core.TraceError (messages worded for the app: app_message)."""
+    import tempfile
+    from pathlib import Path
+
+    from rmt_core import Trace, TraceError
+
+    try:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            label = name or "the uploaded file"
+            if not bytes(source[:8]).strip():
+                raise TraceError(f"{label} is empty: choose a trace file saved by RMT Lens (.rmtrace).")
+            with tempfile.TemporaryDirectory(prefix="rmt-lens-trace-") as folder:
+                path = Path(folder) / f"upload{TRACE_SUFFIX}"
+                path.write_bytes(bytes(source))
+                try:
+                    return Trace.load(path, model=model)
+                except TraceError as exc:  # the message names the temporary file: name the upload instead
+                    raise TraceError(str(exc).replace(str(path), label)) from exc
+        return Trace.load(Path(source), model=model)
+    except TraceError as exc:
+        raise TraceError(app_message(exc)) from exc
+
+
+def traced_document(trace) -> Document:
+    """The Document a trace was made from (its text and what the run recorded about it)."""
+    meta = trace.meta or {}
+    return Document(str(meta.get("document") or "Saved trace"), trace.text,
+                    fact_spans=[tuple(s) for s in meta.get("fact_spans") or []], answer=meta.get("answer"))
 
 
 # ---------------------------------------------------------------------- running

@@ -10,10 +10,12 @@ from __future__ import annotations
 import streamlit as st
 
 from rmt_core import RMTLensError
+from rmt_core.explain import answers as rmt_answers
 from rmt_core.training.evaluation import ALGORITHMIC_TASKS
 
 from app import runs, services, state
 from app.views import local_checkpoint
+from app.views.common import literal
 
 LOCAL = "Local folder…"
 PASTE = "Paste text"
@@ -51,7 +53,7 @@ def current_model():
             options = local_checkpoint.load_options()
         return services.load_model(name, **options)
     except RMTLensError as exc:
-        st.error(f"Could not load this model: {exc}")
+        st.error(literal(f"Could not load this model: {services.app_message(exc)}"))
         return None
 
 
@@ -71,13 +73,13 @@ def _choose_document(model) -> tuple[services.Document | None, bool, str | None]
     index = 0 if state.SOURCE in st.session_state else (2 if symbolic else 0)
     source = st.radio("Document", sources, key=state.SOURCE, index=index)
     if symbolic and source != services.DEMOS[2]:
-        st.warning(f"This model was trained on the {model.config.task} task: ordinary text is mostly unknown "
+        st.warning(f"This model was trained on the {literal(model.config.task)} task: ordinary text is mostly unknown "
                    "tokens to it. Pick “Copy task (demo)” to see it work.")
     if source in services.DEMOS:
         try:
             return services.demo_document(source, model), False, None
         except (ValueError, RuntimeError, RMTLensError) as exc:  # a demo this model's tokenizer cannot express
-            st.error(f"This demo does not fit the selected model: {exc}")
+            st.error(literal(f"This demo does not fit the selected model: {services.app_message(exc)}"))
             return None, False, "this demo does not fit the model"
     if source == PASTE:
         # A form: the text travels with the Run click, so the first click after typing runs it.
@@ -93,10 +95,14 @@ def _choose_document(model) -> tuple[services.Document | None, bool, str | None]
                 st.warning("The text box is empty: paste or type some text, then Run.")
             return None, False, "the text box is empty (paste or type some text)"
         return services.Document("Pasted text", text), clicked, None
-    upload = st.file_uploader("File (.txt .md .pdf .docx .html)",
-                              type=[ext.lstrip(".") for ext in services.upload_extensions()])
+    upload = st.file_uploader("File (.txt .md .pdf .docx .html, or a saved trace .rmtrace)",
+                              type=[ext.lstrip(".") for ext in services.upload_extensions()]
+                              + [services.TRACE_SUFFIX.lstrip(".")])
     if upload is None:
         return None, False, "no file chosen yet"
+    if upload.name.lower().endswith(services.TRACE_SUFFIX):
+        _open_saved_trace(upload, model)
+        return None, False, "a saved trace is shown as it was saved (Run traces a document)"
     read = st.session_state.get(state.UPLOADED)
     if read is None or read[0] != upload.file_id:  # read once per upload (a refusal too), not on every rerun
         with st.spinner("Reading the file…"):
@@ -106,7 +112,7 @@ def _choose_document(model) -> tuple[services.Document | None, bool, str | None]
                 read = (upload.file_id, exc)
         st.session_state[state.UPLOADED] = read
     if isinstance(read[1], RMTLensError):
-        st.error(str(read[1]))
+        st.error(literal(services.app_message(read[1])))
         action = services.truncate_action(read[1])  # e.g. "Read the first 2,000,000 characters"
         if action is None or not st.button(action, key="read_start_of_upload"):
             return None, False, "the file could not be read (see the message above)"
@@ -117,12 +123,49 @@ def _choose_document(model) -> tuple[services.Document | None, bool, str | None]
                 read = (upload.file_id, exc)
         st.session_state[state.UPLOADED] = read
         if isinstance(read[1], RMTLensError):
-            st.error(str(read[1]))
+            st.error(literal(services.app_message(read[1])))
             return None, False, "the file could not be read (see the message above)"
     document = read[1]
     if document.note:
-        st.info(document.note)
+        st.info(literal(document.note))
     return document, False, None
+
+
+def _open_saved_trace(upload, model) -> None:
+    """Show an uploaded .rmtrace (once per file): checked against the selected model
+    (services.open_trace); a refusal stays on screen while the file is in the uploader."""
+    opened = st.session_state.get(state.OPENED_TRACE)
+    if opened is not None and opened[0] == (upload.file_id, model.weights_hash()):
+        if opened[1]:
+            st.error(literal(opened[1]))
+        return
+    if running():
+        st.warning("A run is in progress: wait for it or Cancel it, then open the trace.")
+        return
+    try:
+        trace = services.open_trace(upload.getvalue(), model, name=upload.name)
+    except RMTLensError as exc:
+        st.session_state[state.OPENED_TRACE] = ((upload.file_id, model.weights_hash()), str(exc))
+        st.error(literal(exc))
+        return
+    st.session_state[state.OPENED_TRACE] = ((upload.file_id, model.weights_hash()), None)
+    document = services.traced_document(trace)
+    answer, answer_error = None, None
+    if trace.complete:  # the answer when the document ends with a question, as after a run
+        with st.spinner("Finding the answer…"):
+            try:
+                answer = rmt_answers.answer_from_trace(trace)
+            except RMTLensError as exc:
+                answer_error = f"The answer could not be attributed: {services.app_message(exc)}"
+    st.session_state.update({state.TRACE: trace, state.DOCUMENT: document, state.ANSWER: answer,
+                             state.SEGMENT: trace.num_segments - 1, state.RUN_ERROR: answer_error,
+                             state.ATTENTION_CACHE: {}, state.ATTRIBUTION_CACHE: {}})
+    state_note = "" if trace.complete else " (a partial trace)"
+    st.session_state[state.RUN_MESSAGE] = (f"Opened {upload.name}: {trace.num_tokens:,} tokens in "
+                                           f"{trace.num_segments} segments{state_note}, made with {model.name}.")
+    runs.store().put(st.session_state[state.TOKEN], runs.Saved(
+        source=st.session_state.get(state.SOURCE), document=document,
+        checkpoint=st.session_state.get(state.CHECKPOINT), trace=trace, answer=answer))
 
 
 def start(model, document: services.Document, question: str | None = None, window: int | None = None) -> None:
@@ -255,16 +298,16 @@ def render():
             st.button("Cancel", key="cancel_run", on_click=_cancel,
                       help="Stop after the current segment (or leave the queue); the segments done are kept.")
         if st.session_state.get(state.RUN_ERROR):
-            st.error(st.session_state[state.RUN_ERROR])
+            st.error(literal(st.session_state[state.RUN_ERROR]))
         if st.session_state.get(state.RUN_MESSAGE):
-            st.caption(st.session_state[state.RUN_MESSAGE])
+            st.caption(literal(st.session_state[state.RUN_MESSAGE]))
         trace = st.session_state.get(state.TRACE)
         if trace is not None and trace.num_segments > 1:
             st.session_state.setdefault(state.SEGMENT, trace.num_segments - 1)
             st.session_state[state.SEGMENT] = min(st.session_state[state.SEGMENT], trace.num_segments - 1)
             st.slider("Segment", 0, trace.num_segments - 1, key=state.SEGMENT)
         with st.expander("Model facts", expanded=False):
-            st.table({k: [str(v)] for k, v in services.model_facts(model).items()}, border="horizontal")
+            st.table({k: [literal(v)] for k, v in services.model_facts(model).items()}, border="horizontal")
         return progress
 
 

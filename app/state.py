@@ -29,3 +29,4 @@ PENDING_SEGMENT = "pending_segment"  # a segment to select on the next run (set 
 ASK_QUESTION = "ask_question"
 ASK_ERROR = "ask_error"
 ASK_WINDOW = "ask_window"  # earlier segments the answer's through-memory attribution unrolls
+OPENED_TRACE = "opened_trace"  # ((upload file id, model weights hash), refusal message or None) of a .rmtrace upload

@@ -9,6 +9,7 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from app import state  # noqa: E402
+from app.views.common import literal  # noqa: E402
 
 PAGES = ["screens/timeline.py", "screens/attention.py", "screens/memory.py", "screens/attribution.py", "screens/export.py"]
 TIMEOUT = 240
@@ -177,7 +178,7 @@ def test_ask_shows_the_answer_on_the_demo_document():
     assert answer.trace is trace and answer.site.question == fact and len(answer.predictions) == 3
     assert answer.answer == document.answer  # the shipped model gets its demo right
     line = next(m.value for m in at.markdown if "Question at the end" in m.value)
-    assert f"“{fact}”" in line and f"**“{answer.answer}”**" in line
+    assert f"“{literal(fact)}”" in line and f"**“{literal(answer.answer)}”**" in line  # user text escaped
     assert answer.memory_segment is not None
     assert any(f"segment {answer.memory_segment}" in m.value for m in at.markdown)
     # "Open it on Attention": selects that segment and switches page
@@ -210,7 +211,8 @@ def test_a_model_without_questions_says_what_it_cannot_answer():
     assert any("not on questions" in c.value for c in at.caption)
     assert not [b for b in at.button if b.label == "Ask"]
     # the pages say that the trace shown was made with another model
-    assert any("not the selected model" in w.value and rmt_core.DEFAULT_CHECKPOINT in w.value for w in at.warning)
+    assert any("not the selected model" in w.value and literal(rmt_core.DEFAULT_CHECKPOINT) in w.value
+               for w in at.warning)
 
 
 def test_empty_paste_says_why_nothing_runs():

@@ -9,7 +9,7 @@ from rmt_core.viz import figures
 from rmt_core.tracing.trace import BLOCK_PAIRS
 
 from app import services, sidebar
-from app.views.common import guarded, require_trace_with_model, show_figure, visible_token
+from app.views.common import guarded, literal, require_trace_with_model, show_figure, visible_token
 
 MAX_HEATMAP = 200  # positions per axis before the heatmap is cut (the browser stays responsive)
 
@@ -92,5 +92,5 @@ def _bertviz(kind: str, attention: np.ndarray, labels: list[str], layer: int) ->
                    "open it with the token labels (R0.. read slots, then the tokens, then W0.. write slots)"
                    + (f"; the view scrolls inside its frame ({view.height} px)." if view.height > height else "."))
     if view.note:
-        st.caption(view.note)
+        st.caption(literal(view.note))
     st.iframe(view.html, height=height)

@@ -12,7 +12,8 @@ from rmt_core.viz import figures
 from rmt_core.viz.render import document_html
 
 from app import sidebar, state
-from app.views.common import guarded, require_trace_with_model, show_figure, visible_token
+from app import services
+from app.views.common import guarded, literal, require_trace_with_model, show_figure, visible_token
 
 
 def _cached(trace, key: tuple, compute):
@@ -57,7 +58,7 @@ def _views(trace, segment: int) -> None:
     if custom:
         ids = encode_ids(tokenizer, custom) if tokenizer is not None else []
         if len(ids) != 1:
-            st.error(f"“{custom}” is {len(ids)} tokens for this model; give a single token (e.g. with its leading space).")
+            st.error(f"“{literal(custom)}” is {len(ids)} tokens for this model; give a single token (e.g. with its leading space).")
             return
         target = ids[0]
     elif segment == trace.num_segments - 1 and position == seg.num_tokens - 1:
@@ -82,7 +83,7 @@ def _views(trace, segment: int) -> None:
             with tab_int:
                 _interventions(trace)
     except RMTLensError as exc:
-        st.error(str(exc))
+        st.error(literal(services.app_message(exc)))
 
 
 def _baseline(kind: str, method: str, key: str) -> str | None:
@@ -164,8 +165,8 @@ def _through(trace, segment, position, target, method) -> None:
     st.markdown(f"Scored segments **{first}..{last}**" + ("" if result.reaches_start else
                 f" — the window stops short of the document's start (segments 0..{first - 1} not scored)") + ".")
     if result.note:
-        st.info(result.note)
-    st.caption(f"Document coloured by attribution of log p({result.target_token!r}) at position {position} of "
+        st.info(literal(result.note))
+    st.caption(f"Document coloured by attribution of log p({literal(repr(result.target_token))}) at position {position} of "
                f"segment {segment}: orange = raises it, blue = lowers it.")
     html, note = document_html(trace, values=np.nan_to_num(result.scores, nan=0.0), value_name="attribution",
                                selected_segment=segment, signed=True,
@@ -216,10 +217,10 @@ def _interventions(trace) -> None:
     if result.answer_before is not None:
         site = answers.answer_site(trace)
         what = "Answer after “Answer:”" if site is not None else "Next token predicted after the document"
-        line = (f"{what} before: **“{result.answer_before}”** (p = {result.p_answer_before:.3f}) · after: "
-                f"**“{result.answer_after}”** (p = {result.p_answer_after:.3f})"
+        line = (f"{what} before: **“{literal(result.answer_before)}”** (p = {result.p_answer_before:.3f}) · after: "
+                f"**“{literal(result.answer_after)}”** (p = {result.p_answer_after:.3f})"
                 + (" — **the answer changed**." if result.answer_changed else "."))
         if result.expected is not None and result.p_expected_after is not None:
-            line += (f" The document's own next token “{result.expected}”: p = {result.p_expected_before:.3f} → "
+            line += (f" The document's own next token “{literal(result.expected)}”: p = {result.p_expected_before:.3f} → "
                      f"{result.p_expected_after:.3f}.")
         st.markdown(line)

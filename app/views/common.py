@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import re
 
 import streamlit as st
 
@@ -11,9 +12,29 @@ from rmt_core.viz.render import document_html, window_start
 from rmt_core.token_text import token_label
 
 from app import state
+from app.services import app_message
 
 WINDOW_TOKENS = 6000  # tokens of a long document shown at once, around the selected segment
 VISIBLE_WHITESPACE = str.maketrans({" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"})
+_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character: CommonMark escapes each
+# GFM turns "http://…", "www.…" and "a@b.c" into links after the escapes are read; an invisible
+# word joiner (U+2060) in the middle keeps them text
+_AUTOLINK = re.compile(r"(?<=:)(?=//)|(?<=www)(?=\.)|(?<=@)", re.IGNORECASE)
+WORD_JOINER = "\u2060"
+
+
+def literal(text: object) -> str:
+    """`text` as Markdown source that st.markdown / st.caption / st.info / st.warning / st.error
+    show exactly as typed: no Markdown, no KaTeX (`$…$`), no HTML, no images or links (a
+    document's `![q](http://host/q.png)` must never make a browser fetch it), no `:emoji:` or
+    `:red[…]` directives. Every ASCII punctuation character is backslash-escaped (CommonMark),
+    line breaks stay line breaks, leading spaces stay spaces (not a code block), and GFM's bare
+    links get an invisible word joiner (U+2060). For any user-derived text: questions, answers,
+    tokens, file and document names, paths, error messages. Source of the problem: streamlit#8099."""
+    text = str(text).replace("\r\n", "\n").replace("\r", "\n")
+    text = _PUNCTUATION.sub(r"\\\1", _AUTOLINK.sub(WORD_JOINER, text))
+    lines = [re.sub(r"^[ \t]+", lambda m: "\u00a0" * len(m.group()), line) for line in text.split("\n")]
+    return "\\\n".join(lines)  # a backslash at a line's end: a hard line break
 
 
 def visible_token(token: str) -> str:
@@ -32,8 +53,9 @@ def require_trace():
     current = st.session_state.get("current_model_name")
     made_with = trace.model_info.get("name")
     if current and made_with and current != made_with:
-        st.warning(f"These pages show the trace made with **{made_with}**, not the selected model "
-                   f"**{current}**: press Run to trace the document with {current}.", icon=":material/history:")
+        st.warning(f"These pages show the trace made with **{literal(made_with)}**, not the selected model "
+                   f"**{literal(current)}**: press Run to trace the document with {literal(current)}.",
+                   icon=":material/history:")
     return trace
 
 
@@ -50,9 +72,9 @@ def show_error(exc: BaseException, context: str = "") -> None:
     """One message for an exception: an RMTLensError's own text; anything else (a bug) as one line
     saying where its traceback was logged, with a request to report it. Never a traceback on screen."""
     if isinstance(exc, RMTLensError):
-        st.error(str(exc))
+        st.error(literal(app_message(exc)))
     else:
-        st.error(unexpected_error_message(exc, context), icon="🐞")
+        st.error(literal(unexpected_error_message(exc, context)), icon="🐞")
 
 
 def guarded(fn):
@@ -89,7 +111,7 @@ def document_view(trace, segment: int, key: str, height: int = 380, **html_kwarg
                                **html_kwargs)
     if note:
         c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-        c1.caption(note)
+        c1.caption(literal(note))
         jump_key = f"{key}_jump"
         st.session_state[jump_key] = int(segment)
         c2.number_input(f"Jump to segment (0–{trace.num_segments - 1})", 0, trace.num_segments - 1, step=1,

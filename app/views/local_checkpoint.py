@@ -9,6 +9,7 @@ import streamlit as st
 from rmt_core import RMTLensError
 
 from app import services, settings, state
+from app.views.common import literal
 
 PICKLE_WARNING = (
     "These weights are a **pickled** PyTorch file. Unpickling can run code hidden in the file. "
@@ -29,11 +30,11 @@ def choose() -> str | None:
         folder = services.allowed_checkpoint(folder)
         info = services.inspect_checkpoint(folder)
     except RMTLensError as exc:
-        st.error(f"Could not load this model: {exc}")
+        st.error(literal(f"Could not load this model: {services.app_message(exc)}"))
         return None
     if info.format not in ("authors", "pickled"):
         return folder  # RMT Lens's own, or a format whose refusal the loader explains
-    st.info(f"Found {info.describe()}. It does not store everything RMT Lens needs:")
+    st.info(f"Found {literal(info.describe())}. It does not store everything RMT Lens needs:")
     if not info.has_segment_size:
         st.number_input("Segment size it was trained with (tokens)", min_value=1, value=None, step=1,
                         key=state.LOCAL_SEGMENT_SIZE)
@@ -56,7 +57,7 @@ def choose() -> str | None:
     segment = {"segment_size": options["segment_size"]} if options["segment_size"] else None
     missing = info.missing(options["trust_pickle"], segment, options["backbone"])
     if missing:
-        st.caption("Still needed: " + "; ".join(item.split(":")[0] for item in missing) + ".")
+        st.caption(literal("Still needed: " + "; ".join(item.split(":")[0] for item in missing) + "."))
         return None
     return folder
 

@@ -9,7 +9,7 @@ from rmt_core.explain import answers as rmt_answers
 from rmt_core.explain import attribution
 
 from app import services, sidebar, state
-from app.views.common import document_view, require_trace, show_figure
+from app.views.common import document_view, literal, require_trace, show_figure
 
 SEGMENT_PAGES = [("Timeline", "screens/timeline.py"), ("Attention", "screens/attention.py"),
                  ("Memory", "screens/memory.py"), ("Attribution", "screens/attribution.py")]
@@ -42,7 +42,7 @@ def render() -> None:
         _ask_box(model)
     if not trace.complete:
         st.warning(f"Partial trace: {trace.num_segments} segments were done before the run was cancelled.")
-    st.caption(f"{meta.get('document', '')} · colour = surprise (−log p of each token); §n marks the start of segment n.")
+    st.caption(f"{literal(meta.get('document', ''))} · colour = surprise (−log p of each token); §n marks the start of segment n.")
     segment = sidebar.selected_segment(trace)
     document_view(trace, segment, key="overview_doc", marked_chars=[tuple(s) for s in meta.get("fact_spans", [])])
     show_figure(figures.segment_curves(trace, selected=segment), key="overview_curves")
@@ -51,21 +51,21 @@ def render() -> None:
 def _answer_panel(trace, answer: rmt_answers.AskResult) -> None:
     site = answer.site
     top = answer.predictions
-    others = ", ".join(f"“{p.text}” {p.probability:.2f}" for p in top[1:])
-    question = f"“{site.question}”" if site.question else "the question"
-    line = (f"**Question at the end:** {question} — the model answers **“{top[0].text}”** "
+    others = ", ".join(f"“{literal(p.text)}” {p.probability:.2f}" for p in top[1:])
+    question = f"“{literal(site.question)}”" if site.question else "the question"
+    line = (f"**Question at the end:** {question} — the model answers **“{literal(top[0].text)}”** "
             f"(p = {top[0].probability:.2f}; then {others}).")
     if site.expected is not None:
         verdict = "✓ correct" if answer.correct else "✗ wrong"
-        line += f" The document's answer is **“{site.expected}”** — {verdict}."
+        line += f" The document's answer is **“{literal(site.expected)}”** — {verdict}."
     if answer.candidates and answer.attributed is not None and answer.attributed.token_id != top[0].token_id:
         best = answer.candidates[0]
-        line += (f" “{top[0].text}” is not one of the answers it was trained on; the most likely of those is "
-                 f"**“{best.text}”** (p = {best.probability:.3f}).")
+        line += (f" “{literal(top[0].text)}” is not one of the answers it was trained on; the most likely of "
+                 f"those is **“{literal(best.text)}”** (p = {best.probability:.3f}).")
     with st.container(border=True):
         st.markdown(line)
         for warning in answer.warnings:  # the answer's limits, right under it
-            st.warning(warning.text, icon=":material/report:")
+            st.warning(literal(warning.text), icon=":material/report:")
         _carrier_line(trace, answer)
         if answer.memory_segment is not None:
             cols = st.columns(len(SEGMENT_PAGES) + 1)
@@ -76,7 +76,7 @@ def _answer_panel(trace, answer: rmt_answers.AskResult) -> None:
                               on_click=sidebar.request_segment, args=(answer.memory_segment,)):
                     st.switch_page(page)
         if answer.note:
-            st.caption(answer.note)
+            st.caption(literal(answer.note))
 
 
 def _carrier_line(trace, answer: rmt_answers.AskResult) -> None:
@@ -84,7 +84,7 @@ def _carrier_line(trace, answer: rmt_answers.AskResult) -> None:
     if answer.segment_scores is None or answer.scored is None:
         return
     first, last = answer.scored
-    what = f"log p(“{answer.attributed.text}”)"
+    what = f"log p(“{literal(answer.attributed.text)}”)"
     window = (f"segments {first}..{last} scored" + ("" if first == 0 else
               f"; segments 0..{first - 1} not scored, the window stops short of the document's start"))
     if answer.memory_segment is None:
@@ -117,7 +117,7 @@ def _ask(model) -> None:
     try:
         text = rmt_answers.prompt_text(model, document.ask_body(), question)
     except QuestionError as exc:
-        st.session_state[state.ASK_ERROR] = str(exc)
+        st.session_state[state.ASK_ERROR] = services.app_message(exc)
         return
     asked = services.Document(document.name if "+ question" in document.name else f"{document.name} + question",
                               text, fact_spans=document.fact_spans, body=document.ask_body())
@@ -186,7 +186,7 @@ def _ask_box(model) -> None:
                        type="tertiary")
         _window_control(document)
         if st.session_state.get(state.ASK_ERROR):
-            st.error(st.session_state[state.ASK_ERROR])
+            st.error(literal(st.session_state[state.ASK_ERROR]))
         pending = st.session_state.pop("ask_pending", None)
         if pending is not None and not sidebar.running():
             sidebar.start(model, pending[0], question=pending[1], window=pending[2])

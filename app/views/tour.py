@@ -7,7 +7,7 @@ from rmt_core import RMTLensError
 from rmt_core.viz.tour import make_tour, tour_steps
 
 from app import services, state
-from app.views.common import show_figure
+from app.views.common import literal, show_figure
 
 
 @st.cache_resource(show_spinner="Preparing the tour (tracing and attributing the sample)…", max_entries=8)
@@ -34,7 +34,7 @@ def render() -> None:
     try:
         tour, steps = _tour(checkpoint, seed)
     except RMTLensError as exc:
-        st.error(str(exc))
+        st.error(literal(services.app_message(exc)))
         return
     # The buttons move the step in callbacks, before this run draws them: their state is never a click behind.
     index = min(st.session_state.get(state.TOUR_STEP, 0), len(steps) - 1)
