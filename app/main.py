@@ -14,12 +14,16 @@ import streamlit as st  # noqa: E402
 
 from rmt_core.viz.figures import use_template_by_default  # noqa: E402
 
-from app import sidebar  # noqa: E402
-from app.views.common import show_error  # noqa: E402
+from app import sidebar, threads  # noqa: E402
+from app.views.common import literal, show_error  # noqa: E402
 
 use_template_by_default()  # the figures' template as plotly's default: not validated again for every figure
 
 st.set_page_config(page_title="RMT Lens", page_icon=str(Path(__file__).with_name("icon.png")), layout="wide")  # served locally
+try:  # torch threads per job and jobs at once, once per server (app/threads.py)
+    threads.configure()
+except ValueError as exc:
+    st.error(literal(exc))
 
 pages = [
     st.Page("screens/overview.py", title="Overview", icon=":material/home:", url_path="overview", default=True),

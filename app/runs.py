@@ -35,7 +35,7 @@ import rmt_core
 from rmt_core import RMTLensError
 from rmt_core.explain import answers as rmt_answers
 
-from app import settings
+from app import settings, threads
 from app.services import app_message
 
 log = logging.getLogger("rmt_lens.app")
@@ -146,6 +146,9 @@ class RunJob:
         self._thread.join(timeout)
         return self.finished
 
+    def _waiting(self) -> None:
+        self.phase = "Waiting for another session's model work to finish"
+
     def _work(self) -> None:
         if not queue().enter(self):
             self.phase = "Cancelled while waiting"
@@ -159,20 +162,30 @@ class RunJob:
             stream.trace.meta.update({"document": self.document.name, "fact_spans": self.document.fact_spans,
                                       "answer": self.document.answer, "question": self.question})
             self.phase = "Tracing"
-            for record in stream:
+            records = iter(stream)
+            while True:  # one segment per job place (app.threads): other sessions' work interleaves
+                with threads.heavy(self._waiting):
+                    record = next(records, None)
+                if record is None:
+                    break
                 self.done = record.index + 1
+                self.phase = "Tracing"
             self.trace = stream.trace
             if self.trace.complete:
                 self.phase = "Finding the answer"
                 try:
                     site = rmt_answers.answer_site(self.trace)
+                    phase = "Finding the answer"
                     if site is not None and site.segment > 0:
                         from rmt_core.explain.attribution import estimate_through_seconds
 
                         n, seconds = estimate_through_seconds(self.trace, site.segment, self.window)
-                        self.phase = (f"Finding the answer: through-memory attribution over {n} earlier segments "
-                                      f"(estimated {seconds:.0f} s)")
-                    self.answer = rmt_answers.answer_from_trace(self.trace, max_segments=self.window)
+                        phase = (f"Finding the answer: through-memory attribution over {n} earlier segments "
+                                 f"(estimated {seconds:.0f} s)")
+                    self.phase = phase
+                    with threads.heavy(self._waiting):
+                        self.phase = phase
+                        self.answer = rmt_answers.answer_from_trace(self.trace, max_segments=self.window)
                 except RMTLensError as exc:
                     self.answer_error = app_message(exc)
         except RMTLensError as exc:

@@ -409,7 +409,10 @@ def attention_for(trace, segment: int) -> np.ndarray:
     if key not in cache:
         if len(cache) > 32:
             cache.clear()
-        cache[key] = trace.attention(segment)
+        from app import threads
+
+        with threads.heavy():
+            cache[key] = trace.attention(segment)
     return cache[key]
 
 

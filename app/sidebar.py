@@ -13,7 +13,7 @@ from rmt_core import RMTLensError
 from rmt_core.explain import answers as rmt_answers
 from rmt_core.training.evaluation import ALGORITHMIC_TASKS
 
-from app import runs, services, state
+from app import runs, services, state, threads
 from app.views import local_checkpoint
 from app.views.common import literal
 
@@ -152,7 +152,7 @@ def _open_saved_trace(upload, model) -> None:
     document = services.traced_document(trace)
     answer, answer_error = None, None
     if trace.complete:  # the answer when the document ends with a question, as after a run
-        with st.spinner("Finding the answer…"):
+        with st.spinner("Finding the answer…"), threads.heavy():
             try:
                 answer = rmt_answers.answer_from_trace(trace)
             except RMTLensError as exc:

@@ -192,3 +192,25 @@ def test_library_advice_is_worded_for_the_app(monkeypatch):
     assert "Target token" in services.app_message("The last token of the document has no next token: "
                                                   "pass target= (a token id).")
     assert "under Model" in services.app_message("This trace was made with 'x'. Load the checkpoint it was made with.")
+
+
+# ---------------------------------------------------------------------- the document window follows the segment
+def test_the_document_window_follows_the_selected_segment():
+    from app.views.common import LEAD_TOKENS
+
+    text = "Mary went to the garden. It is a truth universally acknowledged, that a single man " * 120
+    at = _app()
+    at.radio(key=state.SOURCE).set_value("Paste text").run()
+    at.text_area(key=state.PASTED).input(text)
+    _run_button(at).click().run()
+    trace = at.session_state[state.TRACE]
+    assert trace.num_segments > 110
+    html = lambda: next(h.proto.body for h in at.get("html") if "rmt-doc" in h.proto.body)  # noqa: E731
+    first = lambda: int(re.search(r">§(\d+)<", html()).group(1))  # noqa: E731
+    for segment in (104, 0, 57):
+        at.slider(key=state.SEGMENT).set_value(segment).run()
+        assert not at.exception
+        lead = sum(s.num_tokens for s in trace.segments[first():segment])
+        assert f">§{segment}<" in html() and first() <= segment and lead <= LEAD_TOKENS, (segment, first())
+        assert segment == 0 or lead > LEAD_TOKENS - trace.segments[0].num_tokens  # as much lead as fits
+    assert first() > 0 and any("Showing segments" in c.value for c in at.caption)

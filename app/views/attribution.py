@@ -12,7 +12,7 @@ from rmt_core.viz import figures
 from rmt_core.viz.render import document_html
 
 from app import sidebar, state
-from app import services
+from app import services, threads
 from app.views.common import guarded, literal, require_trace_with_model, show_figure, visible_token
 
 
@@ -20,7 +20,8 @@ def _cached(trace, key: tuple, compute):
     cache = st.session_state.setdefault(state.ATTRIBUTION_CACHE, {})
     full_key = (id(trace),) + key
     if full_key not in cache:
-        cache[full_key] = compute()
+        with threads.heavy():  # one of the server's job places (app/threads.py)
+            cache[full_key] = compute()
     return cache[full_key]
 
 

@@ -8,13 +8,14 @@ import streamlit as st
 
 from rmt_core.errors import RMTLensError, unexpected_error_message
 from rmt_core.viz.figures import FIGURE_CONFIG
-from rmt_core.viz.render import document_html, window_start
+from rmt_core.viz.render import document_html
 from rmt_core.token_text import token_label
 
 from app import state
 from app.services import app_message
 
-WINDOW_TOKENS = 6000  # tokens of a long document shown at once, around the selected segment
+WINDOW_TOKENS = 6000  # tokens of a long document shown at once, from a little before the selected segment
+LEAD_TOKENS = 256  # tokens shown before the selected segment: the box opens with that segment in sight
 VISIBLE_WHITESPACE = str.maketrans({" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"})
 _PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character: CommonMark escapes each
 # GFM turns "http://…", "www.…" and "a@b.c" into links after the escapes are read; an invisible
@@ -104,9 +105,21 @@ def _jump(key: str) -> None:
     st.session_state[state.SEGMENT] = int(st.session_state[key])
 
 
+def window_first(trace, segment: int, lead_tokens: int = LEAD_TOKENS) -> int:
+    """The first segment shown: the earliest whose text up to `segment` is at most `lead_tokens`
+    tokens (always `segment` itself or earlier). A box that opens at the top then shows the
+    selected segment without scrolling, and the window follows the selection."""
+    first, before = int(segment), 0
+    while first > 0 and before + trace.segments[first - 1].num_tokens <= lead_tokens:
+        first -= 1
+        before += trace.segments[first].num_tokens
+    return first
+
+
 def document_view(trace, segment: int, key: str, height: int = 380, **html_kwargs) -> None:
-    """The document around `segment` (a window of a long one) with a box to jump to any segment."""
-    first = window_start(trace, segment, WINDOW_TOKENS)
+    """The document from just before `segment` on (a window of a long one: the box opens with the
+    selected segment in sight), with a box to jump to any segment."""
+    first = window_first(trace, segment)
     html, note = document_html(trace, selected_segment=segment, first_segment=first, max_tokens=WINDOW_TOKENS,
                                **html_kwargs)
     if note:

@@ -6,14 +6,15 @@ import streamlit as st
 from rmt_core import RMTLensError
 from rmt_core.viz.tour import make_tour, tour_steps
 
-from app import services, state
+from app import services, state, threads
 from app.views.common import literal, show_figure
 
 
 @st.cache_resource(show_spinner="Preparing the tour (tracing and attributing the sample)…", max_entries=8)
 def _tour(checkpoint: str, seed: int):
     model = services.load_model(checkpoint)
-    tour = make_tour(model, seed=seed)
+    with threads.heavy():
+        tour = make_tour(model, seed=seed)
     return tour, tour_steps(tour)
 
 
