@@ -15,8 +15,10 @@ import streamlit as st  # noqa: E402
 from rmt_core.viz.figures import use_template_by_default  # noqa: E402
 
 from app import sidebar, threads  # noqa: E402
+from app.offline import keep_lookups_local  # noqa: E402
 from app.views.common import literal, show_error  # noqa: E402
 
+keep_lookups_local()  # app/main.py run directly too (make app's app/server.py did it at start)
 use_template_by_default()  # the figures' template as plotly's default: not validated again for every figure
 
 st.set_page_config(page_title="RMT Lens", page_icon=str(Path(__file__).with_name("icon.png")), layout="wide")  # served locally

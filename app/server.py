@@ -18,6 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `app` and `rmt_core` importable
 
+from app.offline import keep_lookups_local  # noqa: E402
+
+keep_lookups_local()  # before Streamlit prints its URLs or checks an origin (app/offline.py)
+
 import streamlit as st  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 

@@ -120,15 +120,15 @@ def _die_with_parent() -> None:
 
 
 def start_server(log_dir: Path, extra_env: dict[str, str] | None = None, prefix: list[str] | None = None,
-                 as_make_app: bool = False) -> StreamlitServer:
-    """`streamlit run app/main.py` on a free port. prefix: a command to run it under (e.g. strace);
+                 as_make_app: bool = False, script: str = "app/server.py") -> StreamlitServer:
+    """`streamlit run app/server.py` (or `script`) on a free port. prefix: a command to run it under (e.g. strace);
     as_make_app: only the flags `make app` gives (no bind address, file watcher on), so the
     start-up is the one a user gets."""
     port = free_port()
     log_path = log_dir / f"streamlit-{port}.log"
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", **(extra_env or {}))
     python = REPO / ".venv" / "bin" / "python"
-    cmd = [str(python if python.exists() else sys.executable), "-m", "streamlit", "run", "app/server.py",
+    cmd = [str(python if python.exists() else sys.executable), "-m", "streamlit", "run", script,
            "--server.headless", "true", "--server.port", str(port)]  # the rest: .streamlit/config.toml
     if not as_make_app:
         cmd += ["--server.address", "127.0.0.1", "--server.fileWatcherType", "none"]

@@ -2,11 +2,13 @@
 
 The browser tests abort requests the *page* makes; this checks the *server process* and every
 thread and child of it: each connect/sendto/sendmsg/sendmmsg system call during start-up, a page
-load, the first screen's run and a page switch must go to a loopback address (DNS included: a
-look-up is a packet to the resolver's address). Streamlit's headless start-up used to connect a
-UDP socket to 8.8.8.8 and ask DNS for checkip.amazonaws.com; `.streamlit/config.toml`'s
-`browser.serverAddress` stops that, and a negative control shows the same trace catches it
-when that file is not there.
+load, the first screen's run, a page switch and a WebSocket from another origin must go to a
+loopback address (DNS included: a look-up is a packet to the resolver's address). Streamlit's
+headless start-up used to connect a UDP socket to 8.8.8.8 and ask DNS for checkip.amazonaws.com;
+`.streamlit/config.toml`'s `browser.serverAddress` stops that, and app/server.py (what `make app`
+serves: app/offline.py) stops the same look-ups Streamlit makes for a WebSocket from another
+origin (any web page can open one). Negative controls show the same trace catches both when
+those fixes are not there.
 
 Needs Debian's strace (`make test` installs it) and Chromium; skipped LOUDLY without them.
 """
@@ -67,6 +69,19 @@ def outside_calls(log: str) -> list[str]:
     return found
 
 
+def _websocket_from_another_origin(port: int) -> str:
+    """Open the app's WebSocket as a page of another site would; the status line of the answer.
+    (Streamlit checks such an origin against the machine's addresses, which it used to look up.)"""
+    import socket
+
+    request = (f"GET /_stcore/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               "Sec-WebSocket-Version: 13\r\nOrigin: http://evil.example\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request.encode())
+        return sock.recv(4096).decode(errors="replace").splitlines()[0]
+
+
 def test_the_detector_sees_a_connection_outside(tmp_path):
     """Negative control of the parser: a UDP connect to 8.8.8.8 is found; loopback ones are not."""
     log = tmp_path / "probe.txt"
@@ -112,6 +127,7 @@ def test_the_server_sends_nothing_outside_the_machine(browser, tmp_path):
             open_app(session, server.url)  # waits until the demo is traced and charted
             goto_page(session.page, "Attention")
             assert_offline(session)
+            assert _websocket_from_another_origin(server.port).startswith("HTTP/1.1 403")  # refused, asked no one
         finally:
             session.context.close()
     finally:
@@ -121,3 +137,15 @@ def test_the_server_sends_nothing_outside_the_machine(browser, tmp_path):
     assert "Did not auto detect external IP" not in server.log_tail(20_000)
     found = outside_calls(text)
     assert not found, "the server sent something outside the machine:\n" + "\n".join(found[:10])
+
+
+def test_a_plain_streamlit_run_looked_outside_for_a_websocket_from_another_origin(browser, tmp_path):
+    """Negative control of the WebSocket check: `streamlit run app/main.py` (not app/server.py),
+    before any session has run it: a foreign origin made Streamlit look up addresses."""
+    log = tmp_path / "strace.txt"
+    server = start_server(tmp_path, prefix=_strace() + ["-o", str(log)], script="app/main.py")
+    try:
+        assert _websocket_from_another_origin(server.port).startswith("HTTP/1.1 403")
+    finally:
+        server.stop()
+    assert outside_calls(log.read_text()), "the control should have seen Streamlit's look-ups for the origin check"
