@@ -166,7 +166,7 @@ def _ask_box(model) -> None:
             st.caption(f"{op.sentence()} Ask about {_names(spec.entities)}, one person per document "
                        "(the model card's own tables).")
         else:
-            st.caption(spec.description)
+            st.caption(literal(spec.description))
         if not spec.answerable:
             return
         document = st.session_state.get(state.DOCUMENT)
