@@ -163,9 +163,11 @@ def _open_saved_trace(upload, model) -> None:
     state_note = "" if trace.complete else " (a partial trace)"
     st.session_state[state.RUN_MESSAGE] = (f"Opened {upload.name}: {trace.num_tokens:,} tokens in "
                                            f"{trace.num_segments} segments{state_note}, made with {model.name}.")
-    runs.store().put(st.session_state[state.TOKEN], runs.Saved(
-        source=st.session_state.get(state.SOURCE), document=document,
-        checkpoint=st.session_state.get(state.CHECKPOINT), trace=trace, answer=answer))
+    owner = st.session_state.get(state.OWNER)
+    if owner:  # kept for a reload in this browser only (app.runs.SessionStore)
+        runs.store().put(st.session_state[state.TOKEN], owner, runs.Saved(
+            source=st.session_state.get(state.SOURCE), document=document,
+            checkpoint=st.session_state.get(state.CHECKPOINT), trace=trace, answer=answer))
 
 
 def start(model, document: services.Document, question: str | None = None, window: int | None = None) -> None:
