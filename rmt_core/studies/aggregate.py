@@ -55,6 +55,20 @@ def grid(rows: Sequence[dict[str, Any]], measure: str = "correct") -> Grid:
     return Grid(segments, depths, values, counts, measure)
 
 
+def difference(a: Grid, b: Grid) -> Grid:
+    """a - b on the cells both grids have (e.g. two checkpoints on the same grid); counts: the smaller."""
+    segments = [s for s in a.segments if s in b.segments]
+    depths = [d for d in a.depths if d in b.depths]
+    values = np.full((len(segments), len(depths)), np.nan)
+    counts = np.zeros((len(segments), len(depths)), dtype=int)
+    for i, s in enumerate(segments):
+        for j, d in enumerate(depths):
+            ia, ja, ib, jb = a.segments.index(s), a.depths.index(d), b.segments.index(s), b.depths.index(d)
+            values[i, j] = a.values[ia, ja] - b.values[ib, jb]
+            counts[i, j] = min(a.counts[ia, ja], b.counts[ib, jb])
+    return Grid(segments, depths, values, counts, f"{a.measure} difference")
+
+
 def cell_rows(rows: Sequence[dict[str, Any]], n_segments: int, depth: float) -> list[dict[str, Any]]:
     """The rows of one grid cell (errors included), in sample order."""
     return sorted((r for r in rows if r.get("n_segments") == n_segments and r.get("depth") is not None
@@ -123,4 +137,4 @@ def operating_range(rows: Sequence[dict[str, Any]], study: dict[str, Any] | None
     }
 
 
-__all__ = ["Grid", "grid", "scored", "cell_rows", "accuracy_by_length", "retention_by_age", "operating_range"]
+__all__ = ["Grid", "grid", "scored", "difference", "cell_rows", "accuracy_by_length", "retention_by_age", "operating_range"]

@@ -16,10 +16,13 @@ from .figures import SLOT_COLORS, _style, plotly_text, slot_color
 
 def grid_heatmap(values: np.ndarray, segments: Sequence[int], depths: Sequence[float], counts: np.ndarray | None = None,
                  title: str = "Accuracy by length and fact depth", label: str = "accuracy",
-                 zmin: float | None = 0.0, zmax: float | None = 1.0, diverging: bool = False) -> go.Figure:
+                 zmin: float | None = 0.0, zmax: float | None = 1.0, diverging: bool = False,
+                 clickable: bool = False) -> go.Figure:
     """Heatmap of values (len(segments), len(depths)): rows = length in segments, columns = fact
     depth in %. Each cell's customdata is (segments, depth) so a click names its cell; hover shows
-    the value and the number of samples. `diverging` centres a red-blue scale on 0 (differences)."""
+    the value and the number of samples. `diverging` centres a red-blue scale on 0 (differences).
+    `clickable` adds one invisible marker per cell (trace 1, same customdata): a click or box on it
+    is a point selection (Streamlit's on_select reports scatter points, not heatmap cells)."""
     values = np.asarray(values, dtype=np.float64)
     counts = np.zeros(values.shape, dtype=int) if counts is None else np.asarray(counts)
     seg = [int(s) for s in segments]
@@ -36,6 +39,12 @@ def grid_heatmap(values: np.ndarray, segments: Sequence[int], depths: Sequence[f
         texttemplate="%{text}", colorscale=scale, zmin=zmin, zmax=zmax, colorbar={"title": {"text": plotly_text(label)}},
         hovertemplate="%{customdata[0]} segments, fact at %{customdata[1]}%<br>" + plotly_text(label)
                       + " %{z:.3f} over %{customdata[2]} samples<extra></extra>"))
+    if clickable:
+        xs = [f"{d:g}%" for _ in seg for d in dep]
+        ys = [f"{s} seg" for s in seg for _ in dep]
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", customdata=custom.reshape(-1, 3), showlegend=False,
+                                 marker={"size": 28, "opacity": 0.01, "color": "#000000", "symbol": "square"},
+                                 hoverinfo="skip", name="cells"))
     fig.update_xaxes(title_text="fact depth (% of the tokens before the asking segment)", type="category")
     fig.update_yaxes(title_text="length (segments)", type="category")
     return _style(fig, title, height=120 + 48 * max(len(seg), 3))
