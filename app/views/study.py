@@ -53,7 +53,7 @@ def _progress() -> None:
         st.progress(min(1.0, job.done / (job.total or 1)), text=f"Study: {job.done} of {job.total or '?'} samples "
                                                                  f"in {job.directory}")
         st.button("Stop the study", on_click=job.cancel, key="study_cancel",
-                  help="stops after the current sample; the rows done are kept and Start resumes it")
+                  help="stops after the current sample; the rows done are kept (rmt-lens study run into the folder resumes it)")
     elif job.error:
         st.error(job.error)
     else:

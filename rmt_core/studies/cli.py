@@ -47,6 +47,8 @@ def add_study(p: argparse.ArgumentParser) -> None:
     report.add_argument("--out", required=True, metavar="FIGDIR", help="folder for the figures and tables")
     report.add_argument("--format", default="svg", metavar="svg,pdf,png", help="one or more of svg, pdf, png")
     report.add_argument("--no-probes", action="store_true", help="skip the linear probes")
+    report.add_argument("--causal-samples", default="5", metavar="N",
+                        help="held-out samples for the probes' causal check (0: none; loads the study's checkpoint)")
 
 
 def _usage(args: argparse.Namespace, message: str) -> int:
@@ -134,7 +136,8 @@ def _report(args: argparse.Namespace) -> int:
     bad = [f for f in formats if f not in FORMATS]
     if not formats or bad:
         raise GridError(f"--format must be some of {', '.join(FORMATS)}, got {args.format!r}.")
-    report = write_report(args.study, args.out, formats, probes=not args.no_probes)
+    report = write_report(args.study, args.out, formats, probes=not args.no_probes,
+                          causal_samples=_int(args.causal_samples, "causal-samples", 0))
     print(f"wrote {len(report['files'])} files to {args.out}: {', '.join(report['files'])}")
     for note in report["notes"]:
         print(f"note: {note}", file=sys.stderr)

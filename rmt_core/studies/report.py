@@ -65,8 +65,12 @@ def study_figures(rows: Sequence[dict[str, Any]], study: dict[str, Any], probe=N
 
 
 def write_report(directory: str | Path, out: str | Path, formats: Sequence[str] = ("svg",), probes: bool = True,
-                 progress=None) -> dict[str, Any]:
+                 causal_samples: int = 5) -> dict[str, Any]:
     """Write the report of the study in `directory` into `out`; returns report.json's content.
+
+    With probes, `causal_samples` held-out samples get the probes' causal check (causal.csv: the
+    answer's probability before / after a push along the probe direction and after the same push in
+    a random direction; it loads the study's checkpoint and refuses other weights).
 
     Raises StudyError when `directory` is not a study or has no rows; ExportError (from
     rmt_core.viz.export) when figures cannot be rendered (no Chromium): the CSV tables are written first.
@@ -99,6 +103,20 @@ def write_report(directory: str | Path, out: str | Path, formats: Sequence[str] 
             table("probes.csv", probe.to_rows())
         except StudyError as exc:
             notes.append(f"no probes: {exc}")
+    if probe is not None and causal_samples > 0:
+        from .executors import Job, load_checked
+        from .measures import MeasureConfig
+        from .probes import causal_check
+
+        model = load_checked(Job(study["checkpoint"], study["weights_hash"], study["source"], MeasureConfig()))
+        checks = causal_check(model, study, rows, probe, samples=causal_samples)
+        table("causal.csv", checks)
+        if checks:
+            moved = [c["p_answer_before"] - c["p_answer_after"] for c in checks]
+            control = [c["p_answer_before"] - c["p_answer_control"] for c in checks]
+            notes.append(f"causal check on slot {checks[0]['slot']} ({len(checks)} held-out samples): p(answer) fell by "
+                         f"{sum(moved) / len(moved):.3f} on average along the probe direction, {sum(control) / len(control):.3f} "
+                         "along a random direction of the same norm")
     rng = aggregate.operating_range(rows, study)
     (out / "operating_range.json").write_text(json.dumps(export.to_jsonable(rng), indent=2))
     written.append("operating_range.json")
