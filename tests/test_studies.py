@@ -220,10 +220,16 @@ def test_grid_and_operating_range():
     g = aggregate.grid(rows)
     assert g.segments == [2, 4, 8, 16] and g.depths == [10.0, 90.0]
     assert g.values[2].tolist() == [0.0, 1.0] and g.counts[0].tolist() == [1, 1]  # the error row is not scored
-    card = aggregate.operating_range(rows, {"rmt_config": {"segment_size": 32}, "checkpoint_name": "m"})
-    assert card["max_segments"] == 4 and card["max_tokens"] == 128  # 16 passes, but 8 fails first: the range stops
-    assert card["errors"] == 1 and card["checkpoint"] == "m"
-    assert aggregate.operating_range([_row(2, 10, False)])["max_segments"] is None
+    card = aggregate.operating_range(rows, {"rmt_config": {"segment_size": 32}, "checkpoint_name": "m",
+                                            "source": {"haystack": "austen"}})
+    assert card["study"]["max_segments"] == 4 and card["study"]["max_tokens"] == 128  # 16 passes, but 8 fails first
+    assert card["study"]["errors"] == 1 and card["study"]["checkpoint"] == "m"
+    assert aggregate.operating_range([_row(2, 10, False)])["study"]["max_segments"] is None
+    # the card's own format: training.operating_range reads it back
+    from rmt_core.training.operating_range import read_operating_range
+
+    read = read_operating_range({"operating_range": card}, "detect")
+    assert read.accuracy == {"held-out Austen (Persuasion)": {2: 1.0, 4: 1.0, 8: 0.5, 16: 1.0}} and read.max_segments == 16
 
 
 def test_grid_heatmap_cells_name_their_cell():

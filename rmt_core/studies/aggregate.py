@@ -102,39 +102,51 @@ def retention_by_age(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+HAYSTACK_NAMES = {"austen": "held-out Austen (Persuasion)", "pydocs": "held-out Python docs"}  # = training.operating_range.RECALL_TABLES' texts
+
+
 def operating_range(rows: Sequence[dict[str, Any]], study: dict[str, Any] | None = None,
                     threshold: float = 0.9) -> dict[str, Any]:
-    """A study summarised for a model card's ``operating_range``.
+    """A study summarised as a model card's ``operating_range`` entry.
 
-    Returns ``{"measured_by": "rmt-lens study", "task", "metric": "accuracy (top-1 after Answer:)",
-    "threshold", "max_segments": the longest length whose every depth reaches `threshold` (None if
-    none), "max_tokens": max_segments x segment size, "cells": [{segments, depth, accuracy, samples}],
-    "accuracy_by_length": [{segments, accuracy_memory, accuracy_reset, samples}], "samples", "errors",
-    "checkpoint", "weights_hash", "source"}`` (the last three from study.json when given).
-    Lengths are segments of the model's segment size; depth is % of the tokens before the asking segment.
+    The entry has the card's format (:func:`rmt_core.training.operating_range.operating_range_entry`:
+    task, facts, question, names, answers, ``accuracy`` = {text: {segments: accuracy}},
+    accuracy_column), with the accuracy measured by this study (all depths, the question ending the
+    last segment) for the study's haystack, plus ``measured_by`` = "rmt-lens study" and ``study``:
+    {threshold, max_segments (the longest length, from the shortest up, whose every depth reaches
+    `threshold`; None if the shortest fails), max_tokens, segment_size, cells [{segments, depth,
+    accuracy, samples}], samples, errors, checkpoint, weights_hash, source}. Lengths are segments of
+    the model's segment size; depth is % of the tokens before the asking segment.
+    Returns {} for rows of no fact task (user documents).
     """
+    from ..training.operating_range import operating_range_entry
+
+    study = study or {}
+    tasks = sorted({r.get("task") for r in rows if r.get("task")})
+    entry = operating_range_entry(tasks[0], {}) if len(tasks) == 1 else None
+    if entry is None:
+        return {}
     g = grid(rows, "correct")
-    ok = [s for i, s in enumerate(g.segments) if np.all(np.isfinite(g.values[i])) and np.all(g.values[i] >= threshold)]
-    # the range is contiguous from the shortest length: stop at the first length that fails
     max_segments = None
-    for s in g.segments:
-        if s not in ok:
+    for i, s in enumerate(g.segments):  # contiguous from the shortest length: stop at the first that fails
+        if not (np.all(np.isfinite(g.values[i])) and np.all(g.values[i] >= threshold)):
             break
         max_segments = s
-    study = study or {}
     size = (study.get("rmt_config") or {}).get("segment_size")
-    tasks = sorted({r.get("task") for r in rows if r.get("task")})
-    return {
-        "measured_by": "rmt-lens study", "task": tasks[0] if len(tasks) == 1 else tasks,
+    where = HAYSTACK_NAMES.get((study.get("source") or {}).get("haystack", "austen"), "study haystack")
+    entry["accuracy"] = {where: {str(r["segments"]): r["accuracy_memory"] for r in accuracy_by_length(rows)}}
+    entry["accuracy_column"] = "study: accuracy over every fact depth, question ending the last segment"
+    entry["measured_by"] = "rmt-lens study"
+    entry["study"] = {
         "metric": "accuracy (top-1 over the whole vocabulary after 'Answer:')", "threshold": threshold,
         "max_segments": max_segments, "max_tokens": max_segments * size if (max_segments and size) else None,
         "segment_size": size, "cells": [dict(segments=c["segments"], depth=c["depth"], accuracy=c["correct"],
                                              samples=c["samples"]) for c in g.to_rows()],
-        "accuracy_by_length": accuracy_by_length(rows), "samples": len(rows),
-        "errors": sum(r.get("error") is not None for r in rows),
+        "samples": len(rows), "errors": sum(r.get("error") is not None for r in rows),
         "checkpoint": study.get("checkpoint_name"), "weights_hash": study.get("weights_hash"),
         "source": study.get("source"),
     }
+    return entry
 
 
 __all__ = ["Grid", "grid", "scored", "difference", "cell_rows", "accuracy_by_length", "retention_by_age", "operating_range"]
