@@ -141,7 +141,8 @@ def causal_check(model, study: dict[str, Any], rows: Sequence[dict[str, Any]], r
     For up to `samples` held-out samples: the memory entering the segment after the fact's segment
     (= memory_out of the fact's segment) has slot `slot` (default: the slot whose probe is best at
     age 0) moved by strength x its norm along :func:`probe_direction` from the answer to the probe's
-    runner-up class, then the rest of the document is re-run (interventions.intervene). The same push
+    runner-up class, then the rest of the document is re-run (interventions.intervene); samples whose
+    answer no training sample had are skipped (the probe has no direction for it). The same push
     in a random direction is the control. Rows: sample_id, slot, answer, towards, p_answer_before,
     p_answer_after (probe push), p_answer_control, answer_after, answer_control.
     """
@@ -163,6 +164,8 @@ def causal_check(model, study: dict[str, Any], rows: Sequence[dict[str, Any]], r
             continue
         if r["fact_segment"] + 1 > r["question_segment"] or sid not in specs:
             continue
+        if r["answer"] not in set(result.models[slot].classes_):
+            continue  # an answer no training sample had: the probe has no direction for it
         sample = source.build(specs[sid], model)
         trace = trace_document(model, sample.text + " " + sample.answer)  # "Answer: <word>": p(answer) is read there
         probe = result.models[slot]
