@@ -36,6 +36,7 @@ pages = [
     st.Page("screens/export.py", title="Export", icon=":material/download:", url_path="export"),
     st.Page("screens/tour.py", title="Guided tour", icon=":material/school:", url_path="tour"),
     st.Page("screens/papers.py", title="Paper figures", icon=":material/description:", url_path="papers"),
+    st.Page("screens/study.py", title="Study", icon=":material/table_chart:", url_path="study"),
 ]
 current = st.navigation(pages)
 progress = None

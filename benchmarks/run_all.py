@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("engine", "trace", "app", "pages", "attribution", "concurrency")
+BENCHMARKS = ("engine", "trace", "app", "pages", "attribution", "concurrency", "study")
 MISSED_EXIT = 3  # what a benchmark exits with under --strict when it missed a target (_common.MISSED_EXIT)
 
 

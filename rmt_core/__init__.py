@@ -15,7 +15,11 @@ never in a cycle: tests/test_layers.py fails otherwise):
     explain/   what a trace means: analysis (PCA, norms, logit lens), series (cached per trace),
                attribution (one `attribute` verb over captum), interventions, answers (ask)
     viz/       figures (plotly, pure data -> figure), document render, bertviz views, the HTML
-               report, exports (CSV / JSON / images), paper figures, the guided tour
+               report, exports (CSV / JSON / images), paper figures, the guided tour, study figures
+    studies/   many samples at once: sources (the BABILong grid, the user's documents), one row per
+               traced sample (measures), rows.parquet + study.json (runner, rows), executors (in
+               process, local processes, Ray Data), aggregates and a card's operating range,
+               probes of memory, the report; above viz because its report draws viz figures
     cli.py     `python -m rmt_core` / `rmt-lens`, on top of everything
 
 Where memory is read and written:

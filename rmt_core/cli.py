@@ -665,6 +665,18 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_study(p: argparse.ArgumentParser) -> None:
+    from .studies.cli import add_study as add
+
+    add(p)
+
+
+def run_study(args: argparse.Namespace) -> int:
+    from .studies.cli import run
+
+    return run(args)
+
+
 COMMANDS: dict[str, Command] = {
     "train": Command("train (or resume) a recipe", add_train, run_train,
                      "Train a recipe into a run folder. Running the same command again resumes where it stopped."),
@@ -698,6 +710,9 @@ COMMANDS: dict[str, Command] = {
                          "Attribution with captum: read (which read memory slots a prediction used), write (which "
                          "tokens each write slot took in) or through (which earlier tokens a prediction used "
                          "through memory). Prints a table; --csv writes every score."),
+    "study": Command("many documents at once: the BABILong grid (length x fact depth), probes, a report", add_study,
+                     run_study, "Run a study (rmt-lens study run ...) into a folder of rows.parquet + study.json, "
+                                "or write its figures and tables (rmt-lens study report DIR --out FIGDIR)."),
 }
 
 

@@ -178,6 +178,11 @@ def bad_argument_sets(f) -> dict[str, list[list[str]]]:
                       [t, "--checkpoint", c, "--segment", "-3", "--kind", "write"],
                       [t, "--checkpoint", c, "--segment", "0", "--position", "1", "--steps", "0"],
                       [t, "--checkpoint", c, "--segment", "0", "--position", "1", "--baseline", "initail"]],
+        "study": [[], ["run"], ["run", "--task", "nope", "--out", "x"], ["run", "--segments", "0", "--out", "x"],
+                  ["run", "--depths", "101", "--out", "x"], ["run", "--samples", "-1", "--out", "x"],
+                  ["run", "--source", str(f["dir"] / "missing"), "--out", "x"],
+                  ["run", "--segments", "2", "--depths", "50", "--samples", "1", "--ray", "nowhere", "--out", "x"],
+                  ["report", str(f["dir"]), "--out", "x"], ["report", str(f["dir"]), "--out", "x", "--format", "gif"]],
     }
 
 

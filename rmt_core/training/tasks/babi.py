@@ -48,6 +48,8 @@ QUESTION_PREFIX = "\nQuestion: "
 ANSWER_PREFIX = "\nAnswer:"
 CHANCE: float = 1.0 / len(PLACES)
 IGNORE_INDEX = -100
+# A fact placed at a depth starts within this fraction of the eligible range (or 3 tokens) of it.
+DEPTH_TOLERANCE = 0.05
 # Rough token length used when no tokenizer is given.
 CHARS_PER_TOKEN = 4
 
@@ -326,6 +328,7 @@ def build_sample(
     tokenizer: Any | None = None,
     keep_out_tail: int = 0,
     after_answer_prefix: str = "",
+    fact_depth: float | None = None,
 ) -> FactSample:
     """Cut a piece of ``haystack`` at a random sentence start, insert facts, ask.
 
@@ -336,7 +339,13 @@ def build_sample(
     size).  The haystack wraps around if it is shorter than needed.  Deterministic
     for a seeded ``rng``.  ``after_answer_prefix`` (``""``, ``" "`` or ``"\n"``) is
     whitespace a user may leave after ``"Answer:"``; the answer token follows it.
+    ``fact_depth`` (0..1, BABILong's and needle-in-a-haystack's "depth"): the facts go together,
+    in story order, at the sentence start nearest to that fraction of the tokens where a fact
+    may start (0 = the first, 1 = the last before the kept-out tail), within DEPTH_TOLERANCE of that
+    range (or 3 tokens; another haystack window is drawn until one fits); None = random places.
     """
+    if fact_depth is not None and not 0.0 <= float(fact_depth) <= 1.0:
+        raise ValueError(f"fact_depth must lie in [0, 1], got {fact_depth}")
     if after_answer_prefix.strip():
         raise ValueError("after_answer_prefix may only hold whitespace")
     if task not in TASKS:
@@ -345,11 +354,13 @@ def build_sample(
     counter = _Counter(tokenizer)
     clean = _haystack_is_clean(haystack)
     last_err = "no attempt"
-    for attempt in range(30):
+    # a depth needs a sentence start near it: short samples may need many windows to find one
+    attempts, exact_attempts = (200, 180) if fact_depth is not None else (30, 20)
+    for attempt in range(attempts):
         facts, question, place, shortcut = make_story(task, rng)
         result = _try_build(
             haystack, n_tokens, task, rng, counter, keep_out_tail, facts, question, place, shortcut, clean,
-            exact=attempt < 20, after_answer_prefix=after_answer_prefix,
+            exact=attempt < exact_attempts, after_answer_prefix=after_answer_prefix, fact_depth=fact_depth,
         )
         if isinstance(result, FactSample):
             return result
@@ -373,6 +384,7 @@ def _try_build(
     clean: bool,
     exact: bool = True,
     after_answer_prefix: str = "",
+    fact_depth: float | None = None,
 ) -> FactSample | str:
     """One attempt; returns a sample, or a reason string ('!' prefix = give up)."""
     suffix = f"{QUESTION_PREFIX}{question}{ANSWER_PREFIX}{after_answer_prefix}"
@@ -391,7 +403,8 @@ def _try_build(
     window, offs = _haystack_window(haystack, budget, rng, counter)
     if not clean and (FACT_RE.search(window) or "\nQuestion:" in window):
         return "haystack window holds a fact-like sentence"
-    positions = _fact_positions(window, offs, budget, task, len(facts), n_suffix + 1, keep_out_tail + margin, rng)
+    positions = _fact_positions(window, offs, budget, task, len(facts), n_suffix + 1, keep_out_tail + margin, rng,
+                                fact_depth)
     if positions is None:
         return "no sentence boundary outside the kept-out tail"
     fitted = _fit_length(window, offs, budget, n_tokens, positions, sentences, suffix, counter)
@@ -425,13 +438,15 @@ def _haystack_window(haystack: str, budget: int, rng: np.random.Generator,
 
 
 def _fact_positions(window: str, offs: list[tuple[int, int]], budget: int, task: str, n_facts: int, n_after: int,
-                    tail: int, rng: np.random.Generator) -> list[int] | None:
+                    tail: int, rng: np.random.Generator, depth: float | None = None) -> list[int] | None:
     """Character positions (sentence starts in the first ``budget`` tokens of ``window``, sorted)
     where ``n_facts`` facts go; None when no sentence start is outside the kept-out tail.
 
     A fact may start at a boundary only when the tokens after it (haystack up to ``budget`` +
     ``n_after``, the question and answer) number at least ``tail`` (keep_out_tail + a margin);
-    "memorize" puts its fact at the very start.
+    "memorize" puts its fact at the very start. With ``depth`` (0..1) every fact goes to the one
+    eligible start nearest to that fraction of the eligible token range (a block, in story order),
+    or None when the nearest is further than DEPTH_TOLERANCE of the range (or 3 tokens) from it.
     """
     starts = [s for s, _ in offs]
     bounds = sentence_boundaries(window[: offs[budget - 1][1]])
@@ -442,6 +457,13 @@ def _fact_positions(window: str, offs: list[tuple[int, int]], budget: int, task:
         eligible = bounds[(budget - tok_idx) + n_after >= tail]
     if len(eligible) == 0:
         return None
+    if depth is not None and task != "memorize":
+        idx = tok_idx[(budget - tok_idx) + n_after >= tail]
+        span = float(budget + n_after - tail)  # the last token a fact may start at
+        nearest = int(np.argmin(np.abs(idx - depth * span)))
+        if abs(idx[nearest] - depth * span) > max(3.0, DEPTH_TOLERANCE * span):
+            return None  # no sentence starts near that depth in this window: the caller draws another
+        return [int(eligible[nearest])] * n_facts
     replace = len(eligible) < n_facts
     return sorted(int(p) for p in rng.choice(eligible, size=n_facts, replace=replace))
 
