@@ -13,7 +13,8 @@ never in a cycle: tests/test_layers.py fails otherwise):
     training/  data and learning: corpus, tokenizer, tasks/ (bAbI-style facts, copy/reverse),
                recipes, the training loop, evaluation, shipping a checkpoint with its card
     explain/   what a trace means: analysis (PCA, norms, logit lens), series (cached per trace),
-               attribution (one `attribute` verb over captum), interventions, answers (ask)
+               attribution (one `attribute` verb over captum), interventions (and memory
+               patching across documents), answers (ask), compare (two runs side by side)
     viz/       figures (plotly, pure data -> figure), document render, bertviz views, the HTML
                report, exports (CSV / JSON / images), paper figures, the guided tour, study figures
     studies/   many samples at once: sources (the BABILong grid, the user's documents), one row per
@@ -32,7 +33,8 @@ Where memory is read and written:
                      (names and shapes: tracing/observables.py)
 
 Public API (stable names here): RMTConfig, RMTModel, load, save, inspect_checkpoint,
-list_checkpoints, DEFAULT_CHECKPOINT, Trace, trace, trace_iter, ask, the error types, and the
+list_checkpoints, DEFAULT_CHECKPOINT, Trace, trace, trace_iter, ask, compare (two traces side by
+side: a Comparison), the error types, and the
 modules analysis, series, figures, answers, attribution, interventions.
 """
 from __future__ import annotations
@@ -48,7 +50,7 @@ from .errors import (ArgumentError, CheckpointError, ConfigError, DocumentError,
 
 __all__ = [
     "RMTConfig", "RMTModel", "RMTOutput", "load", "save", "inspect_checkpoint", "list_checkpoints",
-    "DEFAULT_CHECKPOINT", "Trace", "trace", "trace_iter", "ask",
+    "DEFAULT_CHECKPOINT", "Trace", "trace", "trace_iter", "ask", "compare", "Comparison",
     "RMTLensError", "ArgumentError", "ConfigError", "CheckpointError", "TraceError", "TraceCancelled", "DocumentError",
     "QuestionError", "analysis", "series", "figures", "answers", "attribution", "interventions",
     "__version__",
@@ -66,6 +68,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "trace": ("tracing.recorder", "trace_document"),
     "trace_iter": ("tracing.recorder", "iter_trace"),
     "ask": ("explain.answers", "ask"),
+    "compare": ("explain.compare", "compare"),
+    "Comparison": ("explain.compare", "Comparison"),
     "analysis": ("explain.analysis", None),
     "series": ("explain.series", None),
     "answers": ("explain.answers", None),

@@ -1,0 +1,355 @@
+"""Two runs side by side: `compare(trace_a, trace_b)` -> a `Comparison`, segment by segment.
+
+The two traces may come from two checkpoints (before / after training, RMT vs another
+memory), two documents (a fact present / absent), or one document with memory and with memory
+reset. Segments are paired by index (ALIGNMENTS):
+
+    start   segment i of A with segment i of B, from the first; the longer trace's last
+            segments have no partner (reported in `unpaired_a` / `unpaired_b`)
+    end     the last segments paired (A's S_a-1 with B's S_b-1, ...): documents that differ in
+            length but end with the same question line up at the question
+
+Per paired segment (arrays with one row per pair):
+    cosine   (P, k)  cosine distance 1 - cos between the two memory states each segment wrote,
+                     per slot (another memory type: per row of its state, Trace.memory_states)
+    l2       (P, k)  L2 distance between them (hidden-size units of the memory vectors)
+    mass_a / mass_b (P, 6)  block attention mass (BLOCK_PAIRS), mean over layers and heads
+    loss_a / loss_b (P,)    per-segment mean loss (nats/token of each trace's own tokenizer)
+    p_answer_a / p_answer_b (P,)  the answer token's probability under the logit lens of the
+                     memory each segment wrote (last-layer write-slot states through the LM
+                     head, softmax over the vocabulary, the largest over the slots): how early
+                     memory "holds" the answer (nostalgebraist's logit lens, 2020)
+    diverge_at       the first pair whose largest per-slot cosine distance exceeds `threshold`
+
+Token-level parts (the answer token's probability in both runs) need one tokenizer: traces of
+different tokenizers get them as NaN with `token_level_reason` saying why; the segment-level
+parts stay where they mean something (memory distances need the same memory shape).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..checks import check_choice, check_float
+from ..errors import ArgumentError, TraceError
+from ..tracing.records import BLOCK_PAIRS
+from ..tracing.trace import Trace
+from .answers import answer_site, answer_text
+from .attribution.result import _plain  # one home: plain JSON / CSV values
+
+ALIGNMENTS = ("start", "end")
+DEFAULT_THRESHOLD = 0.05  # cosine distance: "the memories differ" above this, in any slot
+
+
+@dataclass
+class Comparison:
+    """Two traces compared segment by segment; see the module docstring for every array.
+
+    segments_a / segments_b: (P,) the paired segment indices. names: the two runs' labels.
+    memory_reason: why memory distances are absent (None when they are present).
+    token_level: whether token-level parts (answer probability) were compared, else
+    token_level_reason says why not. answer: the answer token compared (A's: the token after its
+    "Answer:" when the document has it, else A's top prediction there), answer_id its id.
+    lens_reason: why p_answer_* are absent (no model attached, other tokenizer), else None.
+    """
+
+    names: tuple[str, str]
+    align: str
+    segments_a: np.ndarray
+    segments_b: np.ndarray
+    num_segments: tuple[int, int]
+    cosine: np.ndarray | None
+    l2: np.ndarray | None
+    mass_a: np.ndarray
+    mass_b: np.ndarray
+    loss_a: np.ndarray
+    loss_b: np.ndarray
+    p_answer_a: np.ndarray
+    p_answer_b: np.ndarray
+    threshold: float
+    diverge_at: int | None
+    memory_reason: str | None = None
+    token_level: bool = True
+    token_level_reason: str | None = None
+    lens_reason: str | None = None
+    answer: str | None = None
+    answer_id: int | None = None
+    slots: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def num_pairs(self) -> int:
+        return int(len(self.segments_a))
+
+    @property
+    def unpaired_a(self) -> list[int]:
+        """A's segments with no partner in B."""
+        return sorted(set(range(self.num_segments[0])) - set(self.segments_a.tolist()))
+
+    @property
+    def unpaired_b(self) -> list[int]:
+        return sorted(set(range(self.num_segments[1])) - set(self.segments_b.tolist()))
+
+    @property
+    def loss_diff(self) -> np.ndarray:
+        """(P,) loss_b - loss_a, nats/token."""
+        return self.loss_b - self.loss_a
+
+    @property
+    def mass_diff(self) -> np.ndarray:
+        """(P, 6) mass_b - mass_a per block pair (BLOCK_PAIRS)."""
+        return self.mass_b - self.mass_a
+
+    @property
+    def p_answer_diff(self) -> np.ndarray:
+        """(P,) p_answer_b - p_answer_a (NaN where either is absent)."""
+        return self.p_answer_b - self.p_answer_a
+
+    @property
+    def alignment_text(self) -> str:
+        """How the segments were paired, in one sentence."""
+        sa, sb = self.num_segments
+        how = ("from the first segment" if self.align == "start" else "from the last segment backwards")
+        text = f"Segments paired by index {how}: A has {sa}, B has {sb}, {self.num_pairs} pairs"
+        extra = [f"{name}'s segments {_span(left)} have no partner" for name, left in
+                 (("A", self.unpaired_a), ("B", self.unpaired_b)) if left]
+        return text + ("; " + "; ".join(extra) if extra else "") + "."
+
+    @property
+    def divergence_text(self) -> str:
+        """Where the memories diverge, with the threshold, in one sentence."""
+        if self.cosine is None:
+            return f"Memory not compared: {self.memory_reason}"
+        rule = f"largest per-slot cosine distance > {self.threshold:g}"
+        if self.diverge_at is None:
+            return f"The memories never diverge ({rule}) in the {self.num_pairs} paired segments."
+        i = self.diverge_at
+        return (f"The memories first diverge at pair {i} (A segment {int(self.segments_a[i])}, B segment "
+                f"{int(self.segments_b[i])}): {rule}, here {float(self.cosine[i].max()):.4g}.")
+
+    # ------------------------------------------------------------------ rows and files
+    def to_rows(self) -> list[dict[str, Any]]:
+        """One row per paired segment: segment_a, segment_b, loss_a, loss_b, loss_diff,
+        p_answer_a, p_answer_b, p_answer_diff, cosine_mean, cosine_max, l2_mean, then per slot
+        cosine_<slot> and l2_<slot>, then mass_<pair>_a / _b / _diff per block pair."""
+        rows = []
+        for i in range(self.num_pairs):
+            row: dict[str, Any] = {
+                "segment_a": int(self.segments_a[i]), "segment_b": int(self.segments_b[i]),
+                "loss_a": float(self.loss_a[i]), "loss_b": float(self.loss_b[i]), "loss_diff": float(self.loss_diff[i]),
+                "p_answer_a": float(self.p_answer_a[i]), "p_answer_b": float(self.p_answer_b[i]),
+                "p_answer_diff": float(self.p_answer_diff[i]),
+            }
+            if self.cosine is not None:
+                row.update(cosine_mean=float(self.cosine[i].mean()), cosine_max=float(self.cosine[i].max()),
+                           l2_mean=float(self.l2[i].mean()))
+                row.update({f"cosine_{s}": float(v) for s, v in zip(self.slots, self.cosine[i])})
+                row.update({f"l2_{s}": float(v) for s, v in zip(self.slots, self.l2[i])})
+            for p, pair in enumerate(BLOCK_PAIRS):
+                key = pair.replace("->", "_to_")
+                row[f"mass_{key}_a"] = float(self.mass_a[i, p])
+                row[f"mass_{key}_b"] = float(self.mass_b[i, p])
+                row[f"mass_{key}_diff"] = float(self.mass_diff[i, p])
+            rows.append(row)
+        return rows
+
+    def summary(self) -> dict[str, Any]:
+        """How the comparison was made and its headline facts, as plain JSON values."""
+        return _plain({
+            "names": list(self.names), "align": self.align, "alignment": self.alignment_text,
+            "num_segments": list(self.num_segments), "pairs": self.num_pairs,
+            "unpaired_a": self.unpaired_a, "unpaired_b": self.unpaired_b,
+            "threshold": self.threshold, "threshold_meaning": "cosine distance 1 - cos, largest over the slots",
+            "diverge_at": self.diverge_at, "divergence": self.divergence_text,
+            "memory_reason": self.memory_reason, "token_level": self.token_level,
+            "token_level_reason": self.token_level_reason, "lens_reason": self.lens_reason,
+            "answer": self.answer, "answer_id": self.answer_id, "slots": self.slots,
+            "p_answer_meaning": "p(answer token) under the logit lens of the memory each segment wrote "
+                                "(last-layer write slots through the LM head), largest over the slots",
+            "loss_meaning": "per-segment mean loss, nats/token", "notes": self.notes,
+        })
+
+    def to_csv(self) -> str:
+        """to_rows() as CSV text (NaN as an empty cell)."""
+        rows = self.to_rows()
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["segment_a"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(_plain(rows))
+        return out.getvalue()
+
+    def to_json(self) -> str:
+        """{"comparison": summary(), "rows": to_rows(), "provenance": {"a": ..., "b": ...}} as JSON text."""
+        return json.dumps({"comparison": self.summary(), "rows": _plain(self.to_rows()),
+                           "provenance": _plain(self.provenance)}, indent=2, ensure_ascii=False)
+
+    def save(self, path: str | Path) -> Path:
+        """Write to_csv() (path ending in .csv) or to_json() (.json, with both traces' provenance).
+
+        Raises ArgumentError for another suffix; OSError when the file cannot be written."""
+        out = Path(path)
+        if out.suffix.lower() not in (".csv", ".json"):
+            raise ArgumentError(f"path must end in .csv or .json, got {str(path)!r}: .csv for the rows, "
+                                ".json for the rows with how they were made.")
+        if out.parent != Path(""):
+            out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(self.to_csv() if out.suffix.lower() == ".csv" else self.to_json(), encoding="utf-8")
+        return out
+
+
+# ---------------------------------------------------------------------- compare
+def compare(trace_a: Trace, trace_b: Trace, *, align: str = "start", threshold: float = DEFAULT_THRESHOLD,
+            names: tuple[str, str] = ("A", "B"), lens: bool = True) -> Comparison:
+    """Compare two traces segment by segment (see the module docstring for what is compared).
+
+    align: "start" or "end" (ALIGNMENTS). threshold: cosine distance above which a slot's
+    memories "differ" (diverge_at). names: labels of the two runs in figures and files.
+    lens: False skips the answer-probability curves (they need the traces' models attached).
+    Raises TraceError for a trace with no segments, ArgumentError for a bad align / threshold.
+    Cost: one LM-head call per segment of each trace (for the answer curve), no model re-run.
+    """
+    align = check_choice(align, "align", ALIGNMENTS)
+    threshold = check_float(threshold, "threshold", 0.0, 2.0, fix="It is a cosine distance (0..2).")
+    for name, trace in zip(names, (trace_a, trace_b)):
+        if not isinstance(trace, Trace):
+            raise ArgumentError(f"trace {name} must be a Trace (rmt_core.trace or Trace.load), got {type(trace).__name__}.")
+        if trace.num_segments == 0:
+            raise TraceError(f"Trace {name} has no segments: trace a document first.")
+    sa, sb = trace_a.num_segments, trace_b.num_segments
+    pairs = min(sa, sb)
+    seg_a = np.arange(pairs) if align == "start" else np.arange(sa - pairs, sa)
+    seg_b = np.arange(pairs) if align == "start" else np.arange(sb - pairs, sb)
+    notes: list[str] = []
+    size_a, size_b = trace_a.settings.get("segment_size"), trace_b.settings.get("segment_size")
+    if size_a != size_b:
+        notes.append(f"The traces cut segments of different sizes ({size_a} and {size_b} tokens): paired "
+                     "segments cover different parts of the documents.")
+    same_tok, tok_reason = same_tokenizer(trace_a, trace_b)
+    if not same_tok:
+        notes.append(f"Token-level comparison refused: {tok_reason}")
+    cosine, l2, memory_reason = _memory_distances(trace_a, trace_b, seg_a, seg_b)
+    mass_a, mass_b = _mass(trace_a)[seg_a], _mass(trace_b)[seg_b]
+    loss_a, loss_b = trace_a.losses()[seg_a], trace_b.losses()[seg_b]
+    answer_id, answer = _answer_token(trace_a)
+    p_a = p_b = np.full(pairs, np.nan)
+    lens_reason = None
+    if not lens:
+        lens_reason = "not computed (lens=False)."
+    elif answer_id is None:
+        lens_reason = "trace A has no answer token to follow."
+    elif not same_tok:
+        lens_reason = f"token-level comparison refused: {tok_reason}"
+    elif trace_a.model is None or trace_b.model is None:
+        lens_reason = ("a trace has no model attached: load both with Trace.load(path, model=rmt_core.load(...)) "
+                       "to follow the answer's probability.")
+    else:
+        p_a = answer_lens(trace_a, answer_id)[seg_a]
+        p_b = answer_lens(trace_b, answer_id)[seg_b]
+    diverge = None
+    if cosine is not None:
+        over = np.nonzero(cosine.max(axis=1) > threshold)[0]
+        diverge = int(over[0]) if over.size else None
+    m = cosine.shape[1] if cosine is not None else trace_a.num_mem_tokens
+    return Comparison(
+        names=tuple(names), align=align, segments_a=seg_a, segments_b=seg_b, num_segments=(sa, sb),
+        cosine=cosine, l2=l2, mass_a=mass_a, mass_b=mass_b, loss_a=loss_a, loss_b=loss_b,
+        p_answer_a=p_a, p_answer_b=p_b, threshold=threshold, diverge_at=diverge, memory_reason=memory_reason,
+        token_level=same_tok, token_level_reason=tok_reason, lens_reason=lens_reason, answer=answer,
+        answer_id=answer_id, slots=[f"M{k}" for k in range(m)], notes=notes,
+        provenance={"a": _provenance(trace_a), "b": _provenance(trace_b)})
+
+
+def same_tokenizer(trace_a: Trace, trace_b: Trace) -> tuple[bool, str | None]:
+    """(True, None) when both traces' token ids mean the same tokens, else (False, the reason).
+
+    Same weights hash: one model, one tokenizer. Otherwise the attached models' tokenizers are
+    compared by vocabulary; without them only a different vocabulary size can be told apart, and
+    the answer is no (never a guess)."""
+    ia, ib = trace_a.model_info, trace_b.model_info
+    if ia.get("weights_hash") == ib.get("weights_hash"):
+        return True, None
+    if ia.get("vocab_size") != ib.get("vocab_size"):
+        return False, (f"the traces come from models with different vocabularies ({ia.get('vocab_size')} and "
+                       f"{ib.get('vocab_size')} tokens), so a token id means different text in each.")
+    tok_a = getattr(trace_a.model, "tokenizer", None)
+    tok_b = getattr(trace_b.model, "tokenizer", None)
+    if tok_a is None or tok_b is None:
+        return False, ("the traces come from different models and their tokenizers cannot be compared: load both "
+                       "traces with their models attached (Trace.load(path, model=...)).")
+    if tok_a.get_vocab() != tok_b.get_vocab():
+        return False, f"'{ia.get('name')}' and '{ib.get('name')}' have different tokenizers (their vocabularies differ)."
+    return True, None
+
+
+def answer_lens(trace: Trace, token_id: int, chunk: int = 256) -> np.ndarray:
+    """(S,) p(token_id) under the logit lens of each segment's written memory: the last-layer
+    write-slot states (stored after the final norm) through the LM head, softmax over the
+    vocabulary, the largest over the slots. Needs the trace's model (TraceError otherwise)."""
+    model = trace.require_model("the answer's logit lens")
+    head = model.backbone.get_output_embeddings()
+    out = []
+    with torch.no_grad():
+        for first in range(0, trace.num_segments, chunk):
+            hidden = torch.as_tensor(np.stack([s.write_hidden[-1] for s in trace.segments[first:first + chunk]]),
+                                     device=model.device).to(model.dtype)  # (B, m, d)
+            probs = torch.softmax(head(hidden).float(), dim=-1)[..., int(token_id)]  # (B, m)
+            out.append(probs.max(dim=-1).values.cpu().numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+# ---------------------------------------------------------------------- parts
+def _memory_distances(a: Trace, b: Trace, seg_a: np.ndarray, seg_b: np.ndarray):
+    """(cosine (P, k), l2 (P, k), None) or (None, None, the reason) for the states each paired segment wrote."""
+    states_a, states_b = a.memory_states()[1:][seg_a], b.memory_states()[1:][seg_b]  # (P, k, d)
+    if states_a.shape[1:] != states_b.shape[1:]:
+        return None, None, (f"the memories have different shapes ({states_a.shape[1]} x {states_a.shape[2]} and "
+                            f"{states_b.shape[1]} x {states_b.shape[2]} slots x hidden size).")
+    x, y = states_a.astype(np.float64), states_b.astype(np.float64)
+    norms = np.linalg.norm(x, axis=-1) * np.linalg.norm(y, axis=-1)
+    cos = (x * y).sum(-1) / np.where(norms == 0, 1.0, norms)
+    return np.clip(1.0 - cos, 0.0, 2.0), np.linalg.norm(x - y, axis=-1), None
+
+
+def _mass(trace: Trace) -> np.ndarray:
+    """(S, 6) block attention mass per segment, mean over layers and heads."""
+    return np.stack([s.block_attention.astype(np.float64).mean(axis=(0, 1)) for s in trace.segments])
+
+
+def _answer_token(trace: Trace) -> tuple[int | None, str | None]:
+    """A's answer token: the document's own token after its answer site when it has one, else its
+    top prediction there (the stored top-1)."""
+    site = answer_site(trace, fallback=True)
+    if site is None:
+        return None, None
+    seg = trace.segments[site.segment]
+    if site.position + 1 < seg.num_tokens:
+        token = int(seg.token_ids[site.position + 1])
+    elif site.segment + 1 < trace.num_segments:
+        token = int(trace.segments[site.segment + 1].token_ids[0])
+    else:
+        token = int(seg.topk_ids[site.position][0])
+    tokenizer = trace.model.tokenizer if trace.model is not None else None
+    return token, answer_text(tokenizer, token)
+
+
+def _provenance(trace: Trace) -> dict[str, Any]:
+    """What made one trace (the fields of rmt_core.viz.export.provenance that live below viz)."""
+    info = trace.model_info
+    return {"checkpoint": info.get("name"), "weights_hash": info.get("weights_hash"),
+            "rmt_lens_version": getattr(trace, "version", None), "settings": dict(trace.settings),
+            "document": (trace.meta or {}).get("document"), "tokens": trace.num_tokens,
+            "segments": trace.num_segments, "trace_complete": bool(trace.complete)}
+
+
+def _span(indices: list[int]) -> str:
+    return f"{indices[0]}..{indices[-1]}" if len(indices) > 1 else str(indices[0])

@@ -1,0 +1,145 @@
+"""compare(trace_a, trace_b): alignment, memory distances, divergence, token-level refusal, files, figures."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import rmt_core
+from rmt_core import ArgumentError, TraceError
+from rmt_core.viz import comparison as cfig
+
+from conftest import VOCAB, make_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return make_model("gpt2", num_mem_tokens=3, segment_size=6)
+
+
+@pytest.fixture(scope="module")
+def ids():
+    return np.random.default_rng(0).integers(0, VOCAB, 42)  # 7 segments of 6
+
+
+@pytest.fixture(scope="module")
+def trace_a(model, ids):
+    return rmt_core.trace(model, ids)
+
+
+@pytest.fixture(scope="module")
+def trace_b(model, ids):
+    changed = ids.copy()
+    changed[20] = (changed[20] + 1) % VOCAB  # segment 3 (tokens 18..23) differs: one "fact"
+    return rmt_core.trace(model, changed)
+
+
+def test_a_trace_compared_with_itself_never_diverges(trace_a):
+    c = rmt_core.compare(trace_a, trace_a)
+    assert c.num_pairs == trace_a.num_segments and not c.unpaired_a and not c.unpaired_b
+    assert np.allclose(c.cosine, 0, atol=1e-6) and np.allclose(c.l2, 0, atol=1e-5)
+    assert c.diverge_at is None and "never diverge" in c.divergence_text
+    assert np.all(c.loss_diff == 0) and np.all(c.mass_diff == 0)
+    assert np.allclose(c.p_answer_a, c.p_answer_b) and np.all((c.p_answer_a >= 0) & (c.p_answer_a <= 1))
+    assert c.token_level and c.lens_reason is None
+
+
+def test_one_changed_token_diverges_at_its_segment(trace_a, trace_b):
+    # a tiny random model's slots share a large common direction: its distances are small (the shipped
+    # model's are ~0.5 for one changed word), so the threshold is set for it
+    c = rmt_core.compare(trace_a, trace_b, threshold=1e-5)
+    # segments before the change wrote identical memory; the change's segment and later ones differ
+    assert np.allclose(c.cosine[:3], 0, atol=1e-6)
+    assert c.diverge_at == 3 and "pair 3" in c.divergence_text
+    assert np.all(c.cosine[3:].max(axis=1) > c.threshold)
+    # the distances are those of the two memory_out arrays, computed independently here
+    x = trace_a.segments[5].memory_out.astype(np.float64)[1]
+    y = trace_b.segments[5].memory_out.astype(np.float64)[1]
+    assert c.cosine[5, 1] == pytest.approx(1 - x @ y / np.linalg.norm(x) / np.linalg.norm(y), abs=1e-9)
+    assert c.l2[5, 1] == pytest.approx(np.linalg.norm(x - y), rel=1e-9)
+    assert c.loss_diff[:3] == pytest.approx(np.zeros(3)) and np.any(c.loss_diff[3:] != 0)
+    # a threshold above every distance: no divergence (the rule is the threshold, not the index)
+    assert rmt_core.compare(trace_a, trace_b, threshold=2.0).diverge_at is None
+
+
+def test_answer_lens_is_the_lm_head_on_the_written_memory(trace_a):
+    import torch
+
+    from rmt_core.explain.compare import answer_lens
+    model = trace_a.model
+    hidden = torch.as_tensor(trace_a.segments[2].write_hidden[-1]).float()
+    with torch.no_grad():
+        probs = torch.softmax(model.backbone.get_output_embeddings()(hidden.to(model.dtype)).float(), -1)
+    assert answer_lens(trace_a, 7)[2] == pytest.approx(float(probs[:, 7].max()), rel=1e-4)
+
+
+def test_documents_of_different_lengths_align_from_the_start_or_the_end(model, ids, trace_a):
+    short = rmt_core.trace(model, ids[12:])  # 5 segments: A's segments 2..6 hold the same tokens
+    start = rmt_core.compare(trace_a, short)
+    assert start.num_pairs == 5 and start.unpaired_a == [5, 6] and start.unpaired_b == []
+    assert "A's segments 5..6 have no partner" in start.alignment_text
+    end = rmt_core.compare(trace_a, short, align="end")
+    assert end.segments_a.tolist() == [2, 3, 4, 5, 6] and end.segments_b.tolist() == [0, 1, 2, 3, 4]
+    assert end.unpaired_a == [0, 1]
+
+
+def test_other_tokenizer_refuses_token_level_but_keeps_segment_level(trace_a, ids):
+    other = make_model("gpt2", seed=1, num_mem_tokens=3, segment_size=6)
+    other.backbone.resize_token_embeddings(VOCAB + 3)  # another vocabulary
+    trace_c = rmt_core.trace(other, ids)
+    c = rmt_core.compare(trace_a, trace_c)
+    assert not c.token_level and "vocabularies" in c.token_level_reason
+    assert np.all(np.isnan(c.p_answer_b)) and "refused" in c.lens_reason
+    assert c.cosine is not None and np.isfinite(c.loss_diff).all()  # segment level still offered
+
+
+def test_other_memory_shape_gives_a_reason_not_a_number(trace_a, ids):
+    wider = make_model("gpt2", num_mem_tokens=4, segment_size=6)
+    c = rmt_core.compare(trace_a, rmt_core.trace(wider, ids))
+    assert c.cosine is None and "different shapes" in c.memory_reason
+    assert c.diverge_at is None and "not compared" in c.divergence_text
+    assert "cosine_mean" not in c.to_rows()[0]
+
+
+def test_without_models_the_answer_curve_says_why(trace_a, trace_b, tmp_path):
+    bare_a = rmt_core.Trace.load(trace_a.save(tmp_path / "a.rmtrace"))
+    c = rmt_core.compare(bare_a, trace_b, threshold=1e-5)
+    assert np.all(np.isnan(c.p_answer_a)) and "no model attached" in c.lens_reason
+    assert c.diverge_at == 3  # memory distances need no model
+
+
+def test_saves_csv_and_json_with_provenance(trace_a, trace_b, tmp_path):
+    c = rmt_core.compare(trace_a, trace_b, names=("fact", "changed"), threshold=1e-5)
+    csv_text = c.save(tmp_path / "c.csv").read_text()
+    assert csv_text.splitlines()[0].startswith("segment_a,segment_b,loss_a")
+    assert len(csv_text.splitlines()) == 1 + c.num_pairs and "cosine_M2" in csv_text
+    record = json.loads(c.save(tmp_path / "c.json").read_text())
+    assert record["comparison"]["diverge_at"] == 3 and record["comparison"]["names"] == ["fact", "changed"]
+    assert record["provenance"]["a"]["weights_hash"] == trace_a.model_info["weights_hash"]
+    assert len(record["rows"]) == c.num_pairs
+    with pytest.raises(ArgumentError, match=r"\.csv or \.json"):
+        c.save(tmp_path / "c.txt")
+
+
+def test_bad_arguments_are_argument_errors(trace_a):
+    with pytest.raises(ArgumentError, match="align"):
+        rmt_core.compare(trace_a, trace_a, align="middle")
+    with pytest.raises(ArgumentError, match="threshold"):
+        rmt_core.compare(trace_a, trace_a, threshold=-1)
+    with pytest.raises(ArgumentError, match="must be a Trace"):
+        rmt_core.compare(trace_a, "b.rmtrace")
+    empty = rmt_core.Trace(None, np.zeros(0, np.int32), trace_a.model_info, trace_a.initial_memory, {})
+    with pytest.raises(TraceError, match="no segments"):
+        rmt_core.compare(trace_a, empty)
+
+
+def test_figures_show_the_comparison(trace_a, trace_b):
+    c = rmt_core.compare(trace_a, trace_b, threshold=1e-5)
+    figs = cfig.comparison_figures(c)
+    heat = figs["memory_distance"].data[0]
+    assert np.allclose(np.asarray(heat.z), c.cosine.T) and list(heat.y) == ["M0", "M1", "M2"]
+    curves = figs["loss_and_answer"]
+    assert np.allclose(curves.data[0].y, c.loss_a) and np.allclose(curves.data[1].y, c.loss_b)
+    mass = figs["block_mass"]
+    assert np.allclose(mass.data[0].y, c.mass_a[:, 0])
