@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .answers import answer_site, answer_text, probability_of, stored_predictions, top_predictions
+from .compare import same_tokenizer
 from ..checks import check_int
 from ..errors import ArgumentError, TraceArgumentError, TraceError
 from ..tracing.recorder import segment_loss, token_logprobs
@@ -40,6 +41,7 @@ class InterventionResult:
     expected: str | None = None
     p_expected_before: float | None = None
     p_expected_after: float | None = None
+    site_logprobs: np.ndarray | None = None  # (V,) log-probs at the answer site after the edit; None: unchanged
 
     @property
     def loss_change(self) -> np.ndarray:
@@ -105,6 +107,7 @@ def _answers(trace: Trace, site, site_logprobs: torch.Tensor | None, result: Int
         result.answer_after, result.p_answer_after = result.answer_before, result.p_answer_before
         result.p_expected_after = result.p_expected_before
         return
+    result.site_logprobs = site_logprobs.detach().float().cpu().numpy()
     top_after = top_predictions(site_logprobs, tokenizer, 1)[0]
     result.answer_after, result.p_answer_after = top_after.text, top_after.probability
     if following is not None:
@@ -144,3 +147,234 @@ def replace_slot(trace: Trace, segment: int, slot: int, other: Trace, other_segm
         return mem
 
     return intervene(trace, segment, edit, f"slot {slot} from another trace before segment {segment}")
+
+
+# ---------------------------------------------------------------------- patching across documents
+@dataclass
+class PatchResult(InterventionResult):
+    """An InterventionResult of memory patched from another run (activation patching across
+    documents), with what the source's answer became in the target.
+
+    slots: the slots patched (all of them when the whole memory was). source_segment: the
+    source's segment whose entering memory was taken. source_answer: the source's own top answer
+    (its top prediction at its answer site); p_source_answer_before / _after: its probability at
+    the target's answer site before / after the patch.
+    """
+
+    slots: tuple[int, ...] = ()
+    source_segment: int = 0
+    source_answer: str | None = None
+    p_source_answer_before: float | None = None
+    p_source_answer_after: float | None = None
+
+    @property
+    def became_source_answer(self) -> bool:
+        """Whether the target's top answer after the patch is the source's answer."""
+        return self.source_answer is not None and self.answer_after == self.source_answer
+
+
+def patch_memory(target: Trace, segment: int, source: Trace, *, slots=None,
+                 source_segment: int | None = None) -> PatchResult:
+    """Run `target` from `segment` on with the memory `source` had entering that segment.
+
+    slots: None patches every slot; an int or a list of slot indices patches those only (the
+    others keep the target's own). source_segment: the source's segment to take the memory from
+    (default `segment`). Returns a PatchResult: the target's answer and its probability before
+    and after, the per-segment loss before and after (loss_change), and p(source's answer) at
+    the target's answer site before and after. Activation patching (Meng et al., 2022, "Locating
+    and Editing Factual Associations in GPT"; Heimersheim & Nanda, 2024) applied to the
+    recurrent memory between segments.
+    Raises TraceError without the target's model or when the traces' memories or tokenizers
+    differ; ArgumentError (TraceArgumentError) for a segment or slot out of range.
+    """
+    segment, source_segment, chosen = _check_patch(target, segment, source, slots, source_segment)
+    site = answer_site(target, fallback=True)
+    source_token = _source_answer(source)
+    before_lp = None
+    if site is not None and source_token is not None:  # the target's own log-probs at its answer site
+        before_lp = intervene(target, site.segment, lambda mem: mem, "unchanged").site_logprobs
+    return _patched(target, segment, source, source_segment, chosen, source_token, before_lp)
+
+
+def _check_patch(target: Trace, segment, source: Trace, slots, source_segment) -> tuple[int, int, tuple[int, ...]]:
+    """(segment, source_segment, slots) checked; raises as patch_memory says."""
+    target.require_model("patching memory")
+    if target.memory_states().shape[1:] != source.memory_states().shape[1:]:
+        raise TraceError("The source's memory has another shape than the target's (another number of slots or "
+                         "hidden size): memory can be patched only between runs of models with the same memory.")
+    same, reason = same_tokenizer(target, source)
+    if not same:
+        raise TraceError(f"Patching compares the source's answer token in the target, and {reason}")
+    segment = target.check_segment(segment)
+    name = "source_segment" if source_segment is not None else f"segment {segment} (of the source, by default)"
+    source_segment = source.check_segment(segment if source_segment is None else source_segment, name)
+    m = target.num_mem_tokens
+    wanted = list(range(m)) if slots is None else ([slots] if not isinstance(slots, (list, tuple, np.ndarray)) else list(slots))
+    if not wanted:
+        raise ArgumentError("slots must name at least one slot (None patches all of them).")
+    chosen = tuple(check_int(k, "slot", 0, m - 1, fix=f"The model has {m} memory slots.", error=TraceArgumentError)
+                   for k in wanted)
+    if len(set(chosen)) != len(chosen):
+        raise ArgumentError(f"slots must not repeat a slot, got {list(chosen)}.")
+    return segment, source_segment, chosen
+
+
+def _source_answer(source: Trace) -> int | None:
+    """The source's top prediction at its answer site (the stored top-1), or None."""
+    site = answer_site(source, fallback=True)
+    return None if site is None else int(source.segments[site.segment].topk_ids[site.position][0])
+
+
+def _patched(target: Trace, segment: int, source: Trace, source_segment: int, slots: tuple[int, ...],
+             source_token: int | None, before_lp: np.ndarray | None) -> PatchResult:
+    donor = source.segments[source_segment].memory_in
+    index = list(slots)
+
+    def edit(mem: np.ndarray) -> np.ndarray:
+        mem[index] = donor[index]
+        return mem
+
+    what = "all slots" if len(slots) == target.num_mem_tokens else "slot" + ("s " if len(slots) > 1 else " ") + \
+        ", ".join(f"M{k}" for k in slots)
+    base = intervene(target, segment, edit, f"{what} patched from the source before segment {segment}")
+    result = PatchResult(**{f.name: getattr(base, f.name) for f in base.__dataclass_fields__.values()},
+                         slots=slots, source_segment=source_segment)
+    if source_token is not None:
+        result.source_answer = answer_text(target.model.tokenizer, source_token)
+        if before_lp is not None:
+            result.p_source_answer_before = float(np.exp(before_lp[source_token]))
+            after = base.site_logprobs if base.site_logprobs is not None else before_lp
+            result.p_source_answer_after = float(np.exp(after[source_token]))
+    return result
+
+
+@dataclass
+class PatchSweep:
+    """A patching sweep: memory patched from `source` into `target` before each segment of
+    `segments`, one slot at a time and all slots ("all"), the columns `columns`.
+
+    Arrays (len(segments), len(columns)):
+        p_source_answer         p(source's answer) at the target's answer site after the patch
+        p_source_answer_change  that minus its value before (p_source_answer_before)
+        p_answer_after          the probability of the target's top answer after the patch
+        answer_after            the target's top answer after the patch (text)
+        flipped                 whether that answer is the source's answer
+        loss_change             the target's per-segment loss change (nats/token), mean over the
+                                segments re-run (the patched one and every later one)
+    """
+
+    segments: list[int]
+    columns: list[str]
+    slots: list[tuple[int, ...]]
+    target_answer: str | None
+    source_answer: str | None
+    p_source_answer_before: float
+    p_source_answer: np.ndarray
+    p_answer_after: np.ndarray
+    answer_after: list[list[str | None]]
+    loss_change: np.ndarray
+    names: tuple[str, str] = ("target", "source")
+
+    @property
+    def p_source_answer_change(self) -> np.ndarray:
+        return self.p_source_answer - self.p_source_answer_before
+
+    @property
+    def flipped(self) -> np.ndarray:
+        return np.array([[a is not None and a == self.source_answer for a in row] for row in self.answer_after])
+
+    def cell(self, target: Trace, source: Trace, row: int, column: int) -> PatchResult:
+        """The patched run behind one cell (re-run: patch_memory with that segment and slots)."""
+        return patch_memory(target, self.segments[row], source, slots=list(self.slots[column]))
+
+    def to_rows(self) -> list[dict]:
+        """One row per cell: segment, patched (slot name or "all"), answer_after, became_source_answer,
+        p_answer_after, p_source_answer_before, p_source_answer_after, p_source_answer_change, loss_change."""
+        rows = []
+        for i, seg in enumerate(self.segments):
+            for j, col in enumerate(self.columns):
+                rows.append({"segment": seg, "patched": col, "answer_after": self.answer_after[i][j],
+                             "became_source_answer": bool(self.flipped[i, j]),
+                             "p_answer_after": float(self.p_answer_after[i, j]),
+                             "p_source_answer_before": float(self.p_source_answer_before),
+                             "p_source_answer_after": float(self.p_source_answer[i, j]),
+                             "p_source_answer_change": float(self.p_source_answer_change[i, j]),
+                             "loss_change": float(self.loss_change[i, j])})
+        return rows
+
+    def save(self, path, provenance: dict | None = None):
+        """to_rows() as .csv, or with the sweep's facts and `provenance` as .json; returns the path.
+        Raises ArgumentError for another suffix."""
+        import csv
+        import io
+        import json
+        from pathlib import Path
+
+        from .attribution.result import _plain
+
+        out = Path(path)
+        suffix = out.suffix.lower()
+        if suffix not in (".csv", ".json"):
+            raise ArgumentError(f"path must end in .csv or .json, got {str(path)!r}.")
+        rows = _plain(self.to_rows())
+        if suffix == ".csv":
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+            text = buffer.getvalue()
+        else:
+            text = json.dumps(_plain({"sweep": {"names": list(self.names), "target_answer": self.target_answer,
+                                                "source_answer": self.source_answer,
+                                                "p_source_answer_before": self.p_source_answer_before,
+                                                "segments": self.segments, "columns": self.columns},
+                                      "rows": rows, "provenance": provenance}), indent=2, ensure_ascii=False)
+        if out.parent != Path(""):
+            out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        return out
+
+
+def patch_sweep(target: Trace, source: Trace, segments=None, slots=None, *, whole: bool = True,
+                names: tuple[str, str] = ("target", "source")) -> PatchSweep:
+    """patch_memory over segments x slots (one slot at a time; with `whole`, also all slots at
+    once, the column "all"): where in the memory does the source's fact live?
+
+    segments: the target's segments to patch before (default every one the source also has);
+    slots: the slots (default all). Cost: one re-run of the target from each segment to its end
+    per cell. Raises as patch_memory does (ArgumentError for a segment or slot out of range).
+    """
+    if segments is None:
+        segments = list(range(min(target.num_segments, source.num_segments)))
+    segments = [target.check_segment(s) for s in (segments if isinstance(segments, (list, tuple, range, np.ndarray))
+                                                  else [segments])]
+    if not segments:
+        raise ArgumentError("segments must name at least one segment.")
+    m = target.num_mem_tokens
+    slot_list = list(range(m)) if slots is None else list(slots)
+    checked = [_check_patch(target, segments[0], source, [k], None)[2] for k in slot_list]
+    columns = [f"M{k}" for (k,) in checked] + (["all"] if whole else [])
+    groups = checked + ([tuple(range(m))] if whole else [])
+    site = answer_site(target, fallback=True)
+    source_token = _source_answer(source)
+    before_lp = (intervene(target, site.segment, lambda mem: mem, "unchanged").site_logprobs
+                 if site is not None and source_token is not None else None)
+    shape = (len(segments), len(groups))
+    p_src, p_ans, loss = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
+    answers: list[list[str | None]] = []
+    target_answer = None
+    for i, seg in enumerate(segments):
+        _, source_segment, _ = _check_patch(target, seg, source, None, None)
+        row = []
+        for j, group in enumerate(groups):
+            r = _patched(target, seg, source, source_segment, group, source_token, before_lp)
+            target_answer = r.answer_before
+            row.append(r.answer_after)
+            p_src[i, j] = np.nan if r.p_source_answer_after is None else r.p_source_answer_after
+            p_ans[i, j] = np.nan if r.p_answer_after is None else r.p_answer_after
+            loss[i, j] = float(r.loss_change[seg:].mean())
+        answers.append(row)
+    p_before = float(np.exp(before_lp[source_token])) if before_lp is not None else float("nan")
+    source_answer = answer_text(target.model.tokenizer, source_token) if source_token is not None else None
+    return PatchSweep(segments, columns, groups, target_answer, source_answer, p_before, p_src, p_ans, answers,
+                      loss, tuple(names))
