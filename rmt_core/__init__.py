@@ -33,9 +33,9 @@ Where memory is read and written:
                      (names and shapes: tracing/observables.py)
 
 Public API (stable names here): RMTConfig, RMTModel, load, save, inspect_checkpoint,
-list_checkpoints, DEFAULT_CHECKPOINT, Trace, trace, trace_iter, ask, compare (two traces side by
-side: a Comparison), the error types, and the
+list_checkpoints, DEFAULT_CHECKPOINT, Trace, trace, trace_iter, ask, the error types, and the
 modules analysis, series, figures, answers, attribution, interventions.
+compare(trace_a, trace_b) -> Comparison: two runs side by side (explain/compare.py).
 """
 from __future__ import annotations
 
@@ -50,11 +50,12 @@ from .errors import (ArgumentError, CheckpointError, ConfigError, DocumentError,
 
 __all__ = [
     "RMTConfig", "RMTModel", "RMTOutput", "load", "save", "inspect_checkpoint", "list_checkpoints",
-    "DEFAULT_CHECKPOINT", "Trace", "trace", "trace_iter", "ask", "compare", "Comparison",
+    "DEFAULT_CHECKPOINT", "Trace", "trace", "trace_iter", "ask",
     "RMTLensError", "ArgumentError", "ConfigError", "CheckpointError", "TraceError", "TraceCancelled", "DocumentError",
     "QuestionError", "analysis", "series", "figures", "answers", "attribution", "interventions",
     "__version__",
 ]
+__all__ += ["compare", "Comparison"]  # two runs side by side (explain/compare.py)
 
 # name -> (module, attribute or None for the module itself). Loaded on first use, so that
 # `import rmt_core` stays cheap (no plotly, captum or tokenizers until a page needs them).

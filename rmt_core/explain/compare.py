@@ -181,12 +181,7 @@ class Comparison:
 
     def to_csv(self) -> str:
         """to_rows() as CSV text (NaN as an empty cell)."""
-        rows = self.to_rows()
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["segment_a"], lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(_plain(rows))
-        return out.getvalue()
+        return rows_csv(self.to_rows(), empty_header="segment_a")
 
     def to_json(self) -> str:
         """{"comparison": summary(), "rows": to_rows(), "provenance": {"a": ..., "b": ...}} as JSON text."""
@@ -349,6 +344,16 @@ def _provenance(trace: Trace) -> dict[str, Any]:
             "rmt_lens_version": getattr(trace, "version", None), "settings": dict(trace.settings),
             "document": (trace.meta or {}).get("document"), "tokens": trace.num_tokens,
             "segments": trace.num_segments, "trace_complete": bool(trace.complete)}
+
+
+def rows_csv(rows: list[dict[str, Any]], empty_header: str = "segment") -> str:
+    """Table rows (dicts with the same keys) as CSV text: a header line, then one line per row;
+    floats in full precision, NaN / inf as empty cells."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else [empty_header], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(_plain(rows))
+    return out.getvalue()
 
 
 def _span(indices: list[int]) -> str:

@@ -114,41 +114,6 @@ def _answers(trace: Trace, site, site_logprobs: torch.Tensor | None, result: Int
         result.p_expected_after = probability_of(site_logprobs, following[0])
 
 
-def reset_memory(trace: Trace, segment: int) -> InterventionResult:
-    """Memory entering `segment` set to the model's learned initial memory."""
-    initial = trace.require_model("an intervention").initial_memory.detach().float().cpu().numpy()
-    return intervene(trace, segment, lambda _: initial, f"reset memory before segment {segment}")
-
-
-def zero_memory(trace: Trace, segment: int) -> InterventionResult:
-    return intervene(trace, segment, np.zeros_like, f"zero memory before segment {segment}")
-
-
-def shuffle_slots(trace: Trace, segment: int, seed: int = 0) -> InterventionResult:
-    order = np.random.default_rng(seed).permutation(trace.num_mem_tokens)
-    if np.array_equal(order, np.arange(trace.num_mem_tokens)):  # a shuffle that moves nothing is no test
-        order = np.roll(order, 1)
-    return intervene(trace, segment, lambda mem: mem[order], f"shuffle slots before segment {segment}")
-
-
-def replace_slot(trace: Trace, segment: int, slot: int, other: Trace, other_segment: int | None = None) -> InterventionResult:
-    """Slot `slot` of the memory entering `segment` replaced by the same slot from another trace."""
-    if other.num_mem_tokens != trace.num_mem_tokens:
-        raise TraceError("The other trace comes from a model with another number of memory slots.")
-    segment = trace.check_segment(segment)
-    slot = check_int(slot, "slot", 0, trace.num_mem_tokens - 1, fix=f"The model has {trace.num_mem_tokens} memory slots.",
-                     error=TraceArgumentError)
-    if other_segment is not None:
-        other_segment = other.check_segment(other_segment, "other_segment")
-    source = other.segments[min(segment if other_segment is None else other_segment, other.num_segments - 1)].memory_in
-
-    def edit(mem: np.ndarray) -> np.ndarray:
-        mem[slot] = source[slot]
-        return mem
-
-    return intervene(trace, segment, edit, f"slot {slot} from another trace before segment {segment}")
-
-
 # ---------------------------------------------------------------------- patching across documents
 @dataclass
 class PatchResult(InterventionResult):
@@ -305,12 +270,11 @@ class PatchSweep:
     def save(self, path, provenance: dict | None = None):
         """to_rows() as .csv, or with the sweep's facts and `provenance` as .json; returns the path.
         Raises ArgumentError for another suffix."""
-        import csv
-        import io
         import json
         from pathlib import Path
 
         from .attribution.result import _plain
+        from .compare import rows_csv
 
         out = Path(path)
         suffix = out.suffix.lower()
@@ -318,11 +282,7 @@ class PatchSweep:
             raise ArgumentError(f"path must end in .csv or .json, got {str(path)!r}.")
         rows = _plain(self.to_rows())
         if suffix == ".csv":
-            buffer = io.StringIO()
-            writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-            text = buffer.getvalue()
+            text = rows_csv(rows)
         else:
             text = json.dumps(_plain({"sweep": {"names": list(self.names), "target_answer": self.target_answer,
                                                 "source_answer": self.source_answer,
@@ -378,3 +338,39 @@ def patch_sweep(target: Trace, source: Trace, segments=None, slots=None, *, whol
     source_answer = answer_text(target.model.tokenizer, source_token) if source_token is not None else None
     return PatchSweep(segments, columns, groups, target_answer, source_answer, p_before, p_src, p_ans, answers,
                       loss, tuple(names))
+
+
+def reset_memory(trace: Trace, segment: int) -> InterventionResult:
+    """Memory entering `segment` set to the model's learned initial memory."""
+    initial = trace.require_model("an intervention").initial_memory.detach().float().cpu().numpy()
+    return intervene(trace, segment, lambda _: initial, f"reset memory before segment {segment}")
+
+
+def zero_memory(trace: Trace, segment: int) -> InterventionResult:
+    return intervene(trace, segment, np.zeros_like, f"zero memory before segment {segment}")
+
+
+def shuffle_slots(trace: Trace, segment: int, seed: int = 0) -> InterventionResult:
+    order = np.random.default_rng(seed).permutation(trace.num_mem_tokens)
+    if np.array_equal(order, np.arange(trace.num_mem_tokens)):  # a shuffle that moves nothing is no test
+        order = np.roll(order, 1)
+    return intervene(trace, segment, lambda mem: mem[order], f"shuffle slots before segment {segment}")
+
+
+def replace_slot(trace: Trace, segment: int, slot: int, other: Trace, other_segment: int | None = None) -> InterventionResult:
+    """Slot `slot` of the memory entering `segment` replaced by the same slot from another trace."""
+    if other.num_mem_tokens != trace.num_mem_tokens:
+        raise TraceError("The other trace comes from a model with another number of memory slots.")
+    segment = trace.check_segment(segment)
+    slot = check_int(slot, "slot", 0, trace.num_mem_tokens - 1, fix=f"The model has {trace.num_mem_tokens} memory slots.",
+                     error=TraceArgumentError)
+    if other_segment is not None:
+        other_segment = other.check_segment(other_segment, "other_segment")
+    source = other.segments[min(segment if other_segment is None else other_segment, other.num_segments - 1)].memory_in
+
+    def edit(mem: np.ndarray) -> np.ndarray:
+        mem[slot] = source[slot]
+        return mem
+
+    return intervene(trace, segment, edit, f"slot {slot} from another trace before segment {segment}")
+
