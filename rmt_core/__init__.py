@@ -35,7 +35,6 @@ Where memory is read and written:
 Public API (stable names here): RMTConfig, RMTModel, load, save, inspect_checkpoint,
 list_checkpoints, DEFAULT_CHECKPOINT, Trace, trace, trace_iter, ask, the error types, and the
 modules analysis, series, figures, answers, attribution, interventions.
-compare(trace_a, trace_b) -> Comparison: two runs side by side (explain/compare.py).
 """
 from __future__ import annotations
 

@@ -373,4 +373,3 @@ def replace_slot(trace: Trace, segment: int, slot: int, other: Trace, other_segm
         return mem
 
     return intervene(trace, segment, edit, f"slot {slot} from another trace before segment {segment}")
-
