@@ -484,6 +484,7 @@ def add_report(p: argparse.ArgumentParser) -> None:
                    help="the checkpoint the trace was made with; needed for the attention heatmap and head view")
     _add_view_options(p)
     _add_model_options(p)
+    p.add_argument("--compare", default=None, metavar="B", help="a second trace file: adds a comparison section")
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -496,7 +497,8 @@ def run_report(args: argparse.Namespace) -> int:
     if trace.model is None:
         print(f"note: the attention heatmap and head view are left out: pass --checkpoint "
               f"{trace.model_info['name']} (the checkpoint the trace was made with) to include them.", file=sys.stderr)
-    out = build_report(trace, args.out, segment=segment, layer=layer, head=head)
+    out = build_report(trace, args.out, segment=segment, layer=layer, head=head,
+                       compare_with=cli_compare.second_trace(args.compare, trace))
     _say(f"report: {out} ({out.stat().st_size / 1e6:.1f} MB, self-contained; segment {segment})")
     return 0
 
@@ -714,6 +716,10 @@ COMMANDS: dict[str, Command] = {
                      run_study, "Run a study (rmt-lens study run ...) into a folder of rows.parquet + study.json, "
                                 "or write its figures and tables (rmt-lens study report DIR --out FIGDIR)."),
 }
+
+from . import cli_compare  # noqa: E402  (the compare and patch commands live in their own module)
+
+COMMANDS.update({name: Command(*spec) for name, spec in cli_compare.COMMANDS.items()})
 
 
 class _Parser(argparse.ArgumentParser):

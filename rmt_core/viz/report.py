@@ -38,14 +38,16 @@ iframe { border: 1px solid #ddd; width: 100%; }
 
 
 def build_report(trace, path: str | os.PathLike, segment: int | None = None, layer: int = -1, head: int = 0,
-                 provenance: Mapping[str, Any] | None = None) -> Path:
+                 provenance: Mapping[str, Any] | None = None, compare_with=None) -> Path:
     """Write the report of `trace` to `path` (one self-contained HTML file) and return the path.
 
     segment: the segment shown in detail (default: the last). The attention heatmap and the
     bertviz head view need the model attached (Trace.load(path, model=...)); without it they
-    are left out with a note.
+    are left out with a note. compare_with: a second Trace; the report then gains a comparison
+    section (rmt_core.compare(trace, compare_with): alignment, divergence, its figures).
     """
-    text = report_html(trace, segment=segment, layer=layer, head=head, provenance=provenance)
+    text = report_html(trace, segment=segment, layer=layer, head=head, provenance=provenance,
+                       compare_with=compare_with)
     path = Path(path)
     if path.parent != Path(""):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +58,7 @@ def build_report(trace, path: str | os.PathLike, segment: int | None = None, lay
 
 
 def report_html(trace, segment: int | None = None, layer: int = -1, head: int = 0,
-                provenance: Mapping[str, Any] | None = None) -> str:
+                provenance: Mapping[str, Any] | None = None, compare_with=None) -> str:
     """The report as one HTML string (see build_report)."""
     from plotly.offline import get_plotlyjs
 
@@ -89,6 +91,8 @@ def report_html(trace, segment: int | None = None, layer: int = -1, head: int = 
     parts += _answer_section(trace)
     parts += _segment_section(trace, export.segment_table(trace), segment)
     parts += _figure_section(figures.standard_figures(trace, segment, layer, head), trace)
+    if compare_with is not None:
+        parts += _comparison_section(trace, compare_with)
     doc_html, note = render.document_html(trace, selected_segment=segment)
     parts += ["<h2>Document</h2>",
               '<p class="note">Tokens coloured by surprise (nats); §<i>k</i> marks the start of segment <i>k</i>; '
@@ -158,6 +162,28 @@ def _figure_section(figs: Mapping[str, Any], trace) -> list[str]:
     for name, fig in figs.items():
         div = fig.to_html(full_html=False, include_plotlyjs=False, config=FIGURE_CONFIG, div_id=f"fig-{name}")
         parts.append(f'<div class="figure" id="figure-{html.escape(name)}">{div}</div>')
+    return parts
+
+
+def _comparison_section(trace, other) -> list[str]:
+    """Two runs side by side: this trace (A) and `other` (B), rmt_core.explain.compare."""
+    from ..explain.compare import compare
+    from .comparison import comparison_figures
+    from .figures import FIGURE_CONFIG
+
+    c = compare(trace, other)
+    prov_b = c.provenance["b"]
+    facts = [c.alignment_text, c.divergence_text] + c.notes + ([f"Answer curve: {c.lens_reason}"] if c.lens_reason else [])
+    csv_url = "data:text/csv;base64," + base64.b64encode(c.to_csv().encode("utf-8")).decode("ascii")
+    parts = ["<h2>Comparison</h2>",
+             f'<p class="note">A: this trace. B: {html.escape(str(prov_b.get("document") or "a second trace"))} with '
+             f'{html.escape(str(prov_b.get("checkpoint")))} (weights {html.escape(str(prov_b.get("weights_hash")))}), '
+             f'{prov_b.get("segments")} segments. <a download="comparison.csv" href="{csv_url}">Download the '
+             "per-segment comparison as CSV</a>.</p>",
+             "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in facts) + "</ul>"]
+    for name, fig in comparison_figures(c).items():
+        div = fig.to_html(full_html=False, include_plotlyjs=False, config=FIGURE_CONFIG, div_id=f"cmp-{name}")
+        parts.append(f'<div class="figure" id="comparison-{html.escape(name)}">{div}</div>')
     return parts
 
 
