@@ -33,6 +33,7 @@ pages = [
     st.Page("screens/attention.py", title="Attention", icon=":material/grid_on:", url_path="attention"),
     st.Page("screens/memory.py", title="Memory", icon=":material/memory:", url_path="memory"),
     st.Page("screens/attribution.py", title="Attribution", icon=":material/target:", url_path="attribution"),
+    st.Page("screens/compare.py", title="Compare", icon=":material/compare:", url_path="compare"),
     st.Page("screens/export.py", title="Export", icon=":material/download:", url_path="export"),
     st.Page("screens/tour.py", title="Guided tour", icon=":material/school:", url_path="tour"),
     st.Page("screens/papers.py", title="Paper figures", icon=":material/description:", url_path="papers"),

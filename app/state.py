@@ -30,3 +30,7 @@ ASK_QUESTION = "ask_question"
 ASK_ERROR = "ask_error"
 ASK_WINDOW = "ask_window"  # earlier segments the answer's through-memory attribution unrolls
 OPENED_TRACE = "opened_trace"  # ((upload file id, model weights hash), refusal message or None) of a .rmtrace upload
+COMPARE_TRACE = "compare_trace"  # the Compare page's second run (an rmt_core.Trace)
+COMPARE_LABEL = "compare_label"  # how the second run was made ("another document", a checkpoint, a file)
+COMPARE_RESULT = "compare_result"  # ((id A, id B), rmt_core.Comparison)
+COMPARE_SWEEP = "compare_sweep"  # ((ids, segments), interventions.PatchSweep)

@@ -1,0 +1,99 @@
+"""Services of the Compare page: the second run, the comparison and the patching sweep.
+
+Pages call these; they call rmt_core's public API (rmt_core.trace, Trace.load, rmt_core.compare,
+rmt_core.interventions). Results are kept in session state per pair of traces (app.state keys)."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+import rmt_core
+from rmt_core import interventions
+
+from app import services, state
+
+MAX_SWEEP_CELLS = 160  # patched runs one sweep may start from the page (each re-runs the target to its end)
+
+
+def trace_text(model, text: str):
+    """The second run: `text` traced with `model` (synchronously; the page shows a spinner)."""
+    return rmt_core.trace(model, text)
+
+
+def open_saved(data: bytes, name: str, current_model):
+    """A saved .rmtrace (the bytes of an upload), checked against the models it may belong to.
+
+    The current model is attached when the trace was made with its weights; else the shipped
+    checkpoint the trace names, when its weights are the trace's; else the file is refused by
+    name (Trace.attach's message: which checkpoint it needs). Damaged or crafted files get the
+    TraceError Trace.load raises. Returns the Trace with its model attached."""
+    opener = getattr(services, "open_trace", None)  # app.services.open_trace when the uploads branch is in
+    if not bytes(data[:8]).strip():
+        raise rmt_core.TraceError(f"{name} is empty: choose a trace file saved by RMT Lens (.rmtrace).")
+    with tempfile.TemporaryDirectory(prefix="rmt-lens-compare-") as folder:
+        path = Path(folder) / "upload.rmtrace"
+        path.write_bytes(bytes(data))
+        try:
+            trace = rmt_core.Trace.load(path)
+        except rmt_core.TraceError as exc:
+            raise rmt_core.TraceError(str(exc).replace(str(path), name)) from exc
+    wanted = trace.model_info.get("weights_hash")
+    if current_model is not None and current_model.weights_hash() == wanted:
+        model = current_model
+    else:
+        named = str(trace.model_info.get("name") or "")
+        shipped = {c["name"] for c in services.shipped_checkpoints()}
+        model = services.load_model(named) if named in shipped else current_model
+    if opener is not None:
+        return opener(bytes(data), model, name=name)
+    trace.attach(model)  # refused by name when the weights are not the trace's
+    return trace
+
+
+def second_trace():
+    """The current second run (or None)."""
+    return st.session_state.get(state.COMPARE_TRACE)
+
+
+def set_second(trace, label: str) -> None:
+    st.session_state[state.COMPARE_TRACE] = trace
+    st.session_state[state.COMPARE_LABEL] = label
+    st.session_state.pop(state.COMPARE_SWEEP, None)
+
+
+def comparison(a, b):
+    """rmt_core.compare(a, b), once per pair of traces."""
+    key = (id(a), id(b))
+    cached = st.session_state.get(state.COMPARE_RESULT)
+    if cached is None or cached[0] != key:
+        label = st.session_state.get(state.COMPARE_LABEL, "second run")
+        cached = (key, rmt_core.compare(a, b, names=("this run", label)))
+        st.session_state[state.COMPARE_RESULT] = cached
+    return cached[1]
+
+
+def sweep(target, source, segments: list[int], names: tuple[str, str]):
+    """interventions.patch_sweep(target, source, segments) (every slot, and all at once), kept until
+    the second run changes; refused above MAX_SWEEP_CELLS cells (say fewer segments)."""
+    cells = len(segments) * (target.num_mem_tokens + 1)
+    if cells > MAX_SWEEP_CELLS:
+        raise rmt_core.ArgumentError(f"A sweep over {len(segments)} segments is {cells} patched runs; the page runs at "
+                                     f"most {MAX_SWEEP_CELLS}: choose fewer segments (or use `rmt-lens patch`).")
+    key = (id(target), id(source), tuple(segments))
+    cached = st.session_state.get(state.COMPARE_SWEEP)
+    if cached is None or cached[0] != key:
+        cached = (key, interventions.patch_sweep(target, source, segments, names=names))
+        st.session_state[state.COMPARE_SWEEP] = cached
+    return cached[1]
+
+
+def current_sweep():
+    cached = st.session_state.get(state.COMPARE_SWEEP)
+    return None if cached is None else cached[1]
+
+
+def sweep_pair(a, b, direction: int):
+    """(target, source) of a sweep: direction 0 patches B's memory into A, 1 A's into B."""
+    return (a, b) if direction == 0 else (b, a)
