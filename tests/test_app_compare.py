@@ -49,7 +49,7 @@ def test_the_patching_sweep_runs_from_the_page(compared):
         pytest.skip("AppTest did not open the second tab")
     button.click().run()
     assert not at.exception, [e.value for e in at.exception]
-    sweep = comparing.current_sweep() if False else at.session_state[state.COMPARE_SWEEP][1]
+    sweep = at.session_state[state.COMPARE_SWEEP][1]
     assert sweep.p_source_answer.shape == (len(sweep.segments), at.session_state[state.TRACE].num_mem_tokens + 1)
 
 
@@ -65,3 +65,18 @@ def test_a_saved_trace_of_another_model_is_refused_by_name(tmp_path):
     with pytest.raises(rmt_core.TraceError, match="junk.rmtrace"):
         comparing.open_saved(b"not a trace file at all", "junk.rmtrace", tiny)
     assert comparing.open_saved(path.read_bytes(), "t.rmtrace", tiny).model is tiny
+
+
+def test_attribution_interventions_offer_one_slot_reset_and_patch(compared):
+    at = compared
+    at.switch_page("screens/attribution.py").run()
+    at.session_state["attr_tab"] = "Interventions"
+    at.run()
+    kind = at.selectbox(key="int_kind")
+    assert "patch one slot from the compared run" in kind.options and "reset one slot" in kind.options
+    for choice in ("reset one slot", "patch one slot from the compared run"):
+        at.selectbox(key="int_kind").set_value(choice).run()
+        assert not at.exception, [e.value for e in at.exception]
+        at.selectbox(key="int_slot").set_value(1).run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert any("before:" in m.value for m in at.markdown)

@@ -96,3 +96,10 @@ def test_sweep_cells_are_the_single_patches(target, source, tmp_path):
     assert sweep.save(tmp_path / "s.csv").read_text().startswith("segment,patched,answer_after")
     fig = patching_heatmap(sweep)
     assert np.allclose(np.asarray(fig.data[0].z, dtype=float), sweep.p_source_answer_change.T)
+
+
+def test_reset_slot_resets_one_slot_only(target):
+    r = iv.reset_slot(target, 2, 1)
+    assert "reset slot M1" in r.name and np.abs(r.loss_change[2:]).sum() > 0 and not r.loss_change[:2].any()
+    with pytest.raises(ArgumentError, match="slot must be in 0..2"):
+        iv.reset_slot(target, 2, 3)

@@ -346,6 +346,21 @@ def reset_memory(trace: Trace, segment: int) -> InterventionResult:
     return intervene(trace, segment, lambda _: initial, f"reset memory before segment {segment}")
 
 
+def reset_slot(trace: Trace, segment: int, slot: int) -> InterventionResult:
+    """Slot `slot` of the memory entering `segment` set to the model's learned initial memory's slot
+    (the other slots keep theirs). Raises TraceArgumentError for a segment or slot out of range."""
+    segment = trace.check_segment(segment)
+    m = trace.num_mem_tokens
+    slot = check_int(slot, "slot", 0, m - 1, fix=f"The model has {m} memory slots.", error=TraceArgumentError)
+    initial = trace.require_model("an intervention").initial_memory.detach().float().cpu().numpy()
+
+    def edit(mem: np.ndarray) -> np.ndarray:
+        mem[slot] = initial[slot]
+        return mem
+
+    return intervene(trace, segment, edit, f"reset slot M{slot} before segment {segment}")
+
+
 def zero_memory(trace: Trace, segment: int) -> InterventionResult:
     return intervene(trace, segment, np.zeros_like, f"zero memory before segment {segment}")
 
