@@ -36,18 +36,13 @@ def test_a_second_document_is_compared_side_by_side(compared):
     assert c.num_pairs == at.session_state[state.TRACE].num_segments
     assert c.diverge_at is not None  # one fact changed: the memories diverge where it is written
     assert np.allclose(c.cosine[:c.diverge_at], 0, atol=1e-6)
-    assert len(at.get("plotly_chart")) >= 4  # distance, curves, mass, an attention map
+    assert len(at.get("plotly_chart")) >= 3  # distance, curves, mass
     assert any("diverge" in w.value for w in at.warning)
 
 
 def test_the_patching_sweep_runs_from_the_page(compared):
     at = compared
-    at.session_state["cmp_tab"] = "Patch memory across the runs"
-    at.run()
-    button = next((b for b in at.button if b.key == "cmp_sweep"), None)
-    if button is None:
-        pytest.skip("AppTest did not open the second tab")
-    button.click().run()
+    next(b for b in at.button if b.key == "cmp_sweep").click().run()
     assert not at.exception, [e.value for e in at.exception]
     sweep = at.session_state[state.COMPARE_SWEEP][1]
     assert sweep.p_source_answer.shape == (len(sweep.segments), at.session_state[state.TRACE].num_mem_tokens + 1)
@@ -65,6 +60,21 @@ def test_a_saved_trace_of_another_model_is_refused_by_name(tmp_path):
     with pytest.raises(rmt_core.TraceError, match="junk.rmtrace"):
         comparing.open_saved(b"not a trace file at all", "junk.rmtrace", tiny)
     assert comparing.open_saved(path.read_bytes(), "t.rmtrace", tiny).model is tiny
+
+
+def test_both_attention_maps_of_a_segment_pair(compared):
+    at = compared
+    at.session_state["cmp_tab"] = "Attention, both runs"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    before = len(at.get("plotly_chart"))
+    at.select_slider(key="cmp_pair").set_value(1).run()
+    assert not at.exception and len(at.get("plotly_chart")) == before
+    assert {"cmp_att_a", "cmp_att_b"} <= _chart_keys(at)
+
+
+def _chart_keys(at) -> set[str]:
+    return {str(getattr(c, "key", "") or "") for c in at.get("plotly_chart")}
 
 
 def test_attribution_interventions_offer_one_slot_reset_and_patch(compared):

@@ -75,7 +75,8 @@ def _side_by_side(trace, other) -> None:
     if c.lens_reason:
         st.caption(f"Answer curve: {c.lens_reason}")
     show_figure(cfig.block_mass_figure(c), key="cmp_mass")
-    tab_attention, tab_patch = st.tabs(["Attention, both runs", "Patch memory across the runs"], key="cmp_tab",
+    # Only the open tab is built (on_change="rerun"): the first one draws nothing heavy until asked
+    tab_patch, tab_attention = st.tabs(["Patch memory across the runs", "Attention, both runs"], key="cmp_tab",
                                        on_change="rerun")
     if tab_attention.open:
         with tab_attention:
