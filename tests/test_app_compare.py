@@ -82,11 +82,11 @@ def test_attribution_interventions_offer_one_slot_reset_and_patch(compared):
     at.switch_page("screens/attribution.py").run()
     at.session_state["attr_tab"] = "Interventions"
     at.run()
-    kind = at.selectbox(key="int_kind")
-    assert "patch one slot from the compared run" in kind.options and "reset one slot" in kind.options
+    kind = at.selectbox(key="int_slot_kind")
+    assert kind.options == ["reset one slot", "patch one slot from the compared run"]
     for choice in ("reset one slot", "patch one slot from the compared run"):
-        at.selectbox(key="int_kind").set_value(choice).run()
+        at.selectbox(key="int_slot_kind").set_value(choice).run()
         assert not at.exception, [e.value for e in at.exception]
         at.selectbox(key="int_slot").set_value(1).run()
         assert not at.exception, [e.value for e in at.exception]
-        assert any("before:" in m.value for m in at.markdown)
+        assert sum("before:" in m.value for m in at.markdown) == 2  # the whole-memory and the one-slot results

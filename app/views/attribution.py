@@ -83,6 +83,7 @@ def _views(trace, segment: int) -> None:
         if tab_int.open:
             with tab_int:
                 _interventions(trace)
+                _slot_interventions(trace)
     except RMTLensError as exc:
         st.error(literal(services.app_message(exc)))
 
@@ -204,25 +205,9 @@ def _default_intervention_segment(trace) -> int:
 
 def _interventions(trace) -> None:
     c1, c2 = st.columns(2)
-    kinds = ["reset to initial memory", "zero memory", "shuffle slots", "reset one slot"]
-    other = st.session_state.get(state.COMPARE_TRACE)  # the Compare page's second run
-    if other is not None:
-        kinds.append("patch one slot from the compared run")
-    kind = c1.selectbox("Intervention", kinds, key="int_kind")
+    kind = c1.selectbox("Intervention", ["reset to initial memory", "zero memory", "shuffle slots"], key="int_kind")
     at = c2.selectbox("Before segment", range(trace.num_segments), index=_default_intervention_segment(trace),
                       key=f"int_segment_{id(trace)}")
-    if kind in ("reset one slot", "patch one slot from the compared run"):
-        slot = st.selectbox("Slot", range(trace.num_mem_tokens), format_func=lambda k: f"M{k}", key="int_slot")
-        if kind == "reset one slot":
-            result = _cached(trace, ("reset slot", at, slot), lambda: interventions.reset_slot(trace, at, slot))
-        elif at >= other.num_segments:
-            st.info(f"The compared run has {other.num_segments} segments: pick a segment before {other.num_segments}.")
-            return
-        else:
-            result = _cached(trace, ("patch slot", id(other), at, slot),
-                             lambda: interventions.patch_memory(trace, at, other, slots=[slot]))
-        _intervention_result(trace, result)
-        return
     if kind == "reset to initial memory" and at == 0:
         st.info("The memory entering segment 0 is the initial memory already: resetting it there changes nothing. "
                 "Pick a later segment.")
@@ -230,11 +215,36 @@ def _interventions(trace) -> None:
     run = {"reset to initial memory": interventions.reset_memory, "zero memory": interventions.zero_memory,
            "shuffle slots": interventions.shuffle_slots}[kind]
     result = _cached(trace, ("intervene", kind, at), lambda: run(trace, at))
-    _intervention_result(trace, result)
+    _intervention_result(trace, result, "int_fig")
 
 
-def _intervention_result(trace, result) -> None:
-    show_figure(figures.intervention_losses(result.loss_before, result.loss_after, result.name), key="int_fig")
+def _slot_interventions(trace) -> None:
+    """One slot of the memory entering a segment: reset to the initial memory's slot, or patched from
+    the Compare page's second run (interventions.reset_slot / patch_memory)."""
+    st.subheader("One memory slot")
+    kinds = ["reset one slot"]
+    other = st.session_state.get(state.COMPARE_TRACE)  # the Compare page's second run
+    if other is not None:
+        kinds.append("patch one slot from the compared run")
+    c1, c2, c3 = st.columns(3)
+    kind = c1.selectbox("Slot intervention", kinds, key="int_slot_kind",
+                        help="Patching needs a second run: choose one on the Compare page.")
+    at = c2.selectbox("Before segment", range(trace.num_segments), index=_default_intervention_segment(trace),
+                      key=f"int_slot_segment_{id(trace)}")
+    slot = c3.selectbox("Slot", range(trace.num_mem_tokens), format_func=lambda k: f"M{k}", key="int_slot")
+    if kind == "reset one slot":
+        result = _cached(trace, ("reset slot", at, slot), lambda: interventions.reset_slot(trace, at, slot))
+    elif at >= other.num_segments:
+        st.info(f"The compared run has {other.num_segments} segments: pick a segment before {other.num_segments}.")
+        return
+    else:
+        result = _cached(trace, ("patch slot", id(other), at, slot),
+                         lambda: interventions.patch_memory(trace, at, other, slots=[slot]))
+    _intervention_result(trace, result, "int_slot_fig")
+
+
+def _intervention_result(trace, result, key: str) -> None:
+    show_figure(figures.intervention_losses(result.loss_before, result.loss_after, result.name), key=key)
     if result.answer_before is not None:
         site = answers.answer_site(trace)
         what = "Answer after “Answer:”" if site is not None else "Next token predicted after the document"
