@@ -15,7 +15,7 @@ never in a cycle: tests/test_layers.py fails otherwise):
     explain/   what a trace means: analysis (PCA, norms, logit lens), series (cached per trace),
                attribution (one `attribute` verb over captum), interventions (and memory
                patching across documents), answers (ask), compare (two runs side by side)
-    viz/       figures (plotly, pure data -> figure), document render, bertviz views, the HTML
+    viz/       figures (plotly, pure data -> figure; comparison: two runs), document render, bertviz views, the HTML
                report, exports (CSV / JSON / images), paper figures, the guided tour, study figures
     studies/   many samples at once: sources (the BABILong grid, the user's documents), one row per
                traced sample (measures), rows.parquet + study.json (runner, rows), executors (in
