@@ -23,6 +23,7 @@ RUNS = {
     "bench_app": ([], "| device | change"),
     "bench_pages": (["--repeats", "1"], "| page"),
     "bench_attribution": (["--repeats", "1"], "| device | sample"),
+    "bench_compare": (["--repeats", "1"], "| case"),
     "bench_documents": ([], "| format"),
 }
 
