@@ -47,6 +47,9 @@ def _second_run(trace) -> None:
             if st.button("Trace and compare", key="cmp_run_text", type="primary"):
                 with st.spinner("Tracing the second document…"):
                     comparing.set_second(comparing.trace_text(trace.model, text), "another document")
+        elif source == SOURCES[1] and trace.text is None:
+            st.info("This run was traced from token ids, not text: another checkpoint (another tokenizer) cannot "
+                    "read it. Compare with a saved trace instead.")
         elif source == SOURCES[1]:
             names = [c["name"] for c in services.shipped_checkpoints()]
             current = trace.model_info.get("name")
