@@ -23,33 +23,26 @@ def trace_text(model, text: str):
 
 
 def open_saved(data: bytes, name: str, current_model):
-    """A saved .rmtrace (the bytes of an upload), checked against the models it may belong to.
+    """A saved .rmtrace (the bytes of an upload), opened for the model it belongs to.
 
-    The current model is attached when the trace was made with its weights; else the shipped
-    checkpoint the trace names, when its weights are the trace's; else the file is refused by
-    name (Trace.attach's message: which checkpoint it needs). Damaged or crafted files get the
-    TraceError Trace.load raises. Returns the Trace with its model attached."""
-    opener = getattr(services, "open_trace", None)  # app.services.open_trace when the uploads branch is in
-    if not bytes(data[:8]).strip():
-        raise rmt_core.TraceError(f"{name} is empty: choose a trace file saved by RMT Lens (.rmtrace).")
+    The current model when the trace was made with its weights; else the shipped checkpoint the
+    trace names; then services.open_trace checks and reads the file (a trace of other weights is
+    refused naming the checkpoint it needs; damaged or crafted files get the TraceError saying
+    what is wrong). Returns the Trace with its model attached."""
+    model = current_model
     with tempfile.TemporaryDirectory(prefix="rmt-lens-compare-") as folder:
         path = Path(folder) / "upload.rmtrace"
         path.write_bytes(bytes(data))
         try:
-            trace = rmt_core.Trace.load(path)
-        except rmt_core.TraceError as exc:
-            raise rmt_core.TraceError(str(exc).replace(str(path), name)) from exc
-    wanted = trace.model_info.get("weights_hash")
-    if current_model is not None and current_model.weights_hash() == wanted:
-        model = current_model
-    else:
-        named = str(trace.model_info.get("name") or "")
-        shipped = {c["name"] for c in services.shipped_checkpoints()}
-        model = services.load_model(named) if named in shipped else current_model
-    if opener is not None:
-        return opener(bytes(data), model, name=name)
-    trace.attach(model)  # refused by name when the weights are not the trace's
-    return trace
+            info = rmt_core.Trace.load(path).model_info  # which model it names (open_trace gives the messages)
+        except rmt_core.TraceError:
+            info = None
+    if info is not None and current_model is not None:
+        named = str(info.get("name") or "")
+        if info.get("weights_hash") != current_model.weights_hash() and named in {
+                c["name"] for c in services.shipped_checkpoints()}:
+            model = services.load_model(named)
+    return services.open_trace(bytes(data), model, name=name)
 
 
 def second_trace():

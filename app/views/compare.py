@@ -9,15 +9,7 @@ from rmt_core.viz import comparison as cfig
 from rmt_core.viz import figures
 
 from app import comparing, services, sidebar, state
-from app.views.common import guarded, require_trace, show_figure
-
-_MARKDOWN = str.maketrans({ch: "\\" + ch for ch in "\\`*_{}[]()#+-.!|<>$~"})
-
-
-def literal_text(text: str) -> str:
-    """User or file text shown as typed in Markdown (no links, emphasis, HTML or math)."""
-    return str(text).translate(_MARKDOWN)
-
+from app.views.common import guarded, literal, require_trace, show_figure
 
 SOURCES = ("Another document", "Another checkpoint", "A saved trace (.rmtrace)")
 MAX_HEATMAP = 200  # positions per axis of an attention map (as the Attention page)
@@ -69,7 +61,7 @@ def _second_run(trace) -> None:
 @guarded
 def _side_by_side(trace, other) -> None:
     c = comparing.comparison(trace, other)
-    st.markdown(f"**This run** vs **{literal_text(c.names[1])}**: {literal_text(c.alignment_text)}")
+    st.markdown(f"**This run** vs **{literal(c.names[1])}**: {literal(c.alignment_text)}")
     (st.warning if c.diverge_at is not None else st.success)(c.divergence_text)
     for note in c.notes:
         st.caption(note)
@@ -132,8 +124,8 @@ def _patching(trace, other) -> None:
             sweep = comparing.sweep(target, source, segments, names)
     if sweep is None or sweep.names != names:
         return
-    st.markdown(f"Target's answer: **{literal_text(str(sweep.target_answer))}**; source's answer: "
-                f"**{literal_text(str(sweep.source_answer))}** (p in the target before: "
+    st.markdown(f"Target's answer: **{literal(str(sweep.target_answer))}**; source's answer: "
+                f"**{literal(str(sweep.source_answer))}** (p in the target before: "
                 f"{sweep.p_source_answer_before:.3f}). Click a cell to open that patched run.")
     event = st.plotly_chart(cfig.patching_heatmap(sweep), key="cmp_patch_map", on_select="rerun",
                             selection_mode="points", config=figures.FIGURE_CONFIG)
@@ -142,8 +134,8 @@ def _patching(trace, other) -> None:
         point = points[0]
         row, column = sweep.segments.index(int(point["x"])), sweep.columns.index(str(point["y"]))
         result = sweep.cell(target, source, row, column)
-        st.markdown(f"**{literal_text(result.name)}** — answer before: **{literal_text(str(result.answer_before))}** "
-                    f"(p = {result.p_answer_before:.3f}) · after: **{literal_text(str(result.answer_after))}** "
+        st.markdown(f"**{literal(result.name)}** — answer before: **{literal(str(result.answer_before))}** "
+                    f"(p = {result.p_answer_before:.3f}) · after: **{literal(str(result.answer_after))}** "
                     f"(p = {result.p_answer_after:.3f}); p(source's answer) {result.p_source_answer_before:.3f} → "
                     f"{result.p_source_answer_after:.3f}.")
         show_figure(figures.intervention_losses(result.loss_before, result.loss_after, result.name), key="cmp_cell_loss")
