@@ -379,12 +379,10 @@ def site_logprobs(trace, site: AnswerSite):
     stored memory (one segment; needs the model attached)."""
     import torch
 
-    model = trace.require_model("re-running the answer's segment")
+    trace.require_model("re-running the answer's segment")
     seg = trace.segments[site.segment]
     with torch.no_grad():
-        memory = torch.as_tensor(np.asarray(seg.memory_in, dtype=np.float32), device=model.device)
-        ids = torch.as_tensor(seg.token_ids[: site.position + 1], dtype=torch.long, device=model.device)
-        out = model.run_segment(memory.to(model.dtype).unsqueeze(0), ids.unsqueeze(0), segment_index=seg.index)
+        out = trace.replay(seg.index, token_ids=seg.token_ids[: site.position + 1])
         return torch.log_softmax(out.logits[0, -1].float(), dim=-1)
 
 
