@@ -96,3 +96,93 @@ def test_replay_returns_attention_and_hidden_states(trace, model):
     assert out.attention.shape == (1, model.num_layers, model.num_heads, n, n)
     assert np.array_equal(out.attention[0].numpy(), trace.attention(2))
     assert len(out.hidden_states) == model.num_layers + 1
+
+
+# ---------------------------------------------------------------------- a toy memory type from outside rmt_core
+@pytest.fixture(scope="module")
+def toy():
+    import toy_memory  # noqa: F401  (registers "toy-mean")
+
+    return make_model("gpt2", num_mem_tokens=0, segment_size=6, memory="toy-mean")
+
+
+@pytest.fixture(scope="module")
+def toy_ids():
+    return np.random.default_rng(1).integers(0, VOCAB, 30)  # 5 segments
+
+
+@pytest.fixture(scope="module")
+def toy_trace(toy, toy_ids):
+    return rmt_core.trace(toy, toy_ids)
+
+
+def test_toy_forward_carries_its_state(toy, toy_ids):
+    x = torch.as_tensor(toy_ids).unsqueeze(0)
+    out = toy(x)
+    assert out.logits.shape == (1, 30, VOCAB) and len(out.memory_out) == 5
+    assert torch.equal(out.memory_out[-1]["count"], torch.tensor([[5.0]]))
+    reset = toy(x, reset_memory=True).logits  # negative control: without the state the later segments differ
+    assert torch.equal(reset[:, :6], out.logits[:, :6]) and not torch.allclose(reset[:, 6:], out.logits[:, 6:])
+
+
+def test_toy_bptt_training_step(toy_ids):
+    import toy_memory  # noqa: F401
+
+    model = make_model("gpt2", num_mem_tokens=0, segment_size=6, memory="toy-mean").train()
+    x = torch.as_tensor(toy_ids).unsqueeze(0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    loss = model(x, labels=x).loss
+    loss.backward()
+    assert model.mean_gain.grad is not None and float(model.mean_gain.grad.abs()) > 0  # through the carried state
+    optimizer.step()
+    assert float(model(x, labels=x).loss.detach()) < float(loss.detach())
+
+
+def test_toy_trace_replay_and_file(toy, toy_trace, tmp_path):
+    trace = toy_trace
+    assert trace.complete and trace.num_segments == 5 and trace.memory_type == "toy-mean"
+    assert trace.state_in(0)["count"] == 0 and trace.state_out(4)["count"] == 5
+    assert np.array_equal(trace.replay(3).state_arrays()["mean"], trace.state_out(3)["mean"])
+    assert trace.memory_states().shape == (6, 1, toy.hidden_size)
+    loaded = rmt_core.Trace.load(trace.save(tmp_path / "toy.rmtrace"), model=toy)
+    for s in range(5):
+        assert all(np.array_equal(loaded.state_out(s)[k], trace.state_out(s)[k]) for k in ("mean", "count"))
+        assert np.array_equal(loaded.segments[s].token_logprob, trace.segments[s].token_logprob, equal_nan=True)
+    assert np.array_equal(loaded.memory_states(), trace.memory_states())
+
+
+def test_a_trace_of_an_unknown_memory_type_is_refused_by_name(toy_trace, tmp_path, monkeypatch):
+    from rmt_core.engine.memory import registry
+
+    path = toy_trace.save(tmp_path / "toy.rmtrace")
+    monkeypatch.delitem(registry._REGISTRY, "toy-mean")
+    with pytest.raises(rmt_core.TraceError, match="memory type 'toy-mean'"):
+        rmt_core.Trace.load(path)
+
+
+def test_toy_attribution_through_memory_and_reset(toy_trace):
+    from rmt_core import attribution, interventions
+
+    result = attribution.attribute(toy_trace, "through", 3, 2, n_steps=4)
+    earlier = result.scores[:18]
+    assert np.isfinite(earlier).all() and np.abs(earlier).sum() > 0  # earlier segments reach it through the state
+    reset = interventions.reset_memory(toy_trace, 2)
+    assert np.array_equal(reset.loss_after[:2], reset.loss_before[:2])
+    assert not np.allclose(reset.loss_after[2:], reset.loss_before[2:])
+    same = interventions.intervene(toy_trace, 2, lambda arrays: arrays, "identity")  # negative control
+    assert np.allclose(same.loss_after, same.loss_before)
+
+
+@pytest.mark.parametrize("page", ["screens/timeline.py", "screens/memory.py"])
+def test_toy_trace_on_the_timeline_and_memory_pages(toy_trace, page):
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    from app import state
+
+    at = AppTest.from_file("../app/main.py", default_timeout=240)
+    at.session_state[state.TRACE] = toy_trace  # a trace is there: the app does not run its demo
+    at.run()
+    at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state[state.TRACE] is toy_trace and len(at.get("plotly_chart")) >= 1

@@ -76,6 +76,8 @@ class Trace:
         self.seconds = 0.0
         self._model = model
         self.meta: dict[str, Any] = {}  # free-form facts (e.g. a fact-recall sample's answer)
+        # A memory type other than tokens: its initial state as named arrays (tokens: initial_memory).
+        self.initial_state: dict[str, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ facts
     @property
@@ -89,6 +91,17 @@ class Trace:
     @property
     def num_mem_tokens(self) -> int:
         return int(self.model_info["rmt"]["num_mem_tokens"])
+
+    @property
+    def memory_type(self) -> str:
+        """The model's memory type (RMTConfig.memory; traces made before it existed: "tokens")."""
+        return str(self.model_info["rmt"].get("memory", "tokens"))
+
+    @property
+    def has_slots(self) -> bool:
+        """Whether the memory is slots in the row (tokens, m > 0): what slot views (logit lens,
+        read / write attribution, slot attention) need."""
+        return self.memory_type == "tokens" and self.num_mem_tokens > 0
 
     @property
     def model(self):
@@ -119,8 +132,14 @@ class Trace:
 
     def memory_states(self) -> np.ndarray:
         """(S + 1, m, d) float32 memory states: memory_in of segment 0 (the initial memory), then
-        every segment's memory_out; row s is memory_in of segment s and row s + 1 its memory_out."""
-        return np.stack([self.initial_memory] + [s.memory_out for s in self.segments])
+        every segment's memory_out; row s is memory_in of segment s and row s + 1 its memory_out.
+
+        Another memory type: its state's vectors (every state array whose last axis is the
+        hidden size, as rows of d), in state_spec order: (S + 1, k, d)."""
+        if self.initial_state is None:
+            return np.stack([self.initial_memory] + [s.memory_out for s in self.segments])
+        d = int(self.model_info["hidden_size"])
+        return np.stack([_vectors(state, d) for state in [self.initial_state] + [s.state_out for s in self.segments]])
 
     def losses(self) -> np.ndarray:
         """(S,) per-segment mean loss (nats/token over each segment's tokens); not the document's mean:
@@ -187,11 +206,15 @@ class Trace:
         """The state entering segment `index` as named float32 arrays (the memory type's
         state_spec names; TokenMemory: {"memory": (m, d)}): the previous segment's state_out,
         segment 0 the initial state. The arrays are the trace's own: copy before changing them."""
-        return {"memory": self.segments[self.check_segment(index)].memory_in}
+        index = self.check_segment(index)
+        if self.initial_state is None:
+            return {"memory": self.segments[index].memory_in}
+        return self.initial_state if index == 0 else self.segments[index - 1].state_out
 
     def state_out(self, index: int) -> dict[str, np.ndarray]:
         """The state segment `index` wrote, as named float32 arrays (see state_in)."""
-        return {"memory": self.segments[self.check_segment(index)].memory_out}
+        seg = self.segments[self.check_segment(index)]
+        return {"memory": seg.memory_out} if self.initial_state is None else seg.state_out
 
     def replay(self, segment: int, state: Any = None, *, edit: "str | StateEdit | None" = None,
                token_ids: Any = None, inputs_embeds: torch.Tensor | None = None, write: bool = True,
@@ -201,8 +224,8 @@ class Trace:
         way every view, answer, intervention and attribution re-runs a traced segment.
 
         state: None = the stored state entering the segment (state_in); a dict of named arrays
-            (one sample, state_spec's names and shapes); or a state in the memory type's own
-            form (tensors with the batch first, e.g. a batch of perturbed memories that needs
+            of numpy arrays (one sample, state_spec's names and shapes); or a state in the memory
+            type's own form (torch tensors with the batch first, e.g. a batch of perturbed memories that needs
             gradients: it is used as given, and edit is not allowed with it).
         edit: applied to the named arrays before the run: an edit name the memory type supports
             (MemoryType.supported_edits: "reset", "zero", ...; edit_options passes part=,
@@ -220,7 +243,8 @@ class Trace:
         index = self.check_segment(segment)
         model = self.require_model("re-running a segment")
         memory = model.memory
-        if state is None or isinstance(state, dict):
+        named = isinstance(state, dict) and all(isinstance(v, np.ndarray) for v in state.values())
+        if state is None or named:
             arrays = self.state_in(index) if state is None else state
             if edit is not None:
                 arrays = _edited(memory, arrays, edit, edit_options or {})
@@ -278,6 +302,7 @@ class Trace:
         trace.complete = header["complete"]
         trace.seconds = header.get("seconds", 0.0)
         trace.meta = header.get("meta", {})
+        trace.initial_state = trace_file.initial_state(header, arrays)
         trace.segments = trace_file.stored_records(header, arrays)
         if model is not None:
             trace.attach(model)
@@ -287,6 +312,12 @@ class Trace:
         state = "complete" if self.complete else "partial"
         return (f"Trace({self.num_tokens} tokens, {self.num_segments} segments, {state}, "
                 f"model={self.model_info['name']!r})")
+
+
+def _vectors(state: dict[str, np.ndarray], d: int) -> np.ndarray:
+    """(k, d): the rows of a state's arrays whose last axis is the hidden size d."""
+    rows = [np.asarray(v, dtype=np.float32).reshape(-1, d) for v in state.values() if v.ndim and v.shape[-1] == d]
+    return np.concatenate(rows) if rows else np.zeros((0, d), dtype=np.float32)
 
 
 def _edited(memory, arrays: dict[str, np.ndarray], edit: "str | StateEdit", options: dict[str, Any]
