@@ -186,3 +186,33 @@ def test_toy_trace_on_the_timeline_and_memory_pages(toy_trace, page):
     at.switch_page(page).run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.session_state[state.TRACE] is toy_trace and len(at.get("plotly_chart")) >= 1
+
+
+# ---------------------------------------------------------------------- capabilities
+def test_capabilities_say_why_slot_views_are_missing_for_the_toy(toy_trace, trace):
+    from rmt_core import attribution, interventions
+    from rmt_core.viz import figures
+
+    for kind in ("read", "write"):
+        with pytest.raises(rmt_core.TraceError, match="no read / write slots"):
+            attribution.attribute(toy_trace, kind, 2, **({"position": 1} if kind == "read" else {}))
+        assert attribution.KINDS[kind].needs.missing(trace) is None  # the tokens memory has them
+    assert interventions.NEEDS["reset"].supports(toy_trace) and not interventions.NEEDS["shuffle"].supports(toy_trace)
+    assert "supports the edits" in interventions.NEEDS["shuffle"].missing(toy_trace)
+    names = set(figures.standard_figure_builders(toy_trace, 1))
+    assert "timeline" in names and "write_to_tokens_attention" not in names
+    assert "write_to_tokens_attention" in figures.standard_figure_builders(trace, 1)
+
+
+def test_the_attribution_page_says_why_slot_attribution_is_missing_for_the_toy(toy_trace):
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    from app import state
+
+    at = AppTest.from_file("../app/main.py", default_timeout=240)
+    at.session_state[state.TRACE] = toy_trace
+    at.run()
+    at.switch_page("screens/attribution.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("no read / write slots" in info.value for info in at.info), [i.value for i in at.info]

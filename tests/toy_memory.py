@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rmt_core.engine.memory import MemoryType, SegmentRow, register_memory
+from rmt_core import MemoryType, SegmentRow, register_memory
 
 
 class MeanMemory(MemoryType):

@@ -16,7 +16,13 @@ from .answers import answer_site, answer_text, probability_of, stored_prediction
 from ..checks import check_int
 from ..errors import ArgumentError, TraceArgumentError, TraceError
 from ..tracing.recorder import segment_loss, token_logprobs
+from ..tracing.capabilities import Needs
 from ..tracing.trace import Trace
+
+
+# What each named intervention needs (capabilities): the memory type must support its edit.
+NEEDS: dict[str, Needs] = {"reset": Needs(edit="reset"), "zero": Needs(edit="zero"), "shuffle": Needs(edit="shuffle"),
+                           "replace": Needs(edit="replace")}
 
 
 @dataclass

@@ -87,8 +87,9 @@ def attribute(trace: Trace, kind: str, segment: int, position: int | None = None
         target = check_token_id(target, "target", int(trace.model_info["vocab_size"]))
     if spec.needs_position and target is None:
         target = default_target(trace, segment, position)
-    if kind != "through" and trace.num_mem_tokens == 0:
-        raise TraceError("This model has no memory slots to attribute.")
+    missing = spec.needs.missing(trace)
+    if missing:
+        raise TraceError(f"Attribution of kind {kind!r} is not available for this trace. {missing}")
     clamp_note, asked = None, max_segments is not None
     if kind == "through":
         max_segments = check_int(MAX_THROUGH_SEGMENTS if max_segments is None else max_segments, "max_segments", 0,
@@ -130,11 +131,10 @@ def estimate_through_seconds(trace: Trace, segment: int, max_segments: int | Non
     window = min(segment, MAX_THROUGH_SEGMENTS if max_segments is None else max(0, int(max_segments)))
     seg = trace.segments[segment]
     ids = torch.as_tensor(seg.token_ids, dtype=torch.long, device=model.device).unsqueeze(0).expand(8, -1)
-    memory = _tensor(seg.memory_in, model).unsqueeze(0).expand(8, -1, -1)
     embeds = model.backbone.get_input_embeddings()(ids).detach().requires_grad_(True)
     start = time.perf_counter()
     with torch.enable_grad():
-        out = model.run_segment(memory, ids, segment_index=segment, inputs_embeds=embeds)
+        out = trace.replay(segment, inputs_embeds=embeds)  # the stored state, repeated for the batch of 8
         torch.autograd.grad(out.logits[:, -1].float().logsumexp(-1).sum(), embeds)
     seconds = time.perf_counter() - start
     return window, seconds * (window + 1) * (math.ceil(n_steps / 8) + 1)
