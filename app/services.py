@@ -70,6 +70,20 @@ class Document:
         return self.body if self.body is not None else split_question(self.text)[0]
 
 
+@st.cache_resource(show_spinner="Preparing the tour (tracing and attributing the sample)…", max_entries=8)
+def guided_tour(checkpoint: str, seed: int):
+    """(tour, its steps) of the guided tour on `checkpoint`'s fact-recall sample `seed`
+    (rmt_core.viz.tour), made once per checkpoint and seed (the Tour and Paper pages share it)."""
+    from rmt_core.viz.tour import make_tour, tour_steps
+
+    from app import threads
+
+    model = load_model(checkpoint)
+    with threads.heavy():
+        tour = make_tour(model, seed=seed)
+    return tour, tour_steps(tour)
+
+
 def shipped_checkpoints() -> list[dict[str, str]]:
     return rmt_core.list_checkpoints()
 

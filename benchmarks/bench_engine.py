@@ -20,7 +20,7 @@ import _common as C  # noqa: E402  (puts the repo root on sys.path)
 
 import torch  # noqa: E402
 
-from rmt_core.engine.masks import additive_mask, allowed_attention, segment_layout  # noqa: E402
+from rmt_core.engine.masks import additive_mask, segment_layout  # noqa: E402
 from rmt_core.engine.model import shifted_cross_entropy  # noqa: E402
 
 BATCH = 8
@@ -35,21 +35,15 @@ def make_ids(model, ids_source, n_segments: int, batch: int, device) -> torch.Te
 
 @torch.no_grad()
 def segment_rows(model, input_ids: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(row, 4-D mask, positions) of every segment, exactly as RMTModel.run_segment builds them."""
-    cfg = model.config
-    m = cfg.num_mem_tokens
+    """(row, 4-D mask, positions) of every segment, built by the memory type exactly as
+    RMTModel.run_segment builds them (MemoryType.build_row)."""
     batch = input_ids.shape[0]
     rows = []
     embed = model.backbone.get_input_embeddings()
     for index, (start, end), memory, _ in model.iter_segments(input_ids):
-        n_tokens = end - start
-        row = torch.cat([memory, embed(input_ids[:, start:end]), memory], dim=1).contiguous()
-        allowed = allowed_attention(m, n_tokens, cfg.mask_mode, True, None, device=row.device)
-        mask = additive_mask(allowed, row.dtype).expand(batch, -1, -1, -1)
-        n_valid = torch.full((batch,), n_tokens, device=row.device)
-        offset = 0 if cfg.reset_positions else index * cfg.segment_length()
-        positions = model._position_ids(n_valid, n_tokens, True, offset)
-        rows.append((row, mask, positions))
+        seg = model.memory.build_row(memory, embed(input_ids[:, start:end]), None, True, index)
+        mask = additive_mask(seg.allowed, seg.embeds.dtype).expand(batch, -1, -1, -1)
+        rows.append((seg.embeds.contiguous(), mask, seg.positions))
     return rows
 
 

@@ -3,9 +3,12 @@
 Map (layers from the bottom; a module imports only from its own layer or the layers below,
 never in a cycle: tests/test_layers.py fails otherwise):
 
-    errors, checks, token_text, _version   shared ground: error types, argument checks, token display
-    engine/    the model: RMTConfig, the [read | tokens | write] layout (masks), attention
-               implementations and probes, RMTModel, backbones, devices, placement (device_map)
+    errors, checks, token_text, _version, questions   shared ground: error types, argument checks,
+               token display, what a fact-recall model can be asked (its cards' `questions`)
+    engine/    the model: RMTConfig, the memory seam (memory/: the MemoryType protocol, the
+               register_memory registry, TokenMemory), the [read | tokens | write] layout
+               (masks), attention implementations and probes, RMTModel, backbones, devices,
+               placement (device_map)
     io/        files in and out: checkpoints (ours and the authors' formats: formats/), the
                Hugging Face cache (hub), documents (txt / md / pdf / docx / html)
     tracing/   recording a run: SegmentRecord (records), the recorder, the Trace, its file
@@ -23,18 +26,24 @@ never in a cycle: tests/test_layers.py fails otherwise):
                probes of memory, the report; above viz because its report draws viz figures
     cli.py     `python -m rmt_core` / `rmt-lens`, on top of everything
 
-Where memory is read and written:
+Where memory is read and written (one seam: engine/memory/):
+    engine/memory/base.py    MemoryType: a memory type's state (carried between segments), how a
+                     segment runs with it (build_row / layer_hooks / read_state, driven by
+                     run_segment), its state as named arrays, row labels, parts and edits
+    engine/memory/registry.py  register_memory(name, cls) / memory_class(name): RMTConfig.memory
+    engine/memory/tokens.py  TokenMemory ("tokens"): memory_in fills the read slots (and the write
+                     slots' inputs); the write slots' last hidden states become memory_out
     engine/masks.py  segment_layout: the row [read slots R_k | tokens | write slots W_k] and who
                      may attend to whom (mask modes)
-    engine/model.py  RMTModel.run_segment: memory_in fills the read slots (and the write slots'
-                     inputs); the write slots' last hidden states become memory_out, carried to
-                     the next segment by forward / iter_segments
+    engine/model.py  RMTModel: forward / iter_segments / generate carry the state on
     tracing/recorder.py  keeps memory_in / memory_out and every layer's R_k / W_k hidden states
-                     (names and shapes: tracing/observables.py)
+                     (names and shapes: tracing/observables.py); another type's state by name
+    tracing/trace.py Trace.replay: the one re-run of a traced segment from a stored or edited state
 
-Public API (stable names here): RMTConfig, RMTModel, load, save, inspect_checkpoint,
-list_checkpoints, DEFAULT_CHECKPOINT, Trace, trace, trace_iter, ask, the error types, and the
-modules analysis, series, figures, answers, attribution, interventions.
+Public API (stable names here): RMTConfig, RMTModel, MemoryType, SegmentRow, TokenMemory, register_memory,
+load, save, inspect_checkpoint, list_checkpoints, DEFAULT_CHECKPOINT, Trace, trace, trace_iter,
+ask, the error types, and the modules analysis, series, figures, answers, attribution,
+interventions.
 """
 from __future__ import annotations
 
@@ -43,12 +52,13 @@ from typing import Any
 
 from ._version import __version__
 from .engine.config import RMTConfig
+from .engine.memory import MemoryType, SegmentRow, TokenMemory, register_memory
 from .engine.model import RMTModel, RMTOutput
 from .errors import (ArgumentError, CheckpointError, ConfigError, DocumentError, QuestionError, RMTLensError,
                      TraceCancelled, TraceError)
 
 __all__ = [
-    "RMTConfig", "RMTModel", "RMTOutput", "load", "save", "inspect_checkpoint", "list_checkpoints",
+    "RMTConfig", "RMTModel", "RMTOutput", "MemoryType", "SegmentRow", "TokenMemory", "register_memory", "load", "save", "inspect_checkpoint", "list_checkpoints",
     "DEFAULT_CHECKPOINT", "Trace", "trace", "trace_iter", "ask",
     "RMTLensError", "ArgumentError", "ConfigError", "CheckpointError", "TraceError", "TraceCancelled", "DocumentError",
     "QuestionError", "analysis", "series", "figures", "answers", "attribution", "interventions",

@@ -13,7 +13,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "rmt_core"
 LAYERS = ("base", "engine", "io", "tracing", "training", "explain", "viz", "studies", "top")
-BASE_MODULES = {"rmt_core.errors", "rmt_core.checks", "rmt_core.token_text", "rmt_core._version"}
+BASE_MODULES = {"rmt_core.errors", "rmt_core.checks", "rmt_core.token_text", "rmt_core._version", "rmt_core.questions"}
 TOP_MODULES = {"rmt_core", "rmt_core.cli", "rmt_core.__main__"}
 TOP_MODULES |= {"rmt_core.cli_compare"}  # the compare / patch commands, registered from cli.py
 
@@ -128,3 +128,70 @@ def test_moved_model_methods_say_where_they_went():
     for old, new in (("trace", "rmt_core.trace"), ("save_pretrained", "rmt_core.save")):
         with pytest.raises(AttributeError, match=new.replace(".", r"\.")):
             getattr(model, old)
+
+
+# ---------------------------------------------------------------------- explain and app
+APP = PACKAGE.parent / "app"
+
+
+# explain -> training imports still to move below explain (issue 24 item 5): the operating-range
+# table and the fact parser, added by the answer warnings. No other may be added.
+EXPLAIN_TO_TRAINING_LEFT = {
+    ("rmt_core.explain.answers", "rmt_core.training.operating_range"),
+    ("rmt_core.explain.answer_warnings", "rmt_core.training.operating_range"),
+    ("rmt_core.explain.answer_warnings", "rmt_core.training.tasks.babi"),
+}
+
+
+def test_explain_does_not_import_the_trainer():
+    """explain/ reads what a model can be asked from its card / rmt_core.questions, not from training/."""
+    found = {(module, target) for module, targets in import_graph().items() if layer_of(module) == "explain"
+             for target in targets if layer_of(target) == "training"}
+    assert found <= EXPLAIN_TO_TRAINING_LEFT, "\n".join(sorted(f"{m} imports {t}" for m, t in found - EXPLAIN_TO_TRAINING_LEFT))
+
+
+def app_imports() -> dict[str, list[tuple[str, list[str]]]]:
+    """Per app module: (imported module, names imported from it) of every import, also inside functions."""
+    result = {}
+    for path in sorted(APP.rglob("*.py")):
+        module = ".".join(path.relative_to(APP.parent).with_suffix("").parts)
+        found = []
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found += [(alias.name, []) for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.append((node.module, [alias.name for alias in node.names]))
+        result[module] = found
+    return result
+
+
+def private_imports(imports: dict[str, list[tuple[str, list[str]]]]) -> list[str]:
+    """`from app.x import _name` in a module other than app.x."""
+    return [f"{module} imports {name} from {target}" for module, found in imports.items()
+            for target, names in found if target.startswith("app") and target != module
+            for name in names if name.startswith("_")]
+
+
+def test_app_modules_never_import_another_module_s_private_names():
+    found = private_imports(app_imports())
+    assert not found, "\n".join(found)
+
+
+def test_the_library_never_imports_the_app_or_streamlit():
+    found = [f"{module} imports {target}" for module, targets in import_graph().items() for target in targets
+             if target == "app" or target.startswith(("app.", "streamlit"))]
+    assert not found
+    for path in PACKAGE.rglob("*.py"):
+        if "vendor" in path.parts:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 0]
+        assert not [n for n in names if n == "streamlit" or n.startswith(("streamlit.", "app."))], path
+
+
+def test_the_app_checks_can_fail():
+    """Negative control: a view importing another's private name is found; its own are not."""
+    assert private_imports({"app.views.papers": [("app.views.tour", ["_tour", "render"])]}) == [
+        "app.views.papers imports _tour from app.views.tour"]
+    assert private_imports({"app.views.tour": [("app.views.tour", ["_tour"])]}) == []

@@ -52,6 +52,9 @@ def assert_as_the_table_says(trace):
         owners = [trace] if observable.scope == PER_TRACE else trace.segments
         for owner in owners:
             value = getattr(owner, observable.name)
+            if observable.stored == observables.STATE:  # another memory type's named arrays: none for tokens
+                assert value is None, observable.name  # (their axes: test_memory_seam's toy memory type)
+                continue
             sizes = axis_sizes(trace, owner if owner is not trace else trace.segments[0])
             expected = tuple(sizes[axis] for axis in observable.axes)
             if observable.dtype == "str":

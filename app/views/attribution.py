@@ -73,10 +73,12 @@ def _views(trace, segment: int) -> None:
     try:
         if tab_read.open:
             with tab_read:
-                _read(trace, segment, position, target, method)
+                if _available(trace, "read"):
+                    _read(trace, segment, position, target, method)
         if tab_write.open:
             with tab_write:
-                _write(trace, segment, method)
+                if _available(trace, "write"):
+                    _write(trace, segment, method)
         if tab_through.open:
             with tab_through:
                 _through(trace, segment, position, target, method)
@@ -86,6 +88,14 @@ def _views(trace, segment: int) -> None:
                 _slot_interventions(trace)
     except RMTLensError as exc:
         st.error(literal(services.app_message(exc)))
+
+
+def _available(trace, kind: str) -> bool:
+    """Whether attribution `kind` works for this trace's memory; else say why (capabilities)."""
+    missing = attribution.KINDS[kind].needs.missing(trace)
+    if missing:
+        st.info(f"Not available for this model. {missing}")
+    return missing is None
 
 
 def _baseline(kind: str, method: str, key: str) -> str | None:
@@ -205,7 +215,15 @@ def _default_intervention_segment(trace) -> int:
 
 def _interventions(trace) -> None:
     c1, c2 = st.columns(2)
-    kind = c1.selectbox("Intervention", ["reset to initial memory", "zero memory", "shuffle slots"], key="int_kind")
+    offered = {"reset to initial memory": "reset", "zero memory": "zero", "shuffle slots": "shuffle"}
+    works = [label for label, edit in offered.items() if interventions.NEEDS[edit].supports(trace)]
+    left_out = [f"{label}: {interventions.NEEDS[edit].missing(trace)}" for label, edit in offered.items()
+                if label not in works]
+    if left_out:
+        st.caption("Not offered for this model's memory — " + " ".join(left_out))
+    if not works:
+        return
+    kind = c1.selectbox("Intervention", works, key="int_kind")
     at = c2.selectbox("Before segment", range(trace.num_segments), index=_default_intervention_segment(trace),
                       key=f"int_segment_{id(trace)}")
     if kind == "reset to initial memory" and at == 0:

@@ -36,6 +36,10 @@ def _views(trace, segment: int) -> None:
     states = series.memory_states(trace)  # (S + 1, m, d); every whole-trace series is computed once per trace
     show_figure(figures.slot_similarity_figure(analysis.slot_similarity(states[segment + 1]), segment), key="mem_sim")
     st.subheader(f"Logit lens of the memory written by segment {segment}")
+    if not trace.has_slots:
+        st.info(f"The logit lens decodes write slots; this model's memory type ({trace.memory_type!r}) has none. "
+                "The figures above show its state's vectors.")
+        return
     st.caption("The top tokens each write slot's hidden state decodes to through the final norm and the LM head, "
                "per layer (layer 0 = the memory as it entered).")
     lens = analysis.logit_lens(trace, segment, tokenizer)
@@ -65,7 +69,7 @@ def _trajectory(trace, tokenizer, dims: int, window: tuple[int, int] | None):
 
     def build():
         shown = figures.trajectory_steps(trace.num_segments + 1, most, window)
-        hover = series.lens_hover_at(trace, shown.tolist(), tokenizer)
+        hover = series.lens_hover_at(trace, shown.tolist(), tokenizer) if trace.has_slots else None
         return figures.memory_trajectory(series.pca(trace, dims), hover, dims=dims, max_steps=most, window=window)
 
     if window is not None:  # a zoomed view is built each time (the hover text of its steps is kept)

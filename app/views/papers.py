@@ -49,9 +49,7 @@ def render() -> None:
         st.caption(f"While producing the copy, tokens read the memory slots (sharpness {result.sharpness:.2f}).")
         show_figure(result.figure, key="paper_read")
     with tab_keep:
-        from app.views.tour import _tour
-
-        tour, _ = _tour(rmt_core.DEFAULT_CHECKPOINT, 7)
+        tour, _ = services.guided_tour(rmt_core.DEFAULT_CHECKPOINT, 7)
         figure = paper.keep_rewrite(tour.trace, highlight=tour.fact_segment)
         st.caption("Default model on a fact-recall sample. " + paper.keep_rewrite_caption(figure, tour.fact_segment))
         show_figure(figure, key="paper_keep")

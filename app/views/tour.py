@@ -4,18 +4,9 @@ from __future__ import annotations
 import streamlit as st
 
 from rmt_core import RMTLensError
-from rmt_core.viz.tour import make_tour, tour_steps
 
-from app import services, state, threads
+from app import services, state
 from app.views.common import literal, show_figure
-
-
-@st.cache_resource(show_spinner="Preparing the tour (tracing and attributing the sample)…", max_entries=8)
-def _tour(checkpoint: str, seed: int):
-    model = services.load_model(checkpoint)
-    with threads.heavy():
-        tour = make_tour(model, seed=seed)
-    return tour, tour_steps(tour)
 
 
 def _step(delta: int, count: int) -> None:
@@ -33,7 +24,7 @@ def render() -> None:
     seed = int(c1.number_input("Sample (seed)", min_value=0, max_value=10_000, value=7, step=1, key="tour_seed"))
     c2.caption("Every seed is a different held-out sample (Persuasion, never seen in training): the same steps work on it.")
     try:
-        tour, steps = _tour(checkpoint, seed)
+        tour, steps = services.guided_tour(checkpoint, seed)
     except RMTLensError as exc:
         st.error(literal(services.app_message(exc)))
         return

@@ -28,6 +28,10 @@ class RMTConfig:
         position range covers the whole input, e.g. RoPE).
     attn_implementation: the backbone attention used outside tracing, "sdpa" or "eager".
     task / description: free text for model cards and the app (what it was trained on).
+    memory: the memory type, a name registered with rmt_core.engine.memory.register_memory
+        ("tokens", the default: the RMT's m slots; configs written before this field load as it).
+    memory_options: settings of the memory type beyond the fields above (free-form JSON; the
+        memory type reads and checks them).
 
     Each config remembers which fields its caller set (``explicit_fields``): a loader that
     has its own defaults for a format (the authors' checkpoints use ``mask_mode="causal"``)
@@ -43,6 +47,8 @@ class RMTConfig:
     task: str = ""
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    memory: str = "tokens"
+    memory_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -61,6 +67,11 @@ class RMTConfig:
             raise ConfigError(
                 f"attn_implementation must be 'sdpa' or 'eager', got {self.attn_implementation!r}."
             )
+        if not isinstance(self.memory_options, dict):
+            raise ConfigError(f"memory_options must be a JSON object (dict), got {type(self.memory_options).__name__}.")
+        from .memory.registry import memory_class  # the registry lists the known names
+
+        memory_class(self.memory)
 
     @property
     def explicit_fields(self) -> frozenset[str]:

@@ -1,11 +1,11 @@
 """RMTModel: any Hugging Face causal LM run as a Recurrent Memory Transformer.
 
-Per segment the unmodified backbone sees, through ``inputs_embeds``,
-
-    [ read memory (m) | segment tokens (L) | write memory (m) ]
-
-with one memory tensor in both blocks. The new memory is the final hidden states
-(after the final norm) at the write positions; logits come from the token positions.
+The model runs an unmodified backbone segment by segment and carries a memory state from
+each segment to the next. What that state is, how a segment's row is built around the
+tokens and how the new state is read back is the memory type's (engine/memory/: the
+protocol in base.py, the RMT's [read | tokens | write] slots in tokens.py), picked by
+RMTConfig.memory from the registry. This module drives it: forward (BPTT over segments),
+iter_segments, generate, and the checks on inputs.
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from . import attention as _attention  # registers the attention implementations
 from .config import RMTConfig
 from ..checks import check_float, check_int
 from ..errors import ArgumentError, ConfigError
-from .masks import additive_mask, allowed_attention, segment_layout
+from .masks import additive_mask
+from .memory import MemoryType, SegmentOutput, State, memory_class
 
 
 @dataclass
@@ -30,7 +31,7 @@ class RMTOutput:
 
     logits: torch.Tensor  # (batch, total tokens, vocab); memory positions removed
     loss: torch.Tensor | None = None  # one shifted cross-entropy over all segments
-    memory_out: list[torch.Tensor] = field(default_factory=list)  # per segment: (batch, m, d), the memory it wrote
+    memory_out: list[State] = field(default_factory=list)  # per writing segment: the state it wrote (TokenMemory: (batch, m, d))
 
     @property
     def memory_states(self) -> list[torch.Tensor]:
@@ -38,18 +39,8 @@ class RMTOutput:
         return self.memory_out
 
 
-@dataclass
-class SegmentOutput:
-    """One segment's results (see RMTModel.run_segment)."""
-
-    logits: torch.Tensor | None  # (batch, L, vocab); None when compute_logits=False
-    memory_out: torch.Tensor | None  # (batch, m, d); None when the segment has no write block
-    token_hidden: torch.Tensor | None = None  # (batch, L, d) final hidden states of the tokens
-    hidden_states: tuple[torch.Tensor, ...] | None = None  # per layer (batch, row, d), if asked
-
-
 class RMTModel(nn.Module):
-    """A backbone plus a learned initial memory, run segment by segment."""
+    """A backbone plus a memory type (self.memory: a MemoryType), run segment by segment."""
 
     def __init__(self, backbone: nn.Module, config: RMTConfig, tokenizer: Any = None) -> None:
         super().__init__()
@@ -59,13 +50,8 @@ class RMTModel(nn.Module):
         self.tokenizer = tokenizer
         self.name: str | None = None  # checkpoint name once loaded or saved
         self._weights_hash: str | None = None
-        hidden = self.hidden_size
-        embeddings = backbone.get_input_embeddings().weight.detach()
-        # Distinct slots at the scale of the word embeddings (the HF wrapper's init).
-        std = float(embeddings.float().std())
-        self.initial_memory = nn.Parameter(
-            (torch.randn(config.num_mem_tokens, hidden) * std).to(embeddings.dtype)
-        )
+        # The memory type registers its parameters on this model (TokenMemory: initial_memory).
+        self.memory: MemoryType = memory_class(config.memory)(self)
         self._check_backbone_fits()
         backbone.set_attn_implementation(_attention.IMPLEMENTATIONS[config.attn_implementation])
 
@@ -79,10 +65,11 @@ class RMTModel(nn.Module):
         if not hasattr(self.backbone, "get_output_embeddings") or self.backbone.get_output_embeddings() is None:
             raise ConfigError("The backbone has no LM head: pass a causal LM (e.g. GPT2LMHeadModel, LlamaForCausalLM).")
         limit = self.max_positions
-        if limit is not None and self.config.reset_positions and self.config.segment_length() > limit:
+        row = self.memory.row_length(self.config.segment_size)
+        if limit is not None and self.config.reset_positions and row > limit:
             raise ConfigError(
-                f"A segment row needs {self.config.segment_length()} positions "
-                f"(segment_size {self.config.segment_size} + 2 x {self.config.num_mem_tokens} memory) "
+                f"A segment row needs {row} positions (segment_size {self.config.segment_size} and the "
+                f"{self.config.memory} memory's rows: {self.config.num_mem_tokens} memory slots) "
                 f"but the backbone holds {limit}. Use shorter segments or fewer memory slots."
             )
 
@@ -143,13 +130,20 @@ class RMTModel(nn.Module):
                 f"{name} must be token ids in 0..{self.vocab_size - 1} (the model's vocabulary), got values "
                 f"{int(input_ids.min())}..{int(input_ids.max())}. Encode text with the model's own tokenizer.")
 
+    def _anchor(self) -> torch.Tensor:
+        """The memory's first parameter (on the first device), else the input embeddings' weight."""
+        for name, parameter in self.named_parameters():
+            if not name.startswith("backbone."):
+                return parameter
+        return self.backbone.get_input_embeddings().weight
+
     @property
     def device(self) -> torch.device:
-        return self.initial_memory.device
+        return self._anchor().device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.initial_memory.dtype
+        return self._anchor().dtype
 
     def weights_hash(self) -> str:
         """SHA-256 (16 hex digits) of every parameter: the model's identity in traces and exports."""
@@ -180,9 +174,10 @@ class RMTModel(nn.Module):
         otherwise. The config is never changed: a model may be shared between callers."""
         if segment_size is None or segment_size == self.config.segment_size:
             return self.config.segment_size
-        m, limit = self.config.num_mem_tokens, self.max_positions
-        size = check_int(segment_size, "segment_size", 1, None if limit is None else limit - 2 * m,
-                         fix=f"A row of segment_size + 2 x {m} memory slots must fit the backbone's {limit} positions.")
+        limit = self.max_positions
+        extra = self.memory.row_length(0)  # the rows a memory adds to a segment's tokens
+        size = check_int(segment_size, "segment_size", 1, None if limit is None else limit - extra,
+                         fix=f"A row of segment_size + {extra} memory rows must fit the backbone's {limit} positions.")
         if not self.config.reset_positions:
             raise ArgumentError(
                 f"segment_size={size} differs from the model's {self.config.segment_size}, but this model was built "
@@ -190,23 +185,17 @@ class RMTModel(nn.Module):
                 "Leave segment_size unset.")
         return size
 
-    def initial_memory_batch(self, batch: int) -> torch.Tensor:
-        return self.initial_memory.unsqueeze(0).expand(batch, -1, -1)  # (batch, m, d)
+    def initial_state(self, batch: int) -> State:
+        """The memory type's state before the first segment, for `batch` samples."""
+        return self.memory.initial_state(batch)
 
-    def _position_ids(self, n_valid: torch.Tensor, n_tokens: int, write: bool, offset: int) -> torch.Tensor:
-        """Positions restart in each row; the write block follows each sample's LAST REAL token,
-        so a right-padded sample gets the same positions as when run alone."""
-        m = self.config.num_mem_tokens
-        batch = n_valid.shape[0]
-        row = torch.arange(m + n_tokens, device=n_valid.device).expand(batch, -1)
-        if write and m:
-            write_pos = m + n_valid.unsqueeze(1) + torch.arange(m, device=n_valid.device)
-            row = torch.cat([row, write_pos], dim=1)
-        return row + offset
+    def initial_memory_batch(self, batch: int) -> State:
+        """The former name of initial_state (TokenMemory: (batch, m, d))."""
+        return self.memory.initial_state(batch)
 
     def run_segment(
         self,
-        memory: torch.Tensor | None,
+        memory: State | None,
         token_ids: torch.Tensor,
         token_valid: torch.Tensor | None = None,
         write: bool = True,
@@ -217,60 +206,22 @@ class RMTModel(nn.Module):
         inputs_embeds: torch.Tensor | None = None,
         compute_logits: bool = True,
     ) -> SegmentOutput:
-        """Run one segment row [read | tokens | write] through the backbone.
+        """Run one segment through the backbone with the memory type (MemoryType.run_segment).
 
-        memory: (batch, m, d) memory carried in (None = the initial memory).
+        memory: the state carried in (None = the initial state); TokenMemory: (batch, m, d).
         token_ids: (batch, L) ids; token_valid: (batch, L) bool, False at right padding.
+        write: False runs the segment without writing a new state (memory_out None).
         inputs_embeds: optional (batch, L, d) token embeddings used instead of token_ids
             (attribution methods perturb them).
         compute_logits: False skips the LM head (forward applies it once to all segments).
         attention_probe / query_key_probe: see rmt_core.engine.attention (the attention weights
             per layer, computed eagerly; or their queries, keys and mask, SDPA left fused).
+        A re-run of a traced segment goes through Trace.replay, which calls this.
         """
-        cfg = self.config
-        m = cfg.num_mem_tokens
-        batch, n_tokens = token_ids.shape
-        if memory is None:
-            memory = self.initial_memory_batch(batch)
-        if inputs_embeds is None:
-            inputs_embeds = self.backbone.get_input_embeddings()(token_ids)  # (batch, L, d)
-        write = write and m > 0
-        blocks = [memory, inputs_embeds, memory] if write else [memory, inputs_embeds]
-        row = torch.cat(blocks, dim=1)  # (batch, m + L + m, d)
-
-        allowed = allowed_attention(m, n_tokens, cfg.mask_mode, write, token_valid, device=row.device)
-        mask = additive_mask(allowed, row.dtype).expand(batch, -1, -1, -1)  # (batch, 1, n, n)
-        n_valid = (
-            token_valid.sum(dim=1) if token_valid is not None
-            else torch.full((batch,), n_tokens, device=row.device)
-        )
-        offset = 0 if cfg.reset_positions else segment_index * cfg.segment_length()
-        positions = self._position_ids(n_valid, n_tokens, write, offset)
-
-        kwargs: dict[str, Any] = {}
-        if attention_probe is not None:
-            kwargs[_attention.PROBE_KWARG] = attention_probe
-        if query_key_probe is not None:
-            kwargs[_attention.QUERY_KEY_PROBE_KWARG] = query_key_probe
-        out = self.backbone.base_model(
-            inputs_embeds=row,
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=False,
-            output_hidden_states=output_hidden_states,
-            **kwargs,
-        )
-        hidden = out.last_hidden_state.to(row.device)  # (batch, n, d), after the final norm (device-mapped: moved back)
-        _, tokens, write_block = segment_layout(m, n_tokens, write)
-        token_hidden = hidden[:, tokens]  # (batch, L, d)
-        logits = self.backbone.get_output_embeddings()(token_hidden) if compute_logits else None  # (batch, L, vocab)
-        memory_out = hidden[:, write_block] if write else None
-        if memory_out is not None and token_valid is not None:
-            # A sample whose segment is all padding keeps the memory it had.
-            has_tokens = token_valid.any(dim=1).view(batch, 1, 1)
-            memory_out = torch.where(has_tokens, memory_out, memory)
-        hidden_states = tuple(h.to(row.device) for h in out.hidden_states) if output_hidden_states else None
-        return SegmentOutput(logits=logits, memory_out=memory_out, hidden_states=hidden_states, token_hidden=token_hidden)
+        return self.memory.run_segment(
+            memory, token_ids, token_valid, write=write, segment_index=segment_index,
+            attention_probe=attention_probe, query_key_probe=query_key_probe,
+            output_hidden_states=output_hidden_states, inputs_embeds=inputs_embeds, compute_logits=compute_logits)
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -286,8 +237,8 @@ class RMTModel(nn.Module):
 
         input_ids: (batch, T); attention_mask: (batch, T), 0 at right padding.
         labels: (batch, T) next-token targets aligned with input_ids (shifted inside), -100 ignored.
-        memory: (batch, m, d) memory before the first segment (default: the initial memory).
-        reset_memory: True = initial memory before every segment (the no-memory baseline);
+        memory: the state before the first segment (default: the initial state); TokenMemory: (batch, m, d).
+        reset_memory: True = initial state before every segment (the no-memory baseline);
             a collection of segment indices = reset before those segments only.
         segment_size: tokens per segment for this call only (default config.segment_size; see
             check_segment_size). Raises ConfigError / ArgumentError on malformed inputs.
@@ -307,11 +258,11 @@ class RMTModel(nn.Module):
         valid = attention_mask.bool() if attention_mask is not None else None
         bounds = self.segment_bounds(total, segment_size)
         depth = self.config.bptt_depth
-        state = memory if memory is not None else self.initial_memory_batch(batch)
+        state = memory if memory is not None else self.memory.initial_state(batch)
         token_hidden, written = [], []
         for index, (start, end) in enumerate(bounds):
             if reset_memory is True or (not isinstance(reset_memory, bool) and index in reset_memory):
-                state = self.initial_memory_batch(batch)
+                state = self.memory.initial_state(batch)
             seg_valid = valid[:, start:end] if valid is not None else None
             out = self.run_segment(state, input_ids[:, start:end], seg_valid, segment_index=index, compute_logits=False)
             token_hidden.append(out.token_hidden)
@@ -319,7 +270,7 @@ class RMTModel(nn.Module):
                 state = out.memory_out
                 written.append(state)
                 if depth is not None and index < len(bounds) - depth:
-                    state = state.detach()  # truncated BPTT: only the last `depth` segments unroll
+                    state = self.memory.detach(state)  # truncated BPTT: only the last `depth` segments unroll
         # One LM-head call over the concatenated hidden states: concatenating (batch, T, d) is
         # vocab/d times cheaper than concatenating per-segment logits.
         all_logits = self.backbone.get_output_embeddings()(torch.cat(token_hidden, dim=1))  # (batch, T, vocab)
@@ -328,9 +279,9 @@ class RMTModel(nn.Module):
 
     def iter_segments(
         self, input_ids: torch.Tensor, memory: torch.Tensor | None = None, segment_size: int | None = None
-    ) -> Iterator[tuple[int, tuple[int, int], torch.Tensor, SegmentOutput]]:
-        """Yield (index, (start, end), memory_in, output) per segment of a (batch, T) input; no grad tricks."""
-        state = memory if memory is not None else self.initial_memory_batch(input_ids.shape[0])
+    ) -> Iterator[tuple[int, tuple[int, int], State, SegmentOutput]]:
+        """Yield (index, (start, end), state_in, output) per segment of a (batch, T) input; no grad tricks."""
+        state = memory if memory is not None else self.memory.initial_state(input_ids.shape[0])
         for index, (start, end) in enumerate(self.segment_bounds(input_ids.shape[1], segment_size)):
             out = self.run_segment(state, input_ids[:, start:end], segment_index=index)
             yield index, (start, end), state, out
@@ -349,8 +300,9 @@ class RMTModel(nn.Module):
         eos_token_id: int | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Continue each input: earlier segments write memory; the final segment is
-        [read memory | prompt] (no write block) and new tokens extend it with a KV cache.
+        """Continue each input: earlier segments write memory; the final segment is run without
+        writing (TokenMemory: [read memory | prompt]) and new tokens extend it with a KV cache
+        (the memory type's layer hooks stay active while they are decoded).
 
         input_ids: (batch, T), all rows the same length. Returns (batch, T + new).
         """
@@ -371,38 +323,43 @@ class RMTModel(nn.Module):
             check_int(eos_token_id, "eos_token_id", 0, self.vocab_size - 1, fix="Pass None to never stop early.")
         bounds = self.segment_bounds(total)
         start, end = bounds[-1]
-        m = self.config.num_mem_tokens
         limit = self.max_positions
         offset = 0 if self.config.reset_positions else (len(bounds) - 1) * self.config.segment_length()
-        if limit is not None and offset + m + (end - start) + max_new_tokens > limit:
+        rows = self.memory.row_length(end - start, write=False)
+        if limit is not None and offset + rows + max_new_tokens > limit:
             where = "" if not offset else f" starting at position {offset} (reset_positions=False)"
             raise ConfigError(
                 f"Generating {max_new_tokens} tokens after a {end - start}-token final segment and "
-                f"{m} memory slots needs {m + (end - start) + max_new_tokens} positions{where}; the backbone "
+                f"{rows - (end - start)} memory rows needs {rows + max_new_tokens} positions{where}; the backbone "
                 f"holds {limit}. Generate fewer tokens or give a shorter prompt."
             )
-        memory = self.initial_memory_batch(batch)
+        memory = self.memory.initial_state(batch)
         for index, (seg_start, seg_end) in enumerate(bounds[:-1]):
-            memory = self.run_segment(memory, input_ids[:, seg_start:seg_end], segment_index=index).memory_out
-            if memory is None:  # m == 0
-                memory = self.initial_memory_batch(batch)
+            written = self.run_segment(memory, input_ids[:, seg_start:seg_end], segment_index=index).memory_out
+            memory = memory if written is None else written  # no write block (m == 0): the state stays
         prompt = input_ids[:, start:end]
+        row = self.memory.build_row(memory, self.backbone.get_input_embeddings()(prompt), None, False, len(bounds) - 1)
+        with self.memory.layer_hooks(memory, row):
+            return self._decode(row, input_ids, max_new_tokens, do_sample, temperature, top_k, eos_token_id,
+                                generator)
+
+    def _decode(self, row, input_ids: torch.Tensor, max_new_tokens: int, do_sample: bool, temperature: float,
+                top_k: int | None, eos_token_id: int | None, generator: torch.Generator | None) -> torch.Tensor:
+        """generate's prompt pass over `row` (a SegmentRow that does not write) and its cached decoding."""
+        batch, n, positions = input_ids.shape[0], row.length, row.positions
         embed = self.backbone.get_input_embeddings()
         head = self.backbone.get_output_embeddings()
-        row = torch.cat([memory, embed(prompt)], dim=1)  # (batch, m + P, d)
-        n = row.shape[1]
-        allowed = allowed_attention(m, prompt.shape[1], self.config.mask_mode, write=False, device=row.device)
-        positions = (torch.arange(n, device=row.device) + offset).expand(batch, -1)
+        dtype, device = row.embeds.dtype, row.embeds.device
         out = self.backbone.base_model(
-            inputs_embeds=row,
-            attention_mask=additive_mask(allowed, row.dtype).expand(batch, -1, -1, -1),
+            inputs_embeds=row.embeds,
+            attention_mask=additive_mask(row.allowed, dtype).expand(batch, -1, -1, -1),
             position_ids=positions,
             use_cache=True,
         )
         cache = out.past_key_values
         next_logits = head(out.last_hidden_state[:, -1])  # (batch, vocab)
         generated = []
-        finished = torch.zeros(batch, dtype=torch.bool, device=row.device)
+        finished = torch.zeros(batch, dtype=torch.bool, device=device)
         for step in range(max_new_tokens):
             token = _pick_next(next_logits, do_sample, temperature, top_k, generator)
             if eos_token_id is not None:
@@ -414,7 +371,7 @@ class RMTModel(nn.Module):
             kv_len = n + step + 1
             out = self.backbone.base_model(
                 inputs_embeds=embed(token).unsqueeze(1),
-                attention_mask=torch.zeros(batch, 1, 1, kv_len, dtype=row.dtype, device=row.device),
+                attention_mask=torch.zeros(batch, 1, 1, kv_len, dtype=dtype, device=device),
                 position_ids=positions[:, -1:] + step + 1,
                 past_key_values=cache,
                 use_cache=True,

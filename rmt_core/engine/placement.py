@@ -68,7 +68,9 @@ def dispatch(model, device_map: str | dict[str, Any], dtype: torch.dtype | None 
     except (ValueError, RuntimeError, OSError) as exc:
         raise CheckpointError(f"accelerate could not place the model with this device map ({exc}).") from exc
     first = _execution_device(device_map, _module_name(backbone, backbone.get_input_embeddings()), main)
-    model.initial_memory.data = model.initial_memory.data.to(first)
+    for name, parameter in model.named_parameters():  # the memory type's own parameters (TokenMemory: initial_memory)
+        if not name.startswith("backbone."):
+            parameter.data = parameter.data.to(first)
     model.eval()
     return model
 

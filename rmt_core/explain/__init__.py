@@ -1,4 +1,4 @@
 """What a trace means (layer 5): analysis, series, attribution, interventions, answers.
 
-Imports from training (task vocabulary), tracing, io, engine and below.
+Imports from tracing, io, engine and below (never training: the question vocabulary is rmt_core.questions).
 """

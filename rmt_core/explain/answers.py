@@ -1,7 +1,7 @@
 """Ask a fact-recall model a question about any document, and find the model's answer.
 
 The shipped fact-recall models were trained on one question format (see
-:mod:`rmt_core.training.tasks.babi`): the text ends with ``"\\nQuestion: Where is Mary?\\nAnswer:"``
+:mod:`rmt_core.questions`): the text ends with ``"\\nQuestion: Where is Mary?\\nAnswer:"``
 and the answer is the next token, one word with a leading space (``" office"``).
 This module is the one place that knows where the answer of a document is predicted
 and how a prediction is read off (the app's answer line, interventions and the guided
@@ -28,18 +28,14 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import QuestionError
+from ..questions import ANSWER_PREFIX, PLACES, QUESTION_PREFIX, QUESTION_TASKS
 from ..training.operating_range import OperatingRange, read_operating_range
 from .answer_warnings import AnswerWarning, answer_warnings, find_facts, segment_of_char
-from ..training.tasks.babi import ACTORS, ANSWER_PREFIX, OBJECTS, PLACES, QUESTION_PREFIX
 from ..token_text import decode_token, encode_ids, token_label
 from ..tracing.recorder import trace_document
 
 ANSWER_MARK = "Answer:"
 TOP_K = 3
-# Tasks whose models answer "Where is X?" and what X may be (rmt_core.training.tasks.babi).
-QUESTION_TASKS: dict[str, tuple[str, ...]] = {
-    "memorize": ACTORS, "detect": ACTORS, "qa1": ACTORS, "qa2": ACTORS + tuple(f"the {o}" for o in OBJECTS),
-}
 _TRAILING_QUESTION = re.compile(r"(?:^|\n)Question:[ \t]*(?P<q>[^\n]*?)[ \t]*\nAnswer:\s*\Z")
 _WHERE = re.compile(r"(?i)^\s*(?:question:\s*)?where\s+is\s+(?P<e>[a-z]+(?:\s+[a-z]+)?)\s*\??\s*$")
 
@@ -379,12 +375,10 @@ def site_logprobs(trace, site: AnswerSite):
     stored memory (one segment; needs the model attached)."""
     import torch
 
-    model = trace.require_model("re-running the answer's segment")
+    trace.require_model("re-running the answer's segment")
     seg = trace.segments[site.segment]
     with torch.no_grad():
-        memory = torch.as_tensor(np.asarray(seg.memory_in, dtype=np.float32), device=model.device)
-        ids = torch.as_tensor(seg.token_ids[: site.position + 1], dtype=torch.long, device=model.device)
-        out = model.run_segment(memory.to(model.dtype).unsqueeze(0), ids.unsqueeze(0), segment_index=seg.index)
+        out = trace.replay(seg.index, token_ids=seg.token_ids[: site.position + 1])
         return torch.log_softmax(out.logits[0, -1].float(), dim=-1)
 
 

@@ -17,7 +17,13 @@ from .compare import same_tokenizer
 from ..checks import check_int
 from ..errors import ArgumentError, TraceArgumentError, TraceError
 from ..tracing.recorder import segment_loss, token_logprobs
+from ..tracing.capabilities import Needs
 from ..tracing.trace import Trace
+
+
+# What each named intervention needs (capabilities): the memory type must support its edit.
+NEEDS: dict[str, Needs] = {"reset": Needs(edit="reset"), "zero": Needs(edit="zero"), "shuffle": Needs(edit="shuffle"),
+                           "replace": Needs(edit="replace")}
 
 
 @dataclass
@@ -53,35 +59,48 @@ class InterventionResult:
 
 
 @torch.no_grad()
-def intervene(trace: Trace, segment: int, edit: Callable[[np.ndarray], np.ndarray], name: str) -> InterventionResult:
-    """Replace the memory entering `segment` by edit(memory_in) and re-run to the end."""
+def intervene(trace: Trace, segment: int, edit: "Callable[[np.ndarray], np.ndarray] | str", name: str,
+              **edit_options) -> InterventionResult:
+    """Replace the state entering `segment` by an edit of it and re-run to the end (Trace.replay).
+
+    edit: a function of the memory entering the segment ((m, d) for TokenMemory, whose state has
+    one array; for a memory type with several arrays, of the dict of named arrays) returning
+    one of the same shape; or the name of an edit the memory type supports ("reset", "zero",
+    "replace", "shuffle"; edit_options: part=, source=, seed=). Raises ArgumentError for an
+    edit of another shape or one the memory type does not support."""
     model = trace.require_model("an intervention")
     segment = trace.check_segment(segment)
-    edited = np.asarray(edit(trace.segments[segment].memory_in.copy()), dtype=np.float32)
-    if edited.shape != trace.segments[segment].memory_in.shape:
-        raise ArgumentError(f"edit must return memory of shape {trace.segments[segment].memory_in.shape} "
-                            f"(slots, hidden size), got {edited.shape}.")
-    memory = torch.as_tensor(edited, device=model.device).to(model.dtype).unsqueeze(0)
+    state = trace.state_in(segment)
+    if isinstance(edit, str):
+        edited = model.memory.edit_state(state, edit, **edit_options)
+    elif len(state) == 1:  # one array (TokenMemory's memory): the edit sees the array itself
+        (key, value), = state.items()
+        edited = {key: np.asarray(edit(value.copy()), dtype=np.float32)}
+    else:
+        edited = edit({key: value.copy() for key, value in state.items()})
+    for key, value in state.items():
+        got = np.shape(edited.get(key)) if isinstance(edited, dict) else None
+        if got != value.shape:
+            axes = ", ".join(model.memory.state_spec().get(key, ()))
+            raise ArgumentError(f"edit must return memory of shape {value.shape} ({axes}) for {key!r}, got {got}.")
     before = trace.losses()
     after = before.copy()
     carry = None
     if segment > 0:  # the previous segment's last prediction is not affected by the edit
-        prev = trace.segments[segment - 1]
-        ids_prev = torch.as_tensor(prev.token_ids, dtype=torch.long, device=model.device).unsqueeze(0)
-        out = model.run_segment(torch.as_tensor(prev.memory_in, device=model.device).to(model.dtype).unsqueeze(0),
-                                ids_prev, segment_index=segment - 1)
+        out = trace.replay(segment - 1)
         carry = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
     site = answer_site(trace, fallback=True)
     site_logprobs = None  # the log-probs at the answer site after the edit
+    state = edited  # named arrays entering `segment`; then each segment's state in the memory type's form
     for seg in trace.segments[segment:]:
-        ids = torch.as_tensor(seg.token_ids, dtype=torch.long, device=model.device).unsqueeze(0)
-        out = model.run_segment(memory, ids, segment_index=seg.index)
-        logprobs, token_lp = token_logprobs(out.logits[0], ids[0], carry)
+        out = trace.replay(seg.index, state)
+        ids = torch.as_tensor(seg.token_ids, dtype=torch.long, device=model.device)
+        logprobs, token_lp = token_logprobs(out.logits[0], ids, carry)
         after[seg.index] = segment_loss(token_lp)
         carry = logprobs[-1]
         if site is not None and seg.index == site.segment:
             site_logprobs = logprobs[site.position]
-        memory = out.memory_out if out.memory_out is not None else memory
+        state = out.state_out if out.state_out is not None else out.state_in
     result = InterventionResult(name, segment, before, after, None, None, None, None)
     if site is not None:
         _answers(trace, site, site_logprobs, result)
@@ -341,9 +360,8 @@ def patch_sweep(target: Trace, source: Trace, segments=None, slots=None, *, whol
 
 
 def reset_memory(trace: Trace, segment: int) -> InterventionResult:
-    """Memory entering `segment` set to the model's learned initial memory."""
-    initial = trace.require_model("an intervention").initial_memory.detach().float().cpu().numpy()
-    return intervene(trace, segment, lambda _: initial, f"reset memory before segment {segment}")
+    """State entering `segment` set to the model's initial state (TokenMemory: the learned initial memory)."""
+    return intervene(trace, segment, "reset", f"reset memory before segment {segment}")
 
 
 def reset_slot(trace: Trace, segment: int, slot: int) -> InterventionResult:
@@ -362,14 +380,13 @@ def reset_slot(trace: Trace, segment: int, slot: int) -> InterventionResult:
 
 
 def zero_memory(trace: Trace, segment: int) -> InterventionResult:
-    return intervene(trace, segment, np.zeros_like, f"zero memory before segment {segment}")
+    """Every array of the state entering `segment` set to zero."""
+    return intervene(trace, segment, "zero", f"zero memory before segment {segment}")
 
 
 def shuffle_slots(trace: Trace, segment: int, seed: int = 0) -> InterventionResult:
-    order = np.random.default_rng(seed).permutation(trace.num_mem_tokens)
-    if np.array_equal(order, np.arange(trace.num_mem_tokens)):  # a shuffle that moves nothing is no test
-        order = np.roll(order, 1)
-    return intervene(trace, segment, lambda mem: mem[order], f"shuffle slots before segment {segment}")
+    """The parts (TokenMemory: slots) of the state entering `segment` permuted (seeded; never the identity)."""
+    return intervene(trace, segment, "shuffle", f"shuffle slots before segment {segment}", seed=seed)
 
 
 def replace_slot(trace: Trace, segment: int, slot: int, other: Trace, other_segment: int | None = None) -> InterventionResult:
@@ -381,10 +398,6 @@ def replace_slot(trace: Trace, segment: int, slot: int, other: Trace, other_segm
                      error=TraceArgumentError)
     if other_segment is not None:
         other_segment = other.check_segment(other_segment, "other_segment")
-    source = other.segments[min(segment if other_segment is None else other_segment, other.num_segments - 1)].memory_in
-
-    def edit(mem: np.ndarray) -> np.ndarray:
-        mem[slot] = source[slot]
-        return mem
-
-    return intervene(trace, segment, edit, f"slot {slot} from another trace before segment {segment}")
+    source = other.state_in(min(segment if other_segment is None else other_segment, other.num_segments - 1))
+    return intervene(trace, segment, "replace", f"slot {slot} from another trace before segment {segment}",
+                     part=slot, source=source)

@@ -32,6 +32,7 @@ from .records import BLOCK_PAIRS, LENS_K, TOP_K
 PER_TOKEN, PER_SEGMENT, PER_TRACE = "token", "segment", "trace"
 # stored: how a trace file keeps it
 EXACT, INT8_VECTOR, UINT8_UNIT, PREVIOUS, TEXT, ON_DEMAND = "exact", "int8", "uint8", "previous", "text", "on demand"
+STATE = "state"  # a memory type's named state arrays (trace_file stores them by name)
 
 AXES: dict[str, str] = {
     "token": "L, the segment's tokens (a trace file concatenates them: all T traced tokens)",
@@ -44,6 +45,7 @@ AXES: dict[str, str] = {
     "lens_k": f"the {LENS_K} logit-lens tokens per slot",
     "block_pair": f"{len(BLOCK_PAIRS)} block pairs A->B: {', '.join(BLOCK_PAIRS)}",
     "span": "2: start and end character offset",
+    "state": "the memory type's named state arrays (MemoryType.state_spec), each with its own axes",
 }
 
 STORAGE: dict[str, str] = {
@@ -52,6 +54,7 @@ STORAGE: dict[str, str] = {
     UINT8_UNIT: "uint8 in steps of 1/255 (within 1/510 plus float16 rounding: under 0.0025)",
     PREVIOUS: "not stored: the previous segment's `memory_out` (segment 0: `initial_memory`)",
     TEXT: "the text, cut into the same pieces by `char_spans` (the strings themselves when traced from ids)",
+    STATE: "exact, one array per state name (`state_out.<name>`, stacked); absent for `tokens`",
     ON_DEMAND: "computed on first use (`Trace.lens_ids`), stored exactly; saving with the model attached "
                "computes what is missing",
 }
@@ -124,6 +127,9 @@ OBSERVABLES: tuple[Observable, ...] = (
     Observable("lens_ids", ("layer+1", "slot", "lens_k"), "int32", PER_SEGMENT,
                "logit lens: the top tokens write slot W_k's hidden state decodes to (final norm, LM head)",
                ON_DEMAND),
+    Observable("state_out", ("state",), "float32", PER_SEGMENT,
+               "a memory type other than `tokens`: the state the segment writes, as named arrays (the "
+               "`tokens` memory's state is `memory_out`; its slot rows above are then empty: m = 0)", STATE),
 )
 
 BY_NAME: dict[str, Observable] = {o.name: o for o in OBSERVABLES}

@@ -198,13 +198,19 @@ class TraceStream:
         self.spans = spans
         self.display = display_tokens(model, text, ids, spans)
         self.bounds = model.segment_bounds(len(ids))
+        # TokenMemory's slots are recorded as slots; another memory type's state as named arrays
+        # (state_out) and its rows as no slots (m = 0).
+        self.slots = model.config.num_mem_tokens if model.config.memory == "tokens" else 0
+        no_slots = np.zeros((0, model.hidden_size), dtype=np.float32)
         self.trace = Trace(
             text, ids, model_identity(model),
-            model.initial_memory.detach().float().cpu().numpy().copy(),
+            model.initial_memory.detach().float().cpu().numpy().copy() if model.config.memory == "tokens" else no_slots,
             {"top_k": top_k, "lens_k": LENS_K, "segment_size": model.config.segment_size,
              "dtype": str(model.dtype).replace("torch.", ""), "device": str(model.device)},
             model=model,
         )
+        if model.config.memory != "tokens":
+            self.trace.initial_state = model.memory.state_to_arrays(model.memory.initial_state(1))
         self._iterator = self._run()
 
     def __iter__(self) -> "TraceStream":
@@ -222,7 +228,7 @@ class TraceStream:
         model = self.model
         started = time.perf_counter()
         self._all_ids = torch.as_tensor(self.trace.token_ids, dtype=torch.long, device=model.device)
-        memory = model.initial_memory_batch(1)
+        memory = model.memory.initial_state(1)
         total = len(self.bounds)
         pending: list[_Pending] = []
         carry: list[torch.Tensor | None] = [None]  # last log-softmax row of the previous segment
@@ -256,7 +262,7 @@ class TraceStream:
 
     def _records(self, pending: list["_Pending"], carry: list[torch.Tensor | None]) -> list[SegmentRecord]:
         """SegmentRecords of a chunk of finished segments; their arrays are views of chunk arrays."""
-        m = self.model.config.num_mem_tokens
+        m = self.slots
         trace = self.trace
         records: list[SegmentRecord] = []
         previous = trace.segments[-1].memory_out if trace.segments else trace.initial_memory
@@ -270,7 +276,10 @@ class TraceStream:
             hidden = torch.stack([h[0] for p in group for h in p.hidden_states])  # (S * (Y+1), n, d)
             slots = half(hidden.view(len(group), len(group[0].hidden_states), *hidden.shape[1:])
                          .index_select(2, _slot_rows(m, n_tokens, hidden.device)))  # (S, Y+1, 2m, d)
-            memory_out = torch.cat([p.memory_out for p in group]).float().cpu().numpy()  # (S, m, d)
+            if trace.initial_state is None:
+                memory_out = torch.cat([p.memory_out for p in group]).float().cpu().numpy()  # (S, m, d)
+            else:  # another memory type: no slots; its state as named arrays
+                memory_out = np.zeros((len(group),) + trace.initial_memory.shape, dtype=np.float32)
             for i, p in enumerate(group):
                 rows = slice(p.start - first, p.end - first)
                 records.append(SegmentRecord(
@@ -284,6 +293,7 @@ class TraceStream:
                     token_logprob=token_lp[rows], topk_ids=top_ids[rows], topk_logprobs=top_lp[rows],
                     loss=float(losses[len(records)]),
                     block_attention=blocks[i], write_to_tokens=write_to_tokens[i], tokens_to_read=tokens_to_read[i],
+                    state_out=None if trace.initial_state is None else self.model.memory.state_to_arrays(p.memory_out),
                 ))
                 previous = memory_out[i]
         return records
@@ -339,7 +349,7 @@ class _Pending:
     end: int
     attention: list[QueryKey]  # Y, in layer order: what the attention weights are made of
     hidden_states: tuple[torch.Tensor, ...]  # Y+1 x (1, n, d): the whole row at every layer
-    memory_out: torch.Tensor  # (1, m, d)
+    memory_out: object  # the state after the segment (TokenMemory: (1, m, d))
     token_hidden: torch.Tensor  # (1, L, d), after the final norm
 
 

@@ -28,6 +28,9 @@ class SegmentRecord:
     the observables table (observables.OBSERVABLES: axes, dtype, meaning, how a file stores it);
     tests/test_observables.py checks that the two agree on names, dtypes and axes.
     memory_in is the previous segment's memory_out (segment 0: the trace's initial_memory).
+    A memory type other than "tokens" (RMTConfig.memory) keeps its state in state_out (named
+    float32 arrays, MemoryType.state_spec; Trace.state_in / state_out read either kind); its
+    slot fields are empty (m = 0: it adds no read or write slots).
     lens_ids is computed on first use (Trace.lens_ids), not while tracing: it is not needed to
     trace and costs an LM-head call per segment.
     """
@@ -50,6 +53,7 @@ class SegmentRecord:
     write_to_tokens: np.ndarray  # (Y, H, m, L) float16: how much W_k attends to token j
     tokens_to_read: np.ndarray  # (Y, H, L, m) float16: how much token j attends to R_k
     lens_ids: np.ndarray | None = None  # (Y+1, m, LENS_K) int32; filled on demand by Trace.lens_ids
+    state_out: dict[str, np.ndarray] | None = None  # a memory type other than tokens: the state it wrote, named
 
     @property
     def num_tokens(self) -> int:

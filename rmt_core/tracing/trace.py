@@ -11,8 +11,9 @@ Recording is recorder.trace_document; files are trace_file.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -20,12 +21,43 @@ import torch
 from .. import token_text
 from .._version import __version__
 from ..checks import check_int
-from ..errors import TraceArgumentError, TraceError
+from ..engine.memory import map_state, state_tensors
+from ..errors import ArgumentError, TraceArgumentError, TraceError
 from . import trace_file
 from .losses import mean_token_loss
 from .records import BLOCK_PAIRS, LENS_K, SegmentRecord
 
-__all__ = ["Trace", "SegmentRecord", "BLOCK_PAIRS"]
+__all__ = ["Trace", "Replay", "SegmentRecord", "BLOCK_PAIRS"]
+
+StateEdit = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+@dataclass
+class Replay:
+    """What Trace.replay returns: one segment re-run from a stored or edited state.
+
+    logits: (batch, L', vocab) at the tokens run (L' = L, or fewer with token_ids); None with
+        compute_logits=False. Tensors keep the autograd graph when the caller enables grad.
+    state_out: the state the segment writes, in the memory type's own form (TokenMemory:
+        (batch, m, d)); None when it does not write (write=False, or a memory without writes).
+    state_in: the state the segment was run from (after the edit), in the same form.
+    token_hidden: (batch, L', d) final hidden states of the tokens.
+    hidden_states: per layer (batch, n, d) of the whole row (Y + 1), with output_hidden_states.
+    attention: (batch, Y, H, n, n) float32 on the host (rows as Trace.attention_labels), with
+        attention=True; None otherwise.
+    """
+
+    logits: torch.Tensor | None
+    state_out: Any
+    state_in: Any
+    token_hidden: torch.Tensor | None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attention: torch.Tensor | None = None
+    memory: Any = None  # the model's MemoryType (for state_arrays)
+
+    def state_arrays(self, index: int = 0) -> dict[str, np.ndarray] | None:
+        """Sample `index` of state_out as named float32 arrays (MemoryType.state_to_arrays)."""
+        return None if self.state_out is None else self.memory.state_to_arrays(self.state_out, index)
 
 
 class Trace:
@@ -44,6 +76,8 @@ class Trace:
         self.seconds = 0.0
         self._model = model
         self.meta: dict[str, Any] = {}  # free-form facts (e.g. a fact-recall sample's answer)
+        # A memory type other than tokens: its initial state as named arrays (tokens: initial_memory).
+        self.initial_state: dict[str, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ facts
     @property
@@ -57,6 +91,17 @@ class Trace:
     @property
     def num_mem_tokens(self) -> int:
         return int(self.model_info["rmt"]["num_mem_tokens"])
+
+    @property
+    def memory_type(self) -> str:
+        """The model's memory type (RMTConfig.memory; traces made before it existed: "tokens")."""
+        return str(self.model_info["rmt"].get("memory", "tokens"))
+
+    @property
+    def has_slots(self) -> bool:
+        """Whether the memory is slots in the row (tokens, m > 0): what slot views (logit lens,
+        read / write attribution, slot attention) need."""
+        return self.memory_type == "tokens" and self.num_mem_tokens > 0
 
     @property
     def model(self):
@@ -87,8 +132,14 @@ class Trace:
 
     def memory_states(self) -> np.ndarray:
         """(S + 1, m, d) float32 memory states: memory_in of segment 0 (the initial memory), then
-        every segment's memory_out; row s is memory_in of segment s and row s + 1 its memory_out."""
-        return np.stack([self.initial_memory] + [s.memory_out for s in self.segments])
+        every segment's memory_out; row s is memory_in of segment s and row s + 1 its memory_out.
+
+        Another memory type: its state's vectors (every state array whose last axis is the
+        hidden size, as rows of d), in state_spec order: (S + 1, k, d)."""
+        if self.initial_state is None:
+            return np.stack([self.initial_memory] + [s.memory_out for s in self.segments])
+        d = int(self.model_info["hidden_size"])
+        return np.stack([_vectors(state, d) for state in [self.initial_state] + [s.state_out for s in self.segments]])
 
     def losses(self) -> np.ndarray:
         """(S,) per-segment mean loss (nats/token over each segment's tokens); not the document's mean:
@@ -151,21 +202,81 @@ class Trace:
             )
         return self._model
 
+    def state_in(self, index: int) -> dict[str, np.ndarray]:
+        """The state entering segment `index` as named float32 arrays (the memory type's
+        state_spec names; TokenMemory: {"memory": (m, d)}): the previous segment's state_out,
+        segment 0 the initial state. The arrays are the trace's own: copy before changing them."""
+        index = self.check_segment(index)
+        if self.initial_state is None:
+            return {"memory": self.segments[index].memory_in}
+        return self.initial_state if index == 0 else self.segments[index - 1].state_out
+
+    def state_out(self, index: int) -> dict[str, np.ndarray]:
+        """The state segment `index` wrote, as named float32 arrays (see state_in)."""
+        seg = self.segments[self.check_segment(index)]
+        return {"memory": seg.memory_out} if self.initial_state is None else seg.state_out
+
+    def replay(self, segment: int, state: Any = None, *, edit: "str | StateEdit | None" = None,
+               token_ids: Any = None, inputs_embeds: torch.Tensor | None = None, write: bool = True,
+               compute_logits: bool = True, attention: bool = False, output_hidden_states: bool = False,
+               query_key_probe: Callable | None = None, edit_options: dict[str, Any] | None = None) -> Replay:
+        """Re-run segment `segment` from its stored state, or from a given or edited one: the one
+        way every view, answer, intervention and attribution re-runs a traced segment.
+
+        state: None = the stored state entering the segment (state_in); a dict of named arrays
+            of numpy arrays (one sample, state_spec's names and shapes); or a state in the memory
+            type's own form (torch tensors with the batch first, e.g. a batch of perturbed memories that needs
+            gradients: it is used as given, and edit is not allowed with it).
+        edit: applied to the named arrays before the run: an edit name the memory type supports
+            (MemoryType.supported_edits: "reset", "zero", ...; edit_options passes part=,
+            source=, seed=) or a function (named arrays -> named arrays, same names and shapes).
+        token_ids: the ids to run instead of the stored ones (a prefix: the prediction at a
+            site; (L',) or (batch, L')); default the segment's own. inputs_embeds: (batch, L', d)
+            token embeddings instead of the ids' (attribution perturbs them).
+        write: False runs without writing a new state. compute_logits: False skips the LM head.
+        attention: True computes the attention weights eagerly and returns them (Replay.attention).
+        query_key_probe / output_hidden_states: passed to RMTModel.run_segment.
+        Runs under the caller's grad mode. Raises TraceError without the model attached,
+        TraceArgumentError for a bad segment, ArgumentError for a bad state or edit.
+        For TokenMemory, replay(s) gives bit for bit the logits and memory_out the trace recorded.
+        """
+        index = self.check_segment(segment)
+        model = self.require_model("re-running a segment")
+        memory = model.memory
+        named = isinstance(state, dict) and all(isinstance(v, np.ndarray) for v in state.values())
+        if state is None or named:
+            arrays = self.state_in(index) if state is None else state
+            if edit is not None:
+                arrays = _edited(memory, arrays, edit, edit_options or {})
+            state = memory.state_from_arrays(arrays)
+        elif edit is not None:
+            raise ArgumentError("edit applies to a stored state or named arrays, not to a state given in the memory "
+                                "type's own form: edit the tensors before passing them.")
+        if token_ids is None:
+            token_ids = self.segments[index].token_ids
+        ids = torch.as_tensor(np.asarray(token_ids) if not isinstance(token_ids, torch.Tensor) else token_ids,
+                              dtype=torch.long, device=model.device)
+        if ids.dim() == 1:
+            ids = ids.unsqueeze(0)
+        batch = max(ids.shape[0], inputs_embeds.shape[0] if inputs_embeds is not None else 1,
+                    _batch_of(state))
+        ids = ids.expand(batch, -1)
+        captured: dict[int, torch.Tensor] = {}
+        probe = (lambda layer, w: captured.__setitem__(layer, w.detach().float().cpu())) if attention else None
+        state = _expanded(memory, state, batch)
+        out = model.run_segment(state, ids, write=write, segment_index=index, attention_probe=probe,
+                                query_key_probe=query_key_probe, output_hidden_states=output_hidden_states,
+                                inputs_embeds=inputs_embeds, compute_logits=compute_logits)
+        weights = torch.stack([captured[y] for y in sorted(captured)], dim=1) if attention else None
+        return Replay(out.logits, out.memory_out, state, out.token_hidden, out.hidden_states, weights, memory)
+
     @torch.no_grad()
     def attention(self, index: int) -> np.ndarray:
-        """Exact (layers, heads, q, k) attention of segment `index`, recomputed from its memory_in.
+        """Exact (layers, heads, q, k) attention of segment `index`, recomputed from its stored state.
 
-        Rows and columns follow attention_labels(index): read slots, tokens, write slots.
+        Rows and columns follow attention_labels(index) (TokenMemory: read slots, tokens, write slots).
         """
-        index = self.check_segment(index)
-        model = self.require_model()
-        seg = self.segments[index]
-        captured: dict[int, torch.Tensor] = {}
-        memory = torch.as_tensor(seg.memory_in, dtype=model.dtype, device=model.device).unsqueeze(0)
-        ids = torch.as_tensor(seg.token_ids, dtype=torch.long, device=model.device).unsqueeze(0)
-        model.run_segment(memory, ids, segment_index=index,
-                          attention_probe=lambda layer, w: captured.__setitem__(layer, w[0].float().cpu()))
-        return torch.stack([captured[y] for y in sorted(captured)]).numpy()
+        return self.replay(index, attention=True, compute_logits=False).attention[0].numpy()
 
     def attention_labels(self, index: int) -> list[str]:
         """Row/column labels of attention(index): R0.., the segment's tokens, W0...
@@ -191,6 +302,7 @@ class Trace:
         trace.complete = header["complete"]
         trace.seconds = header.get("seconds", 0.0)
         trace.meta = header.get("meta", {})
+        trace.initial_state = trace_file.initial_state(header, arrays)
         trace.segments = trace_file.stored_records(header, arrays)
         if model is not None:
             trace.attach(model)
@@ -200,6 +312,36 @@ class Trace:
         state = "complete" if self.complete else "partial"
         return (f"Trace({self.num_tokens} tokens, {self.num_segments} segments, {state}, "
                 f"model={self.model_info['name']!r})")
+
+
+def _vectors(state: dict[str, np.ndarray], d: int) -> np.ndarray:
+    """(k, d): the rows of a state's arrays whose last axis is the hidden size d."""
+    rows = [np.asarray(v, dtype=np.float32).reshape(-1, d) for v in state.values() if v.ndim and v.shape[-1] == d]
+    return np.concatenate(rows) if rows else np.zeros((0, d), dtype=np.float32)
+
+
+def _edited(memory, arrays: dict[str, np.ndarray], edit: "str | StateEdit", options: dict[str, Any]
+            ) -> dict[str, np.ndarray]:
+    """Named arrays after `edit` (a supported edit's name, or a function), checked by name and shape."""
+    if isinstance(edit, str):
+        return memory.edit_state(arrays, edit, **options)
+    if not callable(edit):
+        raise ArgumentError(f"edit must be an edit name {list(memory.supported_edits)} or a function, got "
+                            f"{type(edit).__name__}.")
+    edited = edit({name: np.array(value, dtype=np.float32, copy=True) for name, value in arrays.items()})
+    if not isinstance(edited, dict) or set(edited) != set(arrays):
+        raise ArgumentError(f"An edit function must return the state's named arrays {sorted(arrays)}, got "
+                            f"{sorted(edited) if isinstance(edited, dict) else type(edited).__name__}.")
+    return edited
+
+
+def _batch_of(state: Any) -> int:
+    return max(int(t.shape[0]) for t in state_tensors(state)) if state_tensors(state) else 1
+
+
+def _expanded(memory, state: Any, batch: int) -> Any:
+    """A batch-1 state repeated (as a view) to `batch` samples; other states as they are."""
+    return map_state(lambda t: t.expand(batch, *t.shape[1:]) if t.shape[0] == 1 and batch > 1 else t, state)
 
 
 def _final_norm(model) -> torch.nn.Module | None:

@@ -26,6 +26,12 @@ Quantised arrays are decoded per segment on first use after loading (see _Stored
 
 Format 1 files (uncompressed arrays, the same names and layout) still load; other formats are
 refused naming the version.
+
+A trace of a memory type other than "tokens" (the header's model.rmt.memory) is written as
+format 3: format 2 plus its state as named arrays, "initial_state.<name>" and
+"state_out.<name>" (stacked per segment; exact), so that an older RMT Lens refuses it
+instead of reading a state it does not know. A file of a memory type that is not registered
+here is refused naming the type.
 """
 from __future__ import annotations
 
@@ -47,7 +53,8 @@ VECTOR_INT8 = names(stored=INT8_VECTOR)  # int8 + per-vector scale
 UNIT_UINT8 = names(stored=UINT8_UNIT)  # values in [0, 1] in steps of 1/255
 ARRAYS = tuple(o for o in OBSERVABLES if o.stored in (EXACT, INT8_VECTOR, UINT8_UNIT, ON_DEMAND))  # in the file
 ZSTD_LEVEL = 3
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
+STATE_VERSION = 3  # written for memory types other than tokens (their state arrays)
 
 
 def save_trace(trace, path: Path) -> Path:
@@ -72,10 +79,14 @@ def save_trace(trace, path: Path) -> Path:
             continue  # without the model the rest is left to recompute later
         arrays[observable.name] = _joined(observable, parts)
     arrays["bounds"] = np.array([[s.start, s.end] for s in segs], dtype=np.int64)
+    if trace.initial_state is not None:  # another memory type than tokens: its state by name
+        for name, value in trace.initial_state.items():
+            arrays[f"initial_state.{name}"] = np.asarray(value, dtype=np.float32)
+            arrays[f"state_out.{name}"] = np.stack([s.state_out[name] for s in segs]).astype(np.float32, copy=False)
     blobs, layout = _encode(arrays)
     header = {
         "format": TRACE_FORMAT,
-        "format_version": TRACE_FORMAT_VERSION,
+        "format_version": TRACE_FORMAT_VERSION if trace.initial_state is None else STATE_VERSION,
         "rmt_lens_version": trace.version,
         "model": trace.model_info,
         "settings": trace.settings,
@@ -137,6 +148,7 @@ def read_trace_file(path: Path) -> tuple[dict, dict[str, "np.ndarray | _Quantise
         arrays = _decode(stored, header["arrays"]) if version >= 2 else stored
     except (KeyError, ValueError, TypeError, ZstdError) as exc:
         raise TraceError(f"{path} is a damaged trace file ({exc}): save the trace again.") from exc
+    _check_memory_type(path, header)
     required = [o.name for o in ARRAYS if o.stored != ON_DEMAND] + ["bounds"]
     missing = [name for name in required if name not in arrays]
     if missing:
@@ -324,7 +336,25 @@ def _unshuffle(raw: np.ndarray, dtype: np.dtype, shape: list[int]) -> np.ndarray
     return np.ascontiguousarray(columns.T).view(dtype).reshape(shape)
 
 
+def _check_memory_type(path: Path, header: dict) -> None:
+    """TraceError unless the file's memory type (header model.rmt.memory; none: tokens) is registered."""
+    from ..engine.memory import known_memories
+
+    rmt = header.get("model", {}).get("rmt", {}) if isinstance(header.get("model"), dict) else {}
+    name = rmt.get("memory", "tokens") if isinstance(rmt, dict) else "tokens"
+    if name not in known_memories():
+        raise TraceError(f"{path} is a trace of memory type {name!r}, which this RMT Lens does not know (known: "
+                         f"{list(known_memories())}). Import the module that registers it "
+                         "(rmt_core.engine.memory.register_memory) before loading the trace.")
+
+
 # ---------------------------------------------------------------------- records
+def initial_state(header: dict, arrays: dict) -> dict[str, np.ndarray] | None:
+    """A format-3 file's initial state as named arrays; None for the tokens memory (initial_memory)."""
+    names = [key.split(".", 1)[1] for key in arrays if key.startswith("initial_state.")]
+    return {name: arrays[f"initial_state.{name}"] for name in names} if names else None
+
+
 def all_token_ids(header: dict, arrays: dict) -> np.ndarray:
     """(T,) int32 token ids of the whole document (a partial trace stores the untraced rest too)."""
     if header.get("all_token_ids") is not None:
@@ -352,6 +382,7 @@ def stored_records(header: dict, arrays: dict[str, "np.ndarray | _Quantised"]) -
         else:
             per_segment.append((observable.name, values.tolist() if observable.axes == () else values))
     memory_in = arrays["initial_memory"]  # memory_in is stored as "previous": the memory_out before it
+    state_names = list(initial_state(header, arrays) or {})
     record_type = _StoredRecord if any(isinstance(v, _Quantised) for v in arrays.values()) else SegmentRecord
     records: list[SegmentRecord] = []
     for index, (start, end) in enumerate(arrays["bounds"].tolist()):
@@ -359,6 +390,8 @@ def stored_records(header: dict, arrays: dict[str, "np.ndarray | _Quantised"]) -
         fields = {name: values[before + span] for name, values, before in per_token}
         for name, values in per_segment:
             fields[name] = values[index]
+        if state_names:
+            fields["state_out"] = {name: arrays[f"state_out.{name}"][index] for name in state_names}
         record = record_type(index=index, start=start, end=end, tokens=tokens_all[start:end], memory_in=memory_in,
                              **fields)
         records.append(record)

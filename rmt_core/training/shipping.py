@@ -10,6 +10,7 @@ from typing import Any, Callable
 import torch
 
 from ..io import checkpoint
+from ..questions import card_questions
 from . import evaluation
 from .operating_range import operating_range_entry
 from .recipes import RECIPES
@@ -144,6 +145,7 @@ def ship(run_dir: str | Path, name: str, samples: int = 500, lm_windows: int = 6
                           + (f", on top of the warm start ({state['warm_start']})." if state.get("warm_start") else ".")),
         "evaluation": _card_tables(results),
         "evaluation_results": results,
+        "questions": card_questions(model.config.task),
         "shipped": time.strftime("%Y-%m-%d"),
     }
     operating_range = operating_range_entry(recipe.rmt.get("task", ""), results)
@@ -153,3 +155,28 @@ def ship(run_dir: str | Path, name: str, samples: int = 500, lm_windows: int = 6
     checkpoint.save_checkpoint(model, str(out), card=card)
     progress(f"shipped {out}")
     return out
+
+
+def refresh_card(folder: str | Path) -> Path:
+    """Re-ship a checkpoint's card without touching its weights: config.json gains the card's
+    ``questions`` (rmt_core.questions.card_questions of its task) and the RMT config's current
+    fields (``memory``: "tokens" for checkpoints written before it). Only config.json is rewritten
+    (through a temporary file); model.safetensors, the tokenizer and README.md stay as they are.
+    Raises CheckpointError for a folder that is not an RMT Lens checkpoint."""
+    from ..engine.config import RMTConfig
+    from ..errors import CheckpointError
+
+    path = Path(folder) / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable checkpoint config ({exc}).") from exc
+    if not isinstance(config, dict) or config.get("format") != checkpoint.FORMAT:
+        raise CheckpointError(f"{path} is not an RMT Lens checkpoint config.")
+    rmt = RMTConfig.from_dict(config["rmt"])
+    config["rmt"] = rmt.to_dict()
+    config.setdefault("card", {})["questions"] = card_questions(rmt.task)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+    tmp.replace(path)
+    return path

@@ -23,6 +23,7 @@ from plotly.subplots import make_subplots
 from ..explain import analysis
 from ..explain.attribution import Attribution
 from ..token_text import token_label
+from ..tracing.capabilities import ANY, Needs
 from ..tracing.trace import Trace
 
 SEQUENTIAL = "Viridis"
@@ -359,11 +360,19 @@ def standard_figure_builders(trace: Trace, segment: int | None = None, layer: in
             seg.write_to_tokens[layer].astype(np.float64).mean(axis=0), seg.tokens,
             f"How much each write slot attends to each token (segment {segment}, layer {layer}, heads averaged)"),
     }
+    for name in [n for n in builders if not FIGURE_NEEDS.get(n, ANY).supports(trace)]:
+        del builders[name]  # a figure of slots the trace's memory does not have
     if trace.model is not None:
         builders["attention"] = lambda: attention_heatmap(
             trace.attention(segment)[layer, head], trace.attention_labels(segment), trace.num_mem_tokens,
             f"Attention, segment {segment}, layer {layer}, head {head}")
     return builders
+
+
+# Standard figures that need more than any memory type gives (capabilities; the rest work for all):
+# the slot-attention figures read the tokens memory's read / write blocks.
+FIGURE_NEEDS: dict[str, Needs] = {name: Needs(memory_types=("tokens",)) for name in (
+    "block_grid_write_tokens", "block_grid_tokens_read", "write_to_tokens_attention")}
 
 
 def standard_figures(trace: Trace, segment: int | None = None, layer: int = -1, head: int = 0) -> dict[str, go.Figure]:

@@ -13,6 +13,8 @@ import plotly.graph_objects as go
 
 from ..explain import analysis, answers, attribution, interventions
 from . import captions, figures
+from ..errors import TraceError
+from ..tracing.capabilities import Needs
 from ..tracing.recorder import trace_document
 from ..tracing.trace import Trace
 
@@ -38,8 +40,15 @@ class TourStep:
     html: str | None = None  # a rendered document, for steps that show text
 
 
+# What the tour's steps need (capabilities): its slot steps (logit lens, read / write attribution,
+# slot attention) read the tokens memory's slots.
+TOUR_NEEDS = Needs(memory_types=("tokens",), slots=True, model=True)
+
+
 def make_tour(model, seed: int = 7, segments: int = 8, n_steps: int = 32) -> Tour:
-    """Build and analyse one held-out fact-recall sample whose fact is not in the last segment."""
+    """Build and analyse one held-out fact-recall sample whose fact is not in the last segment.
+
+    Raises TraceError (saying why) for a model whose memory the tour's steps cannot show (TOUR_NEEDS)."""
     from ..training.corpus import load_corpus
     from ..training.tasks import babi
 
@@ -48,6 +57,9 @@ def make_tour(model, seed: int = 7, segments: int = 8, n_steps: int = 32) -> Tou
     sample = babi.build_sample(load_corpus("heldout"), segments * seg, "detect", rng, model.tokenizer, keep_out_tail=seg)
     encoded = babi.encode_sample(sample, model.tokenizer)
     trace = trace_document(model, sample.text + sample.answer)
+    missing = TOUR_NEEDS.missing(trace)
+    if missing:
+        raise TraceError(f"The guided tour cannot show this model. {missing}")
     trace.meta.update({"document": f"fact-recall sample (seed {seed})", "fact_spans": list(sample.facts),
                        "answer": sample.answer.strip()})
     start, end = encoded.fact_token_spans[0]

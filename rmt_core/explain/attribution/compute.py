@@ -87,8 +87,9 @@ def attribute(trace: Trace, kind: str, segment: int, position: int | None = None
         target = check_token_id(target, "target", int(trace.model_info["vocab_size"]))
     if spec.needs_position and target is None:
         target = default_target(trace, segment, position)
-    if kind != "through" and trace.num_mem_tokens == 0:
-        raise TraceError("This model has no memory slots to attribute.")
+    missing = spec.needs.missing(trace)
+    if missing:
+        raise TraceError(f"Attribution of kind {kind!r} is not available for this trace. {missing}")
     clamp_note, asked = None, max_segments is not None
     if kind == "through":
         max_segments = check_int(MAX_THROUGH_SEGMENTS if max_segments is None else max_segments, "max_segments", 0,
@@ -130,11 +131,10 @@ def estimate_through_seconds(trace: Trace, segment: int, max_segments: int | Non
     window = min(segment, MAX_THROUGH_SEGMENTS if max_segments is None else max(0, int(max_segments)))
     seg = trace.segments[segment]
     ids = torch.as_tensor(seg.token_ids, dtype=torch.long, device=model.device).unsqueeze(0).expand(8, -1)
-    memory = _tensor(seg.memory_in, model).unsqueeze(0).expand(8, -1, -1)
     embeds = model.backbone.get_input_embeddings()(ids).detach().requires_grad_(True)
     start = time.perf_counter()
     with torch.enable_grad():
-        out = model.run_segment(memory, ids, segment_index=segment, inputs_embeds=embeds)
+        out = trace.replay(segment, inputs_embeds=embeds)  # the stored state, repeated for the batch of 8
         torch.autograd.grad(out.logits[:, -1].float().logsumexp(-1).sum(), embeds)
     seconds = time.perf_counter() - start
     return window, seconds * (window + 1) * (math.ceil(n_steps / 8) + 1)
@@ -179,16 +179,15 @@ def _run(method: Method, problem: Problem, progress: Callable[[int, int], Any] |
 def _read_problem(trace, model, segment, position, target, baseline, n_steps, max_segments):
     """Inputs: the read memory (1, m, d); output: log p(target) at `position` (batch,)."""
     seg = trace.segments[segment]
-    ids = torch.as_tensor(seg.token_ids, dtype=torch.long, device=model.device).unsqueeze(0)
 
     def forward(memory: torch.Tensor) -> torch.Tensor:  # memory: (batch, m, d)
-        out = model.run_segment(memory, ids.expand(memory.shape[0], -1), write=False, segment_index=segment)
+        out = trace.replay(segment, memory, write=False)
         return torch.log_softmax(out.logits[:, position].float(), dim=-1)[:, target]  # (batch,)
 
     memory = _tensor(seg.memory_in, model).unsqueeze(0)
     base = None
     if baseline == "initial":
-        base = model.initial_memory.detach().unsqueeze(0)
+        base = model.memory.initial_state(1).detach()
     elif baseline == "zeros":
         base = torch.zeros_like(memory)
     problem = Problem(forward, memory, base, n_steps, batch=16)
@@ -211,9 +210,8 @@ def _write_problem(trace, model, segment, position, target, baseline, n_steps, m
     directions = update / update.norm(dim=-1, keepdim=True).clamp(min=1e-12)  # (m, d)
 
     def forward(embeds: torch.Tensor) -> torch.Tensor:  # embeds: (batch, L, d) -> (batch, m)
-        out = model.run_segment(memory.expand(embeds.shape[0], -1, -1), ids.expand(embeds.shape[0], -1),
-                                segment_index=segment, inputs_embeds=embeds)
-        return (out.memory_out.float() * directions).sum(-1)
+        out = trace.replay(segment, memory, inputs_embeds=embeds, compute_logits=False)
+        return (out.state_out.float() * directions).sum(-1)
 
     embeds = model.backbone.get_input_embeddings()(ids).detach()
     base = None if baseline is None else _token_baseline(baseline, embeds, model)
@@ -231,19 +229,18 @@ def _through_problem(trace, model, segment, position, target, baseline, n_steps,
     window = trace.segments[first:segment + 1]
     lengths = [s.num_tokens for s in window]
     ids = torch.as_tensor(np.concatenate([s.token_ids for s in window]), dtype=torch.long, device=model.device)
-    start_memory = _tensor(window[0].memory_in, model).unsqueeze(0)
+    start_state = model.memory.state_from_arrays(trace.state_in(first))  # the stored state, batch 1
 
     def forward(embeds: torch.Tensor) -> torch.Tensor:  # (batch, window tokens, d) -> (batch,)
-        b = embeds.shape[0]
-        memory = start_memory.expand(b, -1, -1)
+        state = start_state
         offset = 0
         for i, length in enumerate(lengths):
-            piece = embeds[:, offset:offset + length]
-            out = model.run_segment(memory, ids[offset:offset + length].unsqueeze(0).expand(b, -1),
-                                    segment_index=first + i, inputs_embeds=piece, write=i < len(lengths) - 1)
+            last = i == len(lengths) - 1
+            out = trace.replay(first + i, state, token_ids=ids[offset:offset + length],
+                               inputs_embeds=embeds[:, offset:offset + length], write=not last,
+                               compute_logits=last)
             offset += length
-            if out.memory_out is not None:
-                memory = out.memory_out
+            state = out.state_out if out.state_out is not None else out.state_in
         return torch.log_softmax(out.logits[:, position].float(), dim=-1)[:, target]
 
     embeds = model.backbone.get_input_embeddings()(ids).detach().unsqueeze(0)

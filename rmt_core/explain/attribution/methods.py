@@ -10,6 +10,7 @@ import torch
 
 from ...checks import check_choice
 from ...errors import ArgumentError
+from ...tracing.capabilities import Needs
 
 # The cost bound of "through": by default it unrolls every earlier segment back to the document's
 # start, up to this many (cost grows linearly with each: about 0.17 s per segment unrolled at 32
@@ -28,6 +29,7 @@ class Kind:
     axes: tuple[str, ...]
     needs_position: bool
     baselines: dict[str, str]
+    needs: Needs = Needs(model=True)  # what the trace must have (capabilities): read / write need slots
 
 
 _TOKEN_BASELINES = {
@@ -37,9 +39,9 @@ _TOKEN_BASELINES = {
 KINDS: dict[str, Kind] = {
     "read": Kind("which read slots R_k of the segment the prediction at `position` used", ("slot",), True,
                  {"initial": "the model's learned initial memory, what the slots hold before anything is written",
-                  "zeros": "zero vectors"}),
+                  "zeros": "zero vectors"}, Needs(slots=True, model=True)),
     "write": Kind("which of the segment's tokens produced what each write slot W_k wrote", ("slot", "token"), False,
-                  _TOKEN_BASELINES),
+                  _TOKEN_BASELINES, Needs(slots=True, model=True)),
     "through": Kind("which tokens of the segment and earlier segments the prediction at `position` used, "
                     "through memory", ("token",), True, _TOKEN_BASELINES),
 }

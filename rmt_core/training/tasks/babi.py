@@ -36,16 +36,13 @@ import numpy as np
 from ...token_text import encode_ids, encode_with_offsets
 from ..corpus import sentence_boundaries
 
-ACTORS: tuple[str, ...] = ("Mary", "John", "Daniel", "Sandra")
-PLACES: tuple[str, ...] = ("bathroom", "hallway", "garden", "office", "kitchen", "bedroom")
+from ...questions import ACTORS, ANSWER_PREFIX, OBJECTS, PLACES, QUESTION_PREFIX  # the question vocabulary's one home
+
 MOVE_VERBS: tuple[str, ...] = ("moved", "went", "journeyed", "travelled")
-OBJECTS: tuple[str, ...] = ("football", "apple", "milk")
 GET_VERBS: tuple[str, ...] = ("got", "grabbed", "picked up", "took")
 DROP_VERBS: tuple[str, ...] = ("dropped", "discarded", "put down", "left")
 TASKS: tuple[str, ...] = ("memorize", "detect", "qa1", "qa2")
 
-QUESTION_PREFIX = "\nQuestion: "
-ANSWER_PREFIX = "\nAnswer:"
 CHANCE: float = 1.0 / len(PLACES)
 IGNORE_INDEX = -100
 # A fact placed at a depth starts within this fraction of the eligible range (or 3 tokens) of it.

@@ -1,0 +1,20 @@
+"""Memory types: the one seam every kind of recurrent memory plugs into.
+
+    base.py      MemoryType (the protocol: state, running one segment, named arrays, labels,
+                 edits), SegmentRow (what the backbone sees), SegmentOutput
+    registry.py  register_memory(name, cls) / memory_class(name) / known_memories()
+    tokens.py    TokenMemory ("tokens"): the RMT's m slots in [read | tokens | write]
+
+Add a memory type: subclass MemoryType in your own module, register_memory("name", cls), and
+build the model with RMTConfig(memory="name"). Nothing inside rmt_core needs an edit.
+"""
+from __future__ import annotations
+
+from .base import EDITS, MemoryType, SegmentOutput, SegmentRow, State, StateArrays, map_state, state_tensors
+from .registry import known_memories, memory_class, register_memory
+from .tokens import TokenMemory
+
+register_memory("tokens", TokenMemory)
+
+__all__ = ["EDITS", "MemoryType", "SegmentOutput", "SegmentRow", "State", "StateArrays", "TokenMemory",
+           "known_memories", "map_state", "memory_class", "register_memory", "state_tensors"]

@@ -1,0 +1,307 @@
+"""The memory-type protocol: what every kind of recurrent memory provides to the engine.
+
+A memory type decides three things; the engine (RMTModel) and everything above it (tracing,
+explain, viz, the app) reach memory only through them:
+
+1. its STATE: what is carried from one segment to the next. Any object the type chooses
+   (TokenMemory: one (batch, m, d) tensor; ARMT: per-layer associative matrices (A_l, z_l)),
+   always with the batch first in every tensor it holds. The engine treats it as opaque and
+   only calls this class's methods on it (initial_state, detach, keep_where, to / from arrays).
+2. how ONE SEGMENT RUNS with it: build_row makes what the unmodified backbone sees (the
+   input embeddings of the whole row, who may attend to whom, positions, which rows are the
+   segment's tokens); layer_hooks may hook the backbone's layers while it runs (a memory that
+   lives inside the layers: ARMT reads into every token's input and writes from the memory
+   tokens' outputs); read_state reads the state the segment writes back out of the final
+   hidden states and/or what the hooks collected. run_segment (concrete here) drives the three.
+3. what is SEEN and EDITED of it: state_spec / state_to_arrays / state_from_arrays turn a
+   state into named float32 numpy arrays (trace files, interventions, figures) and back;
+   row_labels name the rows of one segment's attention; parts name what an intervention may
+   replace; supported_edits lists the edits (reset, zero, replace a part, ...) edit_state does.
+
+Register a new type with ``rmt_core.engine.memory.register_memory(name, cls)`` and select it with
+``RMTConfig(memory=name)``. A subclass's __init__ receives the RMTModel (backbone attached,
+config validated) and registers its learned parameters ON THE MODEL (``model.register_parameter``
+/ ``model.add_module``), so checkpoints and weight hashes see them under the model's own names.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, ContextManager
+
+import numpy as np
+import torch
+
+from .. import attention as _attention
+from ...errors import ArgumentError
+from ..masks import additive_mask
+
+
+State = Any  # a memory type's carried state: tensors with the batch first (see the module docstring)
+StateArrays = dict[str, np.ndarray]  # one sample's state as named float32 arrays (state_spec's names)
+
+EDITS = ("reset", "zero", "replace", "shuffle")  # edit names a memory type may support (supported_edits)
+
+
+@dataclass
+class SegmentOutput:
+    """One segment's results (MemoryType.run_segment / RMTModel.run_segment).
+
+    logits: (batch, L, vocab) at the segment's tokens; None when compute_logits=False.
+    memory_out: the state this segment writes, in the memory type's own form (TokenMemory:
+        (batch, m, d)); None when the segment does not write (write=False, or no write block).
+    token_hidden: (batch, L, d) final hidden states (after the final norm) of the tokens.
+    hidden_states: per layer (batch, n, d) of the whole row (Y + 1 entries), if asked.
+    row: the SegmentRow the backbone saw (its parts say which rows are memory).
+    """
+
+    logits: torch.Tensor | None
+    memory_out: State | None
+    token_hidden: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    row: "SegmentRow | None" = None
+
+    @property
+    def state_out(self) -> State | None:
+        """The state this segment writes (the same object as memory_out)."""
+        return self.memory_out
+
+
+@dataclass
+class SegmentRow:
+    """What the backbone sees for one segment, as build_row makes it.
+
+    embeds: (batch, n, d) input embeddings of the whole row (memory rows included).
+    allowed: (batch or 1, n, n) bool, True where query q may attend to key k.
+    positions: (batch, n) int64 position ids.
+    tokens: the rows of the segment's L tokens (their final hidden states give the logits).
+    parts: named rows of the row, for views and recorders (TokenMemory: "read", "tokens",
+        "write"); every row belongs to at most one part.
+    write: whether this row writes a new state (read_state is called only then).
+    context: anything build_row wants read_state or layer_hooks to see (free-form).
+    """
+
+    embeds: torch.Tensor
+    allowed: torch.Tensor
+    positions: torch.Tensor
+    tokens: slice
+    parts: dict[str, slice]
+    write: bool
+    context: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def length(self) -> int:
+        return int(self.embeds.shape[1])
+
+
+class MemoryType:
+    """Base class of a memory type; see the module docstring for the protocol.
+
+    Subclasses MUST implement: initial_state, state_spec, build_row, read_state, row_length.
+    They MAY override: layer_hooks (memory inside the layers), detach / keep_where /
+    state_to_arrays / state_from_arrays (when the state is not a tensor or a tuple / list /
+    dict of tensors), row_labels, parts, edit_state and supported_edits, keeps_state_on_padding.
+    Every method gets and returns tensors on the model's device in the model's dtype unless
+    it says otherwise.
+    """
+
+    name: ClassVar[str] = ""  # set by register_memory
+    supported_edits: ClassVar[tuple[str, ...]] = ("reset", "zero")  # names from EDITS
+
+    def __init__(self, model: Any) -> None:
+        # A plain attribute (no submodule): the model owns the parameters, the type only runs them.
+        self.model = model
+
+    # ------------------------------------------------------------------ state
+    def initial_state(self, batch: int) -> State:
+        """The state before the first segment for `batch` samples (learned or fixed)."""
+        raise NotImplementedError
+
+    def state_spec(self) -> dict[str, tuple[str, ...]]:
+        """Names of the state's arrays and their axes (one sample, no batch axis), in order.
+
+        E.g. TokenMemory: {"memory": ("slot", "hidden")}; an associative memory:
+        {"A": ("layer", "feature", "hidden"), "z": ("layer", "feature")}. Axis names are the
+        observables table's words ("slot", "hidden", "layer", ...)."""
+        raise NotImplementedError
+
+    def detach(self, state: State) -> State:
+        """The state cut from the autograd graph (truncated BPTT). Default: every tensor detached."""
+        return map_state(lambda t: t.detach(), state)
+
+    def keep_where(self, keep_new: torch.Tensor, new: State, old: State) -> State:
+        """Per sample: `new` where keep_new (batch,) bool is True, else `old` (a sample whose
+        segment is all padding keeps its state). Default: torch.where on every tensor pair."""
+        return _tree_map2(lambda n, o: torch.where(keep_new.view((-1,) + (1,) * (n.dim() - 1)), n, o), new, old)
+
+    def state_to_arrays(self, state: State, index: int = 0) -> StateArrays:
+        """Sample `index` of a state as float32 numpy arrays named by state_spec (copies, on the host).
+
+        Default: the state's tensors in state_spec order (a tensor state has one name)."""
+        tensors = state_tensors(state)
+        names = list(self.state_spec())
+        if len(tensors) != len(names):
+            raise ArgumentError(f"memory type {self.name!r}: state has {len(tensors)} tensors, state_spec names "
+                                f"{len(names)}; override state_to_arrays.")
+        return {n: t[index].detach().float().cpu().numpy() for n, t in zip(names, tensors)}
+
+    def state_from_arrays(self, arrays: StateArrays, batch: int = 1) -> State:
+        """A state (on the model's device and dtype, `batch` copies) from one sample's named arrays.
+
+        Raises ArgumentError naming a missing array or a wrong shape. Default: the inverse of
+        state_to_arrays for a state shaped like initial_state's."""
+        template = self.initial_state(1)
+        names = list(self.state_spec())
+        tensors = state_tensors(template)
+        values = []
+        for name, like in zip(names, tensors):
+            if name not in arrays:
+                raise ArgumentError(f"The memory state needs array {name!r} (memory type {self.name!r} has "
+                                    f"{names}).")
+            value = np.asarray(arrays[name], dtype=np.float32)
+            if tuple(value.shape) != tuple(like.shape[1:]):
+                raise ArgumentError(f"Memory state array {name!r} must have shape {tuple(like.shape[1:])} "
+                                    f"({', '.join(self.state_spec()[name])}), got {tuple(value.shape)}.")
+            tensor = torch.as_tensor(value, device=like.device).to(like.dtype).unsqueeze(0)
+            values.append(tensor.expand(batch, *tensor.shape[1:]))
+        return _rebuild(template, values)
+
+    # ------------------------------------------------------------------ running one segment
+    def row_length(self, n_tokens: int, write: bool = True) -> int:
+        """Rows the backbone sees for a segment of n_tokens (positions a row needs)."""
+        raise NotImplementedError
+
+    def build_row(self, state: State, embeds: torch.Tensor, token_valid: torch.Tensor | None, write: bool,
+                  segment_index: int) -> SegmentRow:
+        """The row for one segment.
+
+        state: the state entering the segment (batch first). embeds: (batch, L, d) token
+        embeddings. token_valid: (batch, L) bool, False at right padding (None: all valid).
+        write: whether the segment should write a new state. segment_index: the segment's
+        place in the document (positions may continue across segments)."""
+        raise NotImplementedError
+
+    def layer_hooks(self, state: State, row: SegmentRow) -> ContextManager[None]:
+        """A context manager active while the backbone runs the row (and, in generate, while it
+        decodes new tokens from the cache): hook the layers here (torch forward (pre-)hooks on
+        the backbone's blocks) and remove the hooks on exit. Default: no hooks."""
+        return contextlib.nullcontext()
+
+    def read_state(self, state: State, row: SegmentRow, hidden: torch.Tensor,
+                   token_valid: torch.Tensor | None) -> State:
+        """The state the segment writes, from the row's final hidden states (batch, n, d, after
+        the final norm) and/or what layer_hooks collected. Called only when row.write.
+        Samples whose segment is all padding are handled by run_segment (keep_where)."""
+        raise NotImplementedError
+
+    def run_segment(
+        self,
+        state: State | None,
+        token_ids: torch.Tensor,
+        token_valid: torch.Tensor | None = None,
+        write: bool = True,
+        segment_index: int = 0,
+        attention_probe: Callable[[int, torch.Tensor], None] | None = None,
+        query_key_probe: Callable[[int, "_attention.QueryKey"], None] | None = None,
+        output_hidden_states: bool = False,
+        inputs_embeds: torch.Tensor | None = None,
+        compute_logits: bool = True,
+    ) -> SegmentOutput:
+        """Run one segment through the backbone with this memory (see RMTModel.run_segment)."""
+        model = self.model
+        batch = token_ids.shape[0]
+        if state is None:
+            state = self.initial_state(batch)
+        if inputs_embeds is None:
+            inputs_embeds = model.backbone.get_input_embeddings()(token_ids)  # (batch, L, d)
+        row = self.build_row(state, inputs_embeds, token_valid, write, segment_index)
+        mask = additive_mask(row.allowed, row.embeds.dtype).expand(batch, -1, -1, -1)  # (batch, 1, n, n)
+        kwargs: dict[str, Any] = {}
+        if attention_probe is not None:
+            kwargs[_attention.PROBE_KWARG] = attention_probe
+        if query_key_probe is not None:
+            kwargs[_attention.QUERY_KEY_PROBE_KWARG] = query_key_probe
+        with self.layer_hooks(state, row):
+            out = model.backbone.base_model(
+                inputs_embeds=row.embeds,
+                attention_mask=mask,
+                position_ids=row.positions,
+                use_cache=False,
+                output_hidden_states=output_hidden_states,
+                **kwargs,
+            )
+        device = row.embeds.device
+        hidden = out.last_hidden_state.to(device)  # (batch, n, d), after the final norm (device-mapped: moved back)
+        token_hidden = hidden[:, row.tokens]  # (batch, L, d)
+        logits = model.backbone.get_output_embeddings()(token_hidden) if compute_logits else None
+        memory_out = self.read_state(state, row, hidden, token_valid) if row.write else None
+        if memory_out is not None and token_valid is not None:
+            # A sample whose segment is all padding keeps the state it had.
+            memory_out = self.keep_where(token_valid.any(dim=1), memory_out, state)
+        hidden_states = tuple(h.to(device) for h in out.hidden_states) if output_hidden_states else None
+        return SegmentOutput(logits=logits, memory_out=memory_out, token_hidden=token_hidden,
+                             hidden_states=hidden_states, row=row)
+
+    # ------------------------------------------------------------------ labels and edits
+    def row_labels(self, token_labels: list[str], write: bool = True) -> list[str]:
+        """Labels of a segment row's rows (attention views), given its tokens' labels.
+        Default: the tokens only (a memory that adds no rows)."""
+        return list(token_labels)
+
+    def parts(self) -> list[str]:
+        """Labels of the parts of the state an intervention may replace one at a time
+        (TokenMemory: slots "M0".."M{m-1}"); empty when the type supports no "replace"."""
+        return []
+
+    def edit_state(self, arrays: StateArrays, edit: str, *, part: int | None = None,
+                   source: StateArrays | None = None, seed: int = 0) -> StateArrays:
+        """One sample's state (named arrays) after an edit; the input is not changed.
+
+        edit: one of supported_edits. "reset": initial_state; "zero": every array zero;
+        "replace": part `part` (an index into parts()) taken from `source` (another state of the
+        same type); "shuffle": the parts permuted (seeded, never the identity).
+        Raises ArgumentError for an edit this type does not support (naming the ones it does)."""
+        if edit not in self.supported_edits:
+            raise ArgumentError(f"Memory type {self.name!r} supports the edits {list(self.supported_edits)}, "
+                                f"not {edit!r}.")
+        if edit == "reset":
+            return self.state_to_arrays(self.initial_state(1))
+        if edit == "zero":
+            return {name: np.zeros_like(value) for name, value in arrays.items()}
+        raise NotImplementedError(f"memory type {self.name!r} lists edit {edit!r} but does not implement it")
+
+
+# ---------------------------------------------------------------------- state trees
+def state_tensors(state: State) -> list[torch.Tensor]:
+    """The tensors of a state (a tensor, or tuples / lists / dicts of them), in order."""
+    if isinstance(state, torch.Tensor):
+        return [state]
+    if isinstance(state, dict):
+        return [t for key in state for t in state_tensors(state[key])]
+    if isinstance(state, (tuple, list)):
+        return [t for item in state for t in state_tensors(item)]
+    raise ArgumentError(f"A memory state must be tensors (or tuples / lists / dicts of them), got "
+                        f"{type(state).__name__}: override the MemoryType state methods for it.")
+
+
+def _rebuild(template: State, leaves: list[torch.Tensor]) -> State:
+    """`template`'s structure with its tensors replaced by `leaves`, in order."""
+    it = iter(leaves)
+
+    def build(node: State) -> State:
+        if isinstance(node, torch.Tensor):
+            return next(it)
+        if isinstance(node, dict):
+            return {key: build(value) for key, value in node.items()}
+        return type(node)(build(item) for item in node)
+
+    return build(template)
+
+
+def map_state(fn: Callable[[torch.Tensor], torch.Tensor], state: State) -> State:
+    """The state with fn applied to each of its tensors (the same structure)."""
+    return _rebuild(state, [fn(t) for t in state_tensors(state)])
+
+
+def _tree_map2(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], a: State, b: State) -> State:
+    return _rebuild(a, [fn(x, y) for x, y in zip(state_tensors(a), state_tensors(b))])
