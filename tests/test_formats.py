@@ -441,6 +441,7 @@ def test_app_asks_for_what_an_authors_folder_is_missing(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     from app import settings, state
+    from app.views.common import literal
 
     monkeypatch.setenv(settings.CHECKPOINT_DIRS, str(tmp_path))  # the operator allows this folder
     monkeypatch.setenv(settings.ALLOW_PICKLE, "1")  # and pickled weights (else no opt-in is offered)
@@ -453,13 +454,13 @@ def test_app_asks_for_what_an_authors_folder_is_missing(tmp_path, monkeypatch):
     at.selectbox(key=state.CHECKPOINT).set_value("Local folder…").run()
     at.text_input(key=state.LOCAL_FOLDER).input(str(source)).run()
     assert not at.exception, [e.value for e in at.exception]
-    assert any("pickled PyTorch weights (pytorch_model.bin)" in i.value for i in at.info)
-    assert any("can run code" in w.value for w in at.warning)
-    assert any("Still needed" in c.value for c in at.caption)
+    assert any(literal("pickled PyTorch weights (pytorch_model.bin)") in i.value for i in at.info), [i.value for i in at.info]
+    assert any("can run code" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert any("Still needed" in c.value for c in at.caption), [c.value for c in at.caption]
     assert not at.error  # nothing loaded, nothing failed: it asks
     at.number_input(key=state.LOCAL_SEGMENT_SIZE).set_value(SEGMENT).run()
     at.text_input(key=state.LOCAL_BACKBONE).input(str(backbone)).run()
-    assert any("Still needed: the opt-in" in c.value for c in at.caption)
+    assert any(literal("Still needed: the opt-in") in c.value for c in at.caption), [c.value for c in at.caption] + [e.value for e in at.error]
     at.checkbox(key=state.LOCAL_TRUST_PICKLE).check().run()
     assert not at.exception, [e.value for e in at.exception]
     assert not any("Still needed" in c.value for c in at.caption)
