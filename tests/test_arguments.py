@@ -192,6 +192,14 @@ def bad_argument_sets(f) -> dict[str, list[list[str]]]:
                 [f["asked"], "--checkpoint", c, "-q", "Where is John?"],  # a second question
                 [f["doc"], "--checkpoint", c, "-q", "Mary " * 100],  # longer than one segment
                 [f["doc"], "--checkpoint", c, "-q", "What is the capital of France?"]],  # not a trained question
+        "compare": [[t], [t, t], [t, str(f["dir"] / "missing.trace"), "--out", "x", "--format", "html"],
+                    [t, t, "--out", "x", "--align", "middle"], [t, t, "--out", "x", "--threshold", "abc"],
+                    [t, t, "--out", "x", "--format", "gif"], [f["doc"], t, "--out", "x", "--format", "html"],
+                    [t, t, "--out", "x", "--format", "html", "--checkpoint", "no-such"]],
+        "patch": [[], [t, t], [t, t, "--checkpoint", c, "--segments", "a"], [t, t, "--checkpoint", c, "--slots", "-1"],
+                  [t, t, "--checkpoint", c, "--slots", "99"], [t, t, "--checkpoint", c, "--segments", "99"],
+                  [t, str(f["dir"] / "missing.trace"), "--checkpoint", c], [t, t, "--checkpoint", "no-such"],
+                  [f["doc"], t, "--checkpoint", c]],
         "study": [[], ["run"], ["run", "--task", "nope", "--out", "x"], ["run", "--segments", "0", "--out", "x"],
                   ["run", "--depths", "101", "--out", "x"], ["run", "--samples", "-1", "--out", "x"],
                   ["run", "--source", str(f["dir"] / "missing"), "--out", "x"],
