@@ -64,6 +64,17 @@ def _positive_int(value: str) -> int:
     return n
 
 
+def _non_negative_int(value: str) -> int:
+    """argparse type: an integer >= 0 (a count that may be zero, e.g. --max-segments)."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}")
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}")
+    return n
+
+
 def _offset_list(value: str) -> tuple[str, ...]:
     """argparse type: comma-separated question offsets (see tasks.babi.OFFSETS)."""
     from .training.tasks.babi import OFFSETS
@@ -535,7 +546,7 @@ def add_attribute(p: argparse.ArgumentParser) -> None:
                         "top slots (read, default every slot)")
     p.add_argument("--csv", metavar="OUT", default=None,
                    help="also write every score to this CSV file (how they were made and provenance go to OUT.json)")
-    p.add_argument("--max-segments", type=int, default=None, metavar="N",
+    p.add_argument("--max-segments", type=_non_negative_int, default=None, metavar="N",
                    help="through: earlier segments unrolled (default: back to the document's start, up to 64; a "
                         "larger N than the document is clamped to its start)")
     _add_model_options(p)
@@ -603,7 +614,7 @@ def add_ask(p: argparse.ArgumentParser) -> None:
                    help="e.g. \"Where is Mary?\" (or just Mary); leave out when the document ends with \"Answer:\"")
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, metavar="C",
                    help=f"a fact-recall checkpoint (default: {DEFAULT_CHECKPOINT})")
-    p.add_argument("--max-segments", type=int, default=None, metavar="N",
+    p.add_argument("--max-segments", type=_non_negative_int, default=None, metavar="N",
                    help="earlier segments the through-memory attribution unrolls (default: back to the document's "
                         "start, up to 64; a larger N than the document is clamped to its start)")
     p.add_argument("--no-attribution", action="store_true", help="only the answer and its warnings (fast)")

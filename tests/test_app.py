@@ -385,6 +385,12 @@ def test_whitespace_tokens_are_drawn_visibly():
 def test_attribution_tabs_take_any_method_and_baseline(first_screen):
     at = first_screen
     at.switch_page("screens/attribution.py").run()
+    # first_screen is ONE AppTest session for the whole module: an earlier test may have left another
+    # segment selected (test_changing_segment_layer_head_works selects 0, which has no earlier segment
+    # to attribute through memory). Select the last segment here so the test does not depend on order.
+    last = at.session_state[state.TRACE].num_segments - 1
+    at.slider(key=state.SEGMENT).set_value(last).run()
+    assert at.session_state[state.SEGMENT] == last
     at.session_state["attr_tab"] = "Read slots"
     at.selectbox(key="attr_method").set_value("ablation").run()
     at.selectbox(key="attr_read_baseline").set_value("zeros").run()
@@ -399,7 +405,7 @@ def test_attribution_tabs_take_any_method_and_baseline(first_screen):
     next(b for b in at.button if b.key == "attr_through_go").click().run()
     _no_exception(at)
     through = next(v for k, v in at.session_state[state.ATTRIBUTION_CACHE].items() if k[1:2] == ("through",))
-    assert through.method == "saliency" and through.baseline is None
+    assert through.method == "saliency" and through.baseline is None and through.segment == last
     earlier, own = at.dataframe[0].value, at.dataframe[1].value  # through memory, and the segment's own tokens apart
     for table in (earlier, own):
         assert len(table) == 10 and list(table.columns) == ["rank", "document_position", "segment", "position",

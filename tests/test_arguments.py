@@ -140,13 +140,16 @@ def files(tmp_path_factory):
     rmt_core.save(make_fact_model(), str(ckpt))
     doc = folder / "doc.txt"
     doc.write_text("Mary went to the garden. John moved to the office. " * 4, encoding="utf-8")
+    asked = folder / "asked.txt"  # a document that already ends with its question
+    asked.write_text("Mary went to the garden. John moved to the office. Question: Where is Mary? Answer:",
+                     encoding="utf-8")
     trace = folder / "doc.trace"
     assert main(["trace", str(doc), "--checkpoint", str(ckpt), "--out", str(trace), "--device", "cpu"]) == 0
     long_ckpt = folder / "no-reset"
     model = make_fact_model()
     model.config.reset_positions = False
     rmt_core.save(model, str(long_ckpt))
-    return {"ckpt": str(ckpt), "doc": str(doc), "trace": str(trace), "long": str(long_ckpt), "dir": folder}
+    return {"ckpt": str(ckpt), "doc": str(doc), "asked": str(asked), "trace": str(trace), "long": str(long_ckpt), "dir": folder}
 
 
 def bad_argument_sets(f) -> dict[str, list[list[str]]]:
@@ -177,7 +180,26 @@ def bad_argument_sets(f) -> dict[str, list[list[str]]]:
                       [t, "--checkpoint", c, "--segment", "0", "--position", "99"],
                       [t, "--checkpoint", c, "--segment", "-3", "--kind", "write"],
                       [t, "--checkpoint", c, "--segment", "0", "--position", "1", "--steps", "0"],
-                      [t, "--checkpoint", c, "--segment", "0", "--position", "1", "--baseline", "initail"]],
+                      [t, "--checkpoint", c, "--segment", "0", "--position", "1", "--baseline", "initail"],
+                      [t, "--checkpoint", c, "--segment", "1", "--position", "1", "--kind", "through",
+                       "--max-segments", "-1"]],
+        "ask": [[], [f["doc"], "--checkpoint", c, "--max-segments", "-1", "-q", "Where is Mary?"],
+                [f["doc"], "--checkpoint", c, "--max-segments", "two", "-q", "Where is Mary?"],
+                [str(f["dir"] / "missing.txt"), "--checkpoint", c, "-q", "Where is Mary?"],
+                [f["doc"], "--checkpoint", "no-such", "-q", "Where is Mary?"],
+                [f["doc"], "--checkpoint", c],  # no question, and the document asks none
+                [f["doc"], "--checkpoint", c, "-q", "   "],
+                [f["asked"], "--checkpoint", c, "-q", "Where is John?"],  # a second question
+                [f["doc"], "--checkpoint", c, "-q", "Mary " * 100],  # longer than one segment
+                [f["doc"], "--checkpoint", c, "-q", "What is the capital of France?"]],  # not a trained question
+        "compare": [[t], [t, t], [t, str(f["dir"] / "missing.trace"), "--out", "x", "--format", "html"],
+                    [t, t, "--out", "x", "--align", "middle"], [t, t, "--out", "x", "--threshold", "abc"],
+                    [t, t, "--out", "x", "--format", "gif"], [f["doc"], t, "--out", "x", "--format", "html"],
+                    [t, t, "--out", "x", "--format", "html", "--checkpoint", "no-such"]],
+        "patch": [[], [t, t], [t, t, "--checkpoint", c, "--segments", "a"], [t, t, "--checkpoint", c, "--slots", "-1"],
+                  [t, t, "--checkpoint", c, "--slots", "99"], [t, t, "--checkpoint", c, "--segments", "99"],
+                  [t, str(f["dir"] / "missing.trace"), "--checkpoint", c], [t, t, "--checkpoint", "no-such"],
+                  [f["doc"], t, "--checkpoint", c]],
         "study": [[], ["run"], ["run", "--task", "nope", "--out", "x"], ["run", "--segments", "0", "--out", "x"],
                   ["run", "--depths", "101", "--out", "x"], ["run", "--samples", "-1", "--out", "x"],
                   ["run", "--source", str(f["dir"] / "missing"), "--out", "x"],
@@ -201,6 +223,19 @@ def test_bad_arguments_give_one_error_line(command, files, capsys, tmp_path, mon
         assert code in (1, 2), (args, code, err)
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, err)
         assert "Traceback" not in err and "unexpected error" not in err, (args, err)
+
+
+def test_ask_usage_errors_exit_2_before_any_work(files, capsys, monkeypatch):
+    """A missing FILE, a negative or non-integer --max-segments, an unknown option: exit 2 at parse
+    time, before the document is read or the model traced (--max-segments -1 used to trace the whole
+    document, print an estimate for 0 segments, then fail with exit 1)."""
+    monkeypatch.setattr(COMMANDS["ask"], "run", lambda args: pytest.fail(f"ask ran with {args}"))
+    for args, named in (([], "FILE"), ([f := files["doc"], "--max-segments", "-1"], "--max-segments"),
+                        ([f, "--max-segments", "two"], "--max-segments"), ([f, "--bogus"], "--bogus")):
+        assert main(["ask", *args]) == 2, args
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and err.startswith("error: ") and named in err, (args, err)
+        assert "Traceback" not in err
 
 
 def test_reset_positions_false_checkpoint_is_explained(files, capsys, tmp_path):
