@@ -1,4 +1,4 @@
-"""Add the `operating_range` entry (rmt_core.training.operating_range) to a shipped card that lacks it,
+"""Add the `operating_range` entry (rmt_core.operating_range) to a shipped card that lacks it,
 from the card's own evaluation tables; weights untouched. Rewrites config.json (same JSON layout as
 save_checkpoint: indent 2, sorted keys) and README.md (io.checkpoint.model_card).
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import rmt_core
 from rmt_core.io.checkpoint import model_card
-from rmt_core.training.operating_range import operating_range_entry
+from rmt_core.operating_range import operating_range_entry
 
 
 def main(folder: str) -> None:

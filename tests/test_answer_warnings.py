@@ -14,7 +14,7 @@ import rmt_core
 from rmt_core.explain import answers, attribution
 from rmt_core.explain.answer_warnings import answer_warnings
 from rmt_core.training.corpus import load_corpus
-from rmt_core.training.operating_range import OperatingRange, read_operating_range
+from rmt_core.operating_range import OperatingRange, read_operating_range
 
 
 @pytest.fixture(scope="module")

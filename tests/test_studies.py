@@ -226,7 +226,7 @@ def test_grid_and_operating_range():
     assert card["study"]["errors"] == 1 and card["study"]["checkpoint"] == "m"
     assert aggregate.operating_range([_row(2, 10, False)])["study"]["max_segments"] is None
     # the card's own format: training.operating_range reads it back
-    from rmt_core.training.operating_range import read_operating_range
+    from rmt_core.operating_range import read_operating_range
 
     read = read_operating_range({"operating_range": card}, "detect")
     assert read.accuracy == {"held-out Austen (Persuasion)": {2: 1.0, 4: 1.0, 8: 0.5, 16: 1.0}} and read.max_segments == 16

@@ -1,5 +1,5 @@
 """The limits an answer carries: plain-language warnings, each with a code, computed from the
-document, the answer and the model card's own measurements (rmt_core.training.operating_range).
+document, the answer and the model card's own measurements (rmt_core.operating_range).
 
 Codes (WARNING_CODES):
     beyond_measured_range  the document is longer (segments) than any the card measured
@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from ..training.operating_range import OperatingRange
-from ..training.tasks.babi import parse_facts
+from ..operating_range import OperatingRange
+from ..questions import parse_facts
 
 HIGH_PROBABILITY = 0.5
 WARNING_CODES: tuple[str, ...] = ("beyond_measured_range", "no_measurement", "name_absent", "several_facts",
@@ -42,7 +42,7 @@ class AnswerWarning:
 
 @dataclass(frozen=True)
 class FactsFound:
-    """The fact sentences of the trained form (rmt_core.training.tasks.babi.parse_facts) in a document:
+    """The fact sentences of the trained form (rmt_core.questions.parse_facts) in a document:
     per person, their character starts; `last` the start of the asked person's last one (None: none)."""
 
     by_person: dict[str, list[int]]

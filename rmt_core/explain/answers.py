@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import QuestionError
 from ..questions import ANSWER_PREFIX, PLACES, QUESTION_PREFIX, QUESTION_TASKS
-from ..training.operating_range import OperatingRange, read_operating_range
+from ..operating_range import OperatingRange, read_operating_range
 from .answer_warnings import AnswerWarning, answer_warnings, find_facts, segment_of_char
 from ..token_text import decode_token, encode_ids, token_label
 from ..tracing.recorder import trace_document

@@ -106,7 +106,7 @@ def model_card(model: RMTModel, card: dict[str, Any]) -> str:
 
 
 def _operating_range_lines(entry: Any) -> list[str]:
-    """The card's "Operating range" section from its operating_range entry (training.operating_range)."""
+    """The card's "Operating range" section from its operating_range entry (rmt_core.operating_range)."""
     if not isinstance(entry, dict):
         return []
     lines = ["## Operating range (as measured)",

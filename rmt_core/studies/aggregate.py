@@ -102,14 +102,14 @@ def retention_by_age(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-HAYSTACK_NAMES = {"austen": "held-out Austen (Persuasion)", "pydocs": "held-out Python docs"}  # = training.operating_range.RECALL_TABLES' texts
+HAYSTACK_NAMES = {"austen": "held-out Austen (Persuasion)", "pydocs": "held-out Python docs"}  # = rmt_core.operating_range.RECALL_TABLES' texts
 
 
 def operating_range(rows: Sequence[dict[str, Any]], study: dict[str, Any] | None = None,
                     threshold: float = 0.9) -> dict[str, Any]:
     """A study summarised as a model card's ``operating_range`` entry.
 
-    The entry has the card's format (:func:`rmt_core.training.operating_range.operating_range_entry`:
+    The entry has the card's format (:func:`rmt_core.operating_range.operating_range_entry`:
     task, facts, question, names, answers, ``accuracy`` = {text: {segments: accuracy}},
     accuracy_column), with the accuracy measured by this study (all depths, the question ending the
     last segment) for the study's haystack, plus ``measured_by`` = "rmt-lens study" and ``study``:
@@ -119,7 +119,7 @@ def operating_range(rows: Sequence[dict[str, Any]], study: dict[str, Any] | None
     the model's segment size; depth is % of the tokens before the asking segment.
     Returns {} for rows of no fact task (user documents).
     """
-    from ..training.operating_range import operating_range_entry
+    from ..operating_range import operating_range_entry
 
     study = study or {}
     tasks = sorted({r.get("task") for r in rows if r.get("task")})

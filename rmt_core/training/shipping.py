@@ -12,7 +12,7 @@ import torch
 from ..io import checkpoint
 from ..questions import card_questions
 from . import evaluation
-from .operating_range import operating_range_entry
+from ..operating_range import operating_range_entry
 from .recipes import RECIPES
 
 DATA_AUSTEN = (
@@ -149,7 +149,7 @@ def ship(run_dir: str | Path, name: str, samples: int = 500, lm_windows: int = 6
         "shipped": time.strftime("%Y-%m-%d"),
     }
     operating_range = operating_range_entry(recipe.rmt.get("task", ""), results)
-    if operating_range is not None:  # what the model can be asked, as measured (training.operating_range)
+    if operating_range is not None:  # what the model can be asked, as measured (rmt_core.operating_range)
         card["operating_range"] = operating_range
     out = (dest or checkpoint.SHIPPED_DIR) / name
     checkpoint.save_checkpoint(model, str(out), card=card)

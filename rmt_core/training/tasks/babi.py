@@ -36,11 +36,10 @@ import numpy as np
 from ...token_text import encode_ids, encode_with_offsets
 from ..corpus import sentence_boundaries
 
-from ...questions import ACTORS, ANSWER_PREFIX, OBJECTS, PLACES, QUESTION_PREFIX  # the question vocabulary's one home
+# the question vocabulary and the fact sentences' parser have one home, rmt_core.questions
+from ...questions import (ACTORS, ANSWER_PREFIX, DROP_RE, DROP_VERBS, FACT_RE, GET_RE, GET_VERBS, MOVE_RE, MOVE_VERBS,
+                          OBJECTS, PLACES, QUESTION_PREFIX, QUESTION_RE, Fact, ParsedFact, parse_facts)
 
-MOVE_VERBS: tuple[str, ...] = ("moved", "went", "journeyed", "travelled")
-GET_VERBS: tuple[str, ...] = ("got", "grabbed", "picked up", "took")
-DROP_VERBS: tuple[str, ...] = ("dropped", "discarded", "put down", "left")
 TASKS: tuple[str, ...] = ("memorize", "detect", "qa1", "qa2")
 
 CHANCE: float = 1.0 / len(PLACES)
@@ -50,59 +49,7 @@ DEPTH_TOLERANCE = 0.05
 # Rough token length used when no tokenizer is given.
 CHARS_PER_TOKEN = 4
 
-_A = "|".join(ACTORS)
-_P = "|".join(PLACES)
-_O = "|".join(OBJECTS)
-MOVE_RE = re.compile(rf"\b({_A}) ({'|'.join(MOVE_VERBS)}) to the ({_P})\.")
-GET_RE = re.compile(rf"\b({_A}) ({'|'.join(GET_VERBS)}) the ({_O}) there\.")
-DROP_RE = re.compile(rf"\b({_A}) ({'|'.join(DROP_VERBS)}) the ({_O})\.")
-QUESTION_RE = re.compile(rf"\nQuestion: Where is ((?:the )?(?:{_A}|{_O}))\?\nAnswer:")
-FACT_RE = re.compile(f"{MOVE_RE.pattern}|{GET_RE.pattern}|{DROP_RE.pattern}")
-
-
 # --------------------------------------------------------------------------- facts
-
-
-@dataclass(frozen=True)
-class Fact:
-    """One fact sentence: ``kind`` is "move", "get" or "drop"."""
-
-    kind: str
-    actor: str
-    verb: str
-    target: str  # the place for "move", the object otherwise
-
-    @property
-    def sentence(self) -> str:
-        if self.kind == "move":
-            return f"{self.actor} {self.verb} to the {self.target}."
-        if self.kind == "get":
-            return f"{self.actor} {self.verb} the {self.target} there."
-        return f"{self.actor} {self.verb} the {self.target}."
-
-
-@dataclass(frozen=True)
-class ParsedFact:
-    """A fact found in a text, with its character span."""
-
-    start: int
-    end: int
-    fact: Fact
-
-
-def parse_facts(text: str) -> list[ParsedFact]:
-    """All fact sentences in ``text``, in order, with character spans."""
-    out = []
-    for m in FACT_RE.finditer(text):
-        g = m.groups()
-        if g[0] is not None:
-            f = Fact("move", g[0], g[1], g[2])
-        elif g[3] is not None:
-            f = Fact("get", g[3], g[4], g[5])
-        else:
-            f = Fact("drop", g[6], g[7], g[8])
-        out.append(ParsedFact(m.start(), m.end(), f))
-    return out
 
 
 class World:
