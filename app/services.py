@@ -13,7 +13,6 @@ import numpy as np
 import streamlit as st
 
 import rmt_core
-from rmt_core.token_text import encode_ids
 
 FALLBACK_NAME = "built-in untrained model"
 MAX_UPLOAD_ENV = "RMT_LENS_MAX_UPLOAD_BYTES"  # optional: a smaller (or larger) cap on uploaded files, in bytes
@@ -156,19 +155,11 @@ def allowed_checkpoint(text: str) -> str:
 
 def _fallback_model():
     """A small untrained RMT with the project tokenizer, for when no checkpoint ships."""
-    import torch
-    from rmt_core import RMTConfig, RMTModel
-    from rmt_core.engine.backbones import backbone_from_config, gpt2_config
-    from rmt_core.training.corpus import load_corpus
-    from rmt_core.training.tokenizer import train_tokenizer
+    from rmt_core import demos
 
-    tokenizer = train_tokenizer([load_corpus("heldout")[:300_000]], vocab_size=2048)
-    torch.manual_seed(0)
-    backbone = backbone_from_config(gpt2_config(len(tokenizer), n_layer=2, n_embd=64, n_positions=128))
-    model = RMTModel.from_backbone(backbone, RMTConfig(num_mem_tokens=4, segment_size=32,
-                                                       description="untrained fallback"), tokenizer=tokenizer)
+    model = demos.fallback_model()
     model.name = FALLBACK_NAME
-    return model.eval()
+    return model
 
 
 def default_checkpoint_name() -> str:
@@ -209,21 +200,12 @@ def demo_document(kind: str, model, seed: int = 7) -> Document:
 @st.cache_data(show_spinner=False, max_entries=16)
 def _demo_document(kind: str, model_key: str, seed: int, _model) -> Document:
     """demo_document, cached by model_key (_model is not hashed)."""
-    from rmt_core.training.corpus import load_corpus, sentence_boundaries
-    from rmt_core.training.tasks import babi
+    from rmt_core import demos
 
     model = _model
     seg = model.config.segment_size
     if kind == DEMOS[0]:
-        tok = model.tokenizer
-        rng = np.random.default_rng(seed)
-        n_segments = DEMO_SEGMENTS
-        for _ in range(50):  # a sample whose fact sits in the first half, so memory must carry it
-            sample = babi.build_sample(load_corpus("heldout"), n_segments * seg, "detect", rng, tok, keep_out_tail=seg)
-            fact_start = sample.facts[0][0]
-            prefix_tokens = len(encode_ids(tok, sample.text[:fact_start]))
-            if prefix_tokens < n_segments // 2 * seg:
-                break
+        sample = demos.fact_recall_sample(model.tokenizer, seg, DEMO_SEGMENTS, seed)
         from rmt_core.explain.answers import split_question
 
         text = sample.text + sample.answer
@@ -232,16 +214,9 @@ def _demo_document(kind: str, model_key: str, seed: int, _model) -> Document:
                         note=f"A fact is hidden in the text; the question at the end asks for it "
                              f"(answer: “{sample.answer.strip()}”).")
     if kind == DEMOS[1]:
-        text = load_corpus("heldout")
-        starts = sentence_boundaries(text)
-        start = int(starts[np.searchsorted(starts, 20_000)])
-        return Document("Persuasion, an excerpt (held out from training)", text[start:start + 6_000])
+        return Document("Persuasion, an excerpt (held out from training)", demos.book_excerpt(20_000, 6_000))
     if kind == DEMOS[2]:
-        from rmt_core.training.tasks.algorithmic import SYMBOLS
-
-        rng = np.random.default_rng(seed)
-        source = " ".join(rng.choice(list(SYMBOLS), 24))
-        return Document("Copy task (demo)", f"{source} <sep> {source}",
+        return Document("Copy task (demo)", demos.copy_task_text(seed, 24),
                         note="The copy task: 24 symbols, a separator, then the same symbols again.")
     raise ValueError(f"unknown demo {kind!r}")
 

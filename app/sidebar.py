@@ -11,7 +11,7 @@ import streamlit as st
 
 from rmt_core import RMTLensError
 from rmt_core.explain import answers as rmt_answers
-from rmt_core.training.evaluation import ALGORITHMIC_TASKS
+from rmt_core.demos import ALGORITHMIC_TASKS
 
 from app import runs, services, state, threads
 from app.views import local_checkpoint

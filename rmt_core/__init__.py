@@ -3,8 +3,9 @@
 Map (layers from the bottom; a module imports only from its own layer or the layers below,
 never in a cycle: tests/test_layers.py fails otherwise):
 
-    errors, checks, token_text, _version, questions   shared ground: error types, argument checks,
-               token display, what a fact-recall model can be asked (its cards' `questions`)
+    errors, checks, token_text, _version, questions, operating_range   shared ground: error types,
+               argument checks, token display, what a fact-recall model can be asked (its cards'
+               `questions`, the fact sentences' parser) and its card's operating range
     engine/    the model: RMTConfig, the memory seam (memory/: the MemoryType protocol, the
                register_memory registry, TokenMemory), the [read | tokens | write] layout
                (masks), attention implementations and probes, RMTModel, backbones, devices,
@@ -25,6 +26,8 @@ never in a cycle: tests/test_layers.py fails otherwise):
                process, local processes, Ray Data), aggregates and a card's operating range,
                probes of memory, the report; above viz because its report draws viz figures
     cli.py     `python -m rmt_core` / `rmt-lens`, on top of everything
+    demos.py   demo documents, the symbolic tasks' batches and the untrained fallback model: the
+               public door for front ends (the app) to what lives in training/
 
 Where memory is read and written (one seam: engine/memory/):
     engine/memory/base.py    MemoryType: a memory type's state (carried between segments), how a
@@ -43,7 +46,8 @@ Where memory is read and written (one seam: engine/memory/):
 Public API (stable names here): RMTConfig, RMTModel, MemoryType, SegmentRow, TokenMemory, register_memory,
 load, save, inspect_checkpoint, list_checkpoints, DEFAULT_CHECKPOINT, Trace, trace, trace_iter,
 ask, the error types, and the modules analysis, series, figures, answers, attribution,
-interventions.
+interventions, demos. The app imports only these and the public modules listed in
+tests/test_layers.py (APP_PUBLIC_MODULES); never training/, never a name starting with "_".
 """
 from __future__ import annotations
 
@@ -65,6 +69,7 @@ __all__ = [
     "__version__",
 ]
 __all__ += ["compare", "Comparison"]  # two runs side by side (explain/compare.py)
+__all__ += ["demos"]  # demo inputs and the untrained fallback model, for front ends (demos.py)
 
 # name -> (module, attribute or None for the module itself). Loaded on first use, so that
 # `import rmt_core` stays cheap (no plotly, captum or tokenizers until a page needs them).
@@ -86,6 +91,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "attribution": ("explain.attribution", None),
     "interventions": ("explain.interventions", None),
     "figures": ("viz.figures", None),
+    "demos": ("demos", None),
 }
 
 

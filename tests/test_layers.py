@@ -13,9 +13,11 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "rmt_core"
 LAYERS = ("base", "engine", "io", "tracing", "training", "explain", "viz", "studies", "top")
-BASE_MODULES = {"rmt_core.errors", "rmt_core.checks", "rmt_core.token_text", "rmt_core._version", "rmt_core.questions"}
+BASE_MODULES = {"rmt_core.errors", "rmt_core.checks", "rmt_core.token_text", "rmt_core._version", "rmt_core.questions",
+                "rmt_core.operating_range"}
 TOP_MODULES = {"rmt_core", "rmt_core.cli", "rmt_core.__main__"}
 TOP_MODULES |= {"rmt_core.cli_compare"}  # the compare / patch commands, registered from cli.py
+TOP_MODULES |= {"rmt_core.demos"}  # demo inputs for front ends, over training/
 
 
 def module_name(path: Path) -> str:
@@ -134,34 +136,73 @@ def test_moved_model_methods_say_where_they_went():
 APP = PACKAGE.parent / "app"
 
 
-# explain -> training imports still to move below explain (issue 24 item 5): the operating-range
-# table and the fact parser, added by the answer warnings. No other may be added.
-EXPLAIN_TO_TRAINING_LEFT = {
-    ("rmt_core.explain.answers", "rmt_core.training.operating_range"),
-    ("rmt_core.explain.answer_warnings", "rmt_core.training.operating_range"),
-    ("rmt_core.explain.answer_warnings", "rmt_core.training.tasks.babi"),
-}
-
-
 def test_explain_does_not_import_the_trainer():
-    """explain/ reads what a model can be asked from its card / rmt_core.questions, not from training/."""
+    """explain/ reads what a model can be asked from its card / rmt_core.questions / rmt_core.operating_range,
+    never from training/ (no exceptions)."""
     found = {(module, target) for module, targets in import_graph().items() if layer_of(module) == "explain"
              for target in targets if layer_of(target) == "training"}
-    assert found <= EXPLAIN_TO_TRAINING_LEFT, "\n".join(sorted(f"{m} imports {t}" for m, t in found - EXPLAIN_TO_TRAINING_LEFT))
+    assert not found, "\n".join(sorted(f"{m} imports {t}" for m, t in found))
+
+
+def test_the_moved_card_vocabulary_keeps_its_training_names():
+    """The operating range and the fact parser moved to the base; the trainer's names are the same objects."""
+    from rmt_core import operating_range, questions
+    from rmt_core.training import operating_range as training_range
+    from rmt_core.training.tasks import babi
+
+    for name in ("OperatingRange", "read_operating_range", "operating_range_entry", "TASK_TRAINING", "RECALL_TABLES"):
+        assert getattr(training_range, name) is getattr(operating_range, name)
+    for name in ("parse_facts", "Fact", "ParsedFact", "FACT_RE", "QUESTION_RE", "MOVE_VERBS", "GET_VERBS", "DROP_VERBS"):
+        assert getattr(babi, name) is getattr(questions, name)
+    found = questions.parse_facts("Noise. Mary travelled to the office. John got the football there.")
+    assert [(f.fact.kind, f.fact.actor, f.fact.target) for f in found] == [("move", "Mary", "office"),
+                                                                          ("get", "John", "football")]
 
 
 def app_imports() -> dict[str, list[tuple[str, list[str]]]]:
     """Per app module: (imported module, names imported from it) of every import, also inside functions."""
+    return {module: found for module, (found, _) in app_uses().items()}
+
+
+def app_uses() -> dict[str, tuple[list[tuple[str, list[str]]], list[str]]]:
+    """Per app module: (its imports as in app_imports, the dotted chains it reads from rmt_core).
+
+    A chain is what the code reaches: ``from rmt_core.explain import answers`` gives
+    "rmt_core.explain.answers", ``rmt_core.io.checkpoint.SHIPPED_DIR`` gives that text, and an
+    alias is followed (``rmt_answers._x`` after ``from rmt_core.explain import answers as rmt_answers``
+    gives "rmt_core.explain.answers._x")."""
+    known = set(all_modules())
     result = {}
     for path in sorted(APP.rglob("*.py")):
         module = ".".join(path.relative_to(APP.parent).with_suffix("").parts)
-        found = []
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        found: list[tuple[str, list[str]]] = []
+        chains: list[str] = []
+        aliases: dict[str, str] = {}  # local name -> the rmt_core module it is bound to
+        for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 found += [(alias.name, []) for alias in node.names]
+                for alias in node.names:
+                    if alias.name.split(".")[0] == "rmt_core":
+                        chains.append(alias.name)
+                        aliases[alias.asname or "rmt_core"] = alias.name if alias.asname else "rmt_core"
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 found.append((node.module, [alias.name for alias in node.names]))
-        result[module] = found
+                if node.module.split(".")[0] == "rmt_core":
+                    for alias in node.names:
+                        chains.append(f"{node.module}.{alias.name}")
+                        if f"{node.module}.{alias.name}" in known:
+                            aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+        inner = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and id(node) not in inner:
+                parts = []
+                while isinstance(node, ast.Attribute):
+                    parts.append(node.attr)
+                    node = node.value
+                if isinstance(node, ast.Name) and node.id in aliases:
+                    chains.append(".".join([aliases[node.id], *reversed(parts)]))
+        result[module] = (found, chains)
     return result
 
 
@@ -195,3 +236,89 @@ def test_the_app_checks_can_fail():
     assert private_imports({"app.views.papers": [("app.views.tour", ["_tour", "render"])]}) == [
         "app.views.papers imports _tour from app.views.tour"]
     assert private_imports({"app.views.tour": [("app.views.tour", ["_tour"])]}) == []
+
+
+# The app talks to rmt_core's public API only (issue 24 item 5). The rule: an app module may reach
+# (1) `rmt_core` and the names in rmt_core.__all__ (`import rmt_core; rmt_core.trace(...)`,
+#     `from rmt_core import demos`), and
+# (2) the public modules below and the names in them,
+# never a module that is not listed (training/ never is: its data and tasks reach the app through
+# rmt_core.demos) and never a private name (one starting with "_") of any rmt_core module.
+APP_PUBLIC_MODULES = frozenset({
+    "rmt_core.demos", "rmt_core.errors", "rmt_core.token_text",
+    "rmt_core.io.checkpoint", "rmt_core.io.documents", "rmt_core.io.hub",
+    "rmt_core.tracing.trace",
+    "rmt_core.explain", "rmt_core.explain.analysis", "rmt_core.explain.answers", "rmt_core.explain.attribution",
+    "rmt_core.explain.interventions", "rmt_core.explain.series", "rmt_core.explain.compare",
+    "rmt_core.viz.figures", "rmt_core.viz.comparison", "rmt_core.viz.captions", "rmt_core.viz.paper",
+    "rmt_core.viz.render", "rmt_core.viz.bertviz_views", "rmt_core.viz.tour", "rmt_core.viz.export",
+    "rmt_core.viz.report", "rmt_core.viz.study",
+    "rmt_core.studies.aggregate", "rmt_core.studies.measures", "rmt_core.studies.rows", "rmt_core.studies.runner",
+    "rmt_core.studies.source",
+})
+
+
+def non_public_uses(chains: dict[str, list[str]], known: set[str], top_names: set[str]) -> list[str]:
+    """What of `chains` (per app module, the dotted rmt_core chains it reaches) breaks the rule above.
+
+    A chain's module is its longest prefix that is an rmt_core module (`known`); the name after it
+    must not be private, and right after `rmt_core` it must be one of `top_names` (rmt_core.__all__)."""
+    broken = []
+    for module, found in chains.items():
+        for chain in found:
+            parts = chain.split(".")
+            cut = max(i for i in range(1, len(parts) + 1) if ".".join(parts[:i]) in known | {"rmt_core"})
+            target, rest = ".".join(parts[:cut]), parts[cut:]
+            if target != "rmt_core" and target not in APP_PUBLIC_MODULES:
+                broken.append(f"{module} uses {chain}: {target} is not a public module of rmt_core")
+            elif rest and rest[0].startswith("_") and not rest[0].startswith("__"):
+                broken.append(f"{module} uses {chain}: {rest[0]} is private")
+            elif target == "rmt_core" and rest and rest[0] not in top_names:
+                broken.append(f"{module} uses {chain}: {rest[0]} is not in rmt_core.__all__")
+    return broken
+
+
+def test_the_public_modules_exist_and_hold_no_trainer():
+    known = set(all_modules())
+    assert APP_PUBLIC_MODULES <= known, sorted(APP_PUBLIC_MODULES - known)
+    assert not [m for m in APP_PUBLIC_MODULES if layer_of(m) == "training"]
+
+
+def test_the_app_uses_only_rmt_core_s_public_api():
+    import rmt_core
+
+    chains = {module: found for module, (_, found) in app_uses().items()}
+    assert sum(map(len, chains.values())) > 50  # the walk sees the app's uses (not vacuous)
+    broken = non_public_uses(chains, set(all_modules()), set(rmt_core.__all__))
+    assert not broken, "\n".join(broken)
+
+
+def test_the_app_public_api_check_can_fail(tmp_path):
+    """Negative control: a training import, an unlisted module, a private name (also through an alias
+    or an attribute chain) and a name outside rmt_core.__all__ are each found; public uses are not."""
+    import rmt_core
+
+    known, top = set(all_modules()), set(rmt_core.__all__)
+    bad = {"app.sidebar": ["rmt_core.training.evaluation.ALGORITHMIC_TASKS"],
+           "app.views.papers": ["rmt_core.training.tasks.algorithmic.make_task_batch"],
+           "app.services": ["rmt_core.engine.backbones.gpt2_config", "rmt_core.explain.answers._site_logprobs",
+                            "rmt_core._LAZY", "rmt_core.RMTOutputs"]}
+    assert len(non_public_uses(bad, known, top)) == 6
+    good = {"app.x": ["rmt_core.trace", "rmt_core.demos.make_task_batch", "rmt_core.io.checkpoint.SHIPPED_DIR",
+                      "rmt_core.explain.answers.split_question", "rmt_core.explain.answers.__name__"]}
+    assert non_public_uses(good, known, top) == []
+    # the walk of a module's source finds imports, attribute chains and aliases
+    source = ("import rmt_core\nfrom rmt_core.explain import answers as a\n"
+              "def f():\n    from rmt_core.training.tasks import babi\n    return a._x, rmt_core.training.corpus.load_corpus\n")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "probe.py").write_text(source)
+    global APP
+    saved, APP = APP, tmp_path / "app"
+    try:
+        chains = {m: found for m, (_, found) in app_uses().items()}
+    finally:
+        APP = saved
+    assert sorted(non_public_uses(chains, known, top)) == [
+        "app.probe uses rmt_core.explain.answers._x: _x is private",
+        "app.probe uses rmt_core.training.corpus.load_corpus: rmt_core.training.corpus is not a public module of rmt_core",
+        "app.probe uses rmt_core.training.tasks.babi: rmt_core.training.tasks.babi is not a public module of rmt_core"]

@@ -8,7 +8,7 @@ import streamlit as st
 
 import rmt_core
 from rmt_core.viz import captions, paper
-from rmt_core.training.tasks.algorithmic import make_task_batch
+from rmt_core.demos import make_task_batch
 
 from app import services
 from app.views.common import show_figure
