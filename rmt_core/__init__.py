@@ -56,8 +56,6 @@ from typing import Any
 
 from ._version import __version__
 from .engine.config import RMTConfig
-from .engine.memory import MemoryType, SegmentRow, TokenMemory, register_memory
-from .engine.model import RMTModel, RMTOutput
 from .errors import (ArgumentError, CheckpointError, ConfigError, DocumentError, QuestionError, RMTLensError,
                      TraceCancelled, TraceError)
 
@@ -72,8 +70,15 @@ __all__ += ["compare", "Comparison"]  # two runs side by side (explain/compare.p
 __all__ += ["demos"]  # demo inputs and the untrained fallback model, for front ends (demos.py)
 
 # name -> (module, attribute or None for the module itself). Loaded on first use, so that
-# `import rmt_core` stays cheap (no plotly, captum or tokenizers until a page needs them).
+# `import rmt_core` stays cheap (no torch, transformers, plotly or captum until something needs
+# them: `rmt-lens --help` answers in a fraction of a second).
 _LAZY: dict[str, tuple[str, str | None]] = {
+    "RMTModel": ("engine.model", "RMTModel"),
+    "RMTOutput": ("engine.model", "RMTOutput"),
+    "MemoryType": ("engine.memory", "MemoryType"),
+    "SegmentRow": ("engine.memory", "SegmentRow"),
+    "TokenMemory": ("engine.memory", "TokenMemory"),
+    "register_memory": ("engine.memory", "register_memory"),
     "load": ("io.checkpoint", "load"),
     "save": ("io.checkpoint", "save_checkpoint"),
     "inspect_checkpoint": ("io.checkpoint", "inspect_checkpoint"),

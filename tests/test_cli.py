@@ -65,6 +65,17 @@ def test_python_m_eval_missing_folder_exits_1(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
 
 
+def test_top_level_help_imports_nothing_heavy():
+    """`rmt-lens --help` declares no command's arguments, so torch, transformers, plotly and
+    captum stay unimported (it took 5-9 s when it imported them; about 0.05 s now)."""
+    code = ("import sys; from rmt_core.cli import main; code = main(['--help']); "
+            "heavy = [m for m in ('torch', 'transformers', 'plotly', 'captum', 'numpy') if m in sys.modules]; "
+            "print('HEAVY', heavy); sys.exit(code)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "train" in proc.stdout and "attribute" in proc.stdout
+    assert "HEAVY []" in proc.stdout, proc.stdout[-200:]
+
+
 # ---------------------------------------------------------------------- in process
 @pytest.mark.parametrize("command", [None, *COMMANDS])
 def test_help_of_every_command(command, capsys):
