@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from . import formats, hub
+from .atomic import written_whole
 from ..engine.backbones import backbone_from_config
 from ..engine.config import RMTConfig
 from ..engine.devices import default_dtype, pick_device
@@ -68,9 +69,8 @@ def save_checkpoint(model: RMTModel, directory: str | os.PathLike, card: dict[st
         "card": card,
     }
     # Write to temporary names first so an interrupted save never leaves a half checkpoint.
-    tmp_weights = path / (WEIGHTS_FILE + ".tmp")
-    save_file(_unique_state_dict(model), str(tmp_weights), metadata={"format": "pt"})
-    tmp_weights.replace(path / WEIGHTS_FILE)
+    with written_whole(path / WEIGHTS_FILE, CheckpointError, "the weights") as tmp_weights:
+        save_file(_unique_state_dict(model), str(tmp_weights), metadata={"format": "pt"})
     (path / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
     if model.tokenizer is not None:
         model.tokenizer.save_pretrained(str(path))

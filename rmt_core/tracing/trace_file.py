@@ -44,7 +44,9 @@ import numpy as np
 import torch
 
 from ..errors import TraceError
+from ..io.atomic import written_whole
 from ..token_text import token_pieces
+from . import file_checks
 from .observables import (EXACT, INT8_VECTOR, OBSERVABLES, ON_DEMAND, PER_SEGMENT, PER_TOKEN, PER_TRACE, UINT8_UNIT,
                           Observable, names)
 from .records import TRACE_FORMAT, TRACE_FORMAT_VERSION, SegmentRecord
@@ -53,14 +55,16 @@ VECTOR_INT8 = names(stored=INT8_VECTOR)  # int8 + per-vector scale
 UNIT_UINT8 = names(stored=UINT8_UNIT)  # values in [0, 1] in steps of 1/255
 ARRAYS = tuple(o for o in OBSERVABLES if o.stored in (EXACT, INT8_VECTOR, UINT8_UNIT, ON_DEMAND))  # in the file
 ZSTD_LEVEL = 3
-READABLE_VERSIONS = (1, 2, 3)
+READABLE_VERSIONS = file_checks.READABLE_VERSIONS
 STATE_VERSION = 3  # written for memory types other than tokens (their state arrays)
 
 
 def save_trace(trace, path: Path) -> Path:
     """Write `trace` (a tracing.trace.Trace) to `path` (format TRACE_FORMAT_VERSION; see the module docstring for what is exact).
 
-    Raises TraceError for a trace without segments. Written to a temporary name, then renamed."""
+    Raises TraceError for a trace without segments, and for a full disk (the trace in memory and
+    any file already at `path` are kept). Written to a temporary name, then renamed; the file
+    gets the permissions of any new file (0666 less the umask, e.g. 0644)."""
     from safetensors.numpy import save_file
 
     if not trace.segments:
@@ -93,6 +97,7 @@ def save_trace(trace, path: Path) -> Path:
         "complete": trace.complete,
         "seconds": trace.seconds,
         "text": trace.text,
+        **({"text_sha256": file_checks.text_digest(trace.text)} if trace.text is not None else {}),
         "tokens": None if trace.text is not None else [t for s in segs for t in s.tokens],
         "all_token_ids": None if trace.complete else trace.token_ids.tolist(),
         "meta": trace.meta,
@@ -100,9 +105,8 @@ def save_trace(trace, path: Path) -> Path:
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(blobs, str(tmp), metadata={"rmt_lens_trace": json.dumps(header)})
-    tmp.replace(path)  # never leave a half-written trace under the real name
+    with written_whole(path, TraceError, "the trace") as tmp:  # never a half-written trace under the real name
+        save_file(blobs, str(tmp), metadata={"rmt_lens_trace": json.dumps(header)})
     return path
 
 
@@ -122,37 +126,46 @@ def read_trace_file(path: Path) -> tuple[dict, dict[str, "np.ndarray | _Quantise
     """The JSON header and the arrays of a trace file of format 1 or 2 (quantised arrays still
     encoded: stored_records decodes them per segment on first use).  Trace.load builds the Trace.
 
-    Raises TraceError when the file is missing, unreadable, not an RMT Lens trace, or of a
-    format this version cannot read (the message names the format version)."""
+    Everything the file declares is checked before it is allocated (see file_checks: header
+    fields and types, shapes against the model's sizes, decoded sizes against the file's own
+    size, each zstd frame's content size), and the decoded segment bounds, ids, spans and text
+    after. Raises TraceError when the file is missing, unreadable, not an RMT Lens trace, of a
+    format this version cannot read (the message names the format version), or damaged or
+    altered (the message names what is wrong)."""
     from safetensors import SafetensorError, safe_open
+    from zstandard import ZstdError
 
     if not path.is_file():
         raise TraceError(f"No trace file at {path}.")
     try:
         with safe_open(str(path), framework="numpy") as handle:
             meta = handle.metadata() or {}
-            stored = {key: handle.get_tensor(key) for key in handle.keys()}
+            if "rmt_lens_trace" not in meta:
+                raise TraceError(f"{path} is a safetensors file but not an RMT Lens trace.")
+            header = file_checks.parse_header(meta["rmt_lens_trace"], path)
+            _check_memory_type(path, header)
+            keys = set(handle.keys())
+            if header["format_version"] >= 2:
+                declared = file_checks.declared_arrays(header["arrays"], keys, path)
+                file_checks.check_budget({name: n for name, (_, n) in declared.items()}, path.stat().st_size, path)
+                shapes = {name: shape for name, (shape, _) in declared.items()}
+            else:
+                shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in keys}
+            file_checks.check_shapes(header, shapes, path)
+            stored = {key: handle.get_tensor(key) for key in (declared if header["format_version"] >= 2 else keys)}
     except (SafetensorError, OSError, ValueError) as exc:
         raise TraceError(f"{path} is not a readable trace file ({exc}). Save traces with trace.save().") from exc
-    if "rmt_lens_trace" not in meta:
-        raise TraceError(f"{path} is a safetensors file but not an RMT Lens trace.")
-    header = json.loads(meta["rmt_lens_trace"])
-    version = header.get("format_version", 0)
-    if version not in READABLE_VERSIONS:
-        newer = " (written by a newer RMT Lens: upgrade)" if version > TRACE_FORMAT_VERSION else ""
-        raise TraceError(f"{path} is trace format {version}{newer}; this RMT Lens reads formats "
-                         f"{', '.join(map(str, READABLE_VERSIONS))}.")
-    from zstandard import ZstdError
-
+    if header["format_version"] >= 2:
+        file_checks.check_frames(stored, {name: n for name, (_, n) in declared.items()}, path)
     try:
-        arrays = _decode(stored, header["arrays"]) if version >= 2 else stored
+        arrays = _decode(stored, header["arrays"]) if header["format_version"] >= 2 else stored
     except (KeyError, ValueError, TypeError, ZstdError) as exc:
         raise TraceError(f"{path} is a damaged trace file ({exc}): save the trace again.") from exc
-    _check_memory_type(path, header)
     required = [o.name for o in ARRAYS if o.stored != ON_DEMAND] + ["bounds"]
     missing = [name for name in required if name not in arrays]
     if missing:
         raise TraceError(f"{path} is a damaged trace file (it lacks {', '.join(missing)}): save the trace again.")
+    file_checks.check_values(header, arrays, path)
     return header, arrays
 
 
