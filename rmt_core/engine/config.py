@@ -54,19 +54,27 @@ class RMTConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ConfigError naming the first field that is out of range."""
-        if not isinstance(self.num_mem_tokens, int) or self.num_mem_tokens < 0:
+        """Raise ConfigError naming the first field that is out of range or of the wrong type
+        (true / false is not a number here, nor 8.0 an integer)."""
+        if not _is_int(self.num_mem_tokens) or self.num_mem_tokens < 0:
             raise ConfigError(f"num_mem_tokens must be an integer >= 0, got {self.num_mem_tokens!r}.")
-        if not isinstance(self.segment_size, int) or self.segment_size < 1:
+        if not _is_int(self.segment_size) or self.segment_size < 1:
             raise ConfigError(f"segment_size must be an integer >= 1, got {self.segment_size!r}.")
         if self.mask_mode not in MASK_MODES:
             raise ConfigError(f"mask_mode must be one of {MASK_MODES}, got {self.mask_mode!r}.")
-        if self.bptt_depth is not None and (not isinstance(self.bptt_depth, int) or self.bptt_depth < 1):
+        if self.bptt_depth is not None and (not _is_int(self.bptt_depth) or self.bptt_depth < 1):
             raise ConfigError(f"bptt_depth must be None (full BPTT) or an integer >= 1, got {self.bptt_depth!r}.")
         if self.attn_implementation not in ("sdpa", "eager"):
             raise ConfigError(
                 f"attn_implementation must be 'sdpa' or 'eager', got {self.attn_implementation!r}."
             )
+        if not isinstance(self.reset_positions, bool):
+            raise ConfigError(f"reset_positions must be true or false, got {self.reset_positions!r}.")
+        for name in ("task", "description"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}.")
+        if not isinstance(self.extra, dict):
+            raise ConfigError(f"extra must be a JSON object, got {self.extra!r}.")
         if not isinstance(self.memory_options, dict):
             raise ConfigError(f"memory_options must be a JSON object (dict), got {type(self.memory_options).__name__}.")
         from .memory.registry import memory_class  # the registry lists the known names
@@ -112,6 +120,11 @@ class RMTConfig:
             return cls(**data)
         except TypeError as exc:  # wrong value types
             raise ConfigError(f"RMT config has invalid values: {exc}") from exc
+
+
+def _is_int(value: Any) -> bool:
+    """An int that is not a bool (JSON true would pass isinstance(value, int))."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _record_explicit_fields(init):

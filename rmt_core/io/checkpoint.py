@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from . import formats, hub
+from . import sizes
 from .atomic import written_whole
 from ..engine.backbones import backbone_from_config
 from ..engine.config import RMTConfig
@@ -348,7 +349,7 @@ def _build_model(rmt: RMTConfig, backbone_config: dict[str, Any], config_source:
                  tokenizer_folders: list[Path]) -> RMTModel:
     try:
         backbone = backbone_from_config(backbone_config, attn_implementation=rmt.attn_implementation)
-    except (ValueError, KeyError, TypeError) as exc:
+    except sizes.BUILD_ERRORS as exc:
         raise CheckpointError(f"{config_source}: the backbone config cannot be built ({exc}).") from exc
     folder = next((f for f in tokenizer_folders if _has_tokenizer(f)), None)
     tokenizer = _load_tokenizer(folder, backbone) if folder is not None else None
@@ -362,6 +363,10 @@ def _load_native(path: Path, config: dict[str, Any], explicit: dict[str, Any]) -
     if "rmt" not in config or "backbone" not in config:
         missing = [k for k in ("rmt", "backbone") if k not in config]
         raise CheckpointError(f"{path / 'config.json'} lacks the field(s) {missing}. Re-save the model with save_pretrained.")
+    for field_name in ("rmt", "backbone"):
+        if not isinstance(config[field_name], dict):
+            raise CheckpointError(f"{path / 'config.json'}: \"{field_name}\" is {json.dumps(config[field_name])[:40]}, "
+                                  "not a JSON object of settings. Re-copy the checkpoint's config.json.")
     try:
         rmt = RMTConfig.from_dict({**config["rmt"], **explicit})
     except ConfigError as exc:
@@ -369,13 +374,17 @@ def _load_native(path: Path, config: dict[str, Any], explicit: dict[str, Any]) -
     weights_file = path / WEIGHTS_FILE
     if not weights_file.is_file():
         raise CheckpointError(f"{path} has no {WEIGHTS_FILE}: the weights are missing. Re-copy the whole checkpoint folder.")
+    weights = formats.WeightFiles("safetensors", [weights_file])
+    sizes.check_config_fits_weights(rmt, config["backbone"], formats.tensor_shapes(weights),
+                                    path / "config.json")  # before building anything of the config's size
     model = _build_model(rmt, config["backbone"], path / "config.json", [path])
-    _load_weights_into(model, formats.read_tensors(formats.WeightFiles("safetensors", [weights_file])), weights_file)
+    _load_weights_into(model, formats.read_tensors(weights), weights_file)
     return model
 
 
 def _load_weights_into(model: RMTModel, tensors: dict[str, torch.Tensor], source: object) -> None:
-    """Copy tensors in by name, naming any tensor that is missing, unexpected or of the wrong shape."""
+    """Copy tensors in by name, naming any tensor that is missing, unexpected, of the wrong shape
+    or holding NaN / infinite values."""
     expected = model.state_dict()
     aliases = set(expected) - set(_unique_state_dict(model))  # tied copies, stored once
     missing = sorted(set(expected) - set(tensors) - aliases)
@@ -392,6 +401,7 @@ def _load_weights_into(model: RMTModel, tensors: dict[str, torch.Tensor], source
                 f"{source}: tensor '{name}' has shape {tuple(tensor.shape)} but the config needs "
                 f"{tuple(expected[name].shape)}. The config and the weights do not match."
             )
+    sizes.check_finite(tensors, source)
     model.load_state_dict(tensors, strict=False)
     model.backbone.tie_weights()
     model.invalidate_hash()
@@ -481,6 +491,8 @@ def _load_foreign(path: Path, folder: Path, config: dict[str, Any] | None, trust
         rmt = RMTConfig.from_dict(fields)
     except ConfigError as exc:
         raise CheckpointError(f"{source}: {exc}") from exc
+    sizes.check_config_fits_weights(rmt, backbone_config, {k: tuple(t.shape) for k, t in state.items()},
+                                    config_source, named=False)
     model = _build_model(rmt, backbone_config, config_source, [folder] + ([backbone_dir] if backbone_dir else []))
     backbone_state = authors.drop_legacy_buffers(backbone_state, set(model.backbone.state_dict()))
     tensors = {"initial_memory": memory, **{f"backbone.{k}": v for k, v in backbone_state.items()}}
