@@ -255,3 +255,53 @@ def test_trace_files_get_normal_permissions(model, tmp_path):
         assert stat.S_IMODE(private.stat().st_mode) == 0o600  # the umask is respected, both ways
     finally:
         os.umask(old)
+
+
+# ---------------------------------------------------------------------- inputs to trace (item 10)
+@pytest.mark.parametrize("bad, words", [
+    (None, "Nothing to trace \\(got None\\)"),
+    (b"Mary went to the kitchen.", "Got bytes, not text: decode it first"),
+    ([1.5, 2.7], "Token ids must be integers, got float64 values \\(1.5, 2.7\\).*never rounded"),
+    (np.array([1.0, 2.0], dtype=np.float32), "Token ids must be integers, got float32"),
+    ([[1, 2, 3], [4, 5, 6]], "Token ids must be one-dimensional \\(one document\\), got shape \\(2, 3\\)"),
+    (np.zeros((1, 4), dtype=np.int64), "got shape \\(1, 4\\)"),
+    ([[1, 2], [3]], "not one flat list of integers"),
+    ([True, False], "Token ids must be integers, got bool"),
+    ({"ids": [1, 2]}, "Cannot trace an object of type dict"),
+    (3, "Cannot trace an object of type int"),
+])
+def test_inputs_that_are_not_a_document_are_refused(model, bad, words):
+    with pytest.raises(TraceError, match=words):
+        rmt_core.trace(model, bad)
+
+
+def test_tensors_of_floats_are_refused_and_of_ints_traced(model):
+    import torch
+
+    with pytest.raises(TraceError, match="a tensor of torch.float32"):
+        rmt_core.trace(model, torch.tensor([1.5, 2.7]))
+    ids = torch.arange(10) % VOCAB
+    assert rmt_core.trace(model, ids).token_ids.tolist() == ids.tolist()  # negative control: ints are traced
+
+
+def test_a_lone_surrogate_in_text_is_refused():
+    model = _text_model()
+    with pytest.raises(TraceError, match="character 4 is a lone surrogate \\(U\\+D800\\)"):
+        rmt_core.trace(model, "Mary\ud800 went to the kitchen.")
+
+
+def test_a_model_with_nan_weights_or_inf_memory_never_gives_a_nan_trace():
+    """A model built in Python (rmt_core.load refuses such weights: test_checkpoint_configs_that_lie)."""
+    import torch
+
+    broken = make_model("gpt2", num_mem_tokens=3, segment_size=6)
+    with torch.no_grad():
+        broken.initial_memory[0, 0] = float("inf")
+    with pytest.raises(TraceError, match="initial memory holds NaN or infinite values"):
+        rmt_core.trace(broken, np.arange(20) % VOCAB)
+    nan = make_model("gpt2", num_mem_tokens=3, segment_size=6)
+    with torch.no_grad():
+        nan.backbone.transformer.h[1].mlp.c_fc.weight[0, 0] = float("nan")
+    with pytest.raises(TraceError, match="(predictions are NaN from token 1 \\(segment 0\\)|NaN or infinite memory "
+                                         "in segment 0)"):
+        rmt_core.trace(nan, np.arange(20) % VOCAB)

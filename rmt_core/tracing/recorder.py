@@ -40,21 +40,68 @@ def model_identity(model) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- tokenising
 def tokenize_document(model, text_or_ids: Any) -> tuple[str | None, np.ndarray, np.ndarray]:
-    """(text or None, token ids (T,), char spans (T, 2)); raises TraceError on empty input."""
+    """(text or None, token ids (T,), char spans (T, 2)).
+
+    text_or_ids: a str, or token ids as a 1-D list, numpy array or torch tensor of integers.
+    Raises TraceError on empty input, on None, bytes or other objects, on text that is not
+    valid Unicode (a lone surrogate), and on ids that are not integers (no float is truncated)
+    or not one-dimensional (a 2-D array is not flattened into one document)."""
     if isinstance(text_or_ids, str):
         if not text_or_ids.strip():
             raise TraceError("The document is empty (or only whitespace): give it some text to trace.")
+        _check_unicode(text_or_ids)
         if model.tokenizer is None:
             raise TraceError("This model has no tokenizer: pass token ids instead of text.")
         ids, spans = token_text.encode_with_offsets(model.tokenizer, text_or_ids)
         return text_or_ids, np.asarray(ids, dtype=np.int32), np.asarray(spans, dtype=np.int64).reshape(-1, 2)
-    ids = np.asarray(text_or_ids.detach().cpu() if isinstance(text_or_ids, torch.Tensor) else text_or_ids)
-    ids = ids.reshape(-1).astype(np.int32)
+    ids = _token_id_array(text_or_ids)
     if ids.size == 0:
         raise TraceError("No tokens to trace: the input is empty.")
     if ids.min() < 0 or ids.max() >= model.vocab_size:
         raise TraceError(f"Token ids must lie in [0, {model.vocab_size}); got {ids.min()}..{ids.max()}.")
-    return None, ids, np.full((ids.size, 2), -1, dtype=np.int64)
+    return None, ids.astype(np.int32), np.full((ids.size, 2), -1, dtype=np.int64)
+
+
+WHAT_TO_TRACE = "give the text (a str) or its token ids (a 1-D list, numpy array or torch tensor of integers)"
+
+
+def _token_id_array(value: Any) -> np.ndarray:
+    """Token ids as a 1-D int64 array, or TraceError naming what `value` is instead."""
+    if value is None:
+        raise TraceError(f"Nothing to trace (got None): {WHAT_TO_TRACE}.")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raise TraceError(f"Got {type(value).__name__}, not text: decode it first (e.g. data.decode('utf-8')), or read "
+                         "a file with rmt_core.io.documents.read_document; then trace the text.")
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        if value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool:
+            raise TraceError(f"Token ids must be integers, got a tensor of {value.dtype}: {WHAT_TO_TRACE} "
+                             "(a float is never rounded to an id).")
+        value = value.numpy()
+    elif not isinstance(value, (np.ndarray, list, tuple, range)):
+        raise TraceError(f"Cannot trace an object of type {type(value).__name__}: {WHAT_TO_TRACE}.")
+    try:
+        ids = np.asarray(value)
+    except (ValueError, TypeError) as exc:  # ragged nested lists
+        raise TraceError(f"The token ids are not one flat list of integers ({exc}): {WHAT_TO_TRACE}.") from None
+    if ids.ndim != 1:
+        raise TraceError(f"Token ids must be one-dimensional (one document), got shape {tuple(ids.shape)}: trace "
+                         "each row on its own (e.g. ids[0]); rows are never joined into one document.")
+    if ids.size and ids.dtype.kind not in "iu":
+        shown = ", ".join(repr(v) for v in ids[:3].tolist())
+        raise TraceError(f"Token ids must be integers, got {ids.dtype} values ({shown}{', ...' if ids.size > 3 else ''}): "
+                         f"{WHAT_TO_TRACE} (a float is never rounded to an id).")
+    return ids.astype(np.int64, copy=False)
+
+
+def _check_unicode(text: str) -> None:
+    """TraceError for text that cannot be encoded as UTF-8 (lone surrogates, e.g. from a bad decode)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise TraceError(f"The text is not valid Unicode: character {exc.start} is a lone surrogate "
+                         f"(U+{ord(text[exc.start]):04X}), which no file or tokenizer can hold. Read the file with "
+                         "errors='replace' (or rmt_core.io.documents.read_document) and trace that text.") from None
 
 
 def display_tokens(model, text: str | None, ids: np.ndarray, spans: np.ndarray) -> list[str]:
@@ -184,6 +231,21 @@ def segment_loss(token_lp: torch.Tensor | np.ndarray) -> float:
     return mean_token_loss(values)
 
 
+def _check_finite_predictions(token_lp: np.ndarray, pending: list["_Pending"]) -> None:
+    """TraceError when the model's log-probabilities (of a chunk of segments) are NaN: its weights
+    or activations are not finite. The document's first token (position 0) is NaN by definition."""
+    first = pending[0].start
+    nan = np.isnan(token_lp)
+    if first == 0:
+        nan[0] = False
+    if nan.any():
+        position = first + int(np.flatnonzero(nan)[0])
+        segment = next(p.index for p in pending if p.start <= position < p.end)
+        raise TraceError(f"The model's predictions are NaN from token {position} (segment {segment}) on: its weights "
+                         "or activations are not finite (a diverged training run, or float16 overflow). Nothing was "
+                         "recorded from there; use a checkpoint whose weights are finite.")
+
+
 class TraceStream:
     """Iterator over a document's segment records; `.trace` holds everything recorded so far."""
 
@@ -191,6 +253,9 @@ class TraceStream:
         top_k = check_int(top_k, "top_k", 1, model.vocab_size, fix="It is how many top predictions are kept per token.")
         text, ids, spans = tokenize_document(model, text_or_ids)
         model.check_input_length(len(ids))
+        if not bool(torch.isfinite(model.initial_memory).all()):
+            raise TraceError("The model's initial memory holds NaN or infinite values: every segment would read "
+                             "them. Use a checkpoint whose weights are finite (rmt_core.load refuses the others).")
         self.model = model
         self.progress = progress
         self.top_k = top_k
@@ -268,6 +333,7 @@ class TraceStream:
         previous = trace.segments[-1].memory_out if trace.segments else trace.initial_memory
         first = pending[0].start
         token_lp, top_ids, top_lp = self._predictions(torch.cat([p.token_hidden[0] for p in pending]), first, carry)
+        _check_finite_predictions(token_lp, pending)
         losses = segment_losses(token_lp, [p.start - first for p in pending])
         for group in _equal_lengths(pending):  # only a document's last segment can be shorter
             n_tokens = group[0].end - group[0].start
@@ -280,6 +346,11 @@ class TraceStream:
                 memory_out = torch.cat([p.memory_out for p in group]).float().cpu().numpy()  # (S, m, d)
             else:  # another memory type: no slots; its state as named arrays
                 memory_out = np.zeros((len(group),) + trace.initial_memory.shape, dtype=np.float32)
+            if not np.isfinite(memory_out).all():
+                bad = group[int(np.flatnonzero(~np.isfinite(memory_out).reshape(len(group), -1).all(axis=1))[0])].index
+                raise TraceError(f"The model wrote NaN or infinite memory in segment {bad}: its weights or its "
+                                 "initial memory are not finite (a diverged training run?). Nothing was recorded "
+                                 "from this segment on; use a checkpoint whose weights are finite.")
             for i, p in enumerate(group):
                 rows = slice(p.start - first, p.end - first)
                 records.append(SegmentRecord(
