@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,17 +107,43 @@ def _positive_float(value: str) -> float:
     return x
 
 
-def read_document_file(path: str | Path, truncate: bool = True):
+BINARY_SUFFIXES = (".pdf", ".docx", ".html", ".htm")  # read whole: --max-tokens cannot read just their start
+MAX_CHARS_PER_TOKEN = 64  # no tokenizer here has longer tokens; the cut is checked by tokenising (_cut_to_tokens)
+PYTHON_ADVICE = re.compile(r"\s*(Pass truncate=True|Use a smaller file, or raise the limit with|or raise the limit with"
+                           r"|Raise the limit with)\b.*$", re.S)
+
+
+def read_document_file(path: str | Path, truncate: bool = True, max_tokens: int | None = None):
     """A file read safely with rmt_core.io.documents.read_document (returns its Document).
 
     .txt/.md/.pdf/.docx/.html are read as such; any other file is decoded as plain text.
     truncate: cut text beyond the document limits (a note goes to stderr) instead of failing.
+    max_tokens: only the first N tokens will be traced, so the character limit becomes at least
+        N x MAX_CHARS_PER_TOKEN, and of a plain-text file over the size limit only the start
+        is read (enough bytes for N tokens). Raises DocumentError with advice in flags.
     """
-    from .io.documents import read_document
+    from .io.documents import DocumentLimits, read_document
 
-    document = read_document(Path(path), truncate=truncate, unknown_as_text=True)
+    path = Path(path)
+    limits = DocumentLimits()
+    data = None
+    if max_tokens is not None:
+        chars = max_tokens * MAX_CHARS_PER_TOKEN
+        needed = 4 * chars  # bytes: UTF-8 takes at most 4 per character
+        limits = DocumentLimits(max_bytes=max(limits.max_bytes, needed), max_chars=max(limits.max_chars, chars))
+        data = _start_of_large_text(path, limits.max_bytes, needed)
+    try:
+        if data is not None:
+            document = read_document(path.name, data=data, limits=limits, truncate=True, unknown_as_text=True)
+        else:
+            document = read_document(path, limits=limits, truncate=truncate, unknown_as_text=True)
+    except DocumentError as exc:
+        raise _document_error_for_cli(exc, path) from None
+    if data is not None:
+        print(f"note: {path.name} is {path.stat().st_size / 1e6:,.1f} MB: read its first {len(data) / 1e6:,.1f} MB, "
+              f"enough for {max_tokens:,} tokens (--max-tokens).", file=sys.stderr)
     if document.note:
-        print(f"note: {document.note}", file=sys.stderr)
+        print(f"note: {_without_python_advice(document.note)}", file=sys.stderr)
     return document
 
 
@@ -124,17 +151,20 @@ def read_document_file(path: str | Path, truncate: bool = True):
 _DOCUMENT_LIMIT_ADVICE = {
     "max_chars": "Pass --max-tokens N to trace only the start.",
     "max_pdf_pages": "Pass --max-tokens N to trace only the start.",
-    "max_bytes": "Use a smaller file (or the part you need, saved as .txt); --max-tokens does not apply to "
-                 "the file size.",
+    "max_bytes": "Use a smaller file (or the part you need, saved as .txt: --max-tokens N reads just the start "
+                 "of a plain-text file).",
     "max_unzipped_bytes": "Save the document as .txt or PDF and trace that.",
     "max_seconds": "Save it as .txt (or print it to a new PDF) and trace that.",
     "max_memory_bytes": "Save it as .txt (or print it to a new PDF) and trace that.",
 }
 
 
-def _document_error_for_cli(exc: DocumentError) -> DocumentError:
-    """A document limit's error with advice in flags instead of Python arguments (others as they are)."""
+def _document_error_for_cli(exc: DocumentError, path: Path | None = None) -> DocumentError:
+    """A document limit's error with advice in flags instead of Python arguments (others as they are).
+    A plain-text file over the size limit: --max-tokens reads its start (read_document_file)."""
     advice = _DOCUMENT_LIMIT_ADVICE.get(exc.limit)
+    if exc.limit == "max_bytes" and path is not None and path.suffix.lower() not in BINARY_SUFFIXES:
+        advice = "Pass --max-tokens N to read and trace only the start of the file."
     if advice is None:
         return exc
     return exc.with_advice(advice)
@@ -143,6 +173,49 @@ def _document_error_for_cli(exc: DocumentError) -> DocumentError:
 def read_text_file(path: str | Path) -> str:
     """Text of a haystack file (see read_document_file); text beyond the document limits is cut."""
     return read_document_file(path, truncate=True).text
+
+
+def _start_of_large_text(path: Path, max_bytes: int, needed: int) -> bytes | None:
+    """The first `needed` bytes of a plain-text file larger than max_bytes, cut after a line end
+    (or before a UTF-8 character that may be cut); None for smaller files and other kinds."""
+    if path.suffix.lower() in BINARY_SUFFIXES:
+        return None
+    try:
+        if not path.is_file() or path.stat().st_size <= max_bytes:
+            return None
+        with path.open("rb") as fh:
+            data = fh.read(min(needed, max_bytes))
+    except OSError:
+        return None  # read_document says what is wrong with the path
+    cut = data.rfind(b"\n") + 1
+    if cut == 0:  # no line end: step back over a UTF-8 character that may be cut
+        cut = len(data)
+        while cut > 0 and 0x80 <= data[cut - 1] < 0xC0:
+            cut -= 1
+        if cut > 0 and data[cut - 1] >= 0xC0:
+            cut -= 1
+    return data[:cut]
+
+
+# Python argument names in library messages -> the flags a command-line user types.
+FLAG_OF_ARGUMENT = {"target": "--target", "baseline": "--baseline", "n_steps": "--steps", "position": "--position",
+                    "segment": "--segment", "method": "--method", "kind": "--kind", "layer": "--layer",
+                    "head": "--head", "top_k": "--top", "rmt_config": "--segment-size", "trust_pickle": "--trust-pickle",
+                    "backbone": "--backbone", "device": "--device"}
+ARGUMENT_RE = re.compile(r"(?<![\w.(\[-])(" + "|".join(FLAG_OF_ARGUMENT) + r")=(\s*)")
+
+
+def in_flags(message: str) -> str:
+    """A library message in command-line terms: "pass target= (a token id)" -> "pass --target (a
+    token id)", "got baseline='x'" -> "got --baseline 'x'"."""
+    def flag(match: re.Match) -> str:
+        return FLAG_OF_ARGUMENT[match.group(1)] + " "
+    return re.sub(r" {2,}", " ", ARGUMENT_RE.sub(flag, message))
+
+
+def _without_python_advice(message: str) -> str:
+    """A documents message without its advice for Python callers (truncate=True, DocumentLimits(...))."""
+    return PYTHON_ADVICE.sub("", message).rstrip() or message
 
 
 def _progress_printer(label: str) -> Callable[[int, int], None] | None:
@@ -354,6 +427,34 @@ def _load_trace(path: str, model=None):
     return Trace.load(path, model=model)
 
 
+def _attach_model(trace, args: argparse.Namespace, required: bool = False) -> None:
+    """Attach the trace's model: --checkpoint when given; else the shipped checkpoint the trace
+    names, when its weights are the ones the trace was made with (checked by weight hash). A
+    trace whose model is neither is left without it (a note), or refused when `required`."""
+    if args.checkpoint:
+        trace.attach(_load_model(args))
+        return
+    from .io.checkpoint import SHIPPED_DIR
+
+    name = str(trace.model_info["name"])
+    shipped = "/" not in name and name not in ("", ".", "..") and (SHIPPED_DIR / name / "config.json").is_file()
+    why = f"its model '{name}' is not a shipped checkpoint"
+    if shipped:
+        args.checkpoint = name
+        model = _load_model(args)
+        args.checkpoint = None
+        if model.weights_hash() == trace.model_info["weights_hash"]:
+            trace.attach(model)
+            print(f"note: using the shipped checkpoint {name} (weights {model.weights_hash()}, as the trace "
+                  "records).", file=sys.stderr)
+            return
+        why = (f"the shipped '{name}' has other weights ({model.weights_hash()}) than the trace was made with "
+               f"({trace.model_info['weights_hash']})")
+    if required:
+        raise RMTLensError(f"This trace needs its model, and {why}: pass --checkpoint C with the checkpoint it was "
+                           "made with.")
+
+
 def _check_view(trace, segment: int | None, layer: int, head: int) -> tuple[int, int, int]:
     """Trace.check_view with the errors naming the options (--segment, --layer, --head)."""
     return trace.check_view(segment, layer, head, prefix="--")
@@ -415,10 +516,7 @@ def _cut_to_tokens(model, text: str, limit: int) -> tuple[str, int]:
 def run_trace(args: argparse.Namespace) -> int:
     import numpy as np
 
-    try:
-        document = read_document_file(args.file, truncate=args.max_tokens is not None)
-    except DocumentError as exc:
-        raise _document_error_for_cli(exc) from None
+    document = read_document_file(args.file, truncate=args.max_tokens is not None, max_tokens=args.max_tokens)
     model = _load_model(args)
     text = document.text
     if args.max_tokens is not None:
@@ -449,7 +547,8 @@ def add_figures(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the figure files and figures.json")
     p.add_argument("--format", choices=FORMATS, default="svg", help="file format (default: svg)")
     p.add_argument("--checkpoint", default=None, metavar="C",
-                   help="the checkpoint the trace was made with; needed for the attention heatmap (recomputed)")
+                   help="the checkpoint the trace was made with; needed for the attention heatmap (recomputed). "
+                        "Default: the shipped checkpoint the trace names, when its weights are the trace's")
     _add_view_options(p)
     p.add_argument("--width", type=_positive_int, default=None, metavar="PX", help="figure width in layout pixels")
     p.add_argument("--height", type=_positive_int, default=None, metavar="PX", help="figure height in layout pixels")
@@ -462,10 +561,9 @@ def run_figures(args: argparse.Namespace) -> int:
     from .viz.figures import standard_figures
 
     trace = _load_trace(args.trace)  # fails fast on a missing or broken file, before loading a model
-    if args.checkpoint:
-        trace.attach(_load_model(args))
     segment, layer, head = _check_view(trace, args.segment, args.layer, args.head)
     export.require_browser()  # fail before any work
+    _attach_model(trace, args)
     figures = standard_figures(trace, segment, layer, head)
     skipped = []
     if trace.model is None:
@@ -502,7 +600,8 @@ def add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("trace", metavar="T", help="trace file written by `trace` (or Trace.save)")
     p.add_argument("--out", required=True, metavar="HTML", help="report file to write, e.g. report.html")
     p.add_argument("--checkpoint", default=None, metavar="C",
-                   help="the checkpoint the trace was made with; needed for the attention heatmap and head view")
+                   help="the checkpoint the trace was made with; needed for the attention heatmap and head view. "
+                        "Default: the shipped checkpoint the trace names, when its weights are the trace's")
     _add_view_options(p)
     _add_model_options(p)
     p.add_argument("--compare", default=None, metavar="B", help="a second trace file: adds a comparison section")
@@ -512,9 +611,8 @@ def run_report(args: argparse.Namespace) -> int:
     from .viz.report import build_report
 
     trace = _load_trace(args.trace)
-    if args.checkpoint:
-        trace.attach(_load_model(args))
     segment, layer, head = _check_view(trace, args.segment, args.layer, args.head)
+    _attach_model(trace, args)
     if trace.model is None:
         print(f"note: the attention heatmap and head view are left out: pass --checkpoint "
               f"{trace.model_info['name']} (the checkpoint the trace was made with) to include them.", file=sys.stderr)
@@ -532,7 +630,9 @@ def add_attribute(p: argparse.ArgumentParser) -> None:
     from .explain.attribution import BASELINES, KINDS, METHODS
 
     p.add_argument("trace", metavar="T", help="trace file written by `trace` (or Trace.save)")
-    p.add_argument("--checkpoint", required=True, metavar="C", help="the checkpoint the trace was made with")
+    p.add_argument("--checkpoint", default=None, metavar="C",
+                   help="the checkpoint the trace was made with (default: the shipped checkpoint the trace names, "
+                        "when its weights are the trace's)")
     p.add_argument("--segment", type=int, required=True, metavar="S", help="segment of the prediction (read, through) "
                                                                           "or of the writing (write)")
     p.add_argument("--position", type=int, default=None, metavar="P",
@@ -544,8 +644,9 @@ def add_attribute(p: argparse.ArgumentParser) -> None:
                    help="ig (integrated gradients, default), saliency, input_x_gradient or ablation (each slot or "
                         "token replaced by the baseline in turn); every kind takes every method")
     p.add_argument("--steps", type=_positive_int, default=32, metavar="N", help="integration steps (ig; default 32)")
-    p.add_argument("--target", type=int, default=None, metavar="ID",
-                   help="token id whose log-probability is explained (read, through; default: the token that "
+    p.add_argument("--target", default=None, metavar="TOKEN",
+                   help="the token whose log-probability is explained (read, through): its id, or its text when "
+                        "that is one token of the model's vocabulary, e.g. garden (default: the token that "
                         "actually follows)")
     p.add_argument("--baseline", choices=BASELINES, default=None,
                    help="what the inputs are compared with (ig, ablation): read: initial (the learned initial "
@@ -576,24 +677,29 @@ def run_attribute(args: argparse.Namespace) -> int:
     try:  # before loading anything
         attribution.check_request(args.kind, args.method, args.baseline)
     except ArgumentError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {in_flags(str(exc))}", file=sys.stderr)
         return 2
     if not needs_position and args.position is not None:
         print(f"note: --position is not used by --kind {args.kind} (it explains every write slot over the whole "
               "segment).", file=sys.stderr)
+    if not needs_position and args.target is not None:
+        print(f"error: --kind {args.kind} takes no --target: it explains every write slot over the whole segment "
+              "(each slot's target is its own update).", file=sys.stderr)
+        return 2
     trace = _load_trace(args.trace)
-    trace.attach(_load_model(args))
     _check_view(trace, args.segment, -1, 0)
     if args.max_segments is not None and args.kind != "through":
         print("error: --max-segments is for --kind through only (how many earlier segments are unrolled).",
               file=sys.stderr)
         return 2
+    _attach_model(trace, args, required=True)
+    target = _target_id(args.target, trace.model)
     extra = {"max_segments": args.max_segments} if args.kind == "through" else {}
     if args.kind == "through":
         n, seconds = attribution.estimate_through_seconds(trace, args.segment, args.max_segments, args.steps)
         print(f"note: unrolling {n} earlier segments, estimated {seconds:.0f} s", file=sys.stderr)
     result = attribution.attribute(trace, args.kind, args.segment, args.position if needs_position else None,
-                                   target=args.target, method=args.method, baseline=args.baseline,
+                                   target=target, method=args.method, baseline=args.baseline,
                                    n_steps=args.steps, progress=_progress_printer("forward passes"), **extra)
     if result.scored_segments is not None and args.kind == "through":
         _say(f"scored segments: {result.scored_segments[0]}..{result.scored_segments[1]}"
@@ -660,6 +766,41 @@ def run_ask(args: argparse.Namespace) -> int:
                   "segments": trace.num_segments, "mean_loss": trace.mean_loss()}
         _write_text(args.json, json.dumps(record, indent=2))
     return 0
+
+
+def _target_id(value: str | None, model) -> int | None:
+    """--target as a token id: a number is an id (checked against the vocabulary); text is the
+    one token it encodes to, as typed or, failing that, after a space (BPE words mid-sentence).
+    Says which id a text is; text of several tokens is refused listing them."""
+    from .errors import ArgumentError
+    from .token_text import decode_token, encode_ids
+
+    if value is None:
+        return None
+    if re.fullmatch(r"\s*-?\d+\s*", value):
+        token = int(value)
+        if not 0 <= token < model.vocab_size:
+            raise ArgumentError(f"--target {token} is not a token id of {model.name}: ids run 0..{model.vocab_size - 1}.")
+        return token
+    if model.tokenizer is None:
+        raise ArgumentError(f"{model.name} has no tokenizer, so --target must be a token id (a number), "
+                            f"got {value!r}.")
+    if not value:
+        raise ArgumentError("--target is empty: give a token id or a token's text.")
+    tried = [value] + ([" " + value] if not value[0].isspace() else [])
+    encodings = {text: encode_ids(model.tokenizer, text) for text in tried}
+    single = [(text, ids[0]) for text, ids in encodings.items() if len(ids) == 1]
+    if single:
+        text, token = single[0]
+        others = [f"{_show_token(t)} is id {i}" for t, i in single[1:]]
+        also = f" ({'; '.join(others)}: pass --target {single[1][1]} for it)" if others else ""
+        print(f"note: --target {_show_token(value)} is token id {token}, {_show_token(text)}{also}.", file=sys.stderr)
+        return int(token)
+    pieces = "; ".join(f"{_show_token(text)} is {len(ids)} tokens: "
+                       + ", ".join(f"{_show_token(decode_token(model.tokenizer, i))} (id {i})" for i in ids)
+                       for text, ids in encodings.items())
+    raise ArgumentError(f"--target {_show_token(value)} is not one token of {model.name}'s vocabulary ({pieces}). "
+                        "A target is one token: pass one of these ids, or a word that is a single token.")
 
 
 # ---------------------------------------------------------------------- convert
@@ -790,7 +931,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(COMMANDS[args.command].run(args) or 0)
     except (RMTLensError, OSError) as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
+        message = in_flags(" ".join(str(exc).split())) or type(exc).__name__
         print(f"error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
