@@ -313,3 +313,19 @@ def test_replace_slot_from_another_trace(trace):
     assert np.abs(result.loss_change[2:]).max() > 0
     same = interventions.replace_slot(trace, 2, slot=1, other=trace)
     np.testing.assert_allclose(same.loss_change, 0, atol=1e-5)
+
+
+def test_small_scores_are_labelled_with_digits_not_si_prefixes():
+    """Issue 28 item 9: saliency gradients of ~2e-7 read "200n" on plotly's default ticks (SI
+    prefixes read as units). Colour bars, bar axes and hovers use d3's ".3~g" / ".4~g" instead."""
+    import numpy as np
+
+    from rmt_core.viz import figures
+
+    tiny = np.array([[2e-7, -1e-7, 5e-8], [0.0, 1e-7, -2e-7]])
+    heat = figures.slot_token_heatmap(tiny, ["a", "b", "c"], "saliency", value_name="attribution", signed=True)
+    assert heat.data[0].colorbar.tickformat == ".3~g" and ":.4~g}" in heat.data[0].hovertemplate
+    bar = figures.slot_bar(tiny[0], "saliency")
+    assert bar.layout.yaxis.tickformat == ".3~g" and ":.4~g}" in bar.data[0].hovertemplate
+    norms = figures.slot_segment_heatmap(tiny, "norms", "norm")
+    assert norms.data[0].colorbar.tickformat == ".3~g"

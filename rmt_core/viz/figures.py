@@ -63,6 +63,13 @@ def use_template_by_default() -> None:
         pio.templates.default = TEMPLATE
 
 
+# Tick labels of values that may be tiny (saliency gradients of 2e-7): 3 significant digits,
+# exponent notation when small (d3-format ".3~g": "2e-7", "0.25", "12"). Plotly's default
+# uses SI prefixes, which read as units ("200n").
+NUMBER_FORMAT = ".3~g"
+HOVER_NUMBER = ":.4~g"
+
+
 def _layout(title: str, height: int | None = None) -> dict:
     """The common layout as a dict; `title` is plain text (escaped here). The template is left
     out when it is already plotly's default (use_template_by_default): the figure has it."""
@@ -160,8 +167,8 @@ def slot_token_heatmap(weights: np.ndarray, tokens: Sequence[str], title: str, v
     fig = go.Figure(go.Heatmap(
         z=weights, x=ticks, y=[f"{prefix}{k}" for k in range(m)],
         colorscale=DIVERGING if signed else ATTENTION, zmid=0 if signed else None,
-        zmin=-bound if signed else 0, zmax=bound or 1.0, colorbar={"title": value_name},
-        hovertemplate="slot %{y}<br>token %{x}<br>" + value_name + " %{z:.4f}<extra></extra>"))
+        zmin=-bound if signed else 0, zmax=bound or 1.0, colorbar={"title": value_name, "tickformat": NUMBER_FORMAT},
+        hovertemplate="slot %{y}<br>token %{x}<br>" + value_name + " %{z" + HOVER_NUMBER + "}<extra></extra>"))
     fig.update_yaxes(autorange="reversed", title_text="memory slot")
     fig.update_xaxes(title_text="token", tickangle=-60)
     return _style(fig, title, height=160 + 26 * m)
@@ -239,8 +246,9 @@ def slot_segment_heatmap(values: np.ndarray, title: str, value_name: str, first_
     """(steps, m) values as a slot x segment heatmap."""
     steps, slots = values.shape
     fig = go.Figure(go.Heatmap(z=values.T, x=np.arange(first_step, first_step + steps), y=[f"slot {k}" for k in range(slots)],
-                               colorscale=SEQUENTIAL, colorbar={"title": value_name},
-                               hovertemplate="%{y}, segment %{x}<br>" + value_name + " %{z:.4f}<extra></extra>"))
+                               colorscale=SEQUENTIAL, colorbar={"title": value_name, "tickformat": NUMBER_FORMAT},
+                               hovertemplate="%{y}, segment %{x}<br>" + value_name + " %{z" + HOVER_NUMBER
+                                             + "}<extra></extra>"))
     fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(title_text="segment")
     return _style(fig, title, height=160 + 26 * slots)
@@ -260,8 +268,8 @@ def slot_similarity_figure(similarity: np.ndarray, segment: int) -> go.Figure:
 def slot_bar(scores: np.ndarray, title: str, prefix: str = "R", value_name: str = "attribution") -> go.Figure:
     colors = ["#0072B2" if s >= 0 else "#D55E00" for s in scores]
     fig = go.Figure(go.Bar(x=[f"{prefix}{k}" for k in range(len(scores))], y=scores, marker_color=colors,
-                           hovertemplate="%{x}<br>" + value_name + " %{y:.4f}<extra></extra>"))
-    fig.update_yaxes(title_text=value_name, zeroline=True)
+                           hovertemplate="%{x}<br>" + value_name + " %{y" + HOVER_NUMBER + "}<extra></extra>"))
+    fig.update_yaxes(title_text=value_name, zeroline=True, tickformat=NUMBER_FORMAT)
     fig.update_xaxes(title_text="memory slot")
     return _style(fig, title, height=360)
 
@@ -286,12 +294,12 @@ def attribution_figure(result: Attribution, title: str | None = None) -> go.Figu
     fig = go.Figure(go.Bar(x=ticks, y=scores, marker_color=["#0072B2" if v >= 0 else "#D55E00" for v in scores],
                            customdata=np.stack([result.token_segment, result.token_position], axis=1),
                            hovertemplate="token %{x}<br>segment %{customdata[0]}, position %{customdata[1]}"
-                                         "<br>attribution %{y:.4f}<extra></extra>"))
+                                         "<br>attribution %{y" + HOVER_NUMBER + "}<extra></extra>"))
     for i in np.flatnonzero(np.asarray(result.token_position) == 0).tolist():
         fig.add_vline(x=i - 0.5, line={"color": "#999999", "dash": "dot"})
         fig.add_annotation(x=i - 0.5, y=1, yref="paper", text=f"§{int(result.token_segment[i])}", showarrow=False,
                            xanchor="left", yanchor="bottom", font={"size": 11})
-    fig.update_yaxes(title_text="attribution", zeroline=True)
+    fig.update_yaxes(title_text="attribution", zeroline=True, tickformat=NUMBER_FORMAT)
     fig.update_xaxes(title_text="token (document position:token)", tickangle=-60)
     return _style(fig, title, height=420)
 
