@@ -253,7 +253,8 @@ class TraceStream:
         top_k = check_int(top_k, "top_k", 1, model.vocab_size, fix="It is how many top predictions are kept per token.")
         text, ids, spans = tokenize_document(model, text_or_ids)
         model.check_input_length(len(ids))
-        if not bool(torch.isfinite(model.initial_memory).all()):
+        if not all(bool(torch.isfinite(p).all()) for name, p in model.named_parameters()
+                   if not name.startswith("backbone.")):  # the memory type's own parameters
             raise TraceError("The model's initial memory holds NaN or infinite values: every segment would read "
                              "them. Use a checkpoint whose weights are finite (rmt_core.load refuses the others).")
         self.model = model
