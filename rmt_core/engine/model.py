@@ -22,6 +22,7 @@ from .config import RMTConfig
 from ..checks import check_float, check_int
 from ..errors import ArgumentError, ConfigError
 from .masks import additive_mask
+from .padding import check_prefix_valid, roll_rows, row_spans
 from .memory import MemoryType, SegmentOutput, State, memory_class
 
 
@@ -217,7 +218,10 @@ class RMTModel(nn.Module):
         attention_probe / query_key_probe: see rmt_core.engine.attention (the attention weights
             per layer, computed eagerly; or their queries, keys and mask, SDPA left fused).
         A re-run of a traced segment goes through Trace.replay, which calls this.
+        Raises ArgumentError when token_valid is not True on a prefix of each row.
         """
+        if token_valid is not None:
+            check_prefix_valid(token_valid)
         return self.memory.run_segment(
             memory, token_ids, token_valid, write=write, segment_index=segment_index,
             attention_probe=attention_probe, query_key_probe=query_key_probe,
@@ -235,7 +239,12 @@ class RMTModel(nn.Module):
     ) -> RMTOutput:
         """Run a batch of long inputs segment by segment.
 
-        input_ids: (batch, T); attention_mask: (batch, T), 0 at right padding.
+        input_ids: (batch, T); attention_mask: (batch, T), 0 at padding, which may be at either
+            end of a row (left, right or both; engine/padding.py): each row gets its own results
+            on its real tokens, memory included, as when run alone (a left-padded batch runs with
+            each row's tokens moved to the front; logits come back in the row's own places, and
+            memory_out[k] is each row's state after its own k-th segment). A mask with a hole
+            (a 0 between real tokens) is refused with ArgumentError.
         labels: (batch, T) next-token targets aligned with input_ids (shifted inside), -100 ignored.
         memory: the state before the first segment (default: the initial state); TokenMemory: (batch, m, d).
         reset_memory: True = initial state before every segment (the no-memory baseline);
@@ -255,6 +264,15 @@ class RMTModel(nn.Module):
             if value is not None and tuple(value.shape) != (batch, total):
                 raise ArgumentError(f"{other} must have the shape of input_ids {(batch, total)}, "
                                     f"got {tuple(value.shape)}.")
+        if attention_mask is not None:
+            spans = row_spans(attention_mask)
+            if spans.left_padded:  # each row's tokens to the front: it then segments as when run alone
+                shift = spans.start
+                out = self.forward(roll_rows(input_ids, shift), roll_rows(attention_mask, shift),
+                                   None if labels is None else roll_rows(labels, shift), memory, reset_memory,
+                                   segment_size)
+                out.logits = roll_rows(out.logits, -shift)  # back into each row's own places
+                return out
         valid = attention_mask.bool() if attention_mask is not None else None
         bounds = self.segment_bounds(total, segment_size)
         depth = self.config.bptt_depth
@@ -299,17 +317,30 @@ class RMTModel(nn.Module):
         top_k: int | None = None,
         eos_token_id: int | None = None,
         generator: torch.Generator | None = None,
+        attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Continue each input: earlier segments write memory; the final segment is run without
         writing (TokenMemory: [read memory | prompt]) and new tokens extend it with a KV cache
         (the memory type's layer hooks stay active while they are decoded).
 
-        input_ids: (batch, T), all rows the same length. Returns (batch, T + new).
+        input_ids: (batch, T). attention_mask: (batch, T), 0 at padding at either end of a row
+            (left-padded prompts, as for Hugging Face generate); a row with padding is continued from
+            its own real tokens, as when run alone (rows of different lengths run one at a time), and
+            its new tokens follow the row as given. A mask with a hole is refused (ArgumentError).
+        Returns (batch, T + new); rows that stop early at eos_token_id are filled with it.
         """
         if input_ids.dim() == 1:
             input_ids = input_ids.unsqueeze(0)
         if input_ids.dim() != 2:
             raise ArgumentError(f"input_ids must be (batch, tokens) or (tokens,), got shape {tuple(input_ids.shape)}.")
+        if attention_mask is not None:
+            if tuple(attention_mask.shape) != tuple(input_ids.shape):
+                raise ArgumentError(f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, "
+                                    f"got {tuple(attention_mask.shape)}.")
+            spans = row_spans(attention_mask)
+            if bool((spans.length < input_ids.shape[1]).any()):
+                return self._generate_rows(input_ids, spans, max_new_tokens, do_sample, temperature, top_k,
+                                           eos_token_id, generator)
         batch, total = input_ids.shape
         if total == 0:
             raise ConfigError("generate needs at least one prompt token.")
@@ -342,6 +373,25 @@ class RMTModel(nn.Module):
         with self.memory.layer_hooks(memory, row):
             return self._decode(row, input_ids, max_new_tokens, do_sample, temperature, top_k, eos_token_id,
                                 generator)
+
+    def _generate_rows(self, input_ids: torch.Tensor, spans, max_new_tokens: int, do_sample: bool,
+                       temperature: float, top_k: int | None, eos_token_id: int | None,
+                       generator: torch.Generator | None) -> torch.Tensor:
+        """generate for a padded batch: each row from its own real tokens, one at a time."""
+        new_rows = []
+        for b in range(input_ids.shape[0]):
+            start, length = int(spans.start[b]), int(spans.length[b])
+            if length == 0:
+                raise ArgumentError(f"attention_mask row {b} has no real token: generate needs a prompt in every row.")
+            alone = self.generate(input_ids[b:b + 1, start:start + length], max_new_tokens, do_sample, temperature,
+                                  top_k, eos_token_id, generator)
+            new_rows.append(alone[0, length:])
+        width = max(len(r) for r in new_rows)
+        fill = eos_token_id if eos_token_id is not None else 0
+        new = torch.full((len(new_rows), width), fill, dtype=input_ids.dtype, device=input_ids.device)
+        for b, row in enumerate(new_rows):
+            new[b, :len(row)] = row
+        return torch.cat([input_ids, new], dim=1) if width else input_ids
 
     def _decode(self, row, input_ids: torch.Tensor, max_new_tokens: int, do_sample: bool, temperature: float,
                 top_k: int | None, eos_token_id: int | None, generator: torch.Generator | None) -> torch.Tensor:

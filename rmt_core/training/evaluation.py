@@ -20,6 +20,7 @@ from ..errors import RMTLensError
 from ..token_text import encode_ids
 from .tasks import algorithmic, babi
 from ..engine.model import RMTModel
+from ..engine.padding import row_spans
 
 Progress = Callable[[int, int], Any]
 
@@ -230,8 +231,9 @@ def _offset_cell(model: RMTModel, text: str, n: int, seg: int, task: str, offset
         ids = batch["input_ids"].to(model.device)
         mask = batch["attention_mask"].to(model.device)
         answers = batch["answer_ids"].to(model.device)
-        # The answer is each sample's last real token; the position before it predicts it.
-        where = mask.sum(dim=1) - 2  # (B,)
+        # The answer is each sample's last real token; the position before it predicts it
+        # (wherever the padding is: engine/padding.row_spans).
+        where = row_spans(mask).last - 1  # (B,)
         rows = torch.arange(ids.shape[0], device=ids.device)
         for reset, logits in logits_with_and_without_memory(model, ids, mask, with_reset=with_reset):
             hits[reset] += int((logits[rows, where].argmax(dim=-1) == answers).sum())
