@@ -8,8 +8,8 @@ never in a cycle: tests/test_layers.py fails otherwise):
                `questions`, the fact sentences' parser) and its card's operating range
     engine/    the model: RMTConfig, the memory seam (memory/: the MemoryType protocol, the
                register_memory registry, TokenMemory), the [read | tokens | write] layout
-               (masks), attention implementations and probes, RMTModel, backbones, devices,
-               placement (device_map)
+               (masks), padded batches (padding: any memory type), attention implementations
+               and probes, RMTModel, backbones, devices, placement (device_map)
     io/        files in and out: checkpoints (ours and the authors' formats: formats/), the
                Hugging Face cache (hub), documents (txt / md / pdf / docx / html)
     tracing/   recording a run: SegmentRecord (records), the recorder, the Trace, its file
