@@ -182,7 +182,9 @@ def bad_argument_sets(f) -> dict[str, list[list[str]]]:
                       [t, "--checkpoint", c, "--segment", "0", "--position", "1", "--steps", "0"],
                       [t, "--checkpoint", c, "--segment", "0", "--position", "1", "--baseline", "initail"],
                       [t, "--checkpoint", c, "--segment", "1", "--position", "1", "--kind", "through",
-                       "--max-segments", "-1"]],
+                       "--max-segments", "-1"],
+                      [t, "--checkpoint", c, "--segment", "0", "--position", "1", "--target", "zzzzqqqq"],
+                      [t, "--segment", "0", "--position", "1"]],  # its model is not shipped: --checkpoint needed
         "ask": [[], [f["doc"], "--checkpoint", c, "--max-segments", "-1", "-q", "Where is Mary?"],
                 [f["doc"], "--checkpoint", c, "--max-segments", "two", "-q", "Where is Mary?"],
                 [str(f["dir"] / "missing.txt"), "--checkpoint", c, "-q", "Where is Mary?"],
@@ -268,7 +270,7 @@ def test_target_out_of_vocabulary_in_a_real_process(files, tmp_path):
                                files["ckpt"], "--segment", "0", "--position", "1", "--target", target,
                                "--device", "cpu"], capture_output=True, text=True, env=env, timeout=300)
         assert proc.returncode == 1
-        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: target must be")
+        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"error: --target {target} is not a token id")
         assert "Traceback" not in proc.stderr
 
 
