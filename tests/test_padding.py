@@ -120,3 +120,49 @@ def test_roll_rows_is_undone_by_the_opposite_roll():
     shift = torch.tensor([1, 3])
     assert torch.equal(roll_rows(roll_rows(x, shift), -shift), x)
     assert roll_rows(x, shift)[0, 0].tolist() == x[0, 1].tolist()
+
+
+# ---------------------------------------------------------------------- another memory type through the seam
+def _valid_mean_toy():
+    """The toy mean memory (tests/toy_memory.py) reading only a segment's real tokens: padding
+    support lives above the memory type (forward rolls rows), so any type that honours
+    token_valid (right padding) gets left and both-sided padding too."""
+    from rmt_core.engine.memory import known_memories
+
+    from toy_memory import MeanMemory
+    from rmt_core import register_memory
+
+    class ValidMeanMemory(MeanMemory):
+        def read_state(self, state, row, hidden, token_valid):
+            tokens = hidden[:, row.tokens]
+            if token_valid is None:
+                latest = tokens.mean(dim=1)
+            else:
+                weight = token_valid.to(tokens.dtype).unsqueeze(-1)
+                latest = (tokens * weight).sum(dim=1) / weight.sum(dim=1).clamp(min=1)
+            count = state["count"] + 1
+            return {"mean": state["mean"] + (latest - state["mean"]) / count, "count": count}
+
+    if "toy-mean-valid" not in known_memories():
+        register_memory("toy-mean-valid", ValidMeanMemory)
+    return make_model("gpt2", num_mem_tokens=0, segment_size=6, memory="toy-mean-valid")
+
+
+@pytest.mark.parametrize("side", ["left", "both"])
+def test_another_memory_type_gets_padding_through_the_seam(side):
+    from rmt_core.engine.memory import state_tensors
+
+    toy = _valid_mean_toy()
+    rows = _rows()
+    ids, mask, starts = _batch(rows, side)
+    with torch.no_grad():
+        out = toy(ids, attention_mask=mask)
+        unmasked = toy(ids)  # negative control: the same batch without its mask
+        for b, (row, start) in enumerate(zip(rows, starts)):
+            alone = toy(row.unsqueeze(0))
+            assert (out.logits[b, start:start + len(row)] - alone.logits[0]).abs().max() <= TOL
+            for got, want in zip(state_tensors(out.memory_out[-1]), state_tensors(alone.memory_out[-1])):
+                assert (got[b] - want[0]).abs().max() <= TOL
+        b = 3  # the shortest row: the most padding
+        alone = toy(rows[b].unsqueeze(0))
+        assert (unmasked.logits[b, starts[b]:starts[b] + len(rows[b])] - alone.logits[0]).abs().max() > 1e-2
