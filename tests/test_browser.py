@@ -165,7 +165,9 @@ def test_upload_runs_to_completion_with_progress(fresh, local_model):
     from rmt_core.io.documents import read_document
 
     page = fresh.page
-    data = heldout_text(40_000, 800).encode("utf-8")  # ~1,200 tokens, ~20 segments
+    # ~45k tokens, ~1,400 segments: a run of some seconds even on a fast machine. With ~1,200 tokens
+    # CI traced in 0.3 s, before the first poll, and the bar was (rightly) never drawn.
+    data = heldout_text(40_000, 32_000).encode("utf-8")
     upload(page, "story.txt", data)
     no_exception(page)
     # Record every state of the progress bar the browser draws during the run.
