@@ -492,6 +492,9 @@ def add_trace(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=_positive_int, default=None, metavar="N",
                    help="trace only the first N tokens (default: the whole document; a document over the "
                         "size limits is refused unless this is given)")
+    p.add_argument("--memory-reset", action="store_true",
+                   help="reset the memory to its initial state before every segment (the no-memory baseline; "
+                        "recorded in the trace file)")
     _add_model_options(p)
 
 
@@ -527,14 +530,15 @@ def run_trace(args: argparse.Namespace) -> int:
          f"({model.config.num_mem_tokens} memory slots, segments of {model.config.segment_size} tokens, on {model.device})")
     from .tracing.recorder import trace_document
 
-    trace = trace_document(model, text, progress=_progress_printer("segments"))
+    trace = trace_document(model, text, progress=_progress_printer("segments"), carry_memory=not args.memory_reset)
     trace.meta.update({"document": document.name, "document_kind": document.kind})
     if args.max_tokens is not None:
         trace.meta["max_tokens"] = args.max_tokens
     out = trace.save(args.out)
     loss = trace.mean_loss()  # token-weighted (tracing.losses)
     segments = f"{trace.num_segments} segment{'s' if trace.num_segments != 1 else ''}"
-    _say(f"{out}: {trace.num_tokens:,} tokens in {segments}, mean loss {loss:.3f} nats/token, "
+    reset = ", memory reset before every segment" if args.memory_reset else ""
+    _say(f"{out}: {trace.num_tokens:,} tokens in {segments}{reset}, mean loss {loss:.3f} nats/token, "
          f"{trace.seconds:.1f} s; model {model.name} (weights {model.weights_hash()})")
     return 0
 

@@ -1,6 +1,7 @@
 """The ``compare`` and ``patch`` commands of ``rmt-lens`` (registered in cli.COMMANDS from COMMANDS here).
 
     rmt-lens compare A.rmtrace B.rmtrace --out DIR [--checkpoint C] [--checkpoint-b C2] [--align end]
+    rmt-lens compare A.rmtrace --memory-reset --checkpoint C --out DIR   (memory on vs memory reset)
     rmt-lens patch TARGET.rmtrace SOURCE.rmtrace --checkpoint C [--segments 0-7] [--slots 0,3] [--csv F]
 
 Like cli.py, nothing heavy is imported at module level: each command imports what it needs when it
@@ -69,7 +70,11 @@ def _say(line: str = "") -> None:
 # ---------------------------------------------------------------------- compare
 def add_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("trace_a", metavar="A", help="first trace file (written by `trace` or Trace.save)")
-    p.add_argument("trace_b", metavar="B", help="second trace file")
+    p.add_argument("trace_b", metavar="B", nargs="?", default=None,
+                   help="second trace file (or --memory-reset instead)")
+    p.add_argument("--memory-reset", action="store_true",
+                   help="instead of B: A's document traced again by its model with memory reset to the initial "
+                        "state before every segment (the no-memory baseline); needs --checkpoint")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="folder for comparison.csv, comparison.json (with both traces' provenance) and the figures")
     p.add_argument("--checkpoint", default=None, metavar="C",
@@ -91,12 +96,23 @@ def run_compare(args: argparse.Namespace) -> int:
     from .viz import export
     from .viz.comparison import comparison_figures
 
+    if (args.trace_b is None) == (not args.memory_reset):
+        raise RMTLensError("give a second trace file B, or --memory-reset (A's document again, memory reset before "
+                           "every segment), not both." if args.memory_reset else
+                           "give a second trace file B, or --memory-reset to compare A with its memory reset.")
+    if args.memory_reset and not args.checkpoint:
+        raise RMTLensError("--memory-reset traces A's document again: give --checkpoint, the checkpoint A was made with.")
     if args.format != "html":
         export.require_browser()  # fail before any work
     a = _load(args.trace_a, args.checkpoint, args.device)
-    b = _load(args.trace_b, args.checkpoint_b or args.checkpoint, args.device)
+    if args.memory_reset:
+        from .explain.compare import reset_run
+
+        b, name_b = reset_run(a), f"{Path(args.trace_a).stem} (memory reset)"
+    else:
+        b, name_b = _load(args.trace_b, args.checkpoint_b or args.checkpoint, args.device), Path(args.trace_b).stem
     c = compare(a, b, align=args.align, threshold=DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
-                names=(Path(args.trace_a).stem, Path(args.trace_b).stem))
+                names=(Path(args.trace_a).stem, name_b))
     out = Path(args.out)
     csv_path, json_path = c.save(out / "comparison.csv"), c.save(out / "comparison.json")
     figures = comparison_figures(c)
@@ -177,9 +193,10 @@ def run_patch(args: argparse.Namespace) -> int:
 COMMANDS = {
     "compare": ("compare two traces segment by segment: memory distance, loss, answer probability, attention mass",
                 add_compare, run_compare,
-                "Pair the segments of two traces (two documents, two checkpoints, memory on and off), write the "
-                "per-segment comparison (comparison.csv, comparison.json with both traces' provenance) and its "
-                "figures, and say where the memories first diverge."),
+                "Pair the segments of two traces (two documents, two checkpoints, memory on and off: "
+                "--memory-reset), write the per-segment comparison (comparison.csv, comparison.json with both "
+                "traces' provenance) and its figures, and say where the memories first diverge: the first segment "
+                "whose memory LEAVING it (the memory it wrote) differs."),
     "patch": ("patch memory from one run into another, segment x slot: where does the fact live?",
               add_patch, run_patch,
               "Run TARGET from each chosen segment on with the memory SOURCE had there (one slot at a time, and all "

@@ -42,3 +42,16 @@ def backbone_kind(request) -> str:
 @pytest.fixture(params=["sdpa", "eager"])
 def attn_impl(request) -> str:
     return request.param
+
+
+def traced(model: RMTModel, n_tokens: int, seed: int = 0, changed: int | None = None, **trace_options):
+    """rmt_core.trace of `n_tokens` random token ids (numpy generator `seed`); changed: a position whose
+    id is moved by one (one "fact" changed). trace_options go to rmt_core.trace (e.g. carry_memory)."""
+    import numpy as np
+
+    import rmt_core
+
+    ids = np.random.default_rng(seed).integers(0, VOCAB, n_tokens)
+    if changed is not None:
+        ids[changed] = (ids[changed] + 1) % VOCAB
+    return rmt_core.trace(model, ids, **trace_options)

@@ -76,3 +76,27 @@ def test_report_gains_a_comparison_section(two_traces, ckpt, tmp_path, capsys):
     page = (tmp_path / "r.html").read_text()
     assert "<h2>Comparison</h2>" in page and 'id="comparison-memory_distance"' in page
     assert "<script src" not in page
+
+
+def test_compare_with_memory_reset_and_a_reset_trace_file(two_traces, ckpt, tmp_path, capsys):
+    a, _ = two_traces
+    code, out, err = run(capsys, "compare", str(a), "--memory-reset", "--checkpoint", str(ckpt), "--out",
+                         str(tmp_path / "reset"), "--format", "html", "--device", "cpu")
+    assert code == 0, err
+    record = json.loads((tmp_path / "reset" / "comparison.json").read_text())
+    at = record["comparison"]["diverge_at"]  # segment 0 reads the initial memory in both runs: never there
+    assert at >= 1 and f"first diverge LEAVING segment {at} (pair {at})" in out
+    assert "resets its memory before every segment" in out and record["comparison"]["carry_memory"] == [True, False]
+    assert record["comparison"]["names"][1].endswith("(memory reset)")
+    # `trace --memory-reset` writes a trace file that says so and compares the same way
+    doc = tmp_path / "doc.txt"
+    doc.write_text(TEXT * 2, encoding="utf-8")
+    code, out, err = run(capsys, "trace", str(doc), "--checkpoint", str(ckpt), "--out", str(tmp_path / "r.rmtrace"),
+                         "--memory-reset", *COMMON)
+    assert code == 0 and "memory reset before every segment" in out, err
+    from rmt_core import Trace
+    assert not Trace.load(tmp_path / "r.rmtrace").carries_memory
+    for args, words in (([str(a), str(a), "--memory-reset", "--checkpoint", str(ckpt)], "not both"),
+                        ([str(a), "--memory-reset"], "give --checkpoint"), ([str(a)], "or --memory-reset")):
+        code, _, err = run(capsys, "compare", *args, "--out", str(tmp_path / "x"), "--format", "html")
+        assert code == 1 and err.startswith("error: ") and words in err and "Traceback" not in err, err

@@ -10,7 +10,7 @@ import rmt_core
 from rmt_core import ArgumentError, TraceError
 from rmt_core.viz import comparison as cfig
 
-from conftest import VOCAB, make_model
+from conftest import VOCAB, make_model, traced
 
 
 @pytest.fixture(scope="module")
@@ -19,20 +19,18 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def ids():
-    return np.random.default_rng(0).integers(0, VOCAB, 42)  # 7 segments of 6
+def trace_a(model):
+    return traced(model, 42)  # 7 segments of 6
 
 
 @pytest.fixture(scope="module")
-def trace_a(model, ids):
-    return rmt_core.trace(model, ids)
+def trace_b(model):
+    return traced(model, 42, changed=20)  # segment 3 (tokens 18..23) differs: one "fact"
 
 
 @pytest.fixture(scope="module")
-def trace_b(model, ids):
-    changed = ids.copy()
-    changed[20] = (changed[20] + 1) % VOCAB  # segment 3 (tokens 18..23) differs: one "fact"
-    return rmt_core.trace(model, changed)
+def ids(trace_a):
+    return trace_a.token_ids
 
 
 def test_a_trace_compared_with_itself_never_diverges(trace_a):
@@ -51,7 +49,12 @@ def test_one_changed_token_diverges_at_its_segment(trace_a, trace_b):
     c = rmt_core.compare(trace_a, trace_b, threshold=1e-5)
     # segments before the change wrote identical memory; the change's segment and later ones differ
     assert np.allclose(c.cosine[:3], 0, atol=1e-6)
-    assert c.diverge_at == 3 and "pair 3" in c.divergence_text
+    assert c.diverge_at == 3 and "LEAVING segment 3 (pair 3)" in c.divergence_text
+    # the definition is said with the number: the memory written by (leaving) the segment, and what entered it
+    assert "memory that segment wrote (memory_out)" in c.divergence_text
+    assert c.entering_at_diverge == pytest.approx(0, abs=1e-6) and "ENTERING it (memory_in) was still the same" \
+        in c.divergence_text
+    assert "LEAVING" in c.summary()["diverge_meaning"]
     assert np.all(c.cosine[3:].max(axis=1) > c.threshold)
     # the distances are those of the two memory_out arrays, computed independently here
     x = trace_a.segments[5].memory_out.astype(np.float64)[1]
@@ -143,3 +146,89 @@ def test_figures_show_the_comparison(trace_a, trace_b):
     assert np.allclose(curves.data[0].y, c.loss_a) and np.allclose(curves.data[1].y, c.loss_b)
     mass = figs["block_mass"]
     assert np.allclose(mass.data[0].y, c.mass_a[:, 0])
+
+
+# ---------------------------------------------------------------------- memory on vs memory reset
+def _alone(model, trace, segment):
+    """Segment `segment` of the trace's document run alone from the model's initial memory: (log-softmax (L, V), memory_out (m, d))."""
+    import torch
+
+    ids = torch.as_tensor(trace.segments[segment].token_ids, dtype=torch.long).unsqueeze(0)
+    with torch.no_grad():
+        out = model.run_segment(model.memory.initial_state(1), ids, segment_index=segment)
+    return torch.log_softmax(out.logits[0].float(), -1).numpy(), out.memory_out[0].numpy()
+
+
+def _predicted(logprobs_by_segment, trace):
+    """(T,) log p of every token but the first from per-segment log-softmax rows (the row before each token)."""
+    rows = np.concatenate(logprobs_by_segment)
+    return rows[np.arange(trace.num_tokens - 1), trace.token_ids[1:]]
+
+
+def test_the_reset_run_is_every_segment_run_alone_from_the_initial_memory(model, trace_a):
+    from rmt_core.explain.compare import reset_run
+
+    reset = reset_run(trace_a)
+    assert not reset.carries_memory and trace_a.carries_memory and reset.settings["carry_memory"] is False
+    alone = [_alone(model, reset, s) for s in range(reset.num_segments)]
+    recorded = np.concatenate([s.token_logprob for s in reset.segments])[1:]
+    np.testing.assert_allclose(recorded, _predicted([lp for lp, _ in alone], reset), atol=1e-5)
+    for seg, (_, memory_out) in zip(reset.segments, alone):
+        np.testing.assert_allclose(seg.memory_out, memory_out, atol=1e-6)
+        assert np.array_equal(seg.memory_in, reset.initial_memory)  # every segment reads the initial memory
+    replayed = reset.replay(4).logits[0].detach().float()  # the one re-run path starts from it too
+    np.testing.assert_allclose(replayed.log_softmax(-1).numpy(), alone[4][0], atol=1e-5)
+    # the engine's own no-memory baseline (forward with reset_memory=True) gives the same predictions
+    import torch
+    with torch.no_grad():
+        logits = model.forward(torch.as_tensor(trace_a.token_ids, dtype=torch.long)[None], reset_memory=True).logits
+    forward = torch.log_softmax(logits[0].float(), -1).numpy()
+    np.testing.assert_allclose(recorded, forward[np.arange(reset.num_tokens - 1), reset.token_ids[1:]], atol=1e-5)
+    # negative control: the run that carries memory is not the segments run alone (after segment 0)
+    carried = np.concatenate([s.token_logprob for s in trace_a.segments])[1:]
+    later = slice(trace_a.segments[1].start - 1, None)
+    assert np.abs(carried[later] - recorded[later]).max() > 1e-2
+    np.testing.assert_allclose(carried[:later.start], recorded[:later.start], atol=1e-6)  # segment 0: the same
+
+
+def test_a_reset_trace_file_round_trips_with_every_memory_in_the_initial_memory(model, trace_a, tmp_path):
+    reset = rmt_core.trace(model, trace_a.token_ids, carry_memory=False)
+    loaded = rmt_core.Trace.load(reset.save(tmp_path / "reset.rmtrace"), model=model)
+    assert not loaded.carries_memory
+    for seg, original in zip(loaded.segments, reset.segments):
+        assert np.array_equal(seg.memory_in, loaded.initial_memory)
+        assert np.array_equal(seg.memory_out, original.memory_out)
+    assert np.array_equal(loaded.memory_inputs(), np.broadcast_to(loaded.initial_memory, loaded.memory_inputs().shape))
+    np.testing.assert_allclose(loaded.replay(3).logits.detach().numpy(), reset.replay(3).logits.detach().numpy())
+    # an older file (no carry_memory in its settings) still loads, as a trace that carried memory
+    old = rmt_core.trace(model, trace_a.token_ids)
+    del old.settings["carry_memory"]
+    older = rmt_core.Trace.load(old.save(tmp_path / "old.rmtrace"))
+    assert older.carries_memory
+    assert all(np.array_equal(s.memory_in, p.memory_out) for p, s in zip(older.segments, older.segments[1:]))
+    # the flag decides every memory_in: a file whose flag is not true / false is refused, never guessed
+    old.settings["carry_memory"] = "no"
+    with pytest.raises(TraceError, match="carry_memory.*not true or false"):
+        rmt_core.Trace.load(old.save(tmp_path / "bad.rmtrace"))
+
+
+def test_memory_on_vs_reset_diverges_leaving_segment_1_and_says_what_entered(model, trace_a):
+    from rmt_core.explain import series
+    from rmt_core.explain.compare import reset_run
+
+    reset = reset_run(trace_a)
+    c = rmt_core.compare(trace_a, reset, names=("memory on", "memory reset"))
+    assert np.allclose(c.cosine[0], 0, atol=1e-6)  # segment 0 reads the initial memory in both runs
+    assert c.diverge_at == 1 and "LEAVING segment 1 (pair 1)" in c.divergence_text
+    assert c.entering_at_diverge > c.threshold and "memory reset resets its memory before every segment" in \
+        c.divergence_text
+    assert c.carries_memory == (True, False) and c.summary()["carry_memory"] == [True, False]
+    assert any("memory reset resets its memory" in note for note in c.notes)
+    # churn (memory in -> out) of a reset run compares each memory_out with the initial memory
+    churn = series.slot_churn(reset)
+    x, y = reset.initial_memory[1].astype(np.float64), reset.segments[5].memory_out[1].astype(np.float64)
+    assert churn[5, 1] == pytest.approx(1 - x @ y / np.linalg.norm(x) / np.linalg.norm(y), abs=1e-6)
+    with pytest.raises(TraceError, match="already resets its memory"):
+        reset_run(reset)
+    with pytest.raises(ArgumentError, match="carry_memory must be True"):
+        rmt_core.trace(model, trace_a.token_ids, carry_memory="no")

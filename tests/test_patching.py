@@ -11,7 +11,7 @@ from rmt_core import ArgumentError, TraceError
 from rmt_core import interventions as iv
 from rmt_core.viz.comparison import patching_heatmap
 
-from conftest import VOCAB, make_model
+from conftest import make_model, traced
 
 
 @pytest.fixture(scope="module")
@@ -20,18 +20,13 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def ids():
-    return np.random.default_rng(0).integers(0, VOCAB, 36)  # 6 segments of 6
-
-
-@pytest.fixture(scope="module")
-def target(model, ids):
-    return rmt_core.trace(model, ids)
+def target(model):
+    return traced(model, 36)  # 6 segments of 6
 
 
 @pytest.fixture(scope="module")
 def source(model):
-    return rmt_core.trace(model, np.random.default_rng(1).integers(0, VOCAB, 36))
+    return traced(model, 36, seed=1)
 
 
 def test_patching_a_run_with_its_own_memory_changes_nothing(target):
@@ -41,7 +36,7 @@ def test_patching_a_run_with_its_own_memory_changes_nothing(target):
     assert r.p_source_answer_after == pytest.approx(r.p_source_answer_before, rel=1e-4)
 
 
-def test_all_slots_from_the_source_make_the_target_continue_as_the_source(model, ids, target, source):
+def test_all_slots_from_the_source_make_the_target_continue_as_the_source(model, target, source):
     # the target's last segment run on the source's memory equals a run of the source's memory on those tokens
     last = target.num_segments - 1
     r = iv.patch_memory(target, last, source)
@@ -64,7 +59,7 @@ def test_one_slot_changes_less_than_all(target, source):
     assert "slot M0" in one.name and "all slots" in every.name
 
 
-def test_out_of_range_and_bad_inputs_are_refused(target, source, model, ids):
+def test_out_of_range_and_bad_inputs_are_refused(target, source, model):
     with pytest.raises(ArgumentError, match="segment must be in 0..5"):
         iv.patch_memory(target, 6, source)
     with pytest.raises(ArgumentError, match="slot must be in 0..2"):
@@ -73,15 +68,17 @@ def test_out_of_range_and_bad_inputs_are_refused(target, source, model, ids):
         iv.patch_memory(target, 1, source, slots=[1, 1])
     with pytest.raises(ArgumentError, match="at least one"):
         iv.patch_memory(target, 1, source, slots=[])
-    short = rmt_core.trace(model, ids[:12])
+    short = rmt_core.trace(model, target.token_ids[:12])
     with pytest.raises(ArgumentError, match="of the source"):
         iv.patch_memory(target, 4, short)
     assert iv.patch_memory(target, 4, short, source_segment=1).source_segment == 1
-    wider = rmt_core.trace(make_model("gpt2", num_mem_tokens=4, segment_size=6), ids)
+    wider = rmt_core.trace(make_model("gpt2", num_mem_tokens=4, segment_size=6), target.token_ids)
     with pytest.raises(TraceError, match="another shape"):
         iv.patch_memory(target, 1, wider)
     with pytest.raises(ArgumentError, match="slot must be in 0..2"):
         iv.patch_sweep(target, source, segments=[1], slots=[5])
+    with pytest.raises(ArgumentError, match="batch_size must be"):
+        iv.patch_sweep(target, source, segments=[1], batch_size=0)
 
 
 def test_sweep_cells_are_the_single_patches(target, source, tmp_path):
@@ -103,3 +100,27 @@ def test_reset_slot_resets_one_slot_only(target):
     assert "reset slot M1" in r.name and np.abs(r.loss_change[2:]).sum() > 0 and not r.loss_change[:2].any()
     with pytest.raises(ArgumentError, match="slot must be in 0..2"):
         iv.reset_slot(target, 2, 3)
+
+
+@pytest.mark.parametrize("carry_memory", [True, False])
+def test_the_batched_sweep_equals_one_cell_at_a_time(model, source, carry_memory):
+    target = traced(model, 36, carry_memory=carry_memory)
+    segments = [0, 2, 5]  # 0: no earlier segment predicts its first token; 5: the answer's segment
+    one_by_one = iv.patch_sweep(target, source, segments, batched=False)
+    for batch_size in (5, None):  # 5: 12 cells in batches of 5 and fewer (rows join as their segment comes)
+        batched = iv.patch_sweep(target, source, segments, batch_size=batch_size)
+        assert batched.columns == one_by_one.columns and batched.answer_after == one_by_one.answer_after
+        for name in ("p_source_answer", "p_answer_after", "loss_change"):
+            np.testing.assert_allclose(getattr(batched, name), getattr(one_by_one, name), rtol=1e-5, atol=1e-7)
+        assert batched.target_answer == one_by_one.target_answer
+        assert batched.p_source_answer_before == pytest.approx(one_by_one.p_source_answer_before)
+    # a cell is a patched run that changed something (the sweep is not the unpatched run)
+    assert np.abs(one_by_one.loss_change).max() > 1e-4
+
+
+def test_memory_reset_target_is_patched_in_one_segment_only(model, source):
+    reset = traced(model, 36, carry_memory=False)
+    r = iv.patch_memory(reset, 2, source)
+    assert np.abs(r.loss_change[2]) > 0 and not r.loss_change[3:].any() and not r.loss_change[:2].any()
+    carried = iv.patch_memory(traced(model, 36), 2, source)  # negative control: carried memory goes on changing
+    assert np.abs(carried.loss_change[3:]).max() > 0

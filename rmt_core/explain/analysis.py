@@ -65,10 +65,14 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(-1) / np.where(denom == 0, 1.0, denom)
 
 
-def slot_churn(memory_states: np.ndarray) -> np.ndarray:
-    """(S, m) cosine distance between each slot's memory_in and memory_out per segment."""
+def slot_churn(memory_states: np.ndarray, reset: bool = False) -> np.ndarray:
+    """(S, m) cosine distance between each slot's memory_in and memory_out per segment.
+
+    memory_states: (S + 1, m, d) as Trace.memory_states. reset: True for a trace with memory
+    reset (Trace.carries_memory False), whose every segment starts from row 0 (the initial memory)."""
     states = np.asarray(memory_states)
-    return 1.0 - _cosine(states[:-1], states[1:])
+    inputs = np.broadcast_to(states[:1], states[1:].shape) if reset else states[:-1]
+    return 1.0 - _cosine(inputs, states[1:])
 
 
 def slot_similarity(memory: np.ndarray) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 The two traces may come from two checkpoints (before / after training, RMT vs another
 memory), two documents (a fact present / absent), or one document with memory and with memory
-reset. Segments are paired by index (ALIGNMENTS):
+reset (reset_run: the same model and document, memory reset to its initial state before every
+segment, the RMT papers' "no memory" baseline). Segments are paired by index (ALIGNMENTS):
 
     start   segment i of A with segment i of B, from the first; the longer trace's last
             segments have no partner (reported in `unpaired_a` / `unpaired_b`)
@@ -19,7 +20,13 @@ Per paired segment (arrays with one row per pair):
                      memory each segment wrote (last-layer write-slot states through the LM
                      head, softmax over the vocabulary, the largest over the slots): how early
                      memory "holds" the answer (nostalgebraist's logit lens, 2020)
-    diverge_at       the first pair whose largest per-slot cosine distance exceeds `threshold`
+    diverge_at       DIVERGE_RULE: the first pair whose memory LEAVING the segment (memory_out,
+                     what the segment wrote) differs, its largest per-slot cosine distance over
+                     `threshold`; the one definition the app, the CLI, the files and the figures use
+    entering_at_diverge  the largest per-slot cosine distance of the memory ENTERING that pair
+                     (memory_in): within the threshold when the pair's own tokens made the
+                     difference, over it when the runs already read different memory (a run with
+                     memory reset reads the initial memory in every segment)
 
 Token-level parts (the answer token's probability in both runs) need one tokenizer: traces of
 different tokenizers get them as NaN with `token_level_reason` saying why; the segment-level
@@ -40,13 +47,15 @@ import torch
 
 from ..checks import check_choice, check_float
 from ..errors import ArgumentError, TraceError
-from ..tracing.records import BLOCK_PAIRS
+from ..tracing.records import BLOCK_PAIRS, TOP_K
 from ..tracing.trace import Trace
 from .answers import answer_site, answer_text
 from .attribution.result import _plain  # one home: plain JSON / CSV values
 
 ALIGNMENTS = ("start", "end")
 DEFAULT_THRESHOLD = 0.05  # cosine distance: "the memories differ" above this, in any slot
+DIVERGE_RULE = ("the first paired segment whose memory LEAVING it (memory_out: the memory the segment wrote) "
+                "differs between the runs: its largest per-slot cosine distance exceeds the threshold")
 
 
 @dataclass
@@ -76,6 +85,7 @@ class Comparison:
     p_answer_b: np.ndarray
     threshold: float
     diverge_at: int | None
+    entering_at_diverge: float | None = None
     memory_reason: str | None = None
     token_level: bool = True
     token_level_reason: str | None = None
@@ -127,15 +137,34 @@ class Comparison:
 
     @property
     def divergence_text(self) -> str:
-        """Where the memories diverge, with the threshold, in one sentence."""
+        """Where the memories diverge (diverge_at, DIVERGE_RULE), saying it is the memory LEAVING
+        that segment, with the threshold and what the memory ENTERING it was."""
         if self.cosine is None:
             return f"Memory not compared: {self.memory_reason}"
-        rule = f"largest per-slot cosine distance > {self.threshold:g}"
         if self.diverge_at is None:
-            return f"The memories never diverge ({rule}) in the {self.num_pairs} paired segments."
+            return (f"The memories never diverge in the {self.num_pairs} paired segments: no memory LEAVING a "
+                    f"segment (memory_out) has a largest per-slot cosine distance over {self.threshold:g}.")
         i = self.diverge_at
-        return (f"The memories first diverge at pair {i} (A segment {int(self.segments_a[i])}, B segment "
-                f"{int(self.segments_b[i])}): {rule}, here {float(self.cosine[i].max()):.4g}.")
+        a, b = int(self.segments_a[i]), int(self.segments_b[i])
+        where = f"segment {a}" if a == b else f"A segment {a} | B segment {b}"
+        text = (f"The memories first diverge LEAVING {where} (pair {i}): the memory that segment wrote "
+                f"(memory_out) is the first whose largest per-slot cosine distance exceeds {self.threshold:g} "
+                f"(here {float(self.cosine[i].max()):.4g}).")
+        entering = self.entering_at_diverge
+        if entering is None:
+            return text
+        if entering <= self.threshold:
+            return text + (f" The memory ENTERING it (memory_in) was still the same ({entering:.4g}): this "
+                           "segment's tokens made the difference.")
+        resets = [name for name, mode in zip(self.names, self.carries_memory) if not mode]
+        why = (f": {' and '.join(resets)} reset{'s' if len(resets) == 1 else ''} its memory before every segment"
+               if resets else "")
+        return text + f" The memory ENTERING it (memory_in) already differed ({entering:.4g}){why}."
+
+    @property
+    def carries_memory(self) -> tuple[bool, bool]:
+        """Whether A and B carried memory between segments (False: memory reset before every segment)."""
+        return tuple(bool(self.provenance.get(k, {}).get("carry_memory", True)) for k in ("a", "b"))
 
     # ------------------------------------------------------------------ rows and files
     def to_rows(self) -> list[dict[str, Any]]:
@@ -170,7 +199,9 @@ class Comparison:
             "num_segments": list(self.num_segments), "pairs": self.num_pairs,
             "unpaired_a": self.unpaired_a, "unpaired_b": self.unpaired_b,
             "threshold": self.threshold, "threshold_meaning": "cosine distance 1 - cos, largest over the slots",
-            "diverge_at": self.diverge_at, "divergence": self.divergence_text,
+            "distance_meaning": "cosine_* / l2_* compare the memories LEAVING each paired segment (memory_out)",
+            "diverge_at": self.diverge_at, "diverge_meaning": DIVERGE_RULE, "divergence": self.divergence_text,
+            "entering_at_diverge": self.entering_at_diverge, "carry_memory": list(self.carries_memory),
             "memory_reason": self.memory_reason, "token_level": self.token_level,
             "token_level_reason": self.token_level_reason, "lens_reason": self.lens_reason,
             "answer": self.answer, "answer_id": self.answer_id, "slots": self.slots,
@@ -250,18 +281,47 @@ def compare(trace_a: Trace, trace_b: Trace, *, align: str = "start", threshold: 
     else:
         p_a = answer_lens(trace_a, answer_id)[seg_a]
         p_b = answer_lens(trace_b, answer_id)[seg_b]
-    diverge = None
+    diverge = entering = None
     if cosine is not None:
         over = np.nonzero(cosine.max(axis=1) > threshold)[0]
         diverge = int(over[0]) if over.size else None
+        if diverge is not None:
+            entering = _entering_distance(trace_a, trace_b, int(seg_a[diverge]), int(seg_b[diverge]))
+    for name, trace in zip(names, (trace_a, trace_b)):
+        if not trace.carries_memory:
+            notes.append(f"{name} resets its memory to the initial state before every segment (the no-memory "
+                         "baseline): each of its segments reads the initial memory, not the memory the segment "
+                         "before wrote.")
     m = cosine.shape[1] if cosine is not None else trace_a.num_mem_tokens
     return Comparison(
         names=tuple(names), align=align, segments_a=seg_a, segments_b=seg_b, num_segments=(sa, sb),
         cosine=cosine, l2=l2, mass_a=mass_a, mass_b=mass_b, loss_a=loss_a, loss_b=loss_b,
-        p_answer_a=p_a, p_answer_b=p_b, threshold=threshold, diverge_at=diverge, memory_reason=memory_reason,
+        p_answer_a=p_a, p_answer_b=p_b, threshold=threshold, diverge_at=diverge, entering_at_diverge=entering,
+        memory_reason=memory_reason,
         token_level=same_tok, token_level_reason=tok_reason, lens_reason=lens_reason, answer=answer,
         answer_id=answer_id, slots=[f"M{k}" for k in range(m)], notes=notes,
         provenance={"a": _provenance(trace_a), "b": _provenance(trace_b)})
+
+
+def reset_run(trace: Trace, progress=None) -> Trace:
+    """The "memory reset" second run of `trace`: the same model and document traced with memory
+    reset to its initial state before every segment (rmt_core.trace(..., carry_memory=False); the
+    RMT papers' no-memory baseline, Bulatov et al., 2022). Its Trace.carries_memory is False, and
+    compare(trace, reset_run(trace)) shows what memory changes, segment by segment.
+
+    progress: as rmt_core.trace. The document is the trace's text (its token ids when it was traced
+    from ids); a partial trace's document is traced whole. Raises TraceError without the model
+    attached, or for a trace that already resets its memory."""
+    from ..tracing.recorder import trace_document
+
+    model = trace.require_model("tracing the document again with memory reset")
+    if not trace.carries_memory:
+        raise TraceError("This trace already resets its memory before every segment: compare it with a trace "
+                         "that carries memory (rmt_core.trace(model, document)).")
+    other = trace_document(model, trace.text if trace.text is not None else trace.token_ids, progress=progress,
+                           top_k=int(trace.settings.get("top_k", TOP_K)), carry_memory=False)
+    other.meta = {**(trace.meta or {}), "memory": "reset before every segment"}
+    return other
 
 
 def same_tokenizer(trace_a: Trace, trace_b: Trace) -> tuple[bool, str | None]:
@@ -310,9 +370,19 @@ def _memory_distances(a: Trace, b: Trace, seg_a: np.ndarray, seg_b: np.ndarray):
         return None, None, (f"the memories have different shapes ({states_a.shape[1]} x {states_a.shape[2]} and "
                             f"{states_b.shape[1]} x {states_b.shape[2]} slots x hidden size).")
     x, y = states_a.astype(np.float64), states_b.astype(np.float64)
+    return _cosine_distance(x, y), np.linalg.norm(x - y, axis=-1), None
+
+
+def _cosine_distance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """1 - cos between the last-axis vectors of x and y (0 where either is zero), in 0..2."""
     norms = np.linalg.norm(x, axis=-1) * np.linalg.norm(y, axis=-1)
-    cos = (x * y).sum(-1) / np.where(norms == 0, 1.0, norms)
-    return np.clip(1.0 - cos, 0.0, 2.0), np.linalg.norm(x - y, axis=-1), None
+    return np.clip(1.0 - (x * y).sum(-1) / np.where(norms == 0, 1.0, norms), 0.0, 2.0)
+
+
+def _entering_distance(a: Trace, b: Trace, segment_a: int, segment_b: int) -> float:
+    """The largest per-slot cosine distance between the memories ENTERING two segments (memory_in)."""
+    return float(_cosine_distance(a.memory_inputs()[segment_a].astype(np.float64),
+                                  b.memory_inputs()[segment_b].astype(np.float64)).max())
 
 
 def _mass(trace: Trace) -> np.ndarray:
@@ -343,7 +413,8 @@ def _provenance(trace: Trace) -> dict[str, Any]:
     return {"checkpoint": info.get("name"), "weights_hash": info.get("weights_hash"),
             "rmt_lens_version": getattr(trace, "version", None), "settings": dict(trace.settings),
             "document": (trace.meta or {}).get("document"), "tokens": trace.num_tokens,
-            "segments": trace.num_segments, "trace_complete": bool(trace.complete)}
+            "segments": trace.num_segments, "trace_complete": bool(trace.complete),
+            "carry_memory": trace.carries_memory}
 
 
 def rows_csv(rows: list[dict[str, Any]], empty_header: str = "segment") -> str:

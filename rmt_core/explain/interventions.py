@@ -16,7 +16,7 @@ from .answers import answer_site, answer_text, probability_of, stored_prediction
 from .compare import same_tokenizer
 from ..checks import check_int
 from ..errors import ArgumentError, TraceArgumentError, TraceError
-from ..tracing.recorder import segment_loss, token_logprobs
+from ..tracing.recorder import gather_token_logprobs, segment_loss, token_logprobs
 from ..tracing.capabilities import Needs
 from ..tracing.trace import Trace
 
@@ -92,7 +92,9 @@ def intervene(trace: Trace, segment: int, edit: "Callable[[np.ndarray], np.ndarr
     site = answer_site(trace, fallback=True)
     site_logprobs = None  # the log-probs at the answer site after the edit
     state = edited  # named arrays entering `segment`; then each segment's state in the memory type's form
-    for seg in trace.segments[segment:]:
+    # memory reset (trace.carries_memory False): later segments start from the initial state, as traced
+    rerun = trace.segments[segment:] if trace.carries_memory else trace.segments[segment:segment + 1]
+    for seg in rerun:
         out = trace.replay(seg.index, state)
         ids = torch.as_tensor(seg.token_ids, dtype=torch.long, device=model.device)
         logprobs, token_lp = token_logprobs(out.logits[0], ids, carry)
@@ -100,7 +102,7 @@ def intervene(trace: Trace, segment: int, edit: "Callable[[np.ndarray], np.ndarr
         carry = logprobs[-1]
         if site is not None and seg.index == site.segment:
             site_logprobs = logprobs[site.position]
-        state = out.state_out if out.state_out is not None else out.state_in
+        state = trace.next_state(out)  # memory reset: later segments start from the initial state again
     result = InterventionResult(name, segment, before, after, None, None, None, None)
     if site is not None:
         _answers(trace, site, site_logprobs, result)
@@ -211,6 +213,7 @@ def _source_answer(source: Trace) -> int | None:
 
 def _patched(target: Trace, segment: int, source: Trace, source_segment: int, slots: tuple[int, ...],
              source_token: int | None, before_lp: np.ndarray | None) -> PatchResult:
+    """One patched run (intervene: the target re-run from `segment` to its end)."""
     donor = source.segments[source_segment].memory_in
     index = list(slots)
 
@@ -218,9 +221,19 @@ def _patched(target: Trace, segment: int, source: Trace, source_segment: int, sl
         mem[index] = donor[index]
         return mem
 
+    base = intervene(target, segment, edit, _patch_name(target, segment, slots))
+    return _patch_result(target, base, slots, source_segment, source_token, before_lp)
+
+
+def _patch_name(target: Trace, segment: int, slots: tuple[int, ...]) -> str:
     what = "all slots" if len(slots) == target.num_mem_tokens else "slot" + ("s " if len(slots) > 1 else " ") + \
         ", ".join(f"M{k}" for k in slots)
-    base = intervene(target, segment, edit, f"{what} patched from the source before segment {segment}")
+    return f"{what} patched from the source before segment {segment}"
+
+
+def _patch_result(target: Trace, base: InterventionResult, slots: tuple[int, ...], source_segment: int,
+                  source_token: int | None, before_lp: np.ndarray | None) -> PatchResult:
+    """A PatchResult from an intervention's result, with p(source's answer) before and after."""
     result = PatchResult(**{f.name: getattr(base, f.name) for f in base.__dataclass_fields__.values()},
                          slots=slots, source_segment=source_segment)
     if source_token is not None:
@@ -230,6 +243,77 @@ def _patched(target: Trace, segment: int, source: Trace, source_segment: int, sl
             after = base.site_logprobs if base.site_logprobs is not None else before_lp
             result.p_source_answer_after = float(np.exp(after[source_token]))
     return result
+
+
+def sweep_batch_size(target: Trace, budget_values: int = 1 << 25) -> int:
+    """Patched runs per batched forward in patch_sweep: as many as keep one batch's log-probs
+    (rows x segment tokens x vocabulary, float32) within `budget_values` values (128 MB), at most 64."""
+    longest = max(s.num_tokens for s in target.segments)
+    return int(max(1, min(64, budget_values // max(1, longest * int(target.model_info["vocab_size"])))))
+
+
+@torch.no_grad()
+def _patched_batched(target: Trace, source: Trace, cells: list[tuple[int, int, tuple[int, ...]]],
+                     source_token: int | None, before_lp: np.ndarray | None, batch_size: int) -> list[PatchResult]:
+    """_patched for many cells (segment, source_segment, slots) of one target, with the re-runs
+    batched: every patched run is the target's own document, so at segment k all the runs that
+    have started by then (a cell patched before segment s runs from s) go through one Trace.replay
+    of k as a batch (rows of the same tokens: no padding), `batch_size` rows at a time. One
+    forward per segment and batch instead of one per cell and segment; the same numbers as
+    _patched cell by cell up to float rounding (tests/test_patching.py)."""
+    model = target.require_model("patching memory")
+    site = answer_site(target, fallback=True)
+    before = target.losses()
+    after = [before.copy() for _ in cells]
+    site_logprobs: list[torch.Tensor | None] = [None] * len(cells)
+    state: dict[int, torch.Tensor] = {}  # cell -> (1, m, d) the state entering the current segment
+    carry: dict[int, torch.Tensor | None] = {}  # cell -> (V,) the previous segment's last log-softmax row
+    first = min(seg for seg, _, _ in cells)
+    for k in range(first, target.num_segments):
+        starting = [c for c, (seg, _, _) in enumerate(cells) if seg == k]
+        if starting:
+            stored = target.state_in(k)["memory"]
+            start_carry = None
+            if k > 0:  # the segment before the patch is not affected by it (as intervene)
+                start_carry = torch.log_softmax(target.replay(k - 1).logits[0, -1].float(), dim=-1)
+            for c in starting:
+                _, source_segment, slots = cells[c]
+                edited = stored.copy()
+                edited[list(slots)] = source.segments[source_segment].memory_in[list(slots)]
+                state[c] = model.memory.state_from_arrays({"memory": edited})
+                carry[c] = start_carry
+        active = sorted(state)
+        if not active:
+            continue
+        seg = target.segments[k]
+        ids = torch.as_tensor(seg.token_ids, dtype=torch.long, device=model.device)
+        for lo in range(0, len(active), batch_size):
+            rows = active[lo:lo + batch_size]
+            out = target.replay(k, torch.cat([state[c] for c in rows]))
+            logprobs = torch.log_softmax(out.logits.float(), dim=-1)  # (B, L, V)
+            nxt = target.next_state(out)
+            for b, c in enumerate(rows):
+                after[c][k] = segment_loss(gather_token_logprobs(logprobs[b], ids, carry[c]))
+                if site is not None and k == site.segment:
+                    site_logprobs[c] = logprobs[b, site.position]
+                state[c], carry[c] = nxt[b:b + 1], logprobs[b, -1]
+        if not target.carries_memory:  # memory reset: later segments run as traced, unpatched
+            state.clear()
+    results = []
+    for c, (segment, source_segment, slots) in enumerate(cells):
+        base = InterventionResult(_patch_name(target, segment, slots), segment, before, after[c], None, None, None,
+                                  None)
+        if site is not None:
+            _answers(target, site, site_logprobs[c], base)
+        results.append(_patch_result(target, base, slots, source_segment, source_token, before_lp))
+    return results
+
+
+def _site_logprobs(trace: Trace, site) -> np.ndarray:
+    """(V,) the trace's own log-probabilities at its answer site (one replay of that segment)."""
+    with torch.no_grad():
+        logits = trace.replay(site.segment).logits[0, site.position]
+    return torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
 
 
 @dataclass
@@ -315,13 +399,19 @@ class PatchSweep:
 
 
 def patch_sweep(target: Trace, source: Trace, segments=None, slots=None, *, whole: bool = True,
-                names: tuple[str, str] = ("target", "source")) -> PatchSweep:
+                names: tuple[str, str] = ("target", "source"), batched: bool = True,
+                batch_size: int | None = None) -> PatchSweep:
     """patch_memory over segments x slots (one slot at a time; with `whole`, also all slots at
     once, the column "all"): where in the memory does the source's fact live?
 
     segments: the target's segments to patch before (default every one the source also has);
-    slots: the slots (default all). Cost: one re-run of the target from each segment to its end
-    per cell. Raises as patch_memory does (ArgumentError for a segment or slot out of range).
+    slots: the slots (default all). batched: True runs the patched re-runs as batches (every
+    cell re-runs the target's own tokens from its segment on, so the cells go through each
+    later segment together: one forward per segment and batch, `batch_size` cells a batch,
+    default sweep_batch_size); False runs one cell after the other (patch_memory's path; the
+    same numbers up to float rounding, and the reference the batched path is tested against).
+    Measured in benchmarks/bench_compare.py. Raises as patch_memory does (ArgumentError for a
+    segment or slot out of range, or a batch_size < 1).
     """
     if segments is None:
         segments = list(range(min(target.num_segments, source.num_segments)))
@@ -336,23 +426,25 @@ def patch_sweep(target: Trace, source: Trace, segments=None, slots=None, *, whol
     groups = checked + ([tuple(range(m))] if whole else [])
     site = answer_site(target, fallback=True)
     source_token = _source_answer(source)
-    before_lp = (intervene(target, site.segment, lambda mem: mem, "unchanged").site_logprobs
-                 if site is not None and source_token is not None else None)
+    before_lp = _site_logprobs(target, site) if site is not None and source_token is not None else None
+    cells = [(seg, _check_patch(target, seg, source, None, None)[1], group) for seg in segments for group in groups]
+    if batched:
+        size = sweep_batch_size(target) if batch_size is None else check_int(
+            batch_size, "batch_size", 1, fix="It is how many patched runs go through one forward.")
+        results = _patched_batched(target, source, cells, source_token, before_lp, size)
+    else:
+        results = [_patched(target, seg, source, source_segment, group, source_token, before_lp)
+                   for seg, source_segment, group in cells]
     shape = (len(segments), len(groups))
     p_src, p_ans, loss = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
-    answers: list[list[str | None]] = []
+    answers: list[list[str | None]] = [[None] * len(groups) for _ in segments]
     target_answer = None
-    for i, seg in enumerate(segments):
-        _, source_segment, _ = _check_patch(target, seg, source, None, None)
-        row = []
-        for j, group in enumerate(groups):
-            r = _patched(target, seg, source, source_segment, group, source_token, before_lp)
-            target_answer = r.answer_before
-            row.append(r.answer_after)
-            p_src[i, j] = np.nan if r.p_source_answer_after is None else r.p_source_answer_after
-            p_ans[i, j] = np.nan if r.p_answer_after is None else r.p_answer_after
-            loss[i, j] = float(r.loss_change[seg:].mean())
-        answers.append(row)
+    for (i, j), r in zip(np.ndindex(*shape), results):
+        target_answer = r.answer_before
+        answers[i][j] = r.answer_after
+        p_src[i, j] = np.nan if r.p_source_answer_after is None else r.p_source_answer_after
+        p_ans[i, j] = np.nan if r.p_answer_after is None else r.p_answer_after
+        loss[i, j] = float(r.loss_change[segments[i]:].mean())
     p_before = float(np.exp(before_lp[source_token])) if before_lp is not None else float("nan")
     source_answer = answer_text(target.model.tokenizer, source_token) if source_token is not None else None
     return PatchSweep(segments, columns, groups, target_answer, source_answer, p_before, p_src, p_ans, answers,

@@ -53,7 +53,8 @@ def slot_norms(trace: Trace) -> np.ndarray:
 
 def slot_churn(trace: Trace) -> np.ndarray:
     """(S, m) cosine distance between each slot's memory in and out, per segment."""
-    return cached(trace, "slot_churn", lambda: analysis.slot_churn(memory_states(trace)))
+    return cached(trace, "slot_churn", lambda: analysis.slot_churn(memory_states(trace),
+                                                                   reset=not trace.carries_memory))
 
 
 def block_mass(trace: Trace, pair: str, layer: int | None = None) -> np.ndarray:

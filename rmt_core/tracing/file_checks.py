@@ -7,7 +7,8 @@ damaged or crafted file can declare anything: a cut or non-JSON header, a format
 whose `bounds` overlap, a `text` that is not the traced one. Everything here raises
 TraceError naming the file and what is wrong in it, in this order:
 
-1. parse_header: the header is JSON, an object, of a readable format, its fields of their types;
+1. parse_header: the header is JSON, an object, of a readable format, its fields of their types
+   (settings.carry_memory, which says what every segment's memory_in is, true or false);
 2. declared_arrays (format 2): each array's entry (dtype, shape, encoding) is well formed;
 3. check_budget: the decoded size of all arrays is at most MAX_EXPANSION times the file's own
    size (or MIN_BUDGET_BYTES for small files) and each zstd frame's declared content size
@@ -93,6 +94,9 @@ def parse_header(raw: str, path: Path) -> dict[str, Any]:
             continue
         if not isinstance(value, types) or (types is not bool and isinstance(value, bool) and name != "complete"):
             raise damaged(path, f"its field {name!r} is {_short(value)}, not {_type_words(types)}")
+    carry = header["settings"].get("carry_memory", True)
+    if not isinstance(carry, bool):  # it decides every segment's memory_in: never guessed from another type
+        raise damaged(path, f"its setting 'carry_memory' is {_short(carry)}, not true or false")
     if header.get("text") is None and header.get("tokens") is None:
         raise damaged(path, "it holds neither the text nor the tokens")
     if header.get("tokens") is not None and not all(isinstance(t, str) for t in header["tokens"]):

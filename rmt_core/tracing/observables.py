@@ -11,12 +11,13 @@ The words, used the same way in code, files, figures and the README:
 
     read slots R_k    the m memory positions before a segment's tokens (the read block)
     write slots W_k   the m memory positions after the tokens (the write block)
-    memory_in         (m, d) the memory a segment starts from: it fills the read slots (and is
-                      the write slots' input); segment 0 starts from initial_memory
-    memory_out        (m, d) the memory a segment writes: the write slots' last hidden states;
-                      the next segment's memory_in
+    memory_in         (m, d) the memory ENTERING a segment: it fills the read slots (and is
+                      the write slots' input); segment 0 starts from initial_memory, and so does
+                      every segment of a trace with memory reset (Trace.carries_memory False)
+    memory_out        (m, d) the memory LEAVING a segment (it writes it): the write slots' last
+                      hidden states; the next segment's memory_in when memory is carried
     memory states     Trace.memory_states(), (S + 1, m, d): memory_in of segment 0, then every
-                      segment's memory_out (row s is memory_in of segment s)
+                      segment's memory_out (carried memory: row s is memory_in of segment s)
     attends to        attention: "W_k attends to token j" is the weight of query W_k on key j.
                       "Read" names the read block (R_k, memory_in), never attention.
 
@@ -52,7 +53,8 @@ STORAGE: dict[str, str] = {
     EXACT: "exact",
     INT8_VECTOR: "int8 with one float32 scale per vector (each element within absmax/254 plus float16 rounding)",
     UINT8_UNIT: "uint8 in steps of 1/255 (within 1/510 plus float16 rounding: under 0.0025)",
-    PREVIOUS: "not stored: the previous segment's `memory_out` (segment 0: `initial_memory`)",
+    PREVIOUS: "not stored: the previous segment's `memory_out` (segment 0, and every segment of a trace with "
+              "memory reset, `settings['carry_memory']` false: `initial_memory`)",
     TEXT: "the text, cut into the same pieces by `char_spans` (the strings themselves when traced from ids)",
     STATE: "exact, one array per state name (`state_out.<name>`, stacked); absent for `tokens`",
     ON_DEMAND: "computed on first use (`Trace.lens_ids`), stored exactly; saving with the model attached "

@@ -15,7 +15,7 @@ from .. import token_text
 from ..checks import check_int
 from ..engine.attention import QueryKey, attention_weights
 from ..engine.masks import segment_layout
-from ..errors import TraceCancelled, TraceError
+from ..errors import TraceArgumentError, TraceCancelled, TraceError
 from .heap import release_free_memory
 from .losses import mean_token_loss, segment_losses
 from .records import BLOCK_PAIRS, LENS_K, TOP_K, SegmentRecord
@@ -249,8 +249,12 @@ def _check_finite_predictions(token_lp: np.ndarray, pending: list["_Pending"]) -
 class TraceStream:
     """Iterator over a document's segment records; `.trace` holds everything recorded so far."""
 
-    def __init__(self, model, text_or_ids: Any, progress: Progress | None = None, top_k: int = TOP_K) -> None:
+    def __init__(self, model, text_or_ids: Any, progress: Progress | None = None, top_k: int = TOP_K,
+                 carry_memory: bool = True) -> None:
         top_k = check_int(top_k, "top_k", 1, model.vocab_size, fix="It is how many top predictions are kept per token.")
+        if not isinstance(carry_memory, bool):
+            raise TraceArgumentError(f"carry_memory must be True (each segment reads the memory the one before wrote) or "
+                             f"False (memory reset to the initial state before every segment), got {carry_memory!r}.")
         text, ids, spans = tokenize_document(model, text_or_ids)
         model.check_input_length(len(ids))
         if not all(bool(torch.isfinite(p).all()) for name, p in model.named_parameters()
@@ -272,7 +276,8 @@ class TraceStream:
             text, ids, model_identity(model),
             model.initial_memory.detach().float().cpu().numpy().copy() if model.config.memory == "tokens" else no_slots,
             {"top_k": top_k, "lens_k": LENS_K, "segment_size": model.config.segment_size,
-             "dtype": str(model.dtype).replace("torch.", ""), "device": str(model.device)},
+             "dtype": str(model.dtype).replace("torch.", ""), "device": str(model.device),
+             "carry_memory": carry_memory},
             model=model,
         )
         if model.config.memory != "tokens":
@@ -295,6 +300,7 @@ class TraceStream:
         started = time.perf_counter()
         self._all_ids = torch.as_tensor(self.trace.token_ids, dtype=torch.long, device=model.device)
         memory = model.memory.initial_state(1)
+        carry_memory = self.trace.carries_memory
         total = len(self.bounds)
         pending: list[_Pending] = []
         carry: list[torch.Tensor | None] = [None]  # last log-softmax row of the previous segment
@@ -304,8 +310,10 @@ class TraceStream:
             probe = _QueryKeyProbe()
             out = model.run_segment(memory, self._all_ids[start:end].unsqueeze(0), segment_index=index,
                                     query_key_probe=probe, output_hidden_states=True, compute_logits=False)
-            memory = out.memory_out if out.memory_out is not None else memory
-            pending.append(_Pending(index, start, end, probe.in_order(), out.hidden_states, memory, out.token_hidden))
+            written = out.memory_out if out.memory_out is not None else memory
+            pending.append(_Pending(index, start, end, probe.in_order(), out.hidden_states, written, out.token_hidden))
+            if carry_memory:  # else every segment starts from the initial state (the no-memory baseline)
+                memory = written
             if len(pending) < chunk and index + 1 < total:
                 continue
             records = self._records(pending, carry)
@@ -331,7 +339,7 @@ class TraceStream:
         m = self.slots
         trace = self.trace
         records: list[SegmentRecord] = []
-        previous = trace.segments[-1].memory_out if trace.segments else trace.initial_memory
+        previous = trace.segments[-1].memory_out if trace.segments and trace.carries_memory else trace.initial_memory
         first = pending[0].start
         token_lp, top_ids, top_lp = self._predictions(torch.cat([p.token_hidden[0] for p in pending]), first, carry)
         _check_finite_predictions(token_lp, pending)
@@ -359,7 +367,7 @@ class TraceStream:
                     token_ids=trace.token_ids[p.start:p.end],
                     tokens=self.display[p.start:p.end],
                     char_spans=self.spans[p.start:p.end],
-                    memory_in=previous,  # the previous record's memory_out: one shared array
+                    memory_in=previous,  # the previous record's memory_out (or the initial memory): shared
                     memory_out=memory_out[i],
                     read_hidden=slots[i, :, :m], write_hidden=slots[i, :, m:],
                     token_logprob=token_lp[rows], topk_ids=top_ids[rows], topk_logprobs=top_lp[rows],
@@ -367,7 +375,8 @@ class TraceStream:
                     block_attention=blocks[i], write_to_tokens=write_to_tokens[i], tokens_to_read=tokens_to_read[i],
                     state_out=None if trace.initial_state is None else self.model.memory.state_to_arrays(p.memory_out),
                 ))
-                previous = memory_out[i]
+                if trace.carries_memory:
+                    previous = memory_out[i]
         return records
 
     def _logprobs(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -442,15 +451,27 @@ def _equal_lengths(pending: list[_Pending]) -> list[list[_Pending]]:
     return groups
 
 
-def iter_trace(model, text_or_ids: Any, progress: Progress | None = None, top_k: int = TOP_K) -> TraceStream:
-    """Stream segment records as they finish; the stream's `.trace` grows with them."""
-    return TraceStream(model, text_or_ids, progress=progress, top_k=top_k)
+def iter_trace(model, text_or_ids: Any, progress: Progress | None = None, top_k: int = TOP_K,
+               carry_memory: bool = True) -> TraceStream:
+    """Stream segment records as they finish; the stream's `.trace` grows with them (arguments
+    as trace_document)."""
+    return TraceStream(model, text_or_ids, progress=progress, top_k=top_k, carry_memory=carry_memory)
 
 
-def trace_document(model, text_or_ids: Any, progress: Progress | None = None, top_k: int = TOP_K) -> Trace:
+def trace_document(model, text_or_ids: Any, progress: Progress | None = None, top_k: int = TOP_K,
+                   carry_memory: bool = True) -> Trace:
     """Trace a whole document (text or token ids). A cancelled run returns the segments done,
-    with trace.complete False."""
-    stream = iter_trace(model, text_or_ids, progress=progress, top_k=top_k)
+    with trace.complete False.
+
+    progress(done, total) is called after each segment (False or TraceCancelled stops the run);
+    top_k: the predictions kept per token. carry_memory: True (the RMT) carries each segment's
+    memory_out into the next segment; False resets the memory to the model's initial state
+    before every segment, the "no memory" baseline of the RMT papers (Bulatov et al., 2022,
+    "Recurrent Memory Transformer"; RMTModel.forward(reset_memory=True) runs the same). The
+    trace records which (Trace.carries_memory, settings["carry_memory"], kept in its file), and
+    every segment's memory_in is then the initial memory. Raises TraceError for a bad input or a
+    carry_memory that is not a bool (TraceArgumentError, also an ArgumentError)."""
+    stream = iter_trace(model, text_or_ids, progress=progress, top_k=top_k, carry_memory=carry_memory)
     for _ in stream:
         pass
     return stream.trace

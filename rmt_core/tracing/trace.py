@@ -98,6 +98,14 @@ class Trace:
         return str(self.model_info["rmt"].get("memory", "tokens"))
 
     @property
+    def carries_memory(self) -> bool:
+        """Whether each segment read the memory the one before wrote (the RMT: True), or started from
+        the initial state (memory reset before every segment, the "no memory" baseline: False;
+        rmt_core.trace(..., carry_memory=False)). settings["carry_memory"]; traces and files made
+        before it existed carried memory."""
+        return self.settings.get("carry_memory", True) is not False
+
+    @property
     def has_slots(self) -> bool:
         """Whether the memory is slots in the row (tokens, m > 0): what slot views (logit lens,
         read / write attribution, slot attention) need."""
@@ -132,7 +140,9 @@ class Trace:
 
     def memory_states(self) -> np.ndarray:
         """(S + 1, m, d) float32 memory states: memory_in of segment 0 (the initial memory), then
-        every segment's memory_out; row s is memory_in of segment s and row s + 1 its memory_out.
+        every segment's memory_out (row s + 1: the memory LEAVING segment s). In a trace that
+        carries memory row s is also memory_in of segment s; with memory reset every segment's
+        memory_in is row 0 (memory_inputs gives each segment's own, either way).
 
         Another memory type: its state's vectors (every state array whose last axis is the
         hidden size, as rows of d), in state_spec order: (S + 1, k, d)."""
@@ -140,6 +150,15 @@ class Trace:
             return np.stack([self.initial_memory] + [s.memory_out for s in self.segments])
         d = int(self.model_info["hidden_size"])
         return np.stack([_vectors(state, d) for state in [self.initial_state] + [s.state_out for s in self.segments]])
+
+    def memory_inputs(self) -> np.ndarray:
+        """(S, m, d) float32: the memory ENTERING each segment (memory_in; another memory type: its
+        state's vectors as in memory_states). Carried memory: memory_states()[:-1]; with memory
+        reset: the initial memory, S times."""
+        states = self.memory_states()
+        if self.carries_memory:
+            return states[:-1]
+        return np.broadcast_to(states[:1], (self.num_segments,) + states.shape[1:])
 
     def losses(self) -> np.ndarray:
         """(S,) per-segment mean loss (nats/token over each segment's tokens); not the document's mean:
@@ -205,11 +224,21 @@ class Trace:
     def state_in(self, index: int) -> dict[str, np.ndarray]:
         """The state entering segment `index` as named float32 arrays (the memory type's
         state_spec names; TokenMemory: {"memory": (m, d)}): the previous segment's state_out,
-        segment 0 the initial state. The arrays are the trace's own: copy before changing them."""
+        segment 0 (and every segment of a trace with memory reset: carries_memory False) the
+        initial state. The arrays are the trace's own: copy before changing them."""
         index = self.check_segment(index)
         if self.initial_state is None:
             return {"memory": self.segments[index].memory_in}
-        return self.initial_state if index == 0 else self.segments[index - 1].state_out
+        return self.initial_state if index == 0 or not self.carries_memory else self.segments[index - 1].state_out
+
+    def next_state(self, replayed: "Replay") -> Any:
+        """The state the segment after a replayed one starts from, as this trace runs: the replay's
+        state_out (its state_in when the segment wrote none); with memory reset (carries_memory
+        False) the model's initial state, batched as the replay. What every re-run that goes on to
+        later segments (interventions, patching, through-memory attribution) carries."""
+        if not self.carries_memory:
+            return self.require_model("re-running a segment").memory.initial_state(_batch_of(replayed.state_in))
+        return replayed.state_out if replayed.state_out is not None else replayed.state_in
 
     def state_out(self, index: int) -> dict[str, np.ndarray]:
         """The state segment `index` wrote, as named float32 arrays (see state_in)."""

@@ -3,7 +3,8 @@
 What goes in, and how, comes from the observables table (observables.py): per-token arrays
 are concatenated along the token axis (moved to the front), per-segment arrays stacked,
 per-trace arrays kept as they are; `stored` says which are exact, which quantised, which not
-stored (memory_in: the previous segment's memory_out) and which live in the header (tokens:
+stored (memory_in: the previous segment's memory_out, or the initial memory in a trace with
+memory reset, whose settings say "carry_memory": false) and which live in the header (tokens:
 the text). Beside them the file keeps what no table row holds: each segment's [start, end)
 token range ("bounds"), the model identity, settings and, for a partial trace, every token id.
 
@@ -394,7 +395,10 @@ def stored_records(header: dict, arrays: dict[str, "np.ndarray | _Quantised"]) -
             per_token.append((observable.name, values.transpose(*order), (slice(None),) * axis))
         else:
             per_segment.append((observable.name, values.tolist() if observable.axes == () else values))
-    memory_in = arrays["initial_memory"]  # memory_in is stored as "previous": the memory_out before it
+    # memory_in is not stored: the memory_out before it, or, in a trace with memory reset
+    # (settings.carry_memory false; files without it carried memory), the initial memory
+    carried = header["settings"].get("carry_memory", True) is not False
+    memory_in = arrays["initial_memory"]
     state_names = list(initial_state(header, arrays) or {})
     record_type = _StoredRecord if any(isinstance(v, _Quantised) for v in arrays.values()) else SegmentRecord
     records: list[SegmentRecord] = []
@@ -408,5 +412,6 @@ def stored_records(header: dict, arrays: dict[str, "np.ndarray | _Quantised"]) -
         record = record_type(index=index, start=start, end=end, tokens=tokens_all[start:end], memory_in=memory_in,
                              **fields)
         records.append(record)
-        memory_in = record.memory_out
+        if carried:
+            memory_in = record.memory_out
     return records

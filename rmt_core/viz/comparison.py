@@ -25,13 +25,14 @@ def _x(c: Comparison) -> np.ndarray:
 
 
 def memory_distance_heatmap(c: Comparison, metric: str = "cosine") -> go.Figure:
-    """(slot x paired segment) distance between the two runs' written memories.
+    """(slot x paired segment) distance between the two runs' memories LEAVING each segment
+    (memory_out, what the segment wrote); a dashed line at diverge_at (explain.compare.DIVERGE_RULE).
 
     metric: "cosine" (1 - cos, 0..2) or "l2" (hidden-size units). The x axis is A's segment
     index (hover names B's). A figure with a note when the memories were not comparable."""
     values = c.cosine if metric == "cosine" else c.l2
     name = "cosine distance" if metric == "cosine" else "L2 distance"
-    title = f"Memory distance between {c.names[0]} and {c.names[1]} ({name}, per slot)"
+    title = f"Memory distance between {c.names[0]} and {c.names[1]} ({name} per slot, memory leaving each segment)"
     if values is None:
         fig = go.Figure()
         fig.add_annotation(text=plotly_text(f"Not comparable: {c.memory_reason}"), showarrow=False,
@@ -40,9 +41,11 @@ def memory_distance_heatmap(c: Comparison, metric: str = "cosine") -> go.Figure:
     hover = np.array([[f"{a}|{b}" for a, b in zip(c.segments_a.tolist(), c.segments_b.tolist())]] * values.shape[1])
     fig = go.Figure(go.Heatmap(z=values.T, x=_x(c), y=c.slots, customdata=hover, colorscale=SEQUENTIAL, zmin=0,
                                colorbar={"title": {"text": name}},
-                               hovertemplate="%{y}, segment (A|B) %{customdata}<br>" + name + " %{z:.4g}<extra></extra>"))
+                               hovertemplate="%{y}, memory leaving segment (A|B) %{customdata}<br>" + name +
+                                             " %{z:.4g}<extra></extra>"))
     if c.diverge_at is not None and metric == "cosine":
-        fig.add_vline(x=float(c.segments_a[c.diverge_at]), line={"color": "#D55E00", "dash": "dash"})
+        fig.add_vline(x=float(c.segments_a[c.diverge_at]), line={"color": "#D55E00", "dash": "dash"},
+                      annotation_text="first diverges leaving this segment", annotation_position="top left")
     fig.update_yaxes(autorange="reversed", title_text="memory slot")
     fig.update_xaxes(title_text=f"segment of {plotly_text(c.names[0])}")
     return _style(fig, title, height=170 + 24 * values.shape[1])

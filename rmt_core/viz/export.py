@@ -417,7 +417,7 @@ def segment_table(trace) -> list[dict[str, Any]]:
 
     if not trace.segments:
         return []
-    churn = analysis.slot_churn(trace.memory_states()).mean(axis=1)
+    churn = analysis.slot_churn(trace.memory_states(), reset=not trace.carries_memory).mean(axis=1)
     masses = {_mass_column(pair): analysis.block_mass(trace, pair) for pair in MASS_PAIRS}
     rows = []
     for s, seg in enumerate(trace.segments):

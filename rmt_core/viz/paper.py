@@ -100,7 +100,7 @@ def keep_rewrite(trace: Trace, highlight: int | None = None) -> go.Figure:
     x = np.arange(trace.num_segments)
     keep = analysis.block_mass(trace, "write->read")
     write_new = analysis.block_mass(trace, "write->tokens")
-    churn = analysis.slot_churn(trace.memory_states()).mean(axis=1)
+    churn = analysis.slot_churn(trace.memory_states(), reset=not trace.carries_memory).mean(axis=1)
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=x, y=keep, name="write → read (keep)", mode="lines+markers", line={"color": figures.slot_color(0)}))
     fig.add_trace(go.Scatter(x=x, y=write_new, name="write → tokens (write new)", mode="lines+markers",

@@ -240,7 +240,7 @@ def _through_problem(trace, model, segment, position, target, baseline, n_steps,
                                inputs_embeds=embeds[:, offset:offset + length], write=not last,
                                compute_logits=last)
             offset += length
-            state = out.state_out if out.state_out is not None else out.state_in
+            state = trace.next_state(out)  # memory reset: nothing reaches the next segment through memory
         return torch.log_softmax(out.logits[:, position].float(), dim=-1)[:, target]
 
     embeds = model.backbone.get_input_embeddings()(ids).detach().unsqueeze(0)
