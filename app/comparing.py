@@ -1,7 +1,7 @@
 """Services of the Compare page: the second run, the comparison and the patching sweep.
 
 Pages call these; they call rmt_core's public API (rmt_core.trace, Trace.load, rmt_core.compare,
-rmt_core.interventions). Results are kept in session state per pair of traces (app.state keys)."""
+rmt_core.explain.compare.reset_run, rmt_core.explain.answers, rmt_core.interventions). Results are kept in session state per pair of traces (app.state keys)."""
 from __future__ import annotations
 
 import tempfile
@@ -11,6 +11,8 @@ import streamlit as st
 
 import rmt_core
 from rmt_core import interventions
+from rmt_core.explain import answers
+from rmt_core.explain.compare import reset_run
 
 from app import services, state
 
@@ -20,6 +22,37 @@ MAX_SWEEP_CELLS = 160  # patched runs one sweep may start from the page (each re
 def trace_text(model, text: str):
     """The second run: `text` traced with `model` (synchronously; the page shows a spinner)."""
     return rmt_core.trace(model, text)
+
+
+def second_document(model, body: str, question: str) -> str:
+    """The second document's text: `body` with `question` appended in the model's training format
+    (answers.prompt_text; QuestionError for a question the model was not trained on), or `body`
+    alone when the question box is empty (its answer is then the next token after the document)."""
+    if not question.strip():
+        return body
+    return answers.prompt_text(model, body, question)
+
+
+def reset_trace(trace):
+    """The "memory reset" second run: this run's document traced again by its model with memory
+    reset to the initial state before every segment (compare.reset_run)."""
+    return reset_run(trace)
+
+
+def split_document(trace) -> tuple[str, str | None, str | None]:
+    """(document, question, answer word) of a run's text (answers.split_asked): what the Compare
+    page's second-document box and question box start from."""
+    return answers.split_asked(trace.text or "")
+
+
+def question_line(trace) -> str:
+    """Which question a run answers, in words (from its own text: answers.answer_site)."""
+    site = answers.answer_site(trace)
+    if site is None:
+        return "no question: its answer is the model's next token after the document"
+    if not site.question:
+        return "no question (the document ends with “Answer:”)"
+    return f"“{site.question}”"
 
 
 def open_saved(data: bytes, name: str, current_model):

@@ -158,55 +158,24 @@ def add_rows(rows: list, case: str, change: str, samples: list[tuple[float, floa
                  C.median(share) if share else float("nan")])
 
 
-def main() -> int:
-    p = C.parser(__doc__.splitlines()[0])
-    p.add_argument("--repeats", type=int, default=6)
-    p.add_argument("--words", type=int, default=50_000, help="words of the held-out novel in the long document")
-    p.add_argument("--case", choices=("demo", "long"), default=None,
-                   help="measure only the demo or only the long document (default: both)")
-    args = p.parse_args()
+COLUMNS = ["case", "change", "n", "chart p50 ms", "chart p90 ms", "idle p50 ms", "idle p90 ms", "runs seen",
+           "server p50 ms", "server share"]
+
+
+def in_browser(report: C.Report, prefix: str, body) -> None:
+    """Start the app's server (on a fresh temporary folder) and Chromium, run body(session, server)
+    (browser_support's session and server), then close both; a skip (no Chromium, a server that does
+    not start) becomes a note. Notes the load average and any blocked request at the end."""
     import browser_support as B
     from _pytest.outcomes import OutcomeException
 
-    report = C.Report("bench_browser", "click -> chart redrawn / idle in Chromium", quick=args.quick)
-    report.header(args)
-    repeats = 2 if args.quick else args.repeats
-    words = 1_500 if args.quick else args.words
-    rows: list = []
-    checks: list = []
     server = manager = None
     try:
-        with tempfile.TemporaryDirectory(prefix="rmt-bench-browser-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
             server = B.start_server(Path(tmp))
             manager, browser = B.launch_browser()
             session = B.new_session(browser, server.url)
-            page = session.page
-            t0 = time.perf_counter()
-            B.open_app(session, server.url)
-            print(f"first screen (demo traced, charts drawn) after {time.perf_counter() - t0:.1f} s", flush=True)
-            model = C.load_model("cpu")
-            layers, heads = model.num_layers, model.num_heads
-            if args.case != "long":
-                page_opens(page, "demo", rows, checks)
-                changes(page, "demo", repeats, rows, checks, layers, heads)
-            if args.case != "demo":
-                from rmt_core.token_text import encode_ids
-                from rmt_core.training.corpus import load_corpus
-
-                text = " ".join(load_corpus("heldout").split(" ")[:words])
-                n_tokens = len(encode_ids(model.tokenizer, text))
-                case = f"{n_tokens // 1000}k tokens"
-                B.goto_page(page, "Overview")
-                B.upload(page, "long-document.txt", text.encode("utf-8"))  # filling a textarea with it takes minutes
-                traced = page.locator(B.SIDEBAR).locator('[data-testid="stCaptionContainer"]', has_text="Traced ")
-                demo = traced.first.inner_text()  # the demo's "Traced 256 tokens ...": wait for the next one
-                t0 = time.perf_counter()
-                B.run_button(page).click()
-                traced.filter(has_not_text=demo).first.wait_for(timeout=LONG_RUN_MS)
-                B.wait_idle(page, timeout=LONG_RUN_MS)
-                print(f"long document: {n_tokens:,} tokens traced in the app in {time.perf_counter() - t0:.1f} s", flush=True)
-                page_opens(page, case, rows, checks)
-                changes(page, case, repeats, rows, checks, layers, heads)
+            body(session, server)
             report.note(f"load average at the end: {os.getloadavg()[0]:.2f} (1 min), {os.getloadavg()[1]:.2f} (5 min)")
             if session.guard.blocked:
                 report.note(f"blocked requests that tried to leave the machine: {session.guard.blocked[:5]}")
@@ -217,12 +186,64 @@ def main() -> int:
             manager.__exit__(None, None, None)
         if server is not None:
             server.stop()
-    report.table(["case", "change", "n", "chart p50 ms", "chart p90 ms", "idle p50 ms", "idle p90 ms",
-                  "runs seen", "server p50 ms", "server share"], rows,
-                 title="click -> chart redrawn / app idle (Chromium); runs seen: clicks whose rerun the page showed as "
-                       "running (the others were quicker than the page's rendering: server time not measured)")
+
+
+def report_rows(report: C.Report, rows: list, checks: list, title: str) -> None:
+    """The rows (add_rows) as one table, then each (label, value ms, target ms) check."""
+    report.table(COLUMNS, rows, title=title)
     for label, value, target in checks:
         report.check(label, value, target, " ms", digits=0)
+
+
+def main() -> int:
+    p = C.parser(__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=6)
+    p.add_argument("--words", type=int, default=50_000, help="words of the held-out novel in the long document")
+    p.add_argument("--case", choices=("demo", "long"), default=None,
+                   help="measure only the demo or only the long document (default: both)")
+    args = p.parse_args()
+    import browser_support as B
+
+    report = C.Report("bench_browser", "click -> chart redrawn / idle in Chromium", quick=args.quick)
+    report.header(args)
+    repeats = 2 if args.quick else args.repeats
+    words = 1_500 if args.quick else args.words
+    rows: list = []
+    checks: list = []
+
+    def measure(session, server) -> None:
+        page = session.page
+        t0 = time.perf_counter()
+        B.open_app(session, server.url)
+        print(f"first screen (demo traced, charts drawn) after {time.perf_counter() - t0:.1f} s", flush=True)
+        model = C.load_model("cpu")
+        layers, heads = model.num_layers, model.num_heads
+        if args.case != "long":
+            page_opens(page, "demo", rows, checks)
+            changes(page, "demo", repeats, rows, checks, layers, heads)
+        if args.case != "demo":
+            from rmt_core.token_text import encode_ids
+            from rmt_core.training.corpus import load_corpus
+
+            text = " ".join(load_corpus("heldout").split(" ")[:words])
+            n_tokens = len(encode_ids(model.tokenizer, text))
+            case = f"{n_tokens // 1000}k tokens"
+            B.goto_page(page, "Overview")
+            B.upload(page, "long-document.txt", text.encode("utf-8"))  # filling a textarea with it takes minutes
+            traced = page.locator(B.SIDEBAR).locator('[data-testid="stCaptionContainer"]', has_text="Traced ")
+            demo = traced.first.inner_text()  # the demo's "Traced 256 tokens ...": wait for the next one
+            t0 = time.perf_counter()
+            B.run_button(page).click()
+            traced.filter(has_not_text=demo).first.wait_for(timeout=LONG_RUN_MS)
+            B.wait_idle(page, timeout=LONG_RUN_MS)
+            print(f"long document: {n_tokens:,} tokens traced in the app in {time.perf_counter() - t0:.1f} s", flush=True)
+            page_opens(page, case, rows, checks)
+            changes(page, case, repeats, rows, checks, layers, heads)
+
+    in_browser(report, "rmt-bench-browser-", measure)
+    report_rows(report, rows, checks, "click -> chart redrawn / app idle (Chromium); runs seen: clicks whose rerun the "
+                                      "page showed as running (the others were quicker than the page's rendering: "
+                                      "server time not measured)")
     return report.finish(args)
 
 

@@ -24,10 +24,17 @@ def test_compare_a_changed_fact_side_by_side(fresh):
     assert goto_page(page, "Compare") == "Compare two runs"
     area = page.locator(MAIN).locator('[data-testid="stTextArea"] textarea')
     text = area.input_value()
-    answer = re.search(r"Answer:\s*(\w+)", text).group(1)
+    assert "Question:" not in text  # the document without its question: the question has a box of its own
+    asked = page.locator(MAIN).get_by_text(re.compile(r"This run was asked “Where is \w+\?” \(the document's answer"))
+    expect(asked).to_be_visible()
+    said = asked.inner_text()
+    question, answer = re.search(r"“(Where is \w+\?)”", said).group(1), re.search(r"answer: “(\w+)”", said).group(1)
+    assert f"will be asked “{question}”, the same question" in said
     area.fill(text.replace(answer, "kitchen" if answer != "kitchen" else "garden"))
     page.locator(MAIN).get_by_role("button", name="Trace and compare").click()
-    expect(page.locator(MAIN).get_by_text("The memories first diverge")).to_be_visible(timeout=RUN_MS)
+    expect(page.locator(MAIN).get_by_text("The memories first diverge LEAVING segment")).to_be_visible(timeout=RUN_MS)
+    expect(page.locator(MAIN).get_by_text(f"Question answered — this run: “{question}” · another document: "
+                                          f"“{question}”")).to_be_visible()
     wait_idle(page)
     assert page.locator(f"{MAIN} {CHART}").count() >= 3
     assert page.locator(EXCEPTION).count() == 0

@@ -12,21 +12,17 @@ from rmt_core import interventions as iv
 from rmt_core.viz.comparison import patching_heatmap
 
 from conftest import make_model, traced
+from test_compare import model, trace_a  # noqa: F401  (fixtures: the random model and its 7-segment document)
 
 
 @pytest.fixture(scope="module")
-def model():
-    return make_model("gpt2", num_mem_tokens=3, segment_size=6)
-
-
-@pytest.fixture(scope="module")
-def target(model):
-    return traced(model, 36)  # 6 segments of 6
+def target(trace_a):
+    return trace_a
 
 
 @pytest.fixture(scope="module")
 def source(model):
-    return traced(model, 36, seed=1)
+    return traced(model, 42, seed=1)
 
 
 def test_patching_a_run_with_its_own_memory_changes_nothing(target):
@@ -60,8 +56,8 @@ def test_one_slot_changes_less_than_all(target, source):
 
 
 def test_out_of_range_and_bad_inputs_are_refused(target, source, model):
-    with pytest.raises(ArgumentError, match="segment must be in 0..5"):
-        iv.patch_memory(target, 6, source)
+    with pytest.raises(ArgumentError, match="segment must be in 0..6"):
+        iv.patch_memory(target, 7, source)
     with pytest.raises(ArgumentError, match="slot must be in 0..2"):
         iv.patch_memory(target, 1, source, slots=[3])
     with pytest.raises(ArgumentError, match="repeat"):
@@ -104,8 +100,8 @@ def test_reset_slot_resets_one_slot_only(target):
 
 @pytest.mark.parametrize("carry_memory", [True, False])
 def test_the_batched_sweep_equals_one_cell_at_a_time(model, source, carry_memory):
-    target = traced(model, 36, carry_memory=carry_memory)
-    segments = [0, 2, 5]  # 0: no earlier segment predicts its first token; 5: the answer's segment
+    target = traced(model, 42, carry_memory=carry_memory)
+    segments = [0, 2, 6]  # 0: no earlier segment predicts its first token; 6: the answer's segment
     one_by_one = iv.patch_sweep(target, source, segments, batched=False)
     for batch_size in (5, None):  # 5: 12 cells in batches of 5 and fewer (rows join as their segment comes)
         batched = iv.patch_sweep(target, source, segments, batch_size=batch_size)
@@ -119,8 +115,8 @@ def test_the_batched_sweep_equals_one_cell_at_a_time(model, source, carry_memory
 
 
 def test_memory_reset_target_is_patched_in_one_segment_only(model, source):
-    reset = traced(model, 36, carry_memory=False)
+    reset = traced(model, 42, carry_memory=False)
     r = iv.patch_memory(reset, 2, source)
     assert np.abs(r.loss_change[2]) > 0 and not r.loss_change[3:].any() and not r.loss_change[:2].any()
-    carried = iv.patch_memory(traced(model, 36), 2, source)  # negative control: carried memory goes on changing
+    carried = iv.patch_memory(traced(model, 42), 2, source)  # negative control: carried memory goes on changing
     assert np.abs(carried.loss_change[3:]).max() > 0

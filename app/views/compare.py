@@ -11,7 +11,7 @@ from rmt_core.viz import figures
 from app import comparing, services, sidebar, state
 from app.views.common import guarded, literal, require_trace, show_figure
 
-SOURCES = ("Another document", "Another checkpoint", "A saved trace (.rmtrace)")
+SOURCES = ("Another document", "Another checkpoint", "This document, memory reset", "A saved trace (.rmtrace)")
 MAX_HEATMAP = 200  # positions per axis of an attention map (as the Attention page)
 
 
@@ -34,11 +34,7 @@ def _second_run(trace) -> None:
     with st.expander("Second run", expanded=comparing.second_trace() is None):
         source = st.radio("Compare this run with", SOURCES, horizontal=True, key="cmp_source")
         if source == SOURCES[0]:
-            text = st.text_area("Document (edit a fact, e.g. “garden” → “kitchen”)", value=trace.text or "",
-                                height=160, key=f"cmp_text_{id(trace)}")
-            if st.button("Trace and compare", key="cmp_run_text", type="primary"):
-                with st.spinner("Tracing the second document…"):
-                    comparing.set_second(comparing.trace_text(trace.model, text), "another document")
+            _another_document(trace)
         elif source == SOURCES[1] and trace.text is None:
             st.info("This run was traced from token ids, not text: another checkpoint (another tokenizer) cannot "
                     "read it. Compare with a saved trace instead.")
@@ -46,9 +42,20 @@ def _second_run(trace) -> None:
             names = [c["name"] for c in services.shipped_checkpoints()]
             current = trace.model_info.get("name")
             choice = st.selectbox("Checkpoint", [n for n in names if n != current] or names, key="cmp_checkpoint")
+            st.caption(f"The same document, question included: {literal(comparing.question_line(trace))}.")
             if st.button("Trace this document with it and compare", key="cmp_run_ckpt", type="primary"):
                 with st.spinner(f"Tracing the document with {choice}…"):
                     comparing.set_second(comparing.trace_text(services.load_model(choice), trace.text), choice)
+        elif source == SOURCES[2]:
+            st.caption("The same model and document, question included "
+                       f"({literal(comparing.question_line(trace))}), with the memory reset to its initial state "
+                       "before every segment: each segment is read as if it were the first (the RMT papers' "
+                       "no-memory baseline). What differs is what memory carried.")
+            if not trace.carries_memory:
+                st.info("This run already resets its memory before every segment: compare it with another run.")
+            elif st.button("Trace with memory reset and compare", key="cmp_run_reset", type="primary"):
+                with st.spinner("Tracing the document with memory reset…"):
+                    comparing.set_second(comparing.reset_trace(trace), "memory reset")
         else:
             upload = st.file_uploader("Trace file saved by RMT Lens", key="cmp_upload",
                                       help="Checked against the model it was made with: a trace of another model "
@@ -57,11 +64,38 @@ def _second_run(trace) -> None:
                 comparing.set_second(comparing.open_saved(upload.getvalue(), upload.name, trace.model), upload.name)
 
 
+def _another_document(trace) -> None:
+    """The second document: this run's document (without its question) to edit, and the question
+    asked of it, stated: the same as this run's unless changed or cleared."""
+    body, question, answer = comparing.split_document(trace)
+    asked = (f"This run was asked {literal(comparing.question_line(trace))}"
+             + (f" (the document's answer: “{literal(answer)}”)." if answer else "."))
+    text = st.text_area("Document (edit a fact, e.g. “garden” → “kitchen”)", value=body, height=160,
+                        key=f"cmp_text_{id(trace)}", help="This run's document without its question: the question "
+                                                           "asked of the second document is the box below.")
+    typed = st.text_input("Question asked of the second document", value=question or "",
+                          key=f"cmp_question_{id(trace)}", placeholder="(none: the next token after the document)",
+                          help="Appended as “Question: …\nAnswer:”. Starts as this run's question; clear it to "
+                               "ask none.")
+    if typed.strip():
+        st.caption(f"{asked} The second document will be asked “{literal(typed.strip())}”"
+                   + (", the same question." if question and typed.strip() == question else "."))
+    else:
+        st.caption(f"{asked} The second document will be asked no question: its answer is the model's next "
+                   "token after the document.")
+    if st.button("Trace and compare", key="cmp_run_text", type="primary"):
+        second = comparing.second_document(trace.model, text, typed)
+        with st.spinner("Tracing the second document…"):
+            comparing.set_second(comparing.trace_text(trace.model, second), "another document")
+
+
 @st.fragment
 @guarded
 def _side_by_side(trace, other) -> None:
     c = comparing.comparison(trace, other)
     st.markdown(f"**This run** vs **{literal(c.names[1])}**: {literal(c.alignment_text)}")
+    st.markdown(f"Question answered — this run: {literal(comparing.question_line(trace))} · "
+                f"{literal(c.names[1])}: {literal(comparing.question_line(other))}.")
     (st.warning if c.diverge_at is not None else st.success)(c.divergence_text)
     for note in c.notes:
         st.caption(note)

@@ -149,6 +149,20 @@ def split_question(text: str) -> tuple[str, str | None]:
     return stripped[: match.start()].rstrip(), match.group("q")
 
 
+_ANSWERED = re.compile(r"(?:^|\n)Question:[ \t]*(?P<q>[^\n]*?)[ \t]*\nAnswer:[ \t]*(?P<a>[^\s]*)\s*\Z")
+
+
+def split_asked(text: str) -> tuple[str, str | None, str | None]:
+    """(document, question, answer) of a text that may end with a question: split_question's two,
+    also when the answer word follows "Answer:" (a fact-recall sample ends "...Answer: garden"),
+    and that word (None when there is none). The document is what a question is asked of."""
+    match = _ANSWERED.search(text.rstrip())
+    if match is None:
+        body, question = split_question(text)
+        return body, question, None
+    return text.rstrip()[: match.start()].rstrip(), match.group("q"), match.group("a") or None
+
+
 def prompt_text(model, document: str, question: str | None = None, spec: QuestionSpec | None = None) -> str:
     """The text to run: `document` (right-stripped) + the question in the training format.
 
