@@ -1,7 +1,8 @@
 """Services of the Compare page: the second run, the comparison and the patching sweep.
 
 Pages call these; they call rmt_core's public API (rmt_core.trace, Trace.load, rmt_core.compare,
-rmt_core.explain.compare.reset_run, rmt_core.explain.answers, rmt_core.interventions). Results are kept in session state per pair of traces (app.state keys)."""
+rmt_core.explain.compare.reset_run, rmt_core.explain.answers, rmt_core.interventions). Results
+are kept in session state per pair of traces (app.state keys)."""
 from __future__ import annotations
 
 import tempfile

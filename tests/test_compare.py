@@ -150,7 +150,8 @@ def test_figures_show_the_comparison(trace_a, trace_b):
 
 # ---------------------------------------------------------------------- memory on vs memory reset
 def _alone(model, trace, segment):
-    """Segment `segment` of the trace's document run alone from the model's initial memory: (log-softmax (L, V), memory_out (m, d))."""
+    """Segment `segment` of the trace's document run alone from the model's initial memory:
+    (log-softmax (L, V), memory_out (m, d))."""
     import torch
 
     ids = torch.as_tensor(trace.segments[segment].token_ids, dtype=torch.long).unsqueeze(0)
@@ -232,3 +233,15 @@ def test_memory_on_vs_reset_diverges_leaving_segment_1_and_says_what_entered(mod
         reset_run(reset)
     with pytest.raises(ArgumentError, match="carry_memory must be True"):
         rmt_core.trace(model, trace_a.token_ids, carry_memory="no")
+
+
+def test_through_memory_attribution_of_a_reset_run_gives_earlier_segments_no_credit(model, trace_a):
+    from rmt_core.explain import attribution
+
+    reset = rmt_core.trace(model, trace_a.token_ids, carry_memory=False)
+    last = reset.num_segments - 1
+    scores = np.asarray(attribution.through_memory(reset, last, 3, n_steps=4).scores)
+    earlier = slice(0, reset.segments[last].start)
+    assert np.all(scores[earlier] == 0) and np.abs(scores[earlier.stop:]).max() > 0
+    carried = np.asarray(attribution.through_memory(trace_a, last, 3, n_steps=4).scores)
+    assert np.abs(carried[earlier]).max() > 0  # negative control: carried memory gives earlier tokens credit

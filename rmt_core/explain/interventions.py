@@ -178,7 +178,7 @@ def patch_memory(target: Trace, segment: int, source: Trace, *, slots=None,
     source_token = _source_answer(source)
     before_lp = None
     if site is not None and source_token is not None:  # the target's own log-probs at its answer site
-        before_lp = intervene(target, site.segment, lambda mem: mem, "unchanged").site_logprobs
+        before_lp = _site_logprobs(target, site)
     return _patched(target, segment, source, source_segment, chosen, source_token, before_lp)
 
 
@@ -301,8 +301,8 @@ def _patched_batched(target: Trace, source: Trace, cells: list[tuple[int, int, t
             state.clear()
     results = []
     for c, (segment, source_segment, slots) in enumerate(cells):
-        base = InterventionResult(_patch_name(target, segment, slots), segment, before, after[c], None, None, None,
-                                  None)
+        base = InterventionResult(_patch_name(target, segment, slots), segment, before.copy(), after[c],
+                                  None, None, None, None)
         if site is not None:
             _answers(target, site, site_logprobs[c], base)
         results.append(_patch_result(target, base, slots, source_segment, source_token, before_lp))
