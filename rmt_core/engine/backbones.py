@@ -6,7 +6,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, LlamaConfig, PretrainedConfig
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, ConfigError
 
 
 def gpt2_config(vocab_size: int, n_layer: int = 3, n_embd: int = 64, n_head: int = 4, n_positions: int = 256, **extra: Any) -> GPT2Config:
@@ -49,3 +49,25 @@ def backbone_from_config(config: PretrainedConfig | dict[str, Any], attn_impleme
     if seed is not None:
         torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
+
+
+LAYER_LISTS = ("h", "layers", "blocks")  # where a base model keeps its decoder blocks (GPT-2: h; Llama, GPT-NeoX: layers)
+
+
+def decoder_layers(backbone: torch.nn.Module) -> tuple[str, torch.nn.ModuleList]:
+    """The backbone's decoder blocks, in order, and their path from the causal LM (the authors'
+    `layers_attr`: GPT-2 "transformer.h", Llama "model.layers", GPT-NeoX "gpt_neox.layers").
+
+    A memory that lives inside the layers (ARMT) hooks these. Raises ConfigError when the base
+    model keeps no ModuleList of num_hidden_layers blocks under one of LAYER_LISTS."""
+    base = backbone.base_model
+    prefix = getattr(backbone, "base_model_prefix", "")
+    count = getattr(backbone.config, "num_hidden_layers", None)
+    for name in LAYER_LISTS:
+        blocks = getattr(base, name, None)
+        if isinstance(blocks, torch.nn.ModuleList) and (count is None or len(blocks) == count):
+            return (f"{prefix}.{name}" if prefix and base is not backbone else name), blocks
+    raise ConfigError(
+        f"Cannot find the decoder blocks of this {type(backbone).__name__}: its base model has no list of "
+        f"{count} blocks named one of {list(LAYER_LISTS)}. Memory inside the layers (associative) needs them; "
+        "use a GPT-2, Llama-family or GPT-NeoX backbone.")

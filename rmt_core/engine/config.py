@@ -30,8 +30,8 @@ class RMTConfig:
     task / description: free text for model cards and the app (what it was trained on).
     memory: the memory type, a name registered with rmt_core.engine.memory.register_memory
         ("tokens", the default: the RMT's m slots; configs written before this field load as it).
-    memory_options: settings of the memory type beyond the fields above (free-form JSON; the
-        memory type reads and checks them).
+    memory_options: settings of the memory type beyond the fields above (a JSON object; the
+        memory type reads and checks them: MemoryType.check_config; "associative": d_mem, nu, ...).
 
     Each config remembers which fields its caller set (``explicit_fields``): a loader that
     has its own defaults for a format (the authors' checkpoints use ``mask_mode="causal"``)
@@ -79,7 +79,7 @@ class RMTConfig:
             raise ConfigError(f"memory_options must be a JSON object (dict), got {type(self.memory_options).__name__}.")
         from .memory.registry import memory_class  # the registry lists the known names
 
-        memory_class(self.memory)
+        memory_class(self.memory).check_config(self)  # the memory type checks its own memory_options
 
     @property
     def explicit_fields(self) -> frozenset[str]:
@@ -91,8 +91,11 @@ class RMTConfig:
         return {name: value for name, value in self.to_dict().items() if name in self.explicit_fields}
 
     def segment_length(self) -> int:
-        """Length of one full segment row as the backbone sees it: m + L + m."""
-        return self.segment_size + 2 * self.num_mem_tokens
+        """Length of one full segment row as the backbone sees it, as the memory type lays it out
+        (tokens: m + L + m; associative: L + M)."""
+        from .memory.registry import memory_class
+
+        return memory_class(self.memory).segment_length(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

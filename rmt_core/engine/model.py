@@ -107,9 +107,9 @@ class RMTModel(nn.Module):
         limit = self.max_positions
         if limit is None or self.config.reset_positions:
             return None
-        row, m, size = self.config.segment_length(), self.config.num_mem_tokens, self.config.segment_size
+        row, extra, size = self.config.segment_length(), self.memory.row_length(0), self.config.segment_size
         full, rest = divmod(limit, row)
-        return full * size + max(0, min(size, rest - 2 * m))
+        return full * size + max(0, min(size, rest - extra))  # extra: the rows a memory adds to a segment
 
     def check_input_length(self, n_tokens: int, what: str = "input") -> None:
         """Raise ArgumentError when an input of n_tokens does not fit max_input_tokens."""

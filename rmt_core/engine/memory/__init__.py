@@ -4,6 +4,8 @@
                  edits), SegmentRow (what the backbone sees), SegmentOutput
     registry.py  register_memory(name, cls) / memory_class(name) / known_memories()
     tokens.py    TokenMemory ("tokens"): the RMT's m slots in [read | tokens | write]
+    associative.py  AssociativeMemory ("associative"): ARMT, [tokens | memory tokens] and a
+                 per-layer associative state (A, z) read into every token, written by the memory tokens
 
 Add a memory type: subclass MemoryType in your own module, register_memory("name", cls), and
 build the model with RMTConfig(memory="name"). Nothing inside rmt_core needs an edit.
@@ -13,8 +15,10 @@ from __future__ import annotations
 from .base import EDITS, MemoryType, SegmentOutput, SegmentRow, State, StateArrays, map_state, state_tensors
 from .registry import known_memories, memory_class, register_memory
 from .tokens import TokenMemory
+from .associative import AssociativeMemory
 
 register_memory("tokens", TokenMemory)
+register_memory("associative", AssociativeMemory)
 
-__all__ = ["EDITS", "MemoryType", "SegmentOutput", "SegmentRow", "State", "StateArrays", "TokenMemory",
+__all__ = ["AssociativeMemory", "EDITS", "MemoryType", "SegmentOutput", "SegmentRow", "State", "StateArrays", "TokenMemory",
            "known_memories", "map_state", "memory_class", "register_memory", "state_tensors"]

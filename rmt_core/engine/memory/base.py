@@ -112,6 +112,19 @@ class MemoryType:
         # A plain attribute (no submodule): the model owns the parameters, the type only runs them.
         self.model = model
 
+    # ------------------------------------------------------------------ the config (no model yet)
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        """Raise ConfigError for an RMTConfig (its memory_options above all) this type cannot run;
+        called by RMTConfig.validate, before any backbone exists. Default: accept."""
+
+    @classmethod
+    def segment_length(cls, config: Any) -> int:
+        """Rows of one full segment as the backbone sees it, from the config alone (RMTConfig.segment_length;
+        positions advance by it per segment when reset_positions=False). Default: the RMT's
+        [read m | tokens L | write m], L + 2m."""
+        return int(config.segment_size) + 2 * int(config.num_mem_tokens)
+
     # ------------------------------------------------------------------ state
     def initial_state(self, batch: int) -> State:
         """The state before the first segment for `batch` samples (learned or fixed)."""

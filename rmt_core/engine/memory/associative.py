@@ -1,0 +1,387 @@
+"""AssociativeMemory ("associative"): the Associative Recurrent Memory Transformer's memory.
+
+Source: Rodkin, Kuratov, Bulatov, Burtsev, "Associative Recurrent Memory Transformer" (2024,
+arXiv 2407.04841, Eqs. 1-4) and the authors' code (RodkinIvan/associative-recurrent-memory-
+transformer, modeling_amt/language_modeling.py: branch framework_accel = "FA" maths, branch
+experimental = "EXP" options); facts restated in shared/docs/armt-reference.md. Written here
+from those facts, not copied.
+
+Row per segment (the unmodified backbone sees it through ``inputs_embeds``)::
+
+    [ segment tokens (L) | memory tokens P (M) ]      plain causal mask
+
+P is the learned ``model.memory_tokens`` (M, d), the SAME in every segment: the memory tokens carry
+no state. Tokens never see memory tokens; memory tokens see the segment's real tokens (and earlier
+memory tokens). All recurrence lives in each layer l's associative state (A_l, z_l):
+
+    read   (every row of block l's input H, once the sample has been written to):
+           H <- H + y,  y = phi(W_mq h)^T A_l / (z_l^T phi(W_mq h) + 1e-5)
+    write  (from block l's outputs O of the M memory tokens, all at once, against the OLD state):
+           k_i = W_mk o_i, v_i = W_mv o_i, beta_i = sigmoid(W_mb o_i + b)
+           first write: vbar_i = 0, gamma_i = 1; later: den_i = z^T phi(k_i) + 1e-5,
+           vbar_i = phi(k_i)^T A / den_i, gamma_i = clip(1 - den_i / (|phi(k_i)|^2 + eps), 0, 1) (no grad)
+           A_l += sum_i phi(k_i) (beta_i * (v_i - vbar_i))^T ;  z_l += sum_i gamma_i phi(k_i)
+
+phi is DPFP of order nu (u = [relu(x); relu(-x)], phi = concat_j u * roll(u, j), j = 1..nu).
+memory_options (all optional; ``AssociativeOptions``): d_mem (64), nu (3), correction (True: the
+gamma above; False: gamma = 1), n_heads (1: q, k split into d_mem / h, values into d / h, one (A, z)
+per head), use_denom (True; False: y = phi(q)^T A and vbar = phi(k)^T A, z unused), gating (False;
+True: beta per channel, W_mb: d -> d), normalize_features (False = FA maths; True = EXP maths:
+phi L2-normalised and no epsilon in gamma's denominator), wrap_pos (False; True, GPT-2 only: the
+memory tokens take M position rows added at the end of ``wpe``, as the FA cell's default does).
+
+State (batch first): {"A": (batch, layers, heads, F / h, d / h), "z": (batch, layers, heads, F / h),
+"written": (batch, 1) segments written so far} with F = 2 nu d_mem. A sample reads only once its
+"written" count is above 0 (a per-sample flag, so replay from a stored state and padded batches are
+right). Parameters live ON THE MODEL: ``memory_tokens`` and ``associative_layers.{l}.W_mq / W_mk /
+W_mv / W_mb``. Generate (a row that does not write) applies the reads to the prompt and to every
+decoded token, and writes nothing.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...errors import ConfigError
+from ..backbones import decoder_layers
+from ..masks import allowed_attention
+from .base import MemoryType, SegmentRow, StateArrays
+
+READ_EPS = 1e-5  # the denominator's epsilon in reads and in vbar (both code versions)
+GAMMA_EPS_FA = 1e-5  # gamma's denominator epsilon in framework_accel; experimental has none
+
+
+@dataclass(frozen=True)
+class AssociativeOptions:
+    """An associative memory's settings (RMTConfig.memory_options, defaults filled in); see the module docstring."""
+
+    d_mem: int = 64
+    nu: int = 3
+    correction: bool = True
+    n_heads: int = 1
+    use_denom: bool = True
+    gating: bool = False
+    normalize_features: bool = False
+    wrap_pos: bool = False
+
+    @property
+    def feature_size(self) -> int:
+        """F = 2 nu d_mem: the size of phi over all heads (384 for the paper's d_mem 64, nu 3)."""
+        return 2 * self.nu * self.d_mem
+
+    @property
+    def gamma_eps(self) -> float:
+        return 0.0 if self.normalize_features else GAMMA_EPS_FA
+
+
+_OPTION_TYPES = {f.name: f.type for f in dataclasses.fields(AssociativeOptions)}
+# The authors' variants this engine does not implement: named when asked for, never silently ignored.
+NOT_IMPLEMENTED = {
+    "act_on": "adaptive computation time (ACT, the experimental branch's AdaptiveAssociativeLayerWrapper)",
+    "act_type": "adaptive computation time (ACT)",
+    "max_hop": "adaptive computation time (ACT)",
+    "time_penalty": "adaptive computation time (ACT)",
+    "sliding_window": "sliding-window attention over the previous segment's keys and values",
+    "sink_token": "attention sink tokens",
+    "sink_tokens": "attention sink tokens",
+    "num_sink_tokens": "attention sink tokens",
+    "use_sink": "attention sink tokens",
+}
+
+
+def associative_options(config: Any) -> AssociativeOptions:
+    """The AssociativeOptions of an RMTConfig's memory_options, or ConfigError naming the field and
+    what is allowed (unknown keys, wrong types, d_mem / nu / n_heads < 1, n_heads not dividing d_mem,
+    the variants in NOT_IMPLEMENTED)."""
+    given = dict(config.memory_options)
+    for key, what in NOT_IMPLEMENTED.items():
+        if key in given and given[key] not in (False, None, 0):
+            raise ConfigError(f"memory_options {key}={given[key]!r} asks for {what}, an ARMT variant RMT Lens does "
+                              f"not implement. Remove {key!r} (the published ARMT checkpoints do not use it).")
+        given.pop(key, None)
+    unknown = sorted(set(given) - set(_OPTION_TYPES))
+    if unknown:
+        raise ConfigError(f"Unknown memory_options {unknown} for the associative memory; known options are "
+                          f"{sorted(_OPTION_TYPES)}.")
+    for key, value in given.items():
+        if _OPTION_TYPES[key] == "bool" and not isinstance(value, bool):
+            raise ConfigError(f"memory_options {key} must be true or false, got {value!r}.")
+        if _OPTION_TYPES[key] == "int" and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ConfigError(f"memory_options {key} must be an integer >= 1, got {value!r}.")
+    options = AssociativeOptions(**given)
+    if options.d_mem % options.n_heads:
+        raise ConfigError(f"memory_options n_heads={options.n_heads} must divide d_mem={options.d_mem} (each head "
+                          f"gets d_mem / n_heads key dimensions); pick n_heads among the divisors of {options.d_mem}.")
+    if config.num_mem_tokens < 1:
+        raise ConfigError(f"num_mem_tokens must be >= 1 for the associative memory (its memory tokens write the "
+                          f"state), got {config.num_mem_tokens}.")
+    if options.wrap_pos and not config.reset_positions:
+        raise ConfigError("memory_options wrap_pos=true needs reset_positions=true: the memory tokens take fixed "
+                          "position rows after the table, and the tokens' positions restart in every segment.")
+    return options
+
+
+# ---------------------------------------------------------------------- the maths (pure functions)
+def dpfp(x: torch.Tensor, nu: int) -> torch.Tensor:
+    """Deterministic parameter-free projection (Schlag et al. 2021) of order nu over the last axis:
+    u = [relu(x); relu(-x)] (2n), phi = concat over j = 1..nu of u * roll(u, j): (..., n) -> (..., 2 nu n)."""
+    u = torch.cat([F.relu(x), F.relu(-x)], dim=-1)
+    return torch.cat([u * u.roll(shifts=j, dims=-1) for j in range(1, nu + 1)], dim=-1)
+
+
+def to_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(batch, n, c) -> (batch, heads, n, c / heads): channels split into consecutive groups."""
+    batch, n, c = x.shape
+    return x.reshape(batch, n, heads, c // heads).transpose(1, 2)
+
+
+def from_heads(x: torch.Tensor) -> torch.Tensor:
+    """(batch, heads, n, c) -> (batch, n, heads * c), the inverse of to_heads."""
+    batch, heads, n, c = x.shape
+    return x.transpose(1, 2).reshape(batch, n, heads * c)
+
+
+def features(x: torch.Tensor, options: AssociativeOptions) -> torch.Tensor:
+    """phi of projected queries or keys: (batch, n, d_mem) -> (batch, heads, n, F / heads)."""
+    phi = dpfp(to_heads(x, options.n_heads), options.nu)
+    return F.normalize(phi, p=2.0, dim=-1) if options.normalize_features else phi
+
+
+def retrieve(phi: torch.Tensor, A: torch.Tensor, z: torch.Tensor, options: AssociativeOptions
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """phi^T A / (z^T phi + 1e-5) per head: phi (batch, h, n, f), A (batch, h, f, e), z (batch, h, f)
+    -> (values (batch, h, n, e), denominators (batch, h, n, 1) or None without use_denom)."""
+    numerator = torch.einsum("bhnf,bhfe->bhne", phi, A)
+    if not options.use_denom:
+        return numerator, None
+    denominator = torch.einsum("bhf,bhnf->bhn", z, phi).unsqueeze(-1) + READ_EPS
+    return numerator / denominator, denominator
+
+
+class AssociativeLayer(nn.Module):
+    """One backbone layer's associative projections (registered on the RMTModel as associative_layers.{l}).
+
+    W_mq, W_mk: d -> d_mem (no bias); W_mv: d -> d (no bias, zero-initialised as the authors': every
+    read is 0 until it is trained); W_mb: d -> heads (d with gating), with bias."""
+
+    def __init__(self, d: int, options: AssociativeOptions) -> None:
+        super().__init__()
+        self.options = options
+        self.W_mq = nn.Linear(d, options.d_mem, bias=False)
+        self.W_mk = nn.Linear(d, options.d_mem, bias=False)
+        self.W_mv = nn.Linear(d, d, bias=False)
+        nn.init.zeros_(self.W_mv.weight)
+        self.W_mb = nn.Linear(d, d if options.gating else options.n_heads)
+
+    def read(self, hidden: torch.Tensor, A: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """y (batch, n, d) for block input rows `hidden` (batch, n, d) from one layer's A (batch, h, f, e), z."""
+        values, _ = retrieve(features(self.W_mq(hidden), self.options), A, z, self.options)
+        return from_heads(values)
+
+    def write(self, memory: torch.Tensor, A: torch.Tensor, z: torch.Tensor, written: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The state after the memory tokens' outputs `memory` (batch, M, d) write into (A, z), all M
+        against the OLD state. written: (batch,) bool, False where this is the sample's first write
+        (then vbar = 0 and gamma = 1). Returns (A', z') shaped as A, z."""
+        options = self.options
+        phi = features(self.W_mk(memory), options)  # (batch, h, M, f)
+        values = to_heads(self.W_mv(memory), options.n_heads)  # (batch, h, M, e)
+        beta = to_heads(torch.sigmoid(self.W_mb(memory)), options.n_heads)  # (batch, h, M, 1), or (.., e) gated
+        old = written.view(-1, 1, 1, 1)
+        previous, denominator = retrieve(phi, A, z, options)
+        previous = torch.where(old, previous, torch.zeros_like(previous))  # vbar
+        A = A + torch.einsum("bhmf,bhme->bhfe", phi, beta * (values - previous))
+        if not options.use_denom:
+            return A, z
+        if options.correction:
+            norm2 = phi.pow(2).sum(dim=-1, keepdim=True)  # |phi(k)|^2, (batch, h, M, 1)
+            gamma = torch.clip(1 - denominator / (norm2 + options.gamma_eps), 0, 1).detach()
+            gamma = torch.where(old, gamma, torch.ones_like(gamma))
+        else:
+            gamma = torch.ones_like(phi[..., :1])
+        return A, z + (gamma * phi).sum(dim=-2)
+
+
+# ---------------------------------------------------------------------- the memory type
+class AssociativeMemory(MemoryType):
+    """ARMT: memory tokens after each segment, per-layer associative state (A_l, z_l); see the module docstring."""
+
+    supported_edits = ("reset", "zero", "replace")
+
+    def __init__(self, model: Any) -> None:
+        super().__init__(model)
+        config = model.config
+        self.options = options = associative_options(config)
+        d = model.hidden_size
+        if d % options.n_heads:
+            raise ConfigError(f"memory_options n_heads={options.n_heads} must divide the backbone's hidden size {d} "
+                              "(each head keeps d / n_heads value channels).")
+        if options.wrap_pos and getattr(model.backbone.config, "model_type", "") != "gpt2":
+            raise ConfigError(f"memory_options wrap_pos=true adds memory-token rows to GPT-2's position table (wpe); "
+                              f"this backbone is {getattr(model.backbone.config, 'model_type', '?')!r}. Use "
+                              "wrap_pos=false (positions then follow each segment's tokens).")
+        self.layers_attr, self.blocks = decoder_layers(model.backbone)
+        embeddings = model.backbone.get_input_embeddings().weight.detach()
+        dtype = embeddings.dtype
+        # The authors' memory_cell.memory: randn scaled by the word embeddings' std.
+        model.memory_tokens = nn.Parameter(
+            (torch.randn(config.num_mem_tokens, d) * float(embeddings.float().std())).to(dtype))
+        model.associative_layers = nn.ModuleList(AssociativeLayer(d, options) for _ in self.blocks).to(dtype)
+        self.position_rows = None  # wrap_pos: the first of the M rows added to wpe
+        if options.wrap_pos:
+            self.position_rows = self._wrap_positions(config.num_mem_tokens)
+
+    def _wrap_positions(self, m: int) -> int:
+        """Grow GPT-2's wpe by m rows (N(0, 1) as nn.Embedding's default, the authors' way); returns the
+        first new row. backbone.config.n_positions stays: a saved config rebuilds the original table."""
+        transformer = self.model.backbone.base_model
+        old = transformer.wpe.weight.detach()
+        grown = nn.Embedding(old.shape[0] + m, old.shape[1]).to(device=old.device, dtype=old.dtype)
+        with torch.no_grad():
+            grown.weight[: old.shape[0]] = old
+        transformer.wpe = grown
+        return int(old.shape[0])
+
+    # ------------------------------------------------------------------ the config
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        associative_options(config)
+
+    @classmethod
+    def segment_length(cls, config: Any) -> int:
+        """L + M: the segment's tokens then the memory tokens."""
+        return int(config.segment_size) + int(config.num_mem_tokens)
+
+    @property
+    def num_mem_tokens(self) -> int:
+        return self.model.config.num_mem_tokens
+
+    # ------------------------------------------------------------------ state
+    def state_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """One sample's A and z shapes: (layers, heads, F / h, d / h) and (layers, heads, F / h)."""
+        o, h = self.options, self.options.n_heads
+        layers, f, e = len(self.blocks), o.feature_size // h, self.model.hidden_size // h
+        return (layers, h, f, e), (layers, h, f)
+
+    def initial_state(self, batch: int) -> dict[str, torch.Tensor]:
+        a_shape, z_shape = self.state_shapes()
+        like = self.model.memory_tokens
+        return {"A": like.new_zeros(batch, *a_shape), "z": like.new_zeros(batch, *z_shape),
+                "written": like.new_zeros(batch, 1)}
+
+    def state_spec(self) -> dict[str, tuple[str, ...]]:
+        return {"A": ("layer", "head", "feature", "hidden"), "z": ("layer", "head", "feature"), "written": ("one",)}
+
+    # ------------------------------------------------------------------ one segment
+    def row_length(self, n_tokens: int, write: bool = True) -> int:
+        return n_tokens + (self.num_mem_tokens if write else 0)
+
+    def build_row(self, state: dict[str, torch.Tensor], embeds: torch.Tensor, token_valid: torch.Tensor | None,
+                  write: bool, segment_index: int) -> SegmentRow:
+        cfg = self.model.config
+        m = self.num_mem_tokens if write else 0
+        batch, n_tokens = embeds.shape[:2]
+        device = embeds.device
+        blocks = [embeds, self.model.memory_tokens.to(device).unsqueeze(0).expand(batch, -1, -1)] if m else [embeds]
+        row = torch.cat(blocks, dim=1)  # (batch, L + M, d)
+        # Plain causal over the whole row; padded token keys hidden (memory rows are always real).
+        valid = None if token_valid is None else torch.cat(
+            [token_valid.bool().to(device), torch.ones(batch, m, dtype=torch.bool, device=device)], dim=1)
+        allowed = allowed_attention(0, n_tokens + m, "causal", True, valid, device=device)
+        n_valid = token_valid.sum(dim=1).to(device) if token_valid is not None else torch.full(
+            (batch,), n_tokens, device=device)
+        offset = 0 if cfg.reset_positions else segment_index * cfg.segment_length()
+        positions = torch.arange(n_tokens, device=device).expand(batch, -1) + offset
+        if m:
+            steps = torch.arange(m, device=device)
+            memory_pos = (self.position_rows + steps).expand(batch, -1) if self.position_rows is not None else (
+                offset + n_valid.unsqueeze(1) + steps)  # after each sample's last real token, as when run alone
+            positions = torch.cat([positions, memory_pos], dim=1)
+        tokens = slice(0, n_tokens)
+        return SegmentRow(row, allowed, positions.long(), tokens,
+                          {"tokens": tokens, "memory": slice(n_tokens, n_tokens + m)}, write and m > 0)
+
+    def layer_hooks(self, state: dict[str, torch.Tensor], row: SegmentRow) -> contextlib.AbstractContextManager[None]:
+        return self._hooks(state, row)
+
+    @contextlib.contextmanager
+    def _hooks(self, state: dict[str, torch.Tensor], row: SegmentRow) -> Iterator[None]:
+        """Block l's input gets + Read_l (samples written to); its output's last M rows write (A_l, z_l)
+        into row.context["new_state"] (per layer, filled while the backbone runs)."""
+        written = state["written"][:, 0] > 0  # (batch,)
+        reads = bool(written.any())
+        new_a: list[torch.Tensor | None] = [None] * len(self.blocks)
+        new_z: list[torch.Tensor | None] = [None] * len(self.blocks)
+        row.context["new_state"] = (new_a, new_z)
+        handles = []
+        try:
+            for layer, block in enumerate(self.blocks):
+                if reads:
+                    handles.append(block.register_forward_pre_hook(
+                        functools.partial(self._read_hook, layer, state, written), with_kwargs=True))
+                if row.write:
+                    handles.append(block.register_forward_hook(
+                        functools.partial(self._write_hook, layer, state, written, new_a, new_z)))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _read_hook(self, layer: int, state: dict[str, torch.Tensor], written: torch.Tensor, module: nn.Module,
+                   args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        positional = bool(args)
+        hidden = args[0] if positional else kwargs["hidden_states"]  # (batch, n, d)
+        assoc = self.model.associative_layers[layer]
+        here = assoc.W_mq.weight.device
+        y = assoc.read(hidden.to(here), state["A"][:, layer].to(here), state["z"][:, layer].to(here))
+        hidden = torch.where(written.to(hidden.device).view(-1, 1, 1), hidden + y.to(hidden.device), hidden)
+        if positional:
+            return (hidden,) + tuple(args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": hidden}
+
+    def _write_hook(self, layer: int, state: dict[str, torch.Tensor], written: torch.Tensor,
+                    new_a: list, new_z: list, module: nn.Module, args: tuple, output: Any) -> None:
+        out = output[0] if isinstance(output, (tuple, list)) else output  # (batch, n, d)
+        assoc = self.model.associative_layers[layer]
+        here = assoc.W_mk.weight.device
+        memory = out[:, -self.num_mem_tokens:].to(here)  # the memory tokens' outputs (batch, M, d)
+        new_a[layer], new_z[layer] = assoc.write(memory, state["A"][:, layer].to(here),
+                                                 state["z"][:, layer].to(here), written.to(here))
+
+    def read_state(self, state: dict[str, torch.Tensor], row: SegmentRow, hidden: torch.Tensor,
+                   token_valid: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        new_a, new_z = row.context["new_state"]
+        if any(a is None for a in new_a):
+            raise RuntimeError("associative memory: a backbone block ran without its write hook")  # engine bug
+        device = state["A"].device
+        return {"A": torch.stack(new_a, dim=1).to(device), "z": torch.stack(new_z, dim=1).to(device),
+                "written": state["written"] + 1}
+
+    # ------------------------------------------------------------------ labels and edits
+    def row_labels(self, token_labels: list[str], write: bool = True) -> list[str]:
+        memory = [f"P{i}" for i in range(self.num_mem_tokens)] if write else []
+        return list(token_labels) + memory
+
+    def parts(self) -> list[str]:
+        """One part per backbone layer, "L0".."L{n-1}": that layer's (A, z)."""
+        return [f"L{layer}" for layer in range(len(self.blocks))]
+
+    def edit_state(self, arrays: StateArrays, edit: str, *, part: int | None = None,
+                   source: StateArrays | None = None, seed: int = 0) -> StateArrays:
+        """reset / zero as MemoryType; "replace": layer `part`'s A and z from `source`; the result counts as
+        written when either state was (a layer left at zero reads exactly 0)."""
+        if edit == "replace":
+            out = {name: np.array(value, dtype=np.float32, copy=True) for name, value in arrays.items()}
+            for name in ("A", "z"):
+                out[name][part] = source[name][part]
+            out["written"] = np.maximum(out["written"], np.asarray(source["written"], dtype=np.float32))
+            return out
+        return super().edit_state(arrays, edit, part=part, source=source, seed=seed)
