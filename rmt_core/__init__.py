@@ -36,6 +36,7 @@ Where memory is read and written (one seam: engine/memory/):
     engine/memory/registry.py  register_memory(name, cls) / memory_class(name): RMTConfig.memory
     engine/memory/tokens.py  TokenMemory ("tokens"): memory_in fills the read slots (and the write
                      slots' inputs); the write slots' last hidden states become memory_out
+    engine/memory/associative.py  AssociativeMemory ("associative", ARMT): per-layer (A, z) read into every block's input, written from the memory tokens' outputs (layer hooks)
     engine/masks.py  segment_layout: the row [read slots R_k | tokens | write slots W_k] and who
                      may attend to whom (mask modes)
     engine/model.py  RMTModel: forward / iter_segments / generate carry the state on

@@ -189,7 +189,8 @@ def check_shapes(header: dict[str, Any], shapes: dict[str, tuple[int, ...]], pat
     if len(shapes["bounds"]) != 2 or shapes["bounds"][1] != 2 or shapes["bounds"][0] < 1:
         raise damaged(path, f"bounds has shape {shapes['bounds']}, not (S, 2) with S >= 1")
     info = header["model"]
-    m = int(info["rmt"]["num_mem_tokens"])
+    # Slots are the tokens memory's; another memory type records none (its state is state_out.*).
+    m = int(info["rmt"]["num_mem_tokens"]) if info["rmt"].get("memory", "tokens") == "tokens" else 0
     if len(shapes["initial_memory"]) != 2 or shapes["initial_memory"][0] != m:
         raise damaged(path, f"initial_memory has shape {shapes['initial_memory']}, not ({m}, d) for {m} memory slots")
     d = shapes["initial_memory"][1]

@@ -308,13 +308,17 @@ class Trace:
         return self.replay(index, attention=True, compute_logits=False).attention[0].numpy()
 
     def attention_labels(self, index: int) -> list[str]:
-        """Row/column labels of attention(index): R0.., the segment's tokens, W0...
+        """Row/column labels of attention(index): R0.., the segment's tokens, W0... (another memory
+        type: its row_labels, which needs the model attached).
 
         Tokens are shown with token_text.token_label: visible newlines, and the continuation
         mark for a piece whose character is shown on the piece before."""
         seg = self.segments[self.check_segment(index)]
+        tokens = [token_text.token_label(t) for t in seg.tokens]
+        if self.memory_type != "tokens":  # another memory type lays out its own row (associative: tokens, P0..)
+            return self.require_model("labelling attention rows").memory.row_labels(tokens)
         m = self.num_mem_tokens
-        return [f"R{k}" for k in range(m)] + [token_text.token_label(t) for t in seg.tokens] + [f"W{k}" for k in range(m)]
+        return [f"R{k}" for k in range(m)] + tokens + [f"W{k}" for k in range(m)]
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> Path:
