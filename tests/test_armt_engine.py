@@ -52,6 +52,7 @@ def gpt2():
 @pytest.mark.parametrize("kind", ["gpt2", "llama", "neox"])
 def test_segment_zero_is_the_plain_backbone_and_later_segments_read(kind):
     model = build(kind)
+    assert model.memory.layers_attr == {"gpt2": "transformer.h", "llama": "model.layers", "neox": "gpt_neox.layers"}[kind]
     x = ids(3 * S)
     out = model(x)
     assert out.logits.shape == (1, 3 * S, VOCAB) and len(out.memory_out) == 3
