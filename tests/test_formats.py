@@ -274,21 +274,6 @@ def _write_safetensors(folder: Path, tensors: dict) -> Path:
     return folder
 
 
-def test_armt_is_refused_by_name(tmp_path):
-    model = make_model("gpt2", mask_mode="causal")
-    state = authors_state(model, drop_tied=True)
-    armt = {}
-    for k, v in state.items():  # blocks wrapped under ".layer." with associative projections beside them
-        armt[k.replace(".h.0.", ".h.0.layer.").replace(".h.1.", ".h.1.layer.")] = v
-    for i in range(2):
-        for part in ("W_mq", "W_mk", "W_mv", "W_mb"):
-            armt[f"memory_cell.model.transformer.h.{i}.{part}.weight"] = torch.zeros(8, 32)
-    folder = _write_safetensors(tmp_path / "armt", armt)
-    with pytest.raises(CheckpointError, match="this is an ARMT \\(associative memory\\) checkpoint.*not supported yet"):
-        rmt_core.load(str(folder), rmt_config={"segment_size": SEGMENT}, backbone=str(tmp_path))
-    assert rmt_core.io.checkpoint.inspect_checkpoint(str(folder)).format == "armt"
-
-
 def test_lucidrains_is_refused_by_name(tmp_path):
     tensors = {"token_emb.weight": torch.zeros(VOCAB, 16), "read_memory_emb": torch.zeros(4, 16),
                "memory_tokens": torch.zeros(4, 16), "layers.0.0.norm.weight": torch.ones(16),

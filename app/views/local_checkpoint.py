@@ -1,5 +1,5 @@
 """The sidebar's local-checkpoint box: a folder, weights file or cached Hub name, and for a
-checkpoint written by other code (the authors' RMT) the facts it does not store."""
+checkpoint written by other code (the authors' RMT or ARMT) the facts it does not store."""
 from __future__ import annotations
 
 from typing import Any
@@ -32,7 +32,7 @@ def choose() -> str | None:
     except RMTLensError as exc:
         st.error(literal(f"Could not load this model: {services.app_message(exc)}"))
         return None
-    if info.format not in ("authors", "pickled"):
+    if info.format not in ("authors", "armt", "pickled"):
         return folder  # RMT Lens's own, or a format whose refusal the loader explains
     st.info(f"Found {literal(info.describe())}. It does not store everything RMT Lens needs:")
     if not info.has_segment_size:

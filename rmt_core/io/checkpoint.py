@@ -182,6 +182,8 @@ class CheckpointInfo:
     has_backbone_config: bool = False  # a config.json with the backbone's model_type beside the weights
     has_segment_size: bool = False  # a stored RMT config with segment_size
     has_tokenizer: bool = False
+    armt: formats.armt.ArmtLayout | None = None  # an ARMT's layout, from the safetensors header
+    armt_config: dict[str, Any] | None = None  # an ARMTForCausalLM config.json's settings (armt.causal_lm_config)
 
     @property
     def needs_pickle_opt_in(self) -> bool:
@@ -201,29 +203,52 @@ class CheckpointInfo:
         if self.format == "pickled" and self.weights is not None:
             return f"{self.weights.describe()}, whose RMT format shows once it is read"
         what = formats.FORMAT_NAMES[self.format]
+        weights = self.weights.describe() if self.weights else "no weights"
+        if self.armt is not None:
+            assumed = self.assumed()
+            return (f"{what} ({'ARMTForCausalLM' if self.armt_config else 'AssociativeRecurrentWrapper'}, "
+                    f"{self.armt.describe()}): {weights}"
+                    + (f"; not stored, so assumed unless given in memory_options: {assumed}" if assumed else ""))
         slots = f", {self.num_mem_tokens} memory slots" if self.num_mem_tokens is not None else ""
-        return f"{what}{slots}: {self.weights.describe() if self.weights else 'no weights'}"
+        return f"{what}{slots}: {weights}"
+
+    def assumed(self, rmt_config: RMTConfig | dict[str, Any] | None = None) -> str:
+        """An ARMT's maths switches that neither its files nor rmt_config's memory_options give, as
+        "name=value, ... (why)" (rmt_core.io.formats.armt.default_maths); "" for other formats."""
+        if self.armt is None:
+            return ""
+        given = {**(self.armt_config or {}).get("memory_options", {}),
+                 **(_explicit_fields(rmt_config).get("memory_options") or {})}
+        return formats.armt.default_maths(self.armt_config is not None, self.armt.written_by_experimental, given)[1]
 
     def missing(self, trust_pickle: bool = False, rmt_config: RMTConfig | dict[str, Any] | None = None,
                 backbone: str | None = None) -> list[str]:
         """What loading a foreign checkpoint still needs, each with the argument or flag that supplies it."""
-        if not self.foreign or self.format not in (formats.AUTHORS, "pickled"):
+        if not self.foreign or self.format not in (formats.AUTHORS, formats.ARMT, "pickled"):
             return []
         needs = []
+        explicit = _explicit_fields(rmt_config)
         if self.needs_pickle_opt_in and not trust_pickle:
             needs.append(f"the opt-in to read a pickled file: {formats.files.TRUST_HINT}")
-        if not self.has_segment_size and "segment_size" not in _explicit_fields(rmt_config):
+        if not self.has_segment_size and "segment_size" not in explicit:
             needs.append(f"the segment size it was trained with: {authors.SEGMENT_SIZE_HINT}")
         if not self.has_backbone_config and not backbone:
-            needs.append(f"the backbone's config: {authors.BACKBONE_HINT}")
+            named = (self.armt_config or {}).get("base_model_name")
+            needs.append(f"the backbone's config: {authors.BACKBONE_HINT}"
+                         + (f" (config.json names base_model_name '{named}')" if named else ""))
+        if (self.armt is not None and self.armt.n_heads is None
+                and "n_heads" not in {**(self.armt_config or {}).get("memory_options", {}),
+                                      **(explicit.get("memory_options") or {})}):
+            needs.append(f"the number of heads, which gating hides (W_mb is d x d): {formats.armt.N_HEADS_HINT}")
         return needs
 
 
 def inspect_checkpoint(name_or_path: str | os.PathLike, download: bool = False) -> CheckpointInfo:
     """Find what a folder, file or name holds (see CheckpointInfo) without reading pickled data.
 
-    Raises CheckpointError for a missing path, unreadable config.json, incomplete shards or
-    corrupt safetensors headers.
+    Raises CheckpointError for a missing path, unreadable config.json, incomplete shards,
+    corrupt safetensors headers, or an ARMT variant RMT Lens does not run (named: ACT, sink
+    token, sliding window; see rmt_core.io.formats.armt).
     """
     path = resolve_checkpoint(name_or_path, download=download)
     folder = path if path.is_dir() else path.parent
@@ -231,18 +256,22 @@ def inspect_checkpoint(name_or_path: str | os.PathLike, download: bool = False) 
     if config is not None and config.get("format") == FORMAT:
         return CheckpointInfo(path, "rmt-lens", has_tokenizer=_has_tokenizer(folder))
     weights = formats.find_weights(path)
+    armt_config = formats.armt.causal_lm_config(config, folder / "config.json")
     info = CheckpointInfo(
         path, "none" if weights is None else "pickled", weights=weights,
         has_backbone_config=config is not None and _stored_backbone_config(config) is not None,
-        has_segment_size=config is not None and isinstance(config.get("rmt"), dict) and "segment_size" in config["rmt"],
-        has_tokenizer=_has_tokenizer(folder),
+        has_segment_size=config is not None and ((isinstance(config.get("rmt"), dict) and "segment_size" in config["rmt"])
+                                                 or "segment_size" in (armt_config or {}).get("rmt", {})),
+        has_tokenizer=_has_tokenizer(folder), armt_config=armt_config,
     )
     shapes = formats.tensor_shapes(weights) if weights is not None else None
     if shapes is not None:
         info.format = formats.detect_format(shapes)
         keys = formats.detect.memory_keys(shapes)
-        if info.format == formats.AUTHORS and len(keys) == 1 and len(shapes[keys[0]]) == 2:
+        if info.format in (formats.AUTHORS, formats.ARMT) and len(keys) == 1 and len(shapes[keys[0]]) == 2:
             info.num_mem_tokens = int(shapes[keys[0]][0])
+        if info.format == formats.ARMT:
+            info.armt = formats.armt.read_layout(shapes, weights.source)
     return info
 
 
@@ -425,9 +454,13 @@ def _load_tokenizer(path: Path, backbone: torch.nn.Module):
 
 # ---------------------------------------------------------------------- other formats
 def _stored_backbone_config(config: dict[str, Any]) -> dict[str, Any] | None:
-    """The backbone config inside a folder's config.json: {"backbone": {...}} or a plain HF config."""
+    """The backbone config inside a folder's config.json: {"backbone": {...}}, an ARMTForCausalLM's
+    base_model_config, or a plain HF config."""
     if isinstance(config.get("backbone"), dict) and "model_type" in config["backbone"]:
         return dict(config["backbone"])
+    if config.get("model_type") == formats.armt.MODEL_TYPE:
+        stored = config.get("base_model_config")
+        return dict(stored) if isinstance(stored, dict) and "model_type" in stored else None
     if "model_type" in config:
         return {k: v for k, v in config.items() if k != "rmt"}
     return None
@@ -452,7 +485,7 @@ def _raise_if_missing(info: CheckpointInfo, trust_pickle: bool, explicit: dict[s
 
 def _load_foreign(path: Path, folder: Path, config: dict[str, Any] | None, trust_pickle: bool,
                   explicit: dict[str, Any], backbone: str | os.PathLike | None, download: bool) -> RMTModel:
-    """A checkpoint not written by RMT Lens: the authors' RMT is loaded, others refused by name."""
+    """A checkpoint not written by RMT Lens: the authors' RMT and ARMT are loaded, others refused by name."""
     info = inspect_checkpoint(path)
     if info.weights is None:
         if config is None:
@@ -463,7 +496,7 @@ def _load_foreign(path: Path, folder: Path, config: dict[str, Any] | None, trust
             f"{formats.files.PICKLE_INDEX} or a .pth file). Give the folder with the weights."
         )
     source = info.weights.source
-    if info.format not in (formats.AUTHORS, "pickled"):  # known from the safetensors header
+    if info.format not in (formats.AUTHORS, formats.ARMT, "pickled"):  # known from the safetensors header
         formats.refuse_unsupported(info.format, source, (formats.tensor_shapes(info.weights) or {}).keys())
     backbone_name = str(backbone) if backbone else None
     if not info.needs_pickle_opt_in or not trust_pickle:  # say everything missing before reading anything
@@ -471,30 +504,64 @@ def _load_foreign(path: Path, folder: Path, config: dict[str, Any] | None, trust
     state = formats.read_tensors(info.weights, trust_pickle=trust_pickle)
     info.format = formats.detect_format(state)
     formats.refuse_unsupported(info.format, source, state.keys())
+    if info.format == formats.ARMT:
+        info.armt = formats.armt.read_layout({k: tuple(t.shape) for k, t in state.items()}, source)
+        info.num_mem_tokens = info.armt.num_mem_tokens
+        _raise_if_missing(info, trust_pickle, explicit, backbone_name)  # a pickle's format is known only now
+        return _load_armt(state, info, folder, config, explicit, backbone, download)
     memory, backbone_state = authors.split_state(state, source)
     m = info.num_mem_tokens = int(memory.shape[0])
     _raise_if_missing(info, trust_pickle, explicit, backbone_name)  # a pickle's format is known only now
     stored = dict(config["rmt"]) if config is not None and isinstance(config.get("rmt"), dict) else {}
     fields = authors.rmt_fields(explicit, stored, m, source)
+    backbone_dir, backbone_config, config_source = _foreign_backbone_config(backbone, download, config, folder)
+    authors.check_positions(backbone_state, backbone_config, m, source)
+    tensors = {"initial_memory": memory}
+    return _build_foreign(fields, backbone_config, config_source, state, [folder, backbone_dir], tensors,
+                          backbone_state, source)
+
+
+def _foreign_backbone_config(backbone: str | os.PathLike | None, download: bool, config: dict[str, Any] | None,
+                             folder: Path) -> tuple[Path | None, dict[str, Any], Path]:
+    """(the backbone's folder or None, its config, where that config came from) for a foreign
+    checkpoint: the caller's `backbone` (a folder or a cached Hub name), else the folder's config.json."""
     if backbone:
         backbone_dir = _backbone_folder(backbone, download)
         backbone_config = _read_config(backbone_dir)
         if backbone_config is None or "model_type" not in backbone_config:
             raise CheckpointError(f"The backbone folder {backbone_dir} has no config.json with a model_type: "
                                   "give the folder (or Hub name) of the model the RMT was built on.")
-        config_source: object = backbone_dir / "config.json"
-    else:
-        backbone_dir, backbone_config, config_source = None, _stored_backbone_config(config or {}), folder / "config.json"
-        assert backbone_config is not None  # info.missing() asked for it otherwise
-    authors.check_positions(backbone_state, backbone_config, m, source)
+        return backbone_dir, backbone_config, backbone_dir / "config.json"
+    backbone_config = _stored_backbone_config(config or {})
+    assert backbone_config is not None  # info.missing() asked for it otherwise
+    return None, backbone_config, folder / "config.json"
+
+
+def _build_foreign(fields: dict[str, Any], backbone_config: dict[str, Any], config_source: Path,
+                   state: dict[str, torch.Tensor], tokenizer_folders: list[Path | None], tensors: dict[str, torch.Tensor],
+                   backbone_state: dict[str, torch.Tensor], source: object) -> RMTModel:
+    """Build the RMTModel of a foreign checkpoint's settings and copy its tensors in (RMT Lens's names:
+    `tensors` as they are, the backbone's under "backbone.")."""
     try:
         rmt = RMTConfig.from_dict(fields)
     except ConfigError as exc:
         raise CheckpointError(f"{source}: {exc}") from exc
     sizes.check_config_fits_weights(rmt, backbone_config, {k: tuple(t.shape) for k, t in state.items()},
                                     config_source, named=False)
-    model = _build_model(rmt, backbone_config, config_source, [folder] + ([backbone_dir] if backbone_dir else []))
+    model = _build_model(rmt, backbone_config, config_source, [f for f in tokenizer_folders if f is not None])
     backbone_state = authors.drop_legacy_buffers(backbone_state, set(model.backbone.state_dict()))
-    tensors = {"initial_memory": memory, **{f"backbone.{k}": v for k, v in backbone_state.items()}}
-    _load_weights_into(model, tensors, source)
+    _load_weights_into(model, {**tensors, **{f"backbone.{k}": v for k, v in backbone_state.items()}}, source)
     return model
+
+
+def _load_armt(state: dict[str, torch.Tensor], info: CheckpointInfo, folder: Path, config: dict[str, Any] | None,
+               explicit: dict[str, Any], backbone: str | os.PathLike | None, download: bool) -> RMTModel:
+    """The authors' ARMT (formats.armt): memory="associative" with the settings its weights show,
+    its config stores, the caller gives, and the stated defaults for the rest."""
+    source = info.weights.source
+    layout = info.armt
+    backbone_dir, backbone_config, config_source = _foreign_backbone_config(backbone, download, config, folder)
+    reading = formats.armt.rmt_fields(layout, explicit, info.armt_config, backbone_config, source)
+    own, backbone_state = formats.armt.rmt_lens_tensors(state, layout, source)
+    return _build_foreign(reading.fields, backbone_config, config_source, state, [folder, backbone_dir], own,
+                          backbone_state, source)

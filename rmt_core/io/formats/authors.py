@@ -18,7 +18,8 @@ wrap_pos: a variant of their memory cell (``wrap_positional_embeddings``) enlarg
 ``wpe`` by 2m rows (old rows moved to m..m+n), feeds the write block the table's last m
 rows and the read block rows 0..m-1. RMT Lens has no such position scheme, so these
 checkpoints are refused by name (with the enlarged table they would otherwise load and
-compute the wrong positions). The ARMT's one-sided variant (n + m rows) is refused the same way.
+compute the wrong positions). An RMT file with n + m rows (the one-sided layout of the ARMT's wrap_pos)
+is refused the same way; ARMT files themselves are read by armt.py, where n + M rows mean wrap_pos.
 """
 from __future__ import annotations
 

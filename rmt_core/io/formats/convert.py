@@ -1,4 +1,5 @@
-"""Converting any checkpoint RMT Lens can load into a native RMT Lens folder."""
+"""Converting any checkpoint RMT Lens can load (the authors' RMT and ARMT) into a native RMT Lens folder;
+its card names the source and, for an ARMT, every associative-memory setting and which were assumed."""
 from __future__ import annotations
 
 import os
@@ -10,6 +11,7 @@ import torch
 
 from ...engine.config import RMTConfig
 from ...errors import CheckpointError
+from .armt import default_maths
 
 
 @dataclass
@@ -48,16 +50,26 @@ def convert_checkpoint(
     kwargs = dict(trust_pickle=trust_pickle, rmt_config=rmt_config, backbone=backbone)
     model = load(source, device="cpu", dtype=torch.float32, **kwargs)
     cfg = model.config
-    if info.format == "pickled":  # read now: load() accepts no other pickled format than the authors'
-        info.format, info.num_mem_tokens = "authors", cfg.num_mem_tokens
+    armt = cfg.memory == "associative"
+    if info.format == "pickled":  # read now: load() accepts the authors' RMT and ARMT as pickles
+        info.format, info.num_mem_tokens = ("armt" if armt else "authors"), cfg.num_mem_tokens
     given = sorted(_explicit_fields(rmt_config))
+    if armt:
+        options = cfg.memory_options
+        assumed = info.assumed(rmt_config) if info.armt is not None else default_maths(
+            info.armt_config is not None, bool(options.get("gating")) or options.get("n_heads", 1) > 1,
+            {**(info.armt_config or {}).get("memory_options", {}),
+             **(_explicit_fields(rmt_config).get("memory_options") or {})})[1]
+        how = (f"associative memory (ARMT) with {', '.join(f'{k}={v!r}' for k, v in sorted(options.items()))}"
+               + (f"; not stored in the source, assumed: {assumed}" if assumed else ""))
+    else:
+        how = (f"mask mode `{cfg.mask_mode}`"
+               + (" (the authors' wrapper uses the backbone's causal mask)" if info.format == "authors" else ""))
     provenance = (
         f"Converted by RMT Lens {__version__} from `{source}` ({info.describe()})"
         + (f" with the backbone config of `{backbone}`" if backbone else "") + ". "
         + f"Settings given at conversion: {', '.join(f'{k}={getattr(cfg, k)!r}' for k in given) or 'none'}; "
-        + f"mask mode `{cfg.mask_mode}`"
-        + (" (the authors' wrapper uses the backbone's causal mask)" if info.format in ("authors", "pickled") else "")
-        + "."
+        + how + "."
     )
     card = {
         "title": f"{model.name} (converted)",

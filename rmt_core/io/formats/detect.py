@@ -2,8 +2,9 @@
 
     authors      booydar/recurrent-memory-transformer MemoryCell + RecurrentWrapper:
                  "<prefix>memory_cell.memory" (m, d) and "<prefix>memory_cell.model.<backbone>"
-    armt         the associative RMT (ARMT): per-layer W_mq / W_mk / W_mv / W_mb projections,
-                 the backbone's blocks wrapped under ".layer."
+    armt         the authors' associative RMT (ARMT, RodkinIvan/associative-recurrent-memory-transformer):
+                 per-layer W_mq / W_mk / W_mv / W_mb projections, the backbone's blocks wrapped
+                 under ".layer." (read by armt.py; checked before "authors": it has memory_cell.memory too)
     lucidrains   lucidrains/recurrent-memory-transformer-pytorch: token_emb, read_memory_emb,
                  memory_tokens and its own transformer layers (not a Hugging Face backbone)
     backbone     a plain Hugging Face causal LM with no RMT memory
@@ -18,7 +19,7 @@ from ...errors import CheckpointError
 AUTHORS, ARMT, LUCIDRAINS, BACKBONE, UNKNOWN = "authors", "armt", "lucidrains", "backbone", "unknown"
 FORMAT_NAMES = {
     AUTHORS: "the authors' RMT (MemoryCell + RecurrentWrapper, booydar/recurrent-memory-transformer)",
-    ARMT: "an ARMT (associative memory) checkpoint",
+    ARMT: "the authors' ARMT (associative memory, RodkinIvan/associative-recurrent-memory-transformer)",
     LUCIDRAINS: "a lucidrains recurrent-memory-transformer-pytorch state dict",
     BACKBONE: "a plain Hugging Face language model without RMT memory",
     UNKNOWN: "a state dict of unknown origin",
@@ -50,15 +51,10 @@ def detect_format(names: Iterable[str]) -> str:
 
 
 def refuse_unsupported(fmt: str, source: object, names: Iterable[str]) -> None:
-    """Raise CheckpointError naming the format of a state dict RMT Lens cannot run; return for AUTHORS."""
-    if fmt == AUTHORS:
+    """Raise CheckpointError naming the format of a state dict RMT Lens cannot run; return for AUTHORS
+    and ARMT (whose variants armt.read_layout refuses by name)."""
+    if fmt in (AUTHORS, ARMT):
         return
-    if fmt == ARMT:
-        raise CheckpointError(
-            f"{source}: this is an ARMT (associative memory) checkpoint (per-layer {'/'.join(ARMT_PARTS)} "
-            "associative-memory projections around the backbone's blocks): not supported yet. RMT Lens runs the "
-            "memory-token RMT; no argument makes it load this one."
-        )
     if fmt == LUCIDRAINS:
         raise CheckpointError(
             f"{source}: this is a lucidrains recurrent-memory-transformer-pytorch state dict: not a Hugging Face "
@@ -75,5 +71,5 @@ def refuse_unsupported(fmt: str, source: object, names: Iterable[str]) -> None:
     raise CheckpointError(
         f"{source}: the tensor names ({', '.join(sample)}{' ...' if len(sample) == 4 else ''}) match no RMT "
         "format RMT Lens knows (its own save_pretrained folders; the authors' MemoryCell/RecurrentWrapper with "
-        "memory_cell.memory and memory_cell.model.*)."
+        "memory_cell.memory and memory_cell.model.*; their ARMT with W_mq / W_mk / W_mv / W_mb beside each block)."
     )
