@@ -346,6 +346,16 @@ def start_run(model, document: Document, question: str | None = None, window: in
     return RunJob(model, document, document.text, question=question, window=window).start()
 
 
+def opening_segment(trace, answer) -> tuple[int, str]:
+    """(segment, why) the pages open at after a run: where the answer's evidence is (AskResult.evidence:
+    the document's last statement about the asked person, else the clear memory carrier, else the start);
+    the start for a document that asks nothing."""
+    if answer is not None and answer.trace is trace:
+        segment, why = answer.evidence
+        return min(int(segment), trace.num_segments - 1), why
+    return 0, "Opened at the start: the document asks no question, so there is no answer's evidence to open at."
+
+
 def card_loss(model) -> float | None:
     """The held-out language-modelling loss (nats/token) the model card reports, if any."""
     from rmt_core.explain.answers import read_card

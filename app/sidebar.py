@@ -158,8 +158,8 @@ def _open_saved_trace(upload, model) -> None:
             except RMTLensError as exc:
                 answer_error = f"The answer could not be attributed: {services.app_message(exc)}"
     st.session_state.update({state.TRACE: trace, state.DOCUMENT: document, state.ANSWER: answer,
-                             state.SEGMENT: trace.num_segments - 1, state.RUN_ERROR: answer_error,
-                             state.ATTENTION_CACHE: {}, state.ATTRIBUTION_CACHE: {}})
+                             state.RUN_ERROR: answer_error, state.ATTENTION_CACHE: {}, state.ATTRIBUTION_CACHE: {}})
+    _opened(trace, answer)
     state_note = "" if trace.complete else " (a partial trace)"
     st.session_state[state.RUN_MESSAGE] = (f"Opened {upload.name}: {trace.num_tokens:,} tokens in "
                                            f"{trace.num_segments} segments{state_note}, made with {model.name}.")
@@ -217,7 +217,7 @@ def _restore() -> None:
     if saved.trace is not None:
         st.session_state[state.TRACE] = saved.trace
         st.session_state[state.ANSWER] = saved.answer
-        st.session_state[state.SEGMENT] = saved.trace.num_segments - 1
+        _opened(saved.trace, saved.answer)
     if saved.job is not None:
         st.session_state[state.JOB] = saved.job
         if saved.job.finished and saved.trace is saved.job.trace:
@@ -245,7 +245,7 @@ def _collect() -> None:
     st.session_state[state.TRACE] = trace
     st.session_state[state.DOCUMENT] = job.document
     st.session_state[state.ANSWER] = job.answer
-    st.session_state[state.SEGMENT] = trace.num_segments - 1
+    _opened(trace, job.answer)
     if not trace.complete:
         st.session_state[state.RUN_MESSAGE] = f"Cancelled: kept the {trace.num_segments} segments done."
     else:
@@ -255,6 +255,23 @@ def _collect() -> None:
         st.session_state[state.RUN_ERROR] = f"The answer could not be attributed: {job.answer_error}"
     if st.session_state.get(state.OWNER) and not job.shared:
         runs.store().update(st.session_state[state.TOKEN], st.session_state[state.OWNER], trace, job.answer)
+
+
+def _opened(trace, answer) -> None:
+    """A new trace is shown: select the segment where its answer's evidence is (services.opening_segment,
+    said under the document), and put its question, as traced, in the Ask box and no older refusal, so
+    the box, the answer and the document's caption all speak of the same question."""
+    segment, why = services.opening_segment(trace, answer)
+    st.session_state[state.SEGMENT] = segment
+    st.session_state[state.OPENED_AT] = (trace, segment, why)
+    st.session_state[state.ASK_ERROR] = None
+    st.session_state[state.ASK_QUESTION] = traced_question(trace) or ""
+
+
+def traced_question(trace) -> str | None:
+    """The question the trace's document ends with ("Where is Sandra?"; "" for a bare "Answer:"), None when it asks none."""
+    site = rmt_answers.answer_site(trace) if trace is not None else None
+    return site.question if site is not None and site.is_question else None
 
 
 def _cancel() -> None:

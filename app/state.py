@@ -30,6 +30,7 @@ OWNER = "store_owner"  # app.runs.owner_of(this browser's secret), or None witho
 TOKEN = "store_token"  # this session's key in app.runs.store() (the URL's ?doc=)
 RESTORED = "restored"  # the first run of the session looked for a reload's state
 PENDING_SEGMENT = "pending_segment"  # a segment to select on the next run (set where the slider already exists)
+OPENED_AT = "opened_at"  # (trace, segment, why): where the pages opened after the trace came (services.opening_segment)
 ASK_QUESTION = "ask_question"
 ASK_ERROR = "ask_error"
 ASK_WINDOW = "ask_window"  # earlier segments the answer's through-memory attribution unrolls

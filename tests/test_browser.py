@@ -444,8 +444,8 @@ def test_paste_and_ask_journey(fresh, local_model):
     text = line.inner_text()
     assert f"“{question}”" in text and f"the model answers “{expected.answer}”" in text, text
     assert f"p = {expected.predictions[0].probability:.2f}" in text
-    expect(page.locator(MAIN).get_by_text("Pasted text + question · colour")).to_be_visible()
-    carrier = page.locator(MAIN).get_by_text(re.compile("Memory carried it from segment|No scored earlier segment raised"))
+    expect(page.locator(MAIN).get_by_text(f"Pasted text + question “{question}” · colour")).to_be_visible()
+    carrier = page.locator(MAIN).get_by_text(re.compile("Memory carried it from segment|No earlier segment carries a clear credit"))
     expect(carrier.first).to_be_visible()
     no_exception(page)
     screenshot(page, "ask-answer")

@@ -152,7 +152,8 @@ def test_the_moved_card_vocabulary_keeps_its_training_names():
 
     for name in ("OperatingRange", "read_operating_range", "operating_range_entry", "TASK_TRAINING", "RECALL_TABLES"):
         assert getattr(training_range, name) is getattr(operating_range, name)
-    for name in ("parse_facts", "Fact", "ParsedFact", "FACT_RE", "QUESTION_RE", "MOVE_VERBS", "GET_VERBS", "DROP_VERBS"):
+    for name in ("parse_facts", "Fact", "ParsedFact", "FACT_RE", "QUESTION_RE", "MOVE_VERBS", "GET_VERBS", "DROP_VERBS",
+                 "World", "stated_place"):
         assert getattr(babi, name) is getattr(questions, name)
     found = questions.parse_facts("Noise. Mary travelled to the office. John got the football there.")
     assert [(f.fact.kind, f.fact.actor, f.fact.target) for f in found] == [("move", "Mary", "office"),

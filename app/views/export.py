@@ -33,8 +33,11 @@ def render() -> None:
     stem = (trace.model_info["name"] + "-" + str(trace.meta.get("document", "document"))).replace(" ", "_")[:60]
     prov = export.provenance(trace)
     c1, c2, c3 = st.columns(3)
+    # No help= on these buttons: Streamlit draws a button with a help tooltip twice in the page (a hidden
+    # copy for narrow screens), so it was listed twice; the hint is a caption under it instead.
     c1.download_button("Trace file (.rmtrace)", data=lambda: _via_file(lambda p: trace.save(p.with_suffix(".rmtrace"))),
-                       file_name=f"{stem}.rmtrace", help="Reopen with rmt_core.Trace.load(path, model=...)")
+                       file_name=f"{stem}.rmtrace")
+    c1.caption("Reopen it in the sidebar (Upload a file), or with `rmt_core.Trace.load(path, model=...)`.")
     c2.download_button("HTML report (works offline)", data=lambda: report_html(trace, segment=segment).encode(),
                        file_name=f"{stem}-report.html", mime="text/html")
     c3.download_button("Per-segment table (CSV)", data=lambda: export.table_csv(export.segment_table(trace)),

@@ -42,8 +42,15 @@ def render() -> None:
         _ask_box(model)
     if not trace.complete:
         st.warning(f"Partial trace: {trace.num_segments} segments were done before the run was cancelled.")
-    st.caption(f"{literal(meta.get('document', ''))} · colour = surprise (−log p of each token); §n marks the start of segment n.")
+    name, asked = str(meta.get("document", "")), sidebar.traced_question(trace)  # the question as traced
+    if asked:
+        name = f"{name} “{asked}”" if name.endswith("+ question") else f"{name} · question “{asked}”"
+    st.caption(f"{literal(name)} · colour = surprise (−log p of each token); §n marks the start of segment n.")
     segment = sidebar.selected_segment(trace)
+    opened = st.session_state.get(state.OPENED_AT)
+    if opened is not None and opened[0] is trace and opened[1] == segment and trace.num_segments > 1:
+        # why the pages opened here, until another segment is chosen
+        st.caption(literal(opened[2]))
     document_view(trace, segment, key="overview_doc", marked_chars=[tuple(s) for s in meta.get("fact_spans", [])])
     show_figure(figures.segment_curves(trace, selected=segment), key="overview_curves")
 
@@ -58,49 +65,70 @@ def _answer_panel(trace, answer: rmt_answers.AskResult) -> None:
     if site.expected is not None:
         verdict = "✓ correct" if answer.correct else "✗ wrong"
         line += f" The document's answer is **“{literal(site.expected)}”** — {verdict}."
+    verdict_line = None
+    if answer.verdict is not None:  # no answer in the document: checked against its own fact sentences
+        mark = {True: "✓ Right.", False: "✗ Wrong.", None: "?"}[answer.correct]  # the text says "Cannot tell"
+        verdict_line = f"**{mark}** {literal(answer.verdict)}"
     if answer.candidates and answer.attributed is not None and answer.attributed.token_id != top[0].token_id:
         best = answer.candidates[0]
         line += (f" “{literal(top[0].text)}” is not one of the answers it was trained on; the most likely of "
                  f"those is **“{literal(best.text)}”** (p = {best.probability:.3f}).")
     with st.container(border=True):
         st.markdown(line)
+        if verdict_line is not None:
+            st.markdown(verdict_line)
         for warning in answer.warnings:  # the answer's limits, right under it
             st.warning(literal(warning.text), icon=":material/report:")
         _carrier_line(trace, answer)
-        if answer.memory_segment is not None:
+        claim = answer.carrier
+        if claim is not None and claim.segment is not None:  # only a clear carrier gets buttons
             cols = st.columns(len(SEGMENT_PAGES) + 1)
-            cols[0].button(f"Select segment {answer.memory_segment}", key="answer_select",
-                           on_click=sidebar.request_segment, args=(answer.memory_segment,))
+            cols[0].button(f"Select segment {claim.segment}", key="answer_select",
+                           on_click=sidebar.request_segment, args=(claim.segment,))
             for col, (title, page) in zip(cols[1:], SEGMENT_PAGES):
                 if col.button(f"Open it on {title}", key=f"answer_open_{title}",
-                              on_click=sidebar.request_segment, args=(answer.memory_segment,)):
+                              on_click=sidebar.request_segment, args=(claim.segment,)):
                     st.switch_page(page)
         if answer.note:
             st.caption(literal(answer.note))
 
 
 def _carrier_line(trace, answer: rmt_answers.AskResult) -> None:
-    """"Memory carried it from": the scored earlier segment with the largest positive credit, or why none."""
-    if answer.segment_scores is None or answer.scored is None:
+    """"Memory carried it from": only a clear carrier (AskResult.carrier: a positive credit of at least
+    answers.MIN_CARRIER_SHARE of the answer's total attribution, under no guess / no-credit warning);
+    otherwise, plainly, that no earlier segment carries a clear credit and why."""
+    claim = answer.carrier
+    if claim is None:
         return
     first, last = answer.scored
-    what = f"log p(“{literal(answer.attributed.text)}”)"
     window = (f"segments {first}..{last} scored" + ("" if first == 0 else
               f"; segments 0..{first - 1} not scored, the window stops short of the document's start"))
-    if answer.memory_segment is None:
-        st.markdown(f"**No scored earlier segment raised the answer through memory** ({window}): nothing here "
-                    "shows which segment memory carried it from.")
-        return
-    score = answer.segment_scores[answer.memory_segment]
     fact = ""
-    if answer.fact_segment is not None and answer.fact_segment != answer.memory_segment:
+    if answer.fact_segment is not None and answer.fact_segment != claim.segment:
         credit = answer.segment_scores[answer.fact_segment]
         fact = (f" The fact's segment ({answer.fact_segment}) gets {credit:+.2f}." if credit == credit
                 else f" The fact's segment ({answer.fact_segment}) was not scored.")
-    st.markdown(f"Memory carried it from **segment {answer.memory_segment}**: through-memory attribution "
-                f"(integrated gradients through the recurrence) credits that segment's tokens with {score:+.2f} of "
-                f"{what}, the largest positive credit of any scored earlier segment ({window}).{fact} "
+    if claim.segment is None:
+        st.markdown(f"**No earlier segment carries a clear credit**: {literal(claim.reason)} ({window}).{fact}")
+        return
+    what = f"log p(“{literal(answer.attributed.text)}”)"
+    share = "" if claim.share is None else f" ({100 * claim.share:.0f}% of the answer's total attribution)"
+    st.markdown(f"Memory carried it from **segment {claim.segment}**: through-memory attribution "
+                f"(integrated gradients through the recurrence) credits that segment's tokens with {claim.credit:+.2f} "
+                f"of {what}{share}, the largest positive credit of any scored earlier segment ({window}).{fact} "
                 "The fact, when the document has one, is underlined.")
+
+
+def _refuse(question: str, why: str) -> None:
+    """A question that is not asked: the Ask box goes back to the question the shown trace asks (as the
+    answer and the document's caption do), and the message says what was refused and what is shown."""
+    traced = sidebar.traced_question(st.session_state.get(state.TRACE))
+    st.session_state[state.ASK_QUESTION] = traced or ""
+    typed = question.strip()
+    refused = "Not asked: " if not typed or f"“{typed}”" in why else f"Not asked: “{typed}”. "
+    shown = (f" The answer and the document shown are still those of “{traced}”." if traced else
+             " The document shown asks no question." if st.session_state.get(state.TRACE) is not None else "")
+    st.session_state[state.ASK_ERROR] = refused + why + shown
 
 
 def _ask(model) -> None:
@@ -109,15 +137,15 @@ def _ask(model) -> None:
     document = st.session_state.get(state.DOCUMENT)
     question = st.session_state.get(state.ASK_QUESTION, "")
     if sidebar.running():
-        st.session_state[state.ASK_ERROR] = "A run is in progress: wait for it or Cancel it, then ask."
+        _refuse(question, "A run is in progress: wait for it or Cancel it, then ask.")
         return
     if document is None:
-        st.session_state[state.ASK_ERROR] = "Run a document first (sidebar → Run), then ask about it."
+        _refuse(question, "Run a document first (sidebar → Run), then ask about it.")
         return
     try:
         text = rmt_answers.prompt_text(model, document.ask_body(), question)
     except QuestionError as exc:
-        st.session_state[state.ASK_ERROR] = services.app_message(exc)
+        _refuse(question, services.app_message(exc))
         return
     asked = services.Document(document.name if "+ question" in document.name else f"{document.name} + question",
                               text, fact_spans=document.fact_spans, body=document.ask_body())

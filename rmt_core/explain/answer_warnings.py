@@ -15,14 +15,13 @@ Codes (WARNING_CODES):
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..operating_range import OperatingRange
-from ..questions import parse_facts
+from ..questions import name_mentions, parse_facts
 
 HIGH_PROBABILITY = 0.5
 WARNING_CODES: tuple[str, ...] = ("beyond_measured_range", "no_measurement", "name_absent", "several_facts",
@@ -65,10 +64,8 @@ def _bare(entity: str) -> str:
 
 def name_occurs(document: str, entity: str) -> bool:
     """Whether `entity` ("Mary", "the milk") occurs in `document` as a whole word (case-sensitive for
-    names: "mary" in lower case is not the person)."""
-    name = _bare(entity)
-    flags = 0 if name[:1].isupper() else re.IGNORECASE
-    return re.search(rf"\b{re.escape(name)}\b", document, flags) is not None
+    names: "mary" in lower case is not the person; rmt_core.questions.name_mentions)."""
+    return bool(name_mentions(document, entity))
 
 
 def answer_warnings(*, num_segments: int, document: str, entity: str | None, question: str | None,

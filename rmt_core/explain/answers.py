@@ -16,6 +16,10 @@ tour all use it):
 * :func:`ask` — all of it: trace document + question, top-3 answers, and the earlier
   segment whose tokens most moved the answer through memory
   (:func:`rmt_core.explain.attribution.through_memory`).
+
+What the answer's evidence lets one claim (right / wrong against the document's own sentences,
+"memory carried it from", where to open the document) is rmt_core.explain.answer_evidence:
+AskResult.verdict, .carrier and .evidence read it.
 """
 from __future__ import annotations
 
@@ -28,8 +32,10 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import QuestionError
-from ..questions import ANSWER_PREFIX, PLACES, QUESTION_PREFIX, QUESTION_TASKS
+from ..questions import ANSWER_PREFIX, PLACES, QUESTION_PREFIX, QUESTION_TASKS, StatedPlace, stated_place
 from ..operating_range import OperatingRange, read_operating_range
+from .answer_evidence import (MIN_CARRIER_SHARE, NO_CARRIER_WARNINGS, CarrierClaim, carrier_claim, evidence_segment,
+                              verdict_text)
 from .answer_warnings import AnswerWarning, answer_warnings, find_facts, segment_of_char
 from ..token_text import decode_token, encode_ids, token_label
 from ..tracing.recorder import trace_document
@@ -305,6 +311,11 @@ class AskResult:
     fact_segment: the segment of the asked person's last fact sentence (trained form), None if none.
     warnings: the answer's limits (rmt_core.explain.answer_warnings.AnswerWarning: code + text),
         from the document and the model card's own measurements; [] when none applies.
+    total_credit: the answer's total through-memory attribution, the sum of |score| over every
+        scored token (earlier segments and the question's own); None when no attribution was run.
+    entity: the person or object the question asks about (None: none the model knows).
+    stated: where the document's own fact sentences put `entity` (rmt_core.questions.stated_place;
+        None without an entity). stated_segment: the segment of its last evidence sentence.
     """
 
     trace: Any
@@ -318,6 +329,10 @@ class AskResult:
     scored: tuple[int, int] | None = None
     fact_segment: int | None = None
     warnings: list[AnswerWarning] = field(default_factory=list)
+    total_credit: float | None = None
+    entity: str | None = None
+    stated: StatedPlace | None = None
+    stated_segment: int | None = None
 
     @property
     def answer(self) -> str:
@@ -325,8 +340,36 @@ class AskResult:
 
     @property
     def correct(self) -> bool | None:
-        """Top answer == the word the document gives after "Answer:" (None when it gives none)."""
-        return None if self.site.expected is None else self.answer == self.site.expected
+        """Whether the top answer is right: against the word the document gives after "Answer:" when it
+        gives one, else against the place its own fact sentences give (`stated`); None: cannot tell."""
+        if self.site.expected is not None:
+            return self.answer == self.site.expected
+        return None if self.stated is None or self.stated.place is None else self.answer == self.stated.place
+
+    @property
+    def verdict(self) -> str | None:
+        """The verdict in words when it comes from parsing the document (answer_evidence.verdict_text): the
+        document's last statement about the asked person and right / wrong, or why it cannot tell. None
+        when the document gives its own answer after "Answer:" or the site asks no question."""
+        if self.site.expected is not None or not self.site.is_question:
+            return None
+        return verdict_text(self.answer, self.stated, self.stated_segment, self.entity)
+
+    @property
+    def carrier(self) -> CarrierClaim | None:
+        """What may be said about where memory carried the answer from (answer_evidence.carrier_claim):
+        the segment named only above MIN_CARRIER_SHARE and under no guess / no-credit warning. None when
+        no attribution was run."""
+        if self.segment_scores is None or self.scored is None:
+            return None
+        return carrier_claim(self.memory_segment, self.segment_scores, self.total_credit,
+                             [w.code for w in self.warnings])
+
+    @property
+    def evidence(self) -> tuple[int, str]:
+        """(segment, why): where a view of the document opens to show this answer's evidence
+        (answer_evidence.evidence_segment: the document's statement, else the clear carrier, else 0)."""
+        return evidence_segment(self.stated, self.stated_segment, self.fact_segment, self.carrier)
 
 
 def memory_segment(trace, site: AnswerSite, target: int, n_steps: int = 32, max_segments: int | None = None,
@@ -341,18 +384,27 @@ def memory_segment(trace, site: AnswerSite, target: int, n_steps: int = 32, max_
     says which segments were scored, when the window stops short of the start, and when no scored
     segment has a positive credit (then segment is None: a negative effect is never named the carrier).
     """
+    segment, scores, note, _ = _through_credits(trace, site, target, n_steps, max_segments, progress)
+    return segment, scores, note
+
+
+def _through_credits(trace, site: AnswerSite, target: int, n_steps: int, max_segments: int | None,
+                     progress: Callable[[int, int], Any] | None) -> tuple[int | None, np.ndarray, str, float | None]:
+    """memory_segment's (segment, scores, note) and the total attribution (sum of |score| over every
+    scored token, the question's own segment included; None when nothing was scored)."""
     from . import attribution
 
     scores = np.full(trace.num_segments, np.nan)
     if site.segment == 0:
-        return None, scores, "The question is in the first segment: the answer cannot come through memory."
+        return None, scores, "The question is in the first segment: the answer cannot come through memory.", None
     result = attribution.through_memory(trace, site.segment, site.position, target=target, n_steps=n_steps,
                                         progress=progress, max_segments=max_segments)
     for seg in trace.segments[result.first_segment:site.segment]:
         scores[seg.index] = float(np.nansum(result.scores[seg.start:seg.end]))
     first = result.first_segment
+    total = float(np.nansum(np.abs(result.scores)))
     return (carrier_segment(scores, first, site.segment), scores,
-            _window_note(scores, first, site.segment, result.note))
+            _window_note(scores, first, site.segment, result.note), total)
 
 
 def carrier_segment(scores: np.ndarray, first: int, question_segment: int) -> int | None:
@@ -436,8 +488,8 @@ def answer_from_trace(trace, k: int = TOP_K, attribute: bool = True, n_steps: in
     if result.candidates and result.predictions[0].token_id not in {c.token_id for c in result.candidates}:
         result.attributed = result.candidates[0]
     if attribute and trace.model is not None:
-        result.memory_segment, result.segment_scores, result.note = memory_segment(
-            trace, site, result.attributed.token_id, n_steps=n_steps, progress=progress, max_segments=max_segments)
+        result.memory_segment, result.segment_scores, result.note, result.total_credit = _through_credits(
+            trace, site, result.attributed.token_id, n_steps, max_segments, progress)
         scored = np.nonzero(np.isfinite(result.segment_scores))[0]
         result.scored = (int(scored[0]), int(scored[-1])) if scored.size else None
     add_warnings(result, card)
@@ -454,7 +506,8 @@ def operating_range_of(trace_or_model, card: dict[str, Any] | None = None) -> Op
 
 
 def add_warnings(result: AskResult, card: dict[str, Any] | None = None) -> AskResult:
-    """Fill result.warnings (and result.fact_segment) from its trace, question, answer and the model card."""
+    """Fill result.warnings (and result.fact_segment, .entity, .stated, .stated_segment) from its trace,
+    question, answer and the model card."""
     trace, site = result.trace, result.site
     text = trace.text if trace.text is not None else "".join(t for seg in trace.segments for t in seg.tokens)
     index = text.rfind(ANSWER_MARK)
@@ -477,6 +530,10 @@ def add_warnings(result: AskResult, card: dict[str, Any] | None = None) -> AskRe
             question_ok = entity is not None
     facts = find_facts(document, entity)
     result.fact_segment = None if facts.last is None else segment_of_char(trace, facts.last)
+    result.entity = entity
+    result.stated = None if entity is None else stated_place(document, entity)
+    evidence = result.stated.evidence if result.stated is not None else ()
+    result.stated_segment = segment_of_char(trace, evidence[-1].start) if evidence else None
     # without the model a trace shows stored answers as token ids: no comparison with the trained words
     answers = () if model is None else op.answers if op is not None else (spec.answers if spec.answerable else ())
     result.warnings = answer_warnings(
@@ -519,20 +576,27 @@ def ask(model, document: str, question: str | None = None, k: int = TOP_K, attri
 
 
 def answer_lines(result: AskResult) -> list[str]:
-    """An AskResult as plain-text lines (CLI, report): the answer, its warnings (``warning [code]: text``),
-    where memory carried it from and which segments were scored."""
+    """An AskResult as plain-text lines (CLI, report): the answer, the verdict against the document's
+    own sentences (``verdict: ...``), its warnings (``warning [code]: text``), where memory carried it
+    from (only a clear carrier, AskResult.carrier) and which segments were scored."""
     top = result.predictions
     lines = [f"answer: {top[0].text!r} (p = {top[0].probability:.2f}; then "
              + ", ".join(f"{p.text!r} {p.probability:.2f}" for p in top[1:]) + ")"]
+    if result.site.expected is not None:
+        lines.append(f"verdict: the document's answer is {result.site.expected!r}: "
+                     f"{'right' if result.correct else 'wrong'}")
+    elif result.verdict is not None:
+        lines.append(f"verdict: {result.verdict}")
     lines += [f"warning [{w.code}]: {w.text}" for w in result.warnings]
-    if result.segment_scores is not None and result.scored is not None:
-        if result.memory_segment is not None:
-            lines.append(f"memory carried it from segment {result.memory_segment} "
-                         f"({result.segment_scores[result.memory_segment]:+.2f}, the largest positive credit of the "
-                         f"scored segments {result.scored[0]}..{result.scored[1]})")
+    claim = result.carrier
+    if claim is not None:
+        window = f"scored segments {result.scored[0]}..{result.scored[1]}"
+        if claim.segment is not None:
+            share = "" if claim.share is None else f"{100 * claim.share:.0f}% of the answer's total attribution, "
+            lines.append(f"memory carried it from segment {claim.segment} ({claim.credit:+.2f}, {share}the largest "
+                         f"positive credit of the {window})")
         else:
-            lines.append(f"no scored earlier segment (segments {result.scored[0]}..{result.scored[1]}) raised the "
-                         "answer through memory")
+            lines.append(f"{claim.statement[:-1]} ({window})")
     if result.note:
         lines.append(f"note: {result.note}")
     return lines
@@ -541,4 +605,5 @@ def answer_lines(result: AskResult) -> list[str]:
 __all__ = ["QuestionSpec", "question_spec", "normalize_question", "question_suffix", "split_question", "prompt_text",
            "AnswerSite", "answer_site", "Prediction", "answer_text", "top_predictions", "probability_of", "stored_predictions",
            "site_logprobs", "AskResult", "memory_segment", "carrier_segment", "answer_from_trace", "add_warnings",
-           "operating_range_of", "AnswerWarning", "answer_lines", "ask", "read_card"]
+           "operating_range_of", "AnswerWarning", "answer_lines", "ask", "read_card", "MIN_CARRIER_SHARE",
+           "NO_CARRIER_WARNINGS", "CarrierClaim", "StatedPlace"]

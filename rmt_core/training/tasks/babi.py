@@ -38,7 +38,8 @@ from ..corpus import sentence_boundaries
 
 # the question vocabulary and the fact sentences' parser have one home, rmt_core.questions
 from ...questions import (ACTORS, ANSWER_PREFIX, DROP_RE, DROP_VERBS, FACT_RE, GET_RE, GET_VERBS, MOVE_RE, MOVE_VERBS,
-                          OBJECTS, PLACES, QUESTION_PREFIX, QUESTION_RE, Fact, ParsedFact, parse_facts)
+                          OBJECTS, PLACES, QUESTION_PREFIX, QUESTION_RE, Fact, ParsedFact, World, parse_facts,
+                          stated_place)
 
 TASKS: tuple[str, ...] = ("memorize", "detect", "qa1", "qa2")
 
@@ -52,54 +53,13 @@ CHARS_PER_TOKEN = 4
 # --------------------------------------------------------------------------- facts
 
 
-class World:
-    """bAbI state: where actors are, who holds what, where dropped objects lie."""
-
-    def __init__(self) -> None:
-        self.loc: dict[str, str] = {}
-        self.holder: dict[str, str] = {}
-        self.obj_loc: dict[str, str] = {}
-
-    def can_apply(self, f: Fact) -> bool:
-        if f.kind == "move":
-            return True
-        if f.kind == "get":
-            return f.actor in self.loc and f.target not in self.holder
-        return self.holder.get(f.target) == f.actor
-
-    def apply(self, f: Fact) -> None:
-        """Update the state with one fact (invalid get/drop facts are ignored)."""
-        if not self.can_apply(f):
-            return
-        if f.kind == "move":
-            self.loc[f.actor] = f.target
-        elif f.kind == "get":
-            self.holder[f.target] = f.actor
-            self.obj_loc.pop(f.target, None)
-        else:
-            del self.holder[f.target]
-            self.obj_loc[f.target] = self.loc[f.actor]
-
-    def where(self, entity: str) -> str | None:
-        """Place of an actor or object ("the milk" or "milk"), or None if unknown."""
-        entity = entity.removeprefix("the ")
-        if entity in ACTORS:
-            return self.loc.get(entity)
-        if entity in self.holder:
-            return self.loc.get(self.holder[entity])
-        return self.obj_loc.get(entity)
-
-
 def solve(text: str) -> str:
     """Recompute the answer (``" place"``) of the LAST question in ``text`` from its facts."""
     qs = list(QUESTION_RE.finditer(text))
     if not qs:
         raise ValueError("no question found in text")
     q = qs[-1]
-    world = World()
-    for pf in parse_facts(text[: q.start()]):
-        world.apply(pf.fact)
-    place = world.where(q.group(1))
+    place = stated_place(text[: q.start()], q.group(1)).place  # the one replay of the facts (rmt_core.questions)
     if place is None:
         raise ValueError(f"question {q.group(1)!r} is not answerable from the facts")
     return " " + place
