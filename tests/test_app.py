@@ -328,8 +328,13 @@ def test_long_documents_show_a_window_around_the_selected_segment():
     assert trace.num_tokens > 8_000
     html = lambda: next(h.proto.body for h in at.get("html") if "rmt-doc" in h.proto.body)  # noqa: E731
     last = trace.num_segments - 1
-    assert f">§{last}<" in html() and ">§0<" not in html()  # the run selects the last segment
-    at.number_input(key="overview_doc_jump").set_value(3).run()  # jump anywhere
+    # no question, so no answer's evidence to open at: the run selects the start, and says why
+    assert at.session_state[state.SEGMENT] == 0 and ">§0<" in html() and f">§{last}<" not in html()
+    assert any(c.value.startswith("Opened at the start") for c in at.caption)
+    at.number_input(key="overview_doc_jump").set_value(last).run()  # jump anywhere
+    _no_exception(at)
+    assert f">§{last}<" in html() and ">§0<" not in html()
+    at.number_input(key="overview_doc_jump").set_value(3).run()
     _no_exception(at)
     assert at.session_state[state.SEGMENT] == 3
     assert ">§3<" in html() and f">§{last}<" not in html()
