@@ -141,6 +141,8 @@ def test_each_page_opens_and_draws(shared, streamlit_server, title):
     if title in HEADINGS:  # the core pages draw charts (the others may start with text, e.g. the tour)
         expect(first_chart(page)).to_be_visible(timeout=RUN_MS)
         assert page.locator(f"{MAIN} {CHART}").count() >= 1
+    if title == "Export":  # each download once in the page (a help tooltip made Streamlit draw a hidden copy)
+        assert page.locator(MAIN).get_by_text("Trace file (.rmtrace)", exact=True).count() == 1
     screenshot(page, "page-" + re.sub(r"\W+", "-", title.lower()))
     no_exception(page)
     assert_offline(shared)
