@@ -447,13 +447,14 @@ def test_attribution_after_asking_explains_the_models_answer():
     fact = at.session_state[state.ANSWER].site.question
     _ask(at, fact.removeprefix("Where is ").rstrip("?"))
     answer = at.session_state[state.ANSWER]
+    trace = at.session_state[state.TRACE]
+    last = trace.num_segments - 1
+    at.slider(key=state.SEGMENT).set_value(last).run()  # the pages open at the fact's segment: go to the answer's
     at.switch_page("screens/attribution.py").run()
     at.session_state["attr_tab"] = "Read slots"
     at.run()
     _no_exception(at)
     assert not at.error, [e.value for e in at.error]
-    trace = at.session_state[state.TRACE]
-    last = trace.num_segments - 1
     read = next(v for k, v in at.session_state[state.ATTRIBUTION_CACHE].items() if k[1:2] == ("read",))
     assert (read.segment, read.position) == (last, trace.segments[last].num_tokens - 1)
     assert read.target_id == answer.predictions[0].token_id
