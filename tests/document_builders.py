@@ -1,4 +1,4 @@
-"""Crafted documents for the document-reading tests and benchmarks/bench_documents.py.
+"""Crafted documents for the document-reading tests, the answer tests and benchmarks/bench_documents.py.
 
 Each builder returns the file's bytes, made here (no fixtures on disk): a PDF whose pages all
 share one content stream, a large HTML page of small elements, a .docx with a large body, a
@@ -158,3 +158,14 @@ def lying_size_docx(declared: int) -> bytes:
             break
         pos += 4
     return bytes(data)
+
+
+def austen_story(segments: int, fact: str = "Sandra went to the garden.", fact_word: int = 60) -> str:
+    """Held-out Austen text of about `segments` segments of the default model (24 words each) with
+    `fact` inserted at the first sentence boundary after `fact_word` words (tests of answers)."""
+    from rmt_core.training.corpus import load_corpus
+
+    words = load_corpus("heldout")[20000:].split()
+    text = " ".join(words[: segments * 24])
+    cut = text.find(". ", len(" ".join(words[:fact_word]))) + 2
+    return text[:cut] + fact + " " + text[cut:]

@@ -12,7 +12,7 @@ from rmt_core.explain import answers
 from rmt_core.explain.answer_evidence import (MIN_CARRIER_SHARE, CarrierClaim, carrier_claim, evidence_segment,
                                               verdict_text)
 from rmt_core.questions import stated_place
-from rmt_core.training.corpus import load_corpus
+from document_builders import austen_story
 
 WRONG = "Sandra went to the garden. It rained all day and nobody went out. Mary went to the kitchen."
 
@@ -21,14 +21,6 @@ WRONG = "Sandra went to the garden. It rained all day and nobody went out. Mary 
 def default():
     torch.set_num_threads(1)
     return rmt_core.load(rmt_core.DEFAULT_CHECKPOINT)
-
-
-def _story(segments: int, fact: str = "Sandra went to the garden.", fact_word: int = 60) -> str:
-    """Held-out Austen text of about `segments` segments with `fact` about `fact_word` words in."""
-    words = load_corpus("heldout")[20000:].split()
-    text = " ".join(words[: segments * 24])
-    cut = text.find(". ", len(" ".join(words[:fact_word]))) + 2
-    return text[:cut] + fact + " " + text[cut:]
 
 
 # ---------------------------------------------------------------------- what the document states
@@ -103,19 +95,19 @@ def test_a_carrier_needs_a_share_of_the_total_and_no_guess_warning():
 def test_the_shipped_model_names_the_fact_segment_or_no_carrier(default):
     """Fact 4 segments in, question after 8 segments: the fact's segment carries it clearly (measured 12%);
     after 16 segments the fact gets no credit and the largest (about +0.04) is not headlined."""
-    near = rmt_core.ask(default, _story(8), "Where is Sandra?")
+    near = rmt_core.ask(default, austen_story(8), "Where is Sandra?")
     claim = near.carrier
     assert near.fact_segment == near.stated_segment
     assert claim.segment == near.fact_segment == near.memory_segment and claim.share >= MIN_CARRIER_SHARE
     assert claim.total == pytest.approx(near.total_credit) and near.total_credit > 0
-    far = rmt_core.ask(default, _story(16), "Where is Sandra?")
+    far = rmt_core.ask(default, austen_story(16), "Where is Sandra?")
     codes = [w.code for w in far.warnings]
     assert far.memory_segment is not None  # a largest positive credit exists ...
     assert far.carrier.segment is None  # ... but it is not named the carrier
     assert "no_fact_credit" in codes or far.carrier.share < MIN_CARRIER_SHARE
     lines = "\n".join(answers.answer_lines(far))
     assert "No earlier segment carries a clear credit" in lines and "memory carried it from segment" not in lines
-    guessed = rmt_core.ask(default, _story(16), "Where is Daniel?")
+    guessed = rmt_core.ask(default, austen_story(16), "Where is Daniel?")
     assert "name_absent" in [w.code for w in guessed.warnings] and guessed.carrier.segment is None
 
 

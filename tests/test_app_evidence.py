@@ -11,18 +11,10 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from app import state  # noqa: E402
 from app.views.common import literal  # noqa: E402
+from document_builders import austen_story  # noqa: E402
 
 TIMEOUT = 240
 WRONG = "Sandra went to the garden. It rained all day and nobody went out. Mary went to the kitchen."
-
-
-def _story(segments: int, fact: str = "Sandra went to the garden.", fact_word: int = 60) -> str:
-    from rmt_core.training.corpus import load_corpus
-
-    words = load_corpus("heldout")[20000:].split()
-    text = " ".join(words[: segments * 24])
-    cut = text.find(". ", len(" ".join(words[:fact_word]))) + 2
-    return text[:cut] + fact + " " + text[cut:]
 
 
 def _app() -> AppTest:
@@ -70,7 +62,7 @@ def test_a_wrong_answer_gets_its_verdict_from_the_documents_sentences():
 
 def test_no_carrier_headline_for_a_guessed_name():
     """A name the document never mentions: before, "Memory carried it from segment 16 (+0.03)" was headlined."""
-    at = _ask(_paste_and_run(_app(), _story(16)), "Where is Daniel?")
+    at = _ask(_paste_and_run(_app(), austen_story(16)), "Where is Daniel?")
     answer = at.session_state[state.ANSWER]
     assert "name_absent" in {w.code for w in answer.warnings}
     assert answer.memory_segment is not None  # a largest positive credit exists, and is not the headline
@@ -113,7 +105,7 @@ def test_a_long_document_opens_where_the_answers_evidence_is():
     """About 9,000 tokens (more than one window of the document box), the fact in segment 4, the question at
     the end: the pages open at the fact's segment and say why (a document that asks nothing opens at the start:
     tests/test_app.py::test_long_documents_show_a_window_around_the_selected_segment)."""
-    text = _story(260) + "\nQuestion: Where is Sandra?\nAnswer:"
+    text = austen_story(260) + "\nQuestion: Where is Sandra?\nAnswer:"
     at = _paste_and_run(_app(), text)
     trace = at.session_state[state.TRACE]
     char = trace.text.index("Sandra went to the garden.")
