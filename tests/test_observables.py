@@ -42,20 +42,35 @@ def test_the_table_names_every_field_of_a_segment_record_and_nothing_else():
 
 def axis_sizes(trace, record) -> dict[str, int]:
     info = trace.model_info
-    return {"token": record.num_tokens, "slot": trace.num_mem_tokens, "hidden": info["hidden_size"],
+    return {"token": record.num_tokens, "slot": trace.num_slots, "hidden": info["hidden_size"],
             "layer": info["num_layers"], "layer+1": info["num_layers"] + 1, "head": info["num_heads"],
-            "top_k": trace.settings["top_k"], "lens_k": LENS_K, "block_pair": len(BLOCK_PAIRS), "span": 2}
+            "top_k": trace.settings["top_k"], "lens_k": LENS_K, "block_pair": len(BLOCK_PAIRS), "span": 2,
+            "memory_token": trace.num_mem_tokens}
 
 
 def assert_as_the_table_says(trace):
+    """Every observable a trace of this memory type records has the table's dtype and axes (named
+    state / write arrays: the memory type's own axes); the others are None."""
     for observable in OBSERVABLES:
         owners = [trace] if observable.scope == PER_TRACE else trace.segments
         for owner in owners:
             value = getattr(owner, observable.name)
-            if observable.stored == observables.STATE:  # another memory type's named arrays: none for tokens
-                assert value is None, observable.name  # (their axes: test_memory_seam's toy memory type)
+            if not observable.recorded_for(trace.memory_type):
+                assert value is None, observable.name
                 continue
             sizes = axis_sizes(trace, owner if owner is not trace else trace.segments[0])
+            if observable.stored in (observables.STATE, observables.WRITES):  # named arrays of the memory type
+                spec = {observables.STATE: trace.initial_state is not None and not trace.stores_writes,
+                        observables.WRITES: trace.stores_writes}[observable.stored]
+                if not spec:
+                    assert value is None, observable.name
+                    continue
+                axes = trace.settings["state_write"] if observable.stored == observables.WRITES else None
+                for name, array in value.items():
+                    assert array.dtype == np.float32, (observable.name, name)
+                    if axes is not None:
+                        assert array.shape == tuple(sizes[a] for a in axes[name]), (observable.name, name)
+                continue
             expected = tuple(sizes[axis] for axis in observable.axes)
             if observable.dtype == "str":
                 assert isinstance(value, list) and all(isinstance(v, str) for v in value), observable.name
@@ -80,10 +95,13 @@ def test_the_file_stores_each_observable_as_the_table_says(trace, tmp_path):
     path = trace.save(tmp_path / "t.rmtrace")
     with safe_open(str(path), framework="numpy") as handle:
         layout = json.loads(handle.metadata()["rmt_lens_trace"])["arrays"]
-    encoding = {"exact": "exact", "on demand": "exact", "int8": "int8-vector-absmax", "uint8": "uint8-unit"}
+    encoding = {"exact": "exact", "on demand": "exact", "on use": "exact", "int8": "int8-vector-absmax",
+                "uint8": "uint8-unit"}
     stored = {name: entry["encoding"] for name, entry in layout.items()
-              if name != "bounds" and not name.endswith(".scale")}
-    assert stored == {o.name: encoding[o.stored] for o in OBSERVABLES if o.stored in encoding}
+              if name != "bounds" and not name.endswith(".scale") and "." not in name}
+    assert stored == {o.name: encoding[o.stored] for o in OBSERVABLES
+                      if o.stored in encoding and o.recorded_for(trace.memory_type)
+                      and (o.stored != "on use" or all(getattr(s, o.name) is not None for s in trace.segments))}
     for o in OBSERVABLES:  # per token: all tokens, token axis first; per segment: one per segment
         if o.scope == PER_TOKEN and o.name in layout:
             assert layout[o.name]["shape"][0] == trace.num_tokens and len(layout[o.name]["shape"]) == len(o.axes)

@@ -206,6 +206,7 @@ class RMTModel(nn.Module):
         output_hidden_states: bool = False,
         inputs_embeds: torch.Tensor | None = None,
         compute_logits: bool = True,
+        memory_probe: Callable[[str, int, dict[str, torch.Tensor]], None] | None = None,
     ) -> SegmentOutput:
         """Run one segment through the backbone with the memory type (MemoryType.run_segment).
 
@@ -215,6 +216,8 @@ class RMTModel(nn.Module):
         inputs_embeds: optional (batch, L, d) token embeddings used instead of token_ids
             (attribution methods perturb them).
         compute_logits: False skips the LM head (forward applies it once to all segments).
+        memory_probe: called by the memory type's hooks with what it reads and writes
+            (engine.memory.MemoryProbe; per call, so a model shared between sessions is never modified).
         attention_probe / query_key_probe: see rmt_core.engine.attention (the attention weights
             per layer, computed eagerly; or their queries, keys and mask, SDPA left fused).
         A re-run of a traced segment goes through Trace.replay, which calls this.
@@ -225,7 +228,8 @@ class RMTModel(nn.Module):
         return self.memory.run_segment(
             memory, token_ids, token_valid, write=write, segment_index=segment_index,
             attention_probe=attention_probe, query_key_probe=query_key_probe,
-            output_hidden_states=output_hidden_states, inputs_embeds=inputs_embeds, compute_logits=compute_logits)
+            output_hidden_states=output_hidden_states, inputs_embeds=inputs_embeds, compute_logits=compute_logits,
+            memory_probe=memory_probe)
 
     # ------------------------------------------------------------------ forward
     def forward(

@@ -15,13 +15,16 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Needs:
     """memory_types: the memory types supported (None: every type). slots: needs read / write
-    slots in the segment row (TokenMemory with m > 0; Trace.has_slots). model: needs the model
-    attached (to recompute). edit: an edit the memory type must support (MemoryType.supported_edits)."""
+    slots in the segment row (TokenMemory with m > 0; Trace.has_slots). vectors: needs the memory
+    state as vectors (Trace.memory_states: not a memory whose state is a matrix per layer, the
+    associative one). model: needs the model attached (to recompute). edit: an edit the memory
+    type must support (MemoryType.supported_edits)."""
 
     memory_types: tuple[str, ...] | None = None
     slots: bool = False
     model: bool = False
     edit: str | None = None
+    vectors: bool = False
 
     def missing(self, trace) -> str | None:
         """None when `trace` (a Trace) has what this needs; else one sentence saying what is missing."""
@@ -33,6 +36,9 @@ class Needs:
             why = "it has no memory slots (num_mem_tokens = 0)" if kind == "tokens" else \
                 f"its memory type {kind!r} has no read / write slots in the segment row"
             return f"It reads the read / write memory slots, and {why}."
+        if self.vectors and trace.stores_writes:
+            return (f"It shows memory as vectors, and the {kind!r} memory's state is a matrix per layer (see its "
+                    "state size, write strength and novelty on the Memory page).")
         if (self.model or self.edit) and trace.model is None:
             return "It recomputes the model: load the trace with the checkpoint it was made with."
         if self.edit is not None and self.edit not in trace.model.memory.supported_edits:
@@ -46,3 +52,4 @@ class Needs:
 
 ANY = Needs()
 SLOTS = Needs(slots=True)
+VECTORS = Needs(vectors=True)

@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import TraceError
-from .observables import INT8_VECTOR, OBSERVABLES, ON_DEMAND, PER_SEGMENT, PER_TOKEN, PER_TRACE, UINT8_UNIT, names
+from .observables import (AXES, INT8_VECTOR, OBSERVABLES, ON_DEMAND, ON_USE, PER_SEGMENT, PER_TOKEN, PER_TRACE,
+                          UINT8_UNIT, names)
 from .records import BLOCK_PAIRS, LENS_K, TRACE_FORMAT, TRACE_FORMAT_VERSION
 
 READABLE_VERSIONS = (1, 2, 3)  # 3: format 2 plus a memory type's named state arrays
@@ -44,9 +45,9 @@ MIN_BUDGET_BYTES = 64 << 20  # what a small file may always decode to
 ENCODINGS = ("exact", "int8-vector-absmax", "uint8-unit")
 DTYPES = frozenset(np.dtype(name).str for name in ("float16", "float32", "float64", "int8", "uint8", "int32", "int64"))
 MAX_DIMS = 6
-STORED_ARRAYS = {o.name: o for o in OBSERVABLES if o.stored in ("exact", INT8_VECTOR, UINT8_UNIT, ON_DEMAND)}
+STORED_ARRAYS = {o.name: o for o in OBSERVABLES if o.stored in ("exact", INT8_VECTOR, UINT8_UNIT, ON_DEMAND, ON_USE)}
 SCALED = names(stored=INT8_VECTOR)  # arrays with a NAME.scale beside them
-STATE_PREFIXES = ("initial_state.", "state_out.")  # format 3: a memory type's named state
+STATE_PREFIXES = ("initial_state.", "state_out.", "state_write.")  # format 3: a memory type's named state / writes
 
 
 def damaged(path: Path, what: str) -> TraceError:
@@ -119,6 +120,26 @@ def _check_model_info(info: dict[str, Any], path: Path) -> None:
         raise damaged(path, "model.rmt.num_mem_tokens is missing or not an integer >= 0")
 
 
+def memory_type(header: dict[str, Any]) -> str:
+    """The memory type a trace header names (model.rmt.memory; files written before it: "tokens")."""
+    rmt = header.get("model", {}).get("rmt", {}) if isinstance(header.get("model"), dict) else {}
+    name = rmt.get("memory", "tokens") if isinstance(rmt, dict) else "tokens"
+    return name if isinstance(name, str) else "tokens"
+
+
+def write_axes(header: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """The axes of each stored write array (settings["state_write"]: name -> axis names); {} when
+    the trace stores states. TraceError (damaged) when the entry is not names of known axes."""
+    spec = header.get("settings", {}).get("state_write") if isinstance(header.get("settings"), dict) else None
+    if spec is None:
+        return {}
+    if not isinstance(spec, dict) or not all(isinstance(axes, list) and all(a in AXES for a in axes)
+                                             for axes in spec.values()):
+        raise TraceError(f"The trace header's settings.state_write is {_short(spec)}, not write names with known axes "
+                         f"({', '.join(AXES)}): the file is damaged or altered; save the trace again.")
+    return {name: tuple(axes) for name, axes in spec.items()}
+
+
 # ---------------------------------------------------------------------- 2-3. declared sizes
 def declared_arrays(layout: dict[str, Any], blob_names: set[str], path: Path) -> dict[str, tuple[tuple[int, ...], int]]:
     """Format 2: name -> (shape, decoded bytes) of each array the header declares, each entry
@@ -189,8 +210,8 @@ def check_shapes(header: dict[str, Any], shapes: dict[str, tuple[int, ...]], pat
     if len(shapes["bounds"]) != 2 or shapes["bounds"][1] != 2 or shapes["bounds"][0] < 1:
         raise damaged(path, f"bounds has shape {shapes['bounds']}, not (S, 2) with S >= 1")
     info = header["model"]
-    # Slots are the tokens memory's; another memory type records none (its state is state_out.*).
-    m = int(info["rmt"]["num_mem_tokens"]) if info["rmt"].get("memory", "tokens") == "tokens" else 0
+    memory_tokens = int(info["rmt"]["num_mem_tokens"])
+    m = memory_tokens if memory_type(header) == "tokens" else 0  # slots: only the tokens memory has them
     if len(shapes["initial_memory"]) != 2 or shapes["initial_memory"][0] != m:
         raise damaged(path, f"initial_memory has shape {shapes['initial_memory']}, not ({m}, d) for {m} memory slots")
     d = shapes["initial_memory"][1]
@@ -199,9 +220,18 @@ def check_shapes(header: dict[str, Any], shapes: dict[str, tuple[int, ...]], pat
     top_k = shapes.get("topk_ids", (0, 0))[-1] if len(shapes.get("topk_ids", ())) == 2 else None
     sizes = {"token": shapes["token_ids"][0], "slot": m, "hidden": d, "layer": int(info["num_layers"]),
              "layer+1": int(info["num_layers"]) + 1, "head": int(info["num_heads"]), "top_k": top_k,
-             "lens_k": LENS_K, "block_pair": len(BLOCK_PAIRS), "span": 2}
+             "lens_k": LENS_K, "block_pair": len(BLOCK_PAIRS), "span": 2, "memory_token": memory_tokens}
     segments, tokens = shapes["bounds"][0], sizes["token"]
+    writes = write_axes(header)
     for name, shape in shapes.items():
+        if name.startswith("state_write."):  # one write per segment, shaped as its axes say
+            axes = writes.get(name.split(".", 1)[1])
+            expected = None if axes is None or not all(a in sizes for a in axes) else \
+                (segments,) + tuple(sizes[a] for a in axes)
+            if expected is None or tuple(shape) != expected:
+                raise damaged(path, f"{name} has shape {tuple(shape)}, not {segments} segments of the axes "
+                                    f"{axes} of this model")
+            continue
         if name.startswith("state_out."):  # format 3: one state per segment, shaped as the initial state
             initial = shapes.get("initial_state." + name.split(".", 1)[1])
             if initial is None or tuple(shape) != (segments,) + tuple(initial):

@@ -21,6 +21,21 @@ The words, used the same way in code, files, figures and the README:
     attends to        attention: "W_k attends to token j" is the weight of query W_k on key j.
                       "Read" names the read block (R_k, memory_in), never attention.
 
+An associative memory (ARMT, memory "associative"; Rodkin et al. 2024, arXiv 2407.04841) has no
+slots (its slot rows are empty, m = 0) and its own rows (Observable.memory = "associative"):
+
+    memory tokens P_i the M learned vectors after a segment's tokens (the same every segment);
+                      their block outputs o_i write the state
+    state A_l, z_l    per layer: A (features x hidden), a sum of rank-1 writes, and z (features)
+    write             A += beta_i phi(k_i) (v_i - vbar_i)^T, z += gamma_i phi(k_i), all i at once:
+                      write strength beta_i, novelty gamma_i, overwrite |v_i - vbar_i|
+    read              every token's block input h gets h + y, y = phi(q)^T A / (z^T phi(q) + 1e-5)
+                      from the second segment on ("read" is this, never attention)
+    effective rank    exp(H(p)), p = the singular values of A divided by their sum, H the Shannon
+                      entropy (Roy & Vetterli 2007, "The effective rank: a measure of effective
+                      dimensionality"); 0 for A = 0. With heads, of the block-diagonal A (all
+                      heads' singular values together). tracing/associative.effective_rank.
+
 Block pairs "A->B" (records.BLOCK_PAIRS): block A attends to block B (block_pair_meaning).
 """
 from __future__ import annotations
@@ -34,6 +49,9 @@ PER_TOKEN, PER_SEGMENT, PER_TRACE = "token", "segment", "trace"
 # stored: how a trace file keeps it
 EXACT, INT8_VECTOR, UINT8_UNIT, PREVIOUS, TEXT, ON_DEMAND = "exact", "int8", "uint8", "previous", "text", "on demand"
 STATE = "state"  # a memory type's named state arrays (trace_file stores them by name)
+WRITES = "writes"  # a memory type's named write arrays (MemoryType.write_spec), stored by name
+ON_USE = "on use"  # computed on first use and stored once computed (saving does not compute it)
+ASSOCIATIVE = "associative"  # the memory type of the ARMT rows
 
 AXES: dict[str, str] = {
     "token": "L, the segment's tokens (a trace file concatenates them: all T traced tokens)",
@@ -47,6 +65,8 @@ AXES: dict[str, str] = {
     "block_pair": f"{len(BLOCK_PAIRS)} block pairs A->B: {', '.join(BLOCK_PAIRS)}",
     "span": "2: start and end character offset",
     "state": "the memory type's named state arrays (MemoryType.state_spec), each with its own axes",
+    "memory_token": "M memory tokens P_i of an associative memory (after the segment's tokens: num_mem_tokens)",
+    "write": "the memory type's named write arrays (MemoryType.write_spec), each with its own axes",
 }
 
 STORAGE: dict[str, str] = {
@@ -56,7 +76,12 @@ STORAGE: dict[str, str] = {
     PREVIOUS: "not stored: the previous segment's `memory_out` (segment 0, and every segment of a trace with "
               "memory reset, `settings['carry_memory']` false: `initial_memory`)",
     TEXT: "the text, cut into the same pieces by `char_spans` (the strings themselves when traced from ids)",
-    STATE: "exact, one array per state name (`state_out.<name>`, stacked); absent for `tokens`",
+    STATE: "exact, one array per state name (`state_out.<name>`, stacked); absent for `tokens` and for a "
+           "memory whose writes are stored",
+    WRITES: "exact float32, one array per write name (`state_write.<name>`, stacked; associative: "
+            "`memory_outputs` (layer, memory_token, hidden)); the states are rebuilt from them on demand "
+            "(`Trace.state_in` / `state_out`: the memory type's own update, equal to the traced state)",
+    ON_USE: "computed on first use (`Trace.state_ranks`), stored exactly once computed (saving does not compute it)",
     ON_DEMAND: "computed on first use (`Trace.lens_ids`), stored exactly; saving with the model attached "
                "computes what is missing",
 }
@@ -70,7 +95,8 @@ class Observable:
 
     axes: axis names (AXES) of one record's value; () for a scalar. A per-token observable has a
     "token" axis. dtype: numpy dtype name in memory ("str" for display strings). scope: PER_TOKEN,
-    PER_SEGMENT or PER_TRACE. stored: a STORAGE key.
+    PER_SEGMENT or PER_TRACE. stored: a STORAGE key. memory: the memory type that records it
+    (None: every type records it; for another type the field is None and a file has no array).
     """
 
     name: str
@@ -79,6 +105,11 @@ class Observable:
     scope: str
     meaning: str
     stored: str
+    memory: str | None = None
+
+    def recorded_for(self, memory_type: str) -> bool:
+        """Whether a trace of this memory type records the observable."""
+        return self.memory is None or self.memory == memory_type
 
     def __post_init__(self) -> None:
         unknown = [a for a in self.axes if a not in AXES]
@@ -131,17 +162,48 @@ OBSERVABLES: tuple[Observable, ...] = (
                ON_DEMAND),
     Observable("state_out", ("state",), "float32", PER_SEGMENT,
                "a memory type other than `tokens`: the state the segment writes, as named arrays (the "
-               "`tokens` memory's state is `memory_out`; its slot rows above are then empty: m = 0)", STATE),
+               "`tokens` memory's state is `memory_out`; its slot rows above are then empty: m = 0); None for "
+               "a memory whose writes are stored (`state_write`)", STATE),
+    Observable("state_write", ("write",), "float32", PER_SEGMENT,
+               "a memory whose state is a sum of writes (associative): what the segment wrote, as named arrays "
+               "(associative: `memory_outputs`, the memory tokens' block outputs o_i per layer)", WRITES),
+    Observable("state_norm", ("layer",), "float32", PER_SEGMENT,
+               "‖A_l‖_F: the Frobenius norm of layer l's associative matrix after the segment's write (heads "
+               "together)", EXACT, ASSOCIATIVE),
+    Observable("z_norm", ("layer",), "float32", PER_SEGMENT,
+               "‖z_l‖: the L2 norm of layer l's normaliser z after the segment's write (heads together)",
+               EXACT, ASSOCIATIVE),
+    Observable("state_rank", ("layer",), "float32", PER_SEGMENT,
+               "effective rank of A_l after the segment's write: exp of the entropy of its normalised singular "
+               "values (Roy & Vetterli 2007); 0 for A = 0", ON_USE, ASSOCIATIVE),
+    Observable("write_strength", ("layer", "memory_token"), "float32", PER_SEGMENT,
+               "beta_i = sigmoid(W_mb o_i + b): how strongly memory token P_i writes (mean over heads or "
+               "gated channels)", EXACT, ASSOCIATIVE),
+    Observable("novelty", ("layer", "memory_token"), "float32", PER_SEGMENT,
+               "gamma_i = clip(1 - z·phi(k_i) / |phi(k_i)|², 0, 1): how new P_i's key is to the state, what z "
+               "adds (1 in the first segment and without correction; mean over heads)", EXACT, ASSOCIATIVE),
+    Observable("overwrite", ("layer", "memory_token"), "float32", PER_SEGMENT,
+               "|v_i - vbar_i|: how far P_i's value is from what the state already returns for its key "
+               "(vbar_i = 0 in the first segment)", EXACT, ASSOCIATIVE),
+    Observable("read_ratio", ("layer", "token"), "float32", PER_TOKEN,
+               "|y_j| / |h_j|: the size of what token j reads from the state at layer l, relative to its "
+               "hidden state entering the layer (0 in the first segment: nothing is read)", EXACT, ASSOCIATIVE),
+    Observable("read_denominator", ("layer", "token"), "float32", PER_TOKEN,
+               "z·phi(q_j) + 1e-5, the read's normaliser at layer l (mean over heads); 1 without a denominator "
+               "(use_denom false); NaN in the first segment (nothing is read)", EXACT, ASSOCIATIVE),
 )
 
 BY_NAME: dict[str, Observable] = {o.name: o for o in OBSERVABLES}
 
 
-def names(scope: str | None = None, stored: str | tuple[str, ...] | None = None) -> tuple[str, ...]:
-    """Names of the observables with this scope and/or storage (all when both are None), in table order."""
+def names(scope: str | None = None, stored: str | tuple[str, ...] | None = None,
+          memory: str | None = None) -> tuple[str, ...]:
+    """Names of the observables with this scope and/or storage (all when both are None), in table
+    order; with `memory`, only those a trace of that memory type records."""
     kinds = (stored,) if isinstance(stored, str) else stored
     return tuple(o.name for o in OBSERVABLES
-                 if (scope is None or o.scope == scope) and (kinds is None or o.stored in kinds))
+                 if (scope is None or o.scope == scope) and (kinds is None or o.stored in kinds)
+                 and (memory is None or o.recorded_for(memory)))
 
 
 def block_pair_meaning(pair: str) -> str:
@@ -157,7 +219,8 @@ def markdown() -> str:
     rows = ["| observable | axes | dtype | one per | meaning | in a trace file |", "|---|---|---|---|---|---|"]
     for o in OBSERVABLES:
         axes = f"({', '.join(o.axes)})" if o.axes else "scalar"
-        cells = (f"`{o.name}`", axes, o.dtype, o.scope, o.meaning, STORAGE[o.stored])
+        meaning = o.meaning if o.memory is None else f"{o.memory} memory only: {o.meaning}"
+        cells = (f"`{o.name}`", axes, o.dtype, o.scope, meaning, STORAGE[o.stored])
         rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     axes = ["| axis | size |", "|---|---|"] + [f"| `{name}` | {words} |" for name, words in AXES.items()]
     return "\n".join(rows) + "\n\n" + "\n".join(axes)

@@ -16,6 +16,7 @@ from ..checks import check_int
 from ..engine.attention import QueryKey, attention_weights
 from ..engine.masks import segment_layout
 from ..errors import TraceArgumentError, TraceCancelled, TraceError
+from .associative import AssociativeProbe, state_sizes
 from .heap import release_free_memory
 from .losses import mean_token_loss, segment_losses
 from .records import BLOCK_PAIRS, LENS_K, TOP_K, SegmentRecord
@@ -23,6 +24,9 @@ from .topk import top_k_rows
 from .trace import Trace
 
 CHUNK_SEGMENTS = 8  # most segments whose LM head runs as one matmul (see TraceStream._run)
+# Memory types whose trace keeps each segment's write (MemoryType.write_spec) and their own rows
+# (observables.py), recorded by a memory probe of this class; another type keeps whole states.
+PROBES = {"associative": AssociativeProbe}
 Progress = Callable[[int, int], Any]
 
 
@@ -282,6 +286,10 @@ class TraceStream:
         )
         if model.config.memory != "tokens":
             self.trace.initial_state = model.memory.state_to_arrays(model.memory.initial_state(1))
+        # a memory whose writes are stored (and its own rows recorded): its probe, one per segment
+        self.probe_class = PROBES.get(model.config.memory) if model.memory.write_spec() is not None else None
+        if self.probe_class is not None:  # the axes of its write arrays travel with the trace (trace files)
+            self.trace.settings["state_write"] = {name: list(axes) for name, axes in model.memory.write_spec().items()}
         self._iterator = self._run()
 
     def __iter__(self) -> "TraceStream":
@@ -308,10 +316,13 @@ class TraceStream:
         for index, (start, end) in enumerate(self.bounds):
             # Only references are kept here: every copy and stack happens once per chunk (_records).
             probe = _QueryKeyProbe()
+            watch = self.probe_class(model.num_layers, end - start) if self.probe_class is not None else None
             out = model.run_segment(memory, self._all_ids[start:end].unsqueeze(0), segment_index=index,
-                                    query_key_probe=probe, output_hidden_states=True, compute_logits=False)
+                                    query_key_probe=probe, output_hidden_states=True, compute_logits=False,
+                                    memory_probe=watch)
             written = out.memory_out if out.memory_out is not None else memory
-            pending.append(_Pending(index, start, end, probe.in_order(), out.hidden_states, written, out.token_hidden))
+            pending.append(_Pending(index, start, end, probe.in_order(), out.hidden_states, written, out.token_hidden,
+                                    watch))
             if carry_memory:  # else every segment starts from the initial state (the no-memory baseline)
                 memory = written
             if len(pending) < chunk and index + 1 < total:
@@ -355,8 +366,13 @@ class TraceStream:
                 memory_out = torch.cat([p.memory_out for p in group]).float().cpu().numpy()  # (S, m, d)
             else:  # another memory type: no slots; its state as named arrays
                 memory_out = np.zeros((len(group),) + trace.initial_memory.shape, dtype=np.float32)
-            if not np.isfinite(memory_out).all():
-                bad = group[int(np.flatnonzero(~np.isfinite(memory_out).reshape(len(group), -1).all(axis=1))[0])].index
+            watched = [self._watched(p) for p in group] if self.probe_class is not None else None
+            finite = np.isfinite(memory_out).reshape(len(group), -1).all(axis=1)
+            if watched is not None:  # the writes and the state's size: NaN there means a non-finite state
+                finite &= [all(np.isfinite(w[k]).all() for k in ("state_norm", "z_norm")) and
+                           all(np.isfinite(v).all() for v in w["state_write"].values()) for w in watched]
+            if not finite.all():
+                bad = group[int(np.flatnonzero(~finite)[0])].index
                 raise TraceError(f"The model wrote NaN or infinite memory in segment {bad}: its weights or its "
                                  "initial memory are not finite (a diverged training run?). Nothing was recorded "
                                  "from this segment on; use a checkpoint whose weights are finite.")
@@ -373,11 +389,21 @@ class TraceStream:
                     token_logprob=token_lp[rows], topk_ids=top_ids[rows], topk_logprobs=top_lp[rows],
                     loss=float(losses[len(records)]),
                     block_attention=blocks[i], write_to_tokens=write_to_tokens[i], tokens_to_read=tokens_to_read[i],
-                    state_out=None if trace.initial_state is None else self.model.memory.state_to_arrays(p.memory_out),
+                    state_out=None if trace.initial_state is None or watched is not None
+                    else self.model.memory.state_to_arrays(p.memory_out),
+                    **(watched[i] if watched is not None else {}),
                 ))
                 if trace.carries_memory:
                     previous = memory_out[i]
         return records
+
+    @staticmethod
+    def _watched(p: "_Pending") -> dict[str, object]:
+        """A probed segment's own fields (tracing/associative.py): what its probe kept, and the size
+        of the state it wrote (|A_l|_F, |z_l|)."""
+        fields = p.watch.fields()
+        fields["state_norm"], fields["z_norm"] = state_sizes(p.memory_out["A"][0], p.memory_out["z"][0])
+        return fields
 
     def _logprobs(self, hidden: torch.Tensor) -> torch.Tensor:
         """(rows, V) float32 log-softmax of the LM head over hidden (rows, d).
@@ -432,6 +458,7 @@ class _Pending:
     hidden_states: tuple[torch.Tensor, ...]  # Y+1 x (1, n, d): the whole row at every layer
     memory_out: object  # the state after the segment (TokenMemory: (1, m, d))
     token_hidden: torch.Tensor  # (1, L, d), after the final norm
+    watch: AssociativeProbe | None = None  # the memory probe of a memory whose writes are stored
 
 
 def _slot_rows(m: int, n_tokens: int, device: torch.device) -> torch.Tensor:

@@ -33,6 +33,10 @@ class SegmentRecord:
     slot fields are empty (m = 0: it adds no read or write slots).
     lens_ids is computed on first use (Trace.lens_ids), not while tracing: it is not needed to
     trace and costs an LM-head call per segment.
+    An associative memory (ARMT) stores its segment's write (state_write) instead of its state
+    (rebuilt on demand: Trace.state_in / state_out) and fills its own rows (state_norm ...
+    read_denominator; None for other memory types); state_rank is computed on first use
+    (Trace.state_ranks): it costs an SVD per layer and segment.
     """
 
     index: int
@@ -54,6 +58,16 @@ class SegmentRecord:
     tokens_to_read: np.ndarray  # (Y, H, L, m) float16: how much token j attends to R_k
     lens_ids: np.ndarray | None = None  # (Y+1, m, LENS_K) int32; filled on demand by Trace.lens_ids
     state_out: dict[str, np.ndarray] | None = None  # a memory type other than tokens: the state it wrote, named
+    state_write: dict[str, np.ndarray] | None = None  # a memory whose state is a sum of writes: this segment's write
+    # associative memory only (Y layers, M memory tokens):
+    state_norm: np.ndarray | None = None  # (Y,) float32: |A_l|_F after the write
+    z_norm: np.ndarray | None = None  # (Y,) float32: |z_l| after the write
+    state_rank: np.ndarray | None = None  # (Y,) float32: effective rank of A_l; on first use (Trace.state_ranks)
+    write_strength: np.ndarray | None = None  # (Y, M) float32: beta_i
+    novelty: np.ndarray | None = None  # (Y, M) float32: gamma_i
+    overwrite: np.ndarray | None = None  # (Y, M) float32: |v_i - vbar_i|
+    read_ratio: np.ndarray | None = None  # (Y, L) float32: |y_j| / |h_j|
+    read_denominator: np.ndarray | None = None  # (Y, L) float32: z . phi(q_j) + 1e-5
 
     @property
     def num_tokens(self) -> int:

@@ -78,6 +78,7 @@ class Trace:
         self.meta: dict[str, Any] = {}  # free-form facts (e.g. a fact-recall sample's answer)
         # A memory type other than tokens: its initial state as named arrays (tokens: initial_memory).
         self.initial_state: dict[str, np.ndarray] | None = None
+        self._rebuilder = None  # states rebuilt from stored writes (tracing/states.py), made on first use
 
     # ------------------------------------------------------------------ facts
     @property
@@ -104,6 +105,18 @@ class Trace:
         rmt_core.trace(..., carry_memory=False)). settings["carry_memory"]; traces and files made
         before it existed carried memory."""
         return self.settings.get("carry_memory", True) is not False
+
+    @property
+    def num_slots(self) -> int:
+        """m read / write slots per segment row (the tokens memory's num_mem_tokens; 0 for other types,
+        e.g. an associative memory, whose num_mem_tokens are memory tokens after the segment)."""
+        return self.num_mem_tokens if self.memory_type == "tokens" else 0
+
+    @property
+    def stores_writes(self) -> bool:
+        """Whether each segment keeps its write (state_write) instead of its state: states are then
+        rebuilt on demand with the model (state_in / state_out; the associative memory)."""
+        return bool(self.segments) and self.segments[0].state_write is not None
 
     @property
     def has_slots(self) -> bool:
@@ -145,7 +158,14 @@ class Trace:
         memory_in is row 0 (memory_inputs gives each segment's own, either way).
 
         Another memory type: its state's vectors (every state array whose last axis is the
-        hidden size, as rows of d), in state_spec order: (S + 1, k, d)."""
+        hidden size, as rows of d), in state_spec order: (S + 1, k, d). Raises TraceError for a
+        memory whose writes are stored (associative: its state is a matrix per layer, not vectors;
+        its rows are state_norm, write_strength, ... and Trace.state_in / state_out)."""
+        if self.stores_writes:
+            raise TraceError(f"The {self.memory_type!r} memory's state is a matrix per layer, not slot vectors: views "
+                             "of memory vectors (trajectories, slot norms, churn, memory distance) do not apply to it. "
+                             "See its state size, write strength and novelty instead (Memory page; "
+                             "SegmentRecord.state_norm, write_strength, novelty).")
         if self.initial_state is None:
             return np.stack([self.initial_memory] + [s.memory_out for s in self.segments])
         d = int(self.model_info["hidden_size"])
@@ -229,7 +249,9 @@ class Trace:
         index = self.check_segment(index)
         if self.initial_state is None:
             return {"memory": self.segments[index].memory_in}
-        return self.initial_state if index == 0 or not self.carries_memory else self.segments[index - 1].state_out
+        if index == 0 or not self.carries_memory:
+            return self.initial_state
+        return self.rebuilder().arrays_in(index) if self.stores_writes else self.segments[index - 1].state_out
 
     def next_state(self, replayed: "Replay") -> Any:
         """The state the segment after a replayed one starts from, as this trace runs: the replay's
@@ -241,14 +263,49 @@ class Trace:
         return replayed.state_out if replayed.state_out is not None else replayed.state_in
 
     def state_out(self, index: int) -> dict[str, np.ndarray]:
-        """The state segment `index` wrote, as named float32 arrays (see state_in)."""
+        """The state segment `index` wrote, as named float32 arrays (see state_in). A memory whose
+        writes are stored rebuilds it with the model (TraceError without it)."""
         seg = self.segments[self.check_segment(index)]
-        return {"memory": seg.memory_out} if self.initial_state is None else seg.state_out
+        if self.initial_state is None:
+            return {"memory": seg.memory_out}
+        return self.rebuilder().arrays_out(index) if self.stores_writes else seg.state_out
+
+    def rebuilder(self):
+        """The StateRebuilder of a trace that stores writes (tracing/states.py), made once."""
+        if self._rebuilder is None:
+            from .states import StateRebuilder
+
+            self._rebuilder = StateRebuilder(self)
+        return self._rebuilder
+
+    def state_ranks(self, chunk: int = 64) -> np.ndarray:
+        """(S, Y) float32 effective rank of each layer's associative matrix A after each segment
+        (the state_rank row; tracing/associative.effective_rank), computed for the segments that
+        lack it, from states rebuilt with the model (one SVD per layer and segment, batched).
+        Raises TraceError for another memory type, or without the model when some are missing."""
+        from .associative import state_ranks
+
+        if self.memory_type != "associative":
+            raise TraceError(f"The effective rank is of an associative memory's matrices; this trace's memory is "
+                             f"{self.memory_type!r}.")
+        missing = [s.index for s in self.segments if s.state_rank is None]
+        if missing:
+            pending: list[tuple[int, torch.Tensor]] = []
+            for index, _, after in self.rebuilder().walk(missing[0]):
+                if self.segments[index].state_rank is None:
+                    pending.append((index, after["A"][0]))
+                if len(pending) == chunk or (index == self.num_segments - 1 and pending):
+                    ranks = state_ranks(torch.stack([a for _, a in pending]))
+                    for (i, _), rank in zip(pending, ranks):
+                        self.segments[i].state_rank = rank
+                    pending = []
+        return np.stack([s.state_rank for s in self.segments])
 
     def replay(self, segment: int, state: Any = None, *, edit: "str | StateEdit | None" = None,
                token_ids: Any = None, inputs_embeds: torch.Tensor | None = None, write: bool = True,
                compute_logits: bool = True, attention: bool = False, output_hidden_states: bool = False,
-               query_key_probe: Callable | None = None, edit_options: dict[str, Any] | None = None) -> Replay:
+               query_key_probe: Callable | None = None, edit_options: dict[str, Any] | None = None,
+               memory_probe: Callable | None = None) -> Replay:
         """Re-run segment `segment` from its stored state, or from a given or edited one: the one
         way every view, answer, intervention and attribution re-runs a traced segment.
 
@@ -264,7 +321,7 @@ class Trace:
             token embeddings instead of the ids' (attribution perturbs them).
         write: False runs without writing a new state. compute_logits: False skips the LM head.
         attention: True computes the attention weights eagerly and returns them (Replay.attention).
-        query_key_probe / output_hidden_states: passed to RMTModel.run_segment.
+        query_key_probe / output_hidden_states / memory_probe: passed to RMTModel.run_segment.
         Runs under the caller's grad mode. Raises TraceError without the model attached,
         TraceArgumentError for a bad segment, ArgumentError for a bad state or edit.
         For TokenMemory, replay(s) gives bit for bit the logits and memory_out the trace recorded.
@@ -295,7 +352,7 @@ class Trace:
         state = _expanded(memory, state, batch)
         out = model.run_segment(state, ids, write=write, segment_index=index, attention_probe=probe,
                                 query_key_probe=query_key_probe, output_hidden_states=output_hidden_states,
-                                inputs_embeds=inputs_embeds, compute_logits=compute_logits)
+                                inputs_embeds=inputs_embeds, compute_logits=compute_logits, memory_probe=memory_probe)
         weights = torch.stack([captured[y] for y in sorted(captured)], dim=1) if attention else None
         return Replay(out.logits, out.memory_out, state, out.token_hidden, out.hidden_states, weights, memory)
 

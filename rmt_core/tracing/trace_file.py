@@ -31,8 +31,12 @@ refused naming the version.
 A trace of a memory type other than "tokens" (the header's model.rmt.memory) is written as
 format 3: format 2 plus its state as named arrays, "initial_state.<name>" and
 "state_out.<name>" (stacked per segment; exact), so that an older RMT Lens refuses it
-instead of reading a state it does not know. A file of a memory type that is not registered
-here is refused naming the type.
+instead of reading a state it does not know. A memory whose writes are stored (associative:
+MemoryType.write_spec) keeps "state_write.<name>" (stacked per segment, float32, exact; the
+header's settings["state_write"] names each array's axes) instead of "state_out.<name>", and
+its own rows (observables.py, memory "associative"); its states are rebuilt on load with the
+model (tracing/states.py). A file of a memory type that is not registered here is refused
+naming the type.
 """
 from __future__ import annotations
 
@@ -48,13 +52,14 @@ from ..errors import TraceError
 from ..io.atomic import written_whole
 from ..token_text import token_pieces
 from . import file_checks
-from .observables import (EXACT, INT8_VECTOR, OBSERVABLES, ON_DEMAND, PER_SEGMENT, PER_TOKEN, PER_TRACE, UINT8_UNIT,
-                          Observable, names)
+from .observables import (EXACT, INT8_VECTOR, OBSERVABLES, ON_DEMAND, ON_USE, PER_SEGMENT, PER_TOKEN, PER_TRACE,
+                          UINT8_UNIT, Observable, names)
 from .records import TRACE_FORMAT, TRACE_FORMAT_VERSION, SegmentRecord
 
 VECTOR_INT8 = names(stored=INT8_VECTOR)  # int8 + per-vector scale
 UNIT_UINT8 = names(stored=UINT8_UNIT)  # values in [0, 1] in steps of 1/255
-ARRAYS = tuple(o for o in OBSERVABLES if o.stored in (EXACT, INT8_VECTOR, UINT8_UNIT, ON_DEMAND))  # in the file
+ARRAYS = tuple(o for o in OBSERVABLES if o.stored in (EXACT, INT8_VECTOR, UINT8_UNIT, ON_DEMAND, ON_USE))  # in the file
+COMPUTED_LATER = (ON_DEMAND, ON_USE)  # arrays a file may lack (computed on first use)
 ZSTD_LEVEL = 3
 READABLE_VERSIONS = file_checks.READABLE_VERSIONS
 STATE_VERSION = 3  # written for memory types other than tokens (their state arrays)
@@ -76,6 +81,8 @@ def save_trace(trace, path: Path) -> Path:
         trace.compute_lens(missing_lens)
     arrays: dict[str, np.ndarray | _Parts] = {}
     for observable in ARRAYS:
+        if not observable.recorded_for(trace.memory_type):
+            continue
         if observable.scope == PER_TRACE:
             arrays[observable.name] = np.asarray(getattr(trace, observable.name), dtype=observable.dtype)
             continue
@@ -87,7 +94,11 @@ def save_trace(trace, path: Path) -> Path:
     if trace.initial_state is not None:  # another memory type than tokens: its state by name
         for name, value in trace.initial_state.items():
             arrays[f"initial_state.{name}"] = np.asarray(value, dtype=np.float32)
-            arrays[f"state_out.{name}"] = np.stack([s.state_out[name] for s in segs]).astype(np.float32, copy=False)
+            if not trace.stores_writes:
+                arrays[f"state_out.{name}"] = np.stack([s.state_out[name] for s in segs]).astype(np.float32, copy=False)
+    if trace.stores_writes:  # each segment's write (the states are rebuilt from them)
+        for name in segs[0].state_write:
+            arrays[f"state_write.{name}"] = np.stack([s.state_write[name] for s in segs]).astype(np.float32, copy=False)
     blobs, layout = _encode(arrays)
     header = {
         "format": TRACE_FORMAT,
@@ -162,7 +173,9 @@ def read_trace_file(path: Path) -> tuple[dict, dict[str, "np.ndarray | _Quantise
         arrays = _decode(stored, header["arrays"]) if header["format_version"] >= 2 else stored
     except (KeyError, ValueError, TypeError, ZstdError) as exc:
         raise TraceError(f"{path} is a damaged trace file ({exc}): save the trace again.") from exc
-    required = [o.name for o in ARRAYS if o.stored != ON_DEMAND] + ["bounds"]
+    memory = file_checks.memory_type(header)
+    required = [o.name for o in ARRAYS if o.stored not in COMPUTED_LATER and o.recorded_for(memory)] + ["bounds"]
+    required += [f"state_write.{name}" for name in file_checks.write_axes(header)]
     missing = [name for name in required if name not in arrays]
     if missing:
         raise TraceError(f"{path} is a damaged trace file (it lacks {', '.join(missing)}): save the trace again.")
@@ -182,7 +195,7 @@ def _encode(arrays: dict[str, "np.ndarray | _Parts"]) -> tuple[dict[str, np.ndar
     layout: dict[str, dict] = {}
 
     def put(name: str, values: np.ndarray, encoding: str, dtype: str) -> None:
-        values = np.ascontiguousarray(values)
+        values = np.ascontiguousarray(values).reshape(np.shape(values))  # (ascontiguousarray makes a scalar 1-D)
         raw = _shuffle(values) if values.dtype.kind == "f" else values.reshape(-1).view(np.uint8)
         blobs[name] = np.frombuffer(compressor.compress(raw), dtype=np.uint8)
         layout[name] = {"dtype": dtype, "shape": list(values.shape), "stored": values.dtype.str, "encoding": encoding}
@@ -354,8 +367,7 @@ def _check_memory_type(path: Path, header: dict) -> None:
     """TraceError unless the file's memory type (header model.rmt.memory; none: tokens) is registered."""
     from ..engine.memory import known_memories
 
-    rmt = header.get("model", {}).get("rmt", {}) if isinstance(header.get("model"), dict) else {}
-    name = rmt.get("memory", "tokens") if isinstance(rmt, dict) else "tokens"
+    name = file_checks.memory_type(header)
     if name not in known_memories():
         raise TraceError(f"{path} is a trace of memory type {name!r}, which this RMT Lens does not know (known: "
                          f"{list(known_memories())}). Import the module that registers it "
@@ -399,7 +411,8 @@ def stored_records(header: dict, arrays: dict[str, "np.ndarray | _Quantised"]) -
     # (settings.carry_memory false; files without it carried memory), the initial memory
     carried = header["settings"].get("carry_memory", True) is not False
     memory_in = arrays["initial_memory"]
-    state_names = list(initial_state(header, arrays) or {})
+    state_names = [key.split(".", 1)[1] for key in arrays if key.startswith("state_out.")]
+    write_names = [key.split(".", 1)[1] for key in arrays if key.startswith("state_write.")]
     record_type = _StoredRecord if any(isinstance(v, _Quantised) for v in arrays.values()) else SegmentRecord
     records: list[SegmentRecord] = []
     for index, (start, end) in enumerate(arrays["bounds"].tolist()):
@@ -409,6 +422,8 @@ def stored_records(header: dict, arrays: dict[str, "np.ndarray | _Quantised"]) -
             fields[name] = values[index]
         if state_names:
             fields["state_out"] = {name: arrays[f"state_out.{name}"][index] for name in state_names}
+        if write_names:
+            fields["state_write"] = {name: arrays[f"state_write.{name}"][index] for name in write_names}
         record = record_type(index=index, start=start, end=end, tokens=tokens_all[start:end], memory_in=memory_in,
                              **fields)
         records.append(record)

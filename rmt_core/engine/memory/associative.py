@@ -50,10 +50,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import ConfigError
+from ...errors import ArgumentError, ConfigError
 from ..backbones import decoder_layers
 from ..masks import allowed_attention
-from .base import MemoryType, SegmentRow, StateArrays
+from .base import MEMORY_PROBE, MemoryType, SegmentRow, StateArrays
 
 READ_EPS = 1e-5  # the denominator's epsilon in reads and in vbar (both code versions)
 GAMMA_EPS_FA = 1e-5  # gamma's denominator epsilon in framework_accel; experimental has none
@@ -183,14 +183,38 @@ class AssociativeLayer(nn.Module):
 
     def read(self, hidden: torch.Tensor, A: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """y (batch, n, d) for block input rows `hidden` (batch, n, d) from one layer's A (batch, h, f, e), z."""
-        values, _ = retrieve(features(self.W_mq(hidden), self.options), A, z, self.options)
-        return from_heads(values)
+        return self.read_parts(hidden, A, z)[0]
+
+    def read_parts(self, hidden: torch.Tensor, A: torch.Tensor, z: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(y (batch, n, d), phi(q) (batch, h, n, f), denominators (batch, h, n, 1) or None without
+        use_denom): the read and what it is made of (a memory probe sees them; read() keeps y)."""
+        phi = features(self.W_mq(hidden), self.options)
+        values, denominator = retrieve(phi, A, z, self.options)
+        return from_heads(values), phi, denominator
 
     def write(self, memory: torch.Tensor, A: torch.Tensor, z: torch.Tensor, written: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """The state after the memory tokens' outputs `memory` (batch, M, d) write into (A, z), all M
         against the OLD state. written: (batch,) bool, False where this is the sample's first write
         (then vbar = 0 and gamma = 1). Returns (A', z') shaped as A, z."""
+        return self.add_terms(A, z, *self.write_terms(memory, A, z, written))
+
+    @staticmethod
+    def add_terms(A: torch.Tensor, z: torch.Tensor, phi: torch.Tensor, beta: torch.Tensor, overwrite: torch.Tensor,
+                  gamma: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A', z') from the old A, z and write_terms' (phi, beta, v - vbar, gamma)."""
+        A = A + torch.einsum("bhmf,bhme->bhfe", phi, beta * overwrite)
+        if gamma is None:
+            return A, z
+        return A, z + (gamma * phi).sum(dim=-2)
+
+    def write_terms(self, memory: torch.Tensor, A: torch.Tensor, z: torch.Tensor, written: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """What write() adds, per memory token i: (phi(k_i) (batch, h, M, f), beta_i (batch, h, M, 1),
+        or (batch, h, M, e) with gating, v_i - vbar_i (batch, h, M, e), gamma_i (batch, h, M, 1), None
+        without use_denom). A' = A + sum_i phi(k_i) (beta_i * (v_i - vbar_i))^T, z' = z + sum_i gamma_i phi(k_i):
+        A is a sum of these rank-1 writes (explain/associative.py decomposes reads into them)."""
         options = self.options
         phi = features(self.W_mk(memory), options)  # (batch, h, M, f)
         values = to_heads(self.W_mv(memory), options.n_heads)  # (batch, h, M, e)
@@ -198,16 +222,15 @@ class AssociativeLayer(nn.Module):
         old = written.view(-1, 1, 1, 1)
         previous, denominator = retrieve(phi, A, z, options)
         previous = torch.where(old, previous, torch.zeros_like(previous))  # vbar
-        A = A + torch.einsum("bhmf,bhme->bhfe", phi, beta * (values - previous))
         if not options.use_denom:
-            return A, z
+            return phi, beta, values - previous, None
         if options.correction:
             norm2 = phi.pow(2).sum(dim=-1, keepdim=True)  # |phi(k)|^2, (batch, h, M, 1)
             gamma = torch.clip(1 - denominator / (norm2 + options.gamma_eps), 0, 1).detach()
             gamma = torch.where(old, gamma, torch.ones_like(gamma))
         else:
             gamma = torch.ones_like(phi[..., :1])
-        return A, z + (gamma * phi).sum(dim=-2)
+        return phi, beta, values - previous, gamma
 
 
 # ---------------------------------------------------------------------- the memory type
@@ -321,40 +344,88 @@ class AssociativeMemory(MemoryType):
         new_a: list[torch.Tensor | None] = [None] * len(self.blocks)
         new_z: list[torch.Tensor | None] = [None] * len(self.blocks)
         row.context["new_state"] = (new_a, new_z)
+        probe = row.context.get(MEMORY_PROBE)  # a recorder's (PROBE_EVENTS); None: nothing extra is done
         handles = []
         try:
             for layer, block in enumerate(self.blocks):
                 if reads:
                     handles.append(block.register_forward_pre_hook(
-                        functools.partial(self._read_hook, layer, state, written), with_kwargs=True))
+                        functools.partial(self._read_hook, layer, state, written, probe), with_kwargs=True))
                 if row.write:
                     handles.append(block.register_forward_hook(
-                        functools.partial(self._write_hook, layer, state, written, new_a, new_z)))
+                        functools.partial(self._write_hook, layer, state, written, new_a, new_z, probe)))
             yield
         finally:
             for handle in handles:
                 handle.remove()
 
-    def _read_hook(self, layer: int, state: dict[str, torch.Tensor], written: torch.Tensor, module: nn.Module,
-                   args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    def _read_hook(self, layer: int, state: dict[str, torch.Tensor], written: torch.Tensor, probe: Any,
+                   module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         positional = bool(args)
         hidden = args[0] if positional else kwargs["hidden_states"]  # (batch, n, d)
         assoc = self.model.associative_layers[layer]
         here = assoc.W_mq.weight.device
-        y = assoc.read(hidden.to(here), state["A"][:, layer].to(here), state["z"][:, layer].to(here))
+        if probe is None:
+            y = assoc.read(hidden.to(here), state["A"][:, layer].to(here), state["z"][:, layer].to(here))
+        else:
+            y, phi, denominator = assoc.read_parts(hidden.to(here), state["A"][:, layer].to(here),
+                                                   state["z"][:, layer].to(here))
+            probe("read", layer, {"hidden": hidden, "read": y, "features": phi, "denominator": denominator,
+                                  "reads": written})
         hidden = torch.where(written.to(hidden.device).view(-1, 1, 1), hidden + y.to(hidden.device), hidden)
         if positional:
             return (hidden,) + tuple(args[1:]), kwargs
         return args, {**kwargs, "hidden_states": hidden}
 
     def _write_hook(self, layer: int, state: dict[str, torch.Tensor], written: torch.Tensor,
-                    new_a: list, new_z: list, module: nn.Module, args: tuple, output: Any) -> None:
+                    new_a: list, new_z: list, probe: Any, module: nn.Module, args: tuple, output: Any) -> None:
         out = output[0] if isinstance(output, (tuple, list)) else output  # (batch, n, d)
         assoc = self.model.associative_layers[layer]
         here = assoc.W_mk.weight.device
         memory = out[:, -self.num_mem_tokens:].to(here)  # the memory tokens' outputs (batch, M, d)
-        new_a[layer], new_z[layer] = assoc.write(memory, state["A"][:, layer].to(here),
-                                                 state["z"][:, layer].to(here), written.to(here))
+        A, z = state["A"][:, layer].to(here), state["z"][:, layer].to(here)
+        if probe is None:
+            new_a[layer], new_z[layer] = assoc.write(memory, A, z, written.to(here))
+            return
+        phi, beta, overwrite, gamma = terms = assoc.write_terms(memory, A, z, written.to(here))  # = write()'s own
+        new_a[layer], new_z[layer] = assoc.add_terms(A, z, *terms)
+        probe("write", layer, {"memory_outputs": memory, "features": phi, "beta": beta, "v_minus_vbar": overwrite,
+                               "gamma": gamma})
+
+    # ------------------------------------------------------------------ writes (compact traces)
+    # What the hooks pass to a memory probe (MemoryType.run_segment's memory_probe), per layer:
+    #   "read"   hidden (b, n, d) the block's input before the read; read (b, n, d) y; features
+    #            (b, h, n, f) phi(q); denominator (b, h, n, 1) or None (use_denom false); reads (b,)
+    #            bool, the samples that read (the others' y is computed but not added)
+    #   "write"  memory_outputs (b, M, d); features (b, h, M, f) phi(k); beta (b, h, M, 1 or e);
+    #            v_minus_vbar (b, h, M, e); gamma (b, h, M, 1) or None (use_denom false)
+    PROBE_EVENTS = ("read", "write")
+
+    def write_spec(self) -> dict[str, tuple[str, ...]]:
+        """A segment's write is its memory tokens' block outputs, per layer: 30-50x smaller than (A, z)."""
+        return {"memory_outputs": ("layer", "memory_token", "hidden")}
+
+    def apply_write(self, state: dict[str, torch.Tensor], arrays: StateArrays) -> dict[str, torch.Tensor]:
+        """The state after a segment whose memory tokens' block outputs were arrays["memory_outputs"]
+        (layers, M, d), from the state before it (batch 1): each layer's write() on them, as the write
+        hooks ran it, and read_state's count. ArgumentError for outputs of another shape."""
+        outputs = np.asarray(arrays["memory_outputs"])
+        expected = (len(self.blocks), self.num_mem_tokens, self.model.hidden_size)
+        if outputs.shape != expected:
+            raise ArgumentError(f"memory_outputs must have shape {expected} (layer, memory_token, hidden), got "
+                                f"{outputs.shape}.")
+        written = state["written"][:, 0] > 0
+        new_a, new_z = [], []
+        for layer, assoc in enumerate(self.model.associative_layers):
+            here = assoc.W_mk.weight
+            memory = torch.as_tensor(outputs[layer], device=here.device).to(here.dtype).unsqueeze(0)  # (1, M, d)
+            a, z = assoc.write(memory, state["A"][:, layer].to(here.device), state["z"][:, layer].to(here.device),
+                               written.to(here.device))
+            new_a.append(a)
+            new_z.append(z)
+        device = state["A"].device
+        return {"A": torch.stack(new_a, dim=1).to(device), "z": torch.stack(new_z, dim=1).to(device),
+                "written": state["written"] + 1}
 
     def read_state(self, state: dict[str, torch.Tensor], row: SegmentRow, hidden: torch.Tensor,
                    token_valid: torch.Tensor | None) -> dict[str, torch.Tensor]:

@@ -17,6 +17,11 @@ explain, viz, the app) reach memory only through them:
    state into named float32 numpy arrays (trace files, interventions, figures) and back;
    row_labels name the rows of one segment's attention; parts name what an intervention may
    replace; supported_edits lists the edits (reset, zero, replace a part, ...) edit_state does.
+4. what a RECORDER may watch (optional): a memory probe passed to run_segment reaches the
+   type's hooks through row.context[MEMORY_PROBE]; the type calls it with named tensors of
+   what it reads and writes (MemoryProbe below). Without a probe the hooks do nothing extra.
+   A type whose state is a sum of writes (write_spec not None) lets a trace store each
+   segment's write instead of the whole state, and rebuild states with apply_write.
 
 Register a new type with ``rmt_core.engine.memory.register_memory(name, cls)`` and select it with
 ``RMTConfig(memory=name)``. A subclass's __init__ receives the RMTModel (backbone attached,
@@ -41,6 +46,12 @@ State = Any  # a memory type's carried state: tensors with the batch first (see 
 StateArrays = dict[str, np.ndarray]  # one sample's state as named float32 arrays (state_spec's names)
 
 EDITS = ("reset", "zero", "replace", "shuffle")  # edit names a memory type may support (supported_edits)
+
+MEMORY_PROBE = "memory_probe"  # the key of SegmentRow.context that holds run_segment's memory_probe
+# memory_probe(event, layer, tensors): event "read" or "write" (the memory type's own words for what
+# it reads into the row and writes from it), layer the backbone block, tensors named by the type
+# (batch first, on the model's device; views of what the segment computes: copy before keeping).
+MemoryProbe = Callable[[str, int, dict[str, torch.Tensor]], None]
 
 
 @dataclass
@@ -219,8 +230,11 @@ class MemoryType:
         output_hidden_states: bool = False,
         inputs_embeds: torch.Tensor | None = None,
         compute_logits: bool = True,
+        memory_probe: MemoryProbe | None = None,
     ) -> SegmentOutput:
-        """Run one segment through the backbone with this memory (see RMTModel.run_segment)."""
+        """Run one segment through the backbone with this memory (see RMTModel.run_segment).
+
+        memory_probe: given to the type's hooks as row.context[MEMORY_PROBE] (see MemoryProbe)."""
         model = self.model
         batch = token_ids.shape[0]
         if state is None:
@@ -228,6 +242,8 @@ class MemoryType:
         if inputs_embeds is None:
             inputs_embeds = model.backbone.get_input_embeddings()(token_ids)  # (batch, L, d)
         row = self.build_row(state, inputs_embeds, token_valid, write, segment_index)
+        if memory_probe is not None:
+            row.context[MEMORY_PROBE] = memory_probe
         mask = additive_mask(row.allowed, row.embeds.dtype).expand(batch, -1, -1, -1)  # (batch, 1, n, n)
         kwargs: dict[str, Any] = {}
         if attention_probe is not None:
@@ -254,6 +270,20 @@ class MemoryType:
         hidden_states = tuple(h.to(device) for h in out.hidden_states) if output_hidden_states else None
         return SegmentOutput(logits=logits, memory_out=memory_out, token_hidden=token_hidden,
                              hidden_states=hidden_states, row=row)
+
+    # ------------------------------------------------------------------ writes (compact traces)
+    def write_spec(self) -> dict[str, tuple[str, ...]] | None:
+        """None (the default): a trace stores each segment's whole state (state_out). Else the
+        names and axes (one sample, no batch axis; the first axis "layer") of the arrays that
+        one segment's write is made of: the type's hooks pass them, per layer, to a memory probe
+        in each "write" event, and apply_write rebuilds the next state from them exactly."""
+        return None
+
+    def apply_write(self, state: State, arrays: StateArrays) -> State:
+        """The state after a segment, from the state before it (batch 1) and the segment's write
+        (named arrays of write_spec, one sample), by the same code the segment ran: equal to the
+        state the segment wrote. Only for types whose write_spec is not None."""
+        raise NotImplementedError(f"memory type {self.name!r} stores whole states (write_spec is None)")
 
     # ------------------------------------------------------------------ labels and edits
     def row_labels(self, token_labels: list[str], write: bool = True) -> list[str]:

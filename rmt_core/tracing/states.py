@@ -1,0 +1,91 @@
+"""States rebuilt from stored writes: for a memory type whose trace keeps each segment's write
+(MemoryType.write_spec, e.g. the associative memory: its memory tokens' block outputs) instead
+of its state (an associative state is 30-50 times larger than one segment's write).
+
+The state entering segment s is the initial state with the writes of segments 0..s-1 applied
+by the memory type's own update (MemoryType.apply_write), so it equals the traced state (the
+same code on the same inputs; tests/test_armt_trace.py: replay from it gives the traced logits).
+Rebuilding walks forward from the nearest state kept: every `every`-th state is kept (at most
+about MAX_KEPT of them), so reaching any segment costs at most `every` updates after the first walk.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import TraceError
+
+MAX_KEPT = 64  # states kept per trace (an associative state of the shipped size is about 0.6 MB)
+
+
+class StateRebuilder:
+    """State arrays of a trace whose segments hold `state_write` (see the module docstring)."""
+
+    def __init__(self, trace) -> None:
+        self.trace = trace
+        self._kept: dict[int, Any] = {}  # segment index -> the state entering it (memory type's form, batch 1)
+        self._lock = threading.Lock()  # app sessions share a trace
+
+    def every(self) -> int:
+        return max(16, -(-self.trace.num_segments // MAX_KEPT))
+
+    def check_writes(self, memory, index: int) -> dict[str, np.ndarray]:
+        """Segment `index`'s write arrays, checked against the memory type's write_spec and the model's sizes."""
+        writes = self.trace.segments[index].state_write
+        spec = memory.write_spec()
+        if writes is None or spec is None or set(writes) != set(spec):
+            raise TraceError(f"Segment {index} of this trace holds no write of the {memory.name!r} memory "
+                             f"(it has {sorted(writes or {})}, the memory type writes {sorted(spec or {})}).")
+        return writes
+
+    @torch.no_grad()
+    def state_in(self, index: int) -> Any:
+        """The state entering segment `index` (0..S-1; with carried memory also S, the state after the
+        last segment), in the memory type's own form, batch 1: with memory reset (Trace.carries_memory
+        False) the initial state. Raises TraceError without the model attached."""
+        model = self.trace.require_model("rebuilding the memory state from its stored writes")
+        memory = model.memory
+        if not self.trace.carries_memory:
+            return memory.initial_state(1)
+        with self._lock:
+            start = max((s for s in self._kept if s <= index), default=None)
+            state = memory.initial_state(1) if start is None else self._kept[start]
+            start = 0 if start is None else start
+        every = self.every()
+        for s in range(start, index):
+            state = memory.apply_write(state, self.check_writes(memory, s))
+            if (s + 1) % every == 0:
+                with self._lock:
+                    self._kept[s + 1] = state
+        return state
+
+    def arrays_in(self, index: int) -> dict[str, np.ndarray]:
+        """state_in(index) as named float32 arrays (MemoryType.state_to_arrays)."""
+        return self.trace.require_model().memory.state_to_arrays(self.state_in(index))
+
+    @torch.no_grad()
+    def arrays_out(self, index: int) -> dict[str, np.ndarray]:
+        """The state segment `index` wrote (its write applied to the state entering it), as named arrays."""
+        memory = self.trace.require_model("rebuilding the memory state from its stored writes").memory
+        if self.trace.carries_memory:
+            return memory.state_to_arrays(self.state_in(index + 1))
+        return memory.state_to_arrays(memory.apply_write(self.state_in(index), self.check_writes(memory, index)))
+
+    def walk(self, first: int = 0, last: int | None = None):
+        """Yield (s, state entering s, state after s) for s = first..last (default: the last segment),
+        rebuilding each state once (with memory reset every segment enters the initial state)."""
+        model = self.trace.require_model("rebuilding the memory state from its stored writes")
+        last = self.trace.num_segments - 1 if last is None else last
+        with torch.no_grad():
+            state = self.state_in(first)
+            every = self.every()
+            for s in range(first, last + 1):
+                after = model.memory.apply_write(state, self.check_writes(model.memory, s))
+                if (s + 1) % every == 0 and self.trace.carries_memory:
+                    with self._lock:
+                        self._kept[s + 1] = after
+                yield s, state, after
+                state = after if self.trace.carries_memory else model.memory.initial_state(1)
