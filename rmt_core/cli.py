@@ -588,7 +588,7 @@ def run_figures(args: argparse.Namespace) -> int:
         "figures": [{"name": name, "file": path.name, "title": printable[name].layout.meta.get("title", ""),
                      "bytes": path.stat().st_size} for name, path in written.items()],
         "tables": [{"name": "segments", "file": table.name, "title": "Per-segment numbers",
-                    "columns": export.SEGMENT_COLUMNS}],
+                    "columns": export.segment_columns(trace)}],
         "skipped": skipped,
     }
     (out / "figures.json").write_text(json.dumps(listing, indent=2))

@@ -31,14 +31,18 @@ def _views(trace, segment: int) -> None:
     head = c2.selectbox("Head", range(heads), key="att_head")
     attention = services.attention_for(trace, segment)  # (Y, H, n, n)
     labels = trace.attention_labels(segment)
-    m = trace.num_mem_tokens
+    m = trace.num_slots  # read slots first (tokens memory); the rows after the tokens: write slots or memory tokens
+    tail = len(labels) - m - trace.segments[segment].num_tokens
+    edges = figures.row_edges(trace, segment)
     matrix, shown = attention[layer, head], labels
     if len(labels) > MAX_HEATMAP:
-        keep = list(range(m)) + list(range(m, MAX_HEATMAP - m)) + list(range(len(labels) - m, len(labels)))
+        keep = list(range(m)) + list(range(m, MAX_HEATMAP - tail)) + list(range(len(labels) - tail, len(labels)))
         matrix = matrix[np.ix_(keep, keep)]
         shown = [labels[i] for i in keep]
-        st.caption(f"Segment row has {len(labels)} positions; the heatmap shows the memory slots and the first "
-                   f"{MAX_HEATMAP - 2 * m} tokens so the browser stays responsive.")
+        if edges:  # the memory tokens follow the tokens kept
+            edges = [MAX_HEATMAP - tail]
+        st.caption(f"Segment row has {len(labels)} positions; the heatmap shows the memory rows and the first "
+                   f"{MAX_HEATMAP - m - tail} tokens so the browser stays responsive.")
     # Only the open tab's content is built (on_change="rerun" makes tab.open known): bertviz's HTML and
     # the other figures cost nothing until their tab is chosen.
     tab_map, tab_grid, tab_slots, tab_head, tab_model = st.tabs(
@@ -46,18 +50,26 @@ def _views(trace, segment: int) -> None:
         key="att_tab", on_change="rerun")
     if tab_map.open:
         with tab_map:
-            st.caption("Read slots R0.. come first, then the segment's tokens, then write slots W0..; "
-                       "orange lines separate the blocks. Rows are queries.")
-            show_figure(figures.attention_heatmap(matrix, shown, m,
-                                                  f"Segment {segment}, layer {layer}, head {head}"), key="att_heatmap")
-    if tab_grid.open:
+            if trace.has_slots or edges is None:
+                st.caption("Read slots R0.. come first, then the segment's tokens, then write slots W0..; "
+                           "orange lines separate the blocks. Rows are queries.")
+            else:
+                st.caption("The segment's tokens come first, then the memory tokens P0.. (they attend to the tokens; "
+                           "the tokens never attend to them); the orange line separates them. Rows are queries.")
+            show_figure(figures.attention_heatmap(matrix, shown, m, f"Segment {segment}, layer {layer}, head {head}",
+                                                  edges=edges), key="att_heatmap")
+    if (tab_grid.open or tab_slots.open) and not trace.has_slots:
+        with tab_grid if tab_grid.open else tab_slots:
+            st.info(f"Not available for this model: it shows read / write memory slots, and its memory type "
+                    f"({trace.memory_type!r}) has none. The heatmap shows its whole segment row.")
+    elif tab_grid.open:
         with tab_grid:
             pair = st.selectbox("Block pair", BLOCK_PAIRS, index=1, key="att_pair",
                                 format_func=lambda p: p.replace("->", " → "),
                                 help="Which block attends to which: e.g. write → tokens is how much the write slots "
                                      "attend to the tokens.")
             show_figure(figures.block_grid_figure(analysis.block_grid(trace, segment, pair), pair), key="att_grid")
-    if tab_slots.open:
+    if tab_slots.open and trace.has_slots:
         with tab_slots:
             seg = trace.segments[segment]
             show_figure(figures.slot_token_heatmap(seg.write_to_tokens[layer, head].astype(float), seg.tokens,

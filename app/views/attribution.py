@@ -85,7 +85,10 @@ def _views(trace, segment: int) -> None:
         if tab_int.open:
             with tab_int:
                 _interventions(trace)
-                _slot_interventions(trace)
+                if trace.has_slots:
+                    _slot_interventions(trace)
+                elif interventions.NEEDS["reset_layer"].supports(trace):
+                    _layer_interventions(trace)
     except RMTLensError as exc:
         st.error(literal(services.app_message(exc)))
 
@@ -215,7 +218,8 @@ def _default_intervention_segment(trace) -> int:
 
 def _interventions(trace) -> None:
     c1, c2 = st.columns(2)
-    offered = {"reset to initial memory": "reset", "zero memory": "zero", "shuffle slots": "shuffle"}
+    offered = {"reset to initial memory": "reset", "zero memory": "zero", "shuffle slots": "shuffle",
+               "skip the previous segment's write": "skip_write"}
     works = [label for label, edit in offered.items() if interventions.NEEDS[edit].supports(trace)]
     left_out = [f"{label}: {interventions.NEEDS[edit].missing(trace)}" for label, edit in offered.items()
                 if label not in works]
@@ -230,8 +234,13 @@ def _interventions(trace) -> None:
         st.info("The memory entering segment 0 is the initial memory already: resetting it there changes nothing. "
                 "Pick a later segment.")
         return
+    if kind == "skip the previous segment's write" and at == 0:
+        st.info("No segment writes before segment 0: pick a later segment (the write of the segment before it is "
+                "dropped, and the document re-run from there).")
+        return
     run = {"reset to initial memory": interventions.reset_memory, "zero memory": interventions.zero_memory,
-           "shuffle slots": interventions.shuffle_slots}[kind]
+           "shuffle slots": interventions.shuffle_slots,
+           "skip the previous segment's write": lambda t, s: interventions.skip_write(t, s - 1)}[kind]
     result = _cached(trace, ("intervene", kind, at), lambda: run(trace, at))
     _intervention_result(trace, result, "int_fig")
 
@@ -259,6 +268,23 @@ def _slot_interventions(trace) -> None:
         result = _cached(trace, ("patch slot", id(other), at, slot),
                          lambda: interventions.patch_memory(trace, at, other, slots=[slot]))
     _intervention_result(trace, result, "int_slot_fig")
+
+
+def _layer_interventions(trace) -> None:
+    """An associative memory (ARMT): one layer's state (A_l, z_l) reset before a segment (interventions.reset_layer)."""
+    st.subheader("One layer's state")
+    c1, c2 = st.columns(2)
+    at = c1.selectbox("Before segment", range(trace.num_segments), index=_default_intervention_segment(trace),
+                      key=f"int_layer_segment_{id(trace)}")
+    layers = int(trace.model_info["num_layers"])
+    layer = c2.selectbox("Layer", range(layers), index=layers - 1, key="int_layer",
+                         help="That layer's associative matrix A and normaliser z are set to zero (its reads are then "
+                              "0 until the next write); the other layers keep theirs.")
+    if at == 0:
+        st.info("The state entering segment 0 is empty already: pick a later segment.")
+        return
+    result = _cached(trace, ("reset layer", at, layer), lambda: interventions.reset_layer(trace, at, layer))
+    _intervention_result(trace, result, "int_layer_fig")
 
 
 def _intervention_result(trace, result, key: str) -> None:

@@ -20,6 +20,13 @@ def render() -> None:
     trace = require_trace()
     if trace is None:
         return
+    if trace.stores_writes:  # an associative memory (ARMT): a matrix per layer, no slot vectors to compare
+        st.info(f"Not available for this model: the comparison measures the distance between the two runs' memory "
+                f"slot by slot and patches slots from one run into the other, and this model's memory "
+                f"({trace.memory_type!r}) is a matrix per layer with no slots. Its per-segment numbers are on the "
+                "Timeline and Memory pages; the Attribution page's interventions reset one layer's state or skip a "
+                "segment's write.")
+        return
     _second_run(trace)
     other = comparing.second_trace()
     if other is None:

@@ -1,13 +1,18 @@
-"""Memory: trajectories in PCA space, slot norms and churn, slot similarity, logit lens."""
+"""Memory: trajectories in PCA space, slot norms and churn, slot similarity, logit lens; for an
+associative memory (ARMT): its state size per layer, write strength and novelty per memory token,
+and where a token's read is retrieved from."""
 from __future__ import annotations
 
 import streamlit as st
 
-from rmt_core.explain import analysis, series
-from rmt_core.viz import figures
+from rmt_core.explain import analysis, answers, associative, series
+from rmt_core.viz import captions, figures
 
-from app import services, sidebar
-from app.views.common import guarded, require_trace, show_figure, visible_token
+from app import services, sidebar, state, threads
+from app.views.common import guarded, literal, require_trace, show_figure, visible_token
+
+AUTO_RANK_SECONDS = 1.0  # the effective rank is computed with the page when it takes about this long at most
+JUMP = "mem_armt_jump"  # set by a click that opens another segment: the whole app reruns (the view is a fragment)
 
 
 def render() -> None:
@@ -21,6 +26,9 @@ def render() -> None:
 @st.fragment
 @guarded
 def _views(trace, segment: int) -> None:
+    if trace.memory_type == "associative":
+        _associative(trace, segment)
+        return
     tokenizer = trace.model.tokenizer if trace.model is not None else None
     dims = st.radio("Projection", [2, 3], horizontal=True, format_func=lambda d: f"{d}-D PCA", key="mem_dims")
     window = _window(trace)
@@ -75,3 +83,116 @@ def _trajectory(trace, tokenizer, dims: int, window: tuple[int, int] | None):
     if window is not None:  # a zoomed view is built each time (the hover text of its steps is kept)
         return build()
     return services.per_trace(trace, ("memory: trajectory", dims, id(tokenizer), most), build)
+
+
+# ---------------------------------------------------------------------- associative memory (ARMT)
+def _associative(trace, segment: int) -> None:
+    """The associative memory's views: it has no slots (no trajectories, slot norms or logit lens),
+    a matrix state per layer instead."""
+    if st.session_state.pop(JUMP, False):
+        st.rerun()  # a click inside this fragment chose another segment: the sidebar and every page follow
+    st.caption("This model's memory is associative (ARMT): each layer keeps a matrix A (and a normaliser z) that "
+               "its memory tokens P0.. write after every segment and every token of later segments reads from. It has "
+               "no memory slots, so slot trajectories, slot norms and the logit lens do not apply.")
+    _state_size(trace, segment)
+    layers = int(trace.model_info["num_layers"])
+    layer = st.selectbox("Layer", range(layers), index=layers - 1, key="mem_armt_layer",
+                         help="The layer whose memory-token writes and reads are shown below.")
+    _writes(trace, layer)
+    _retrieved_from(trace, segment, layer)
+
+
+def _state_size(trace, segment: int) -> None:
+    st.subheader("State size per layer")
+    norms = series.associative_rows(trace, "state_norms")
+    ranks = None
+    if all(s.state_rank is not None for s in trace.segments):
+        ranks = associative.state_ranks(trace)
+    elif trace.model is not None:
+        seconds = associative.rank_seconds(trace)
+        if seconds <= AUTO_RANK_SECONDS or st.button(f"Compute the effective rank of A (about {seconds:.0f} s)",
+                                                     key="mem_armt_rank"):
+            with threads.heavy(), st.spinner("Rebuilding the states and their singular values…"):
+                ranks = associative.state_ranks(trace)
+    bound = associative.rank_bound(trace)
+    fig = services.per_trace(trace, ("memory: state size", ranks is not None), lambda: figures.state_size_figure(
+        norms, series.associative_rows(trace, "z_norms"), ranks, rank_bound=bound))
+    show_figure(fig, key="mem_state_size")
+    st.caption(literal(captions.state_size_caption(norms, ranks, bound)))
+
+
+def _writes(trace, layer: int) -> None:
+    st.subheader(f"What the memory tokens write (layer {layer})")
+    names = [f"P{i}" for i in range(trace.num_mem_tokens)]
+    beta = series.associative_rows(trace, "write_strength")[:, layer]
+    gamma = series.associative_rows(trace, "novelty")[:, layer]
+    c1, c2 = st.columns(2)
+    with c1:
+        show_figure(services.per_trace(trace, ("memory: beta", layer), lambda: figures.slot_segment_heatmap(
+            beta, "Write strength β", "β", row_names=names, zrange=(0, 1), row_title="memory token")),
+            key="mem_beta")
+    with c2:
+        show_figure(services.per_trace(trace, ("memory: gamma", layer), lambda: figures.slot_segment_heatmap(
+            gamma, "Novelty γ (what z adds of each key)", "γ", row_names=names, zrange=(0, 1),
+            row_title="memory token")), key="mem_gamma")
+    st.caption(literal(captions.write_caption(beta, gamma, layer)))
+    with st.expander("Overwrite |v − v̄| (how far each written value is from what the state already returned)"):
+        show_figure(services.per_trace(trace, ("memory: overwrite", layer), lambda: figures.slot_segment_heatmap(
+            series.associative_rows(trace, "overwrite")[:, layer], f"Overwrite |v − v̄| (layer {layer})", "|v − v̄|",
+            row_names=names, row_title="memory token")), key="mem_overwrite")
+
+
+def _default_position(trace, segment: int) -> int:
+    """The answer's position when the document asks a question in this segment, else its last token."""
+    site = answers.answer_site(trace)
+    if site is not None and site.segment == segment:
+        return site.position
+    return trace.segments[segment].num_tokens - 1
+
+
+def _open(segment: int) -> None:
+    """Select `segment` everywhere (a callback: the app reruns whole, see JUMP)."""
+    sidebar.request_segment(segment)
+    st.session_state[JUMP] = True
+
+
+def _open_bar(key: str) -> None:
+    """A click on a bar of the retrieved-from chart selects that segment everywhere."""
+    points = (st.session_state.get(key) or {}).get("selection", {}).get("points", [])
+    if points:
+        _open(int(points[0]["x"]))
+
+
+def _retrieved_from(trace, segment: int, layer: int) -> None:
+    st.subheader(f"Retrieved from: what a token of segment {segment} reads (layer {layer})")
+    if segment == 0:
+        st.info("Segment 0 reads nothing: the state is empty until the first segment has written. Select a later "
+                "segment (sidebar) to see where its tokens' reads come from.")
+        return
+    if trace.model is None:
+        st.info("Splitting a read into the earlier writes re-runs the segment: load the trace with the checkpoint "
+                "it was made with.")
+        return
+    seg = trace.segments[segment]
+    position = st.selectbox("Token (its read at the layer above)", range(seg.num_tokens),
+                            index=_default_position(trace, segment), key=f"mem_armt_pos_{segment}",
+                            format_func=lambda j: f"{j}: {visible_token(seg.tokens[j])}")
+    cache = st.session_state.setdefault(state.ATTRIBUTION_CACHE, {})
+    key = (id(trace), "retrieved from", segment, position, layer)
+    if key not in cache:
+        with threads.heavy(), st.spinner("Splitting the read into the earlier writes…"):
+            cache[key] = associative.retrieved_from(trace, segment, position, layer)
+    result = cache[key]
+    ratio = float(seg.read_ratio[layer, position])
+    st.caption(literal(captions.retrieved_from_caption(result.shares, segment, position, seg.tokens[position], layer,
+                                                       ratio)))
+    chart = f"mem_retrieved_{segment}_{position}_{layer}"
+    show_figure(figures.retrieved_from_figure(result), key=chart, on_select=lambda: _open_bar(chart),
+                selection_mode="points")
+    st.caption("The token's read y is exactly the sum of one term per earlier segment and memory token (A is a sum "
+               "of their rank-1 writes); a bar's height is its share of y (projection on y over |y|², all sum to 1). "
+               "Click a bar to open that segment.")
+    top = result.top_segment
+    if top is not None:
+        st.button(f"Open segment {top} (it holds the largest share)", key="mem_armt_open",
+                  on_click=_open, args=(top,))

@@ -28,7 +28,8 @@ def render() -> None:
     cols = st.columns(4)
     cols[0].metric("Tokens", f"{trace.num_tokens:,}")
     cols[1].metric("Segments", trace.num_segments)
-    cols[2].metric("Memory slots", trace.num_mem_tokens)
+    cols[2].metric("Memory slots" if trace.memory_type == "tokens" else f"Memory tokens ({trace.memory_type})",
+                   trace.num_mem_tokens)
     cols[3].metric("Mean loss (nats/token)", f"{trace.mean_loss():.3f}",
                    help="Token-weighted: −log p summed over every predicted token, divided by their count "
                         "(the number the CLI, the report and the model card use).")

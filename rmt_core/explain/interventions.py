@@ -23,7 +23,9 @@ from ..tracing.trace import Trace
 
 # What each named intervention needs (capabilities): the memory type must support its edit.
 NEEDS: dict[str, Needs] = {"reset": Needs(edit="reset"), "zero": Needs(edit="zero"), "shuffle": Needs(edit="shuffle"),
-                           "replace": Needs(edit="replace")}
+                           "replace": Needs(edit="replace"),
+                           "reset_layer": Needs(memory_types=("associative",), edit="replace"),  # reset_layer
+                           "skip_write": Needs(model=True)}  # skip_write: any memory type
 
 
 @dataclass
@@ -493,3 +495,39 @@ def replace_slot(trace: Trace, segment: int, slot: int, other: Trace, other_segm
     source = other.state_in(min(segment if other_segment is None else other_segment, other.num_segments - 1))
     return intervene(trace, segment, "replace", f"slot {slot} from another trace before segment {segment}",
                      part=slot, source=source)
+
+
+def reset_layer(trace: Trace, segment: int, layer: int) -> InterventionResult:
+    """An associative memory's layer `layer` state (A_l, z_l) set to its initial value (zero) before
+    `segment`, the other layers kept (the memory type's "replace" edit of part `layer` from the
+    initial state); the rest of the document re-run. That layer then reads exactly 0 until the next
+    write. Raises TraceError for another memory type or without the model, TraceArgumentError for
+    a segment or layer out of range."""
+    missing = NEEDS["reset_layer"].missing(trace)
+    if missing:
+        raise TraceError(f"Resetting one layer's state is an associative-memory intervention. {missing}")
+    segment = trace.check_segment(segment)
+    model = trace.model
+    layers = len(model.memory.parts())
+    layer = check_int(layer, "layer", 0, layers - 1, fix=f"The memory has {layers} layers, numbered from 0.",
+                      error=TraceArgumentError)
+    initial = model.memory.state_to_arrays(model.memory.initial_state(1))
+    return intervene(trace, segment, "replace", f"reset layer {layer}'s state before segment {segment}", part=layer,
+                     source=initial)
+
+
+def skip_write(trace: Trace, segment: int) -> InterventionResult:
+    """Segment `segment`'s write dropped: the state entering segment + 1 is the one that entered
+    `segment` (as if it had written nothing), and the document is re-run from segment + 1 on (later
+    writes are recomputed from that state). Segment `segment` itself is unchanged (a segment reads
+    the state before its own write). Any memory type. Raises TraceArgumentError for the last segment
+    (no later segment reads its write) or a segment out of range, TraceError without the model."""
+    segment = trace.check_segment(segment)
+    trace.require_model("an intervention")
+    if segment == trace.num_segments - 1:
+        raise TraceArgumentError(f"Segment {segment} is the last: no later segment reads its write. Pick a segment "
+                                 f"before {segment}.")
+    before = trace.state_in(segment)
+    return intervene(trace, segment + 1, lambda arrays: {name: np.array(before[name], copy=True) for name in arrays}
+                     if isinstance(arrays, dict) else np.array(before["memory"], copy=True),
+                     f"segment {segment}'s write skipped")

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-from . import analysis
+from . import analysis, associative
 from ..token_text import decode_distinct
 from ..tracing.trace import Trace
 
@@ -60,6 +60,17 @@ def slot_churn(trace: Trace) -> np.ndarray:
 def block_mass(trace: Trace, pair: str, layer: int | None = None) -> np.ndarray:
     """(S,) analysis.block_mass, once per trace, pair and layer."""
     return cached(trace, ("block_mass", pair, layer), lambda: analysis.block_mass(trace, pair, layer))
+
+
+def associative_rows(trace: Trace, name: str) -> np.ndarray:
+    """An associative memory's recorded row over the trace, once per trace (explain.associative:
+    "state_norms", "z_norms", "write_strength", "novelty", "overwrite", "segment_read_ratio")."""
+    if name not in ASSOCIATIVE_ROWS:
+        raise ValueError(f"name must be one of {', '.join(ASSOCIATIVE_ROWS)}, got {name!r}")
+    return cached(trace, ("associative", name), lambda: getattr(associative, name)(trace))
+
+
+ASSOCIATIVE_ROWS = ("state_norms", "z_norms", "write_strength", "novelty", "overwrite", "segment_read_ratio")
 
 
 def lens_hover(trace: Trace, tokenizer=None, top: int = 3) -> list[list[str]]:

@@ -98,5 +98,72 @@ def read_slots_caption(scores: np.ndarray, slots: list[str]) -> str:
             "of the absolute attribution).")
 
 
+def state_size_caption(norms: np.ndarray, ranks: np.ndarray | None = None, rank_bound: int | None = None) -> str:
+    """What an associative memory's state-size figure shows. norms: (S, Y) |A_l|_F after each
+    segment's write; ranks: (S, Y) effective ranks (None: not computed); rank_bound: A's largest rank."""
+    norms = np.asarray(norms, dtype=np.float64)
+    steps, layers = norms.shape
+    grow = norms[-1] - norms[0]
+    top = int(np.argmax(norms[-1]))
+    text = (f"After the last segment ({steps - 1}) layer {top}'s state is the largest (‖A‖_F = {norms[-1, top]:.3g}; "
+            f"{norms[0, top]:.3g} after segment 0)")
+    if steps >= 4:
+        quarter = max(1, steps // 4)
+        late = norms[-1, top] - norms[-1 - quarter, top]
+        share = late / max(abs(norms[-1, top]), 1e-30)
+        text += (f"; over the last {quarter} segments it changed by {100 * share:+.0f}%"
+                 + (": it has stopped growing." if abs(share) < 0.05 else "."))
+    else:
+        text += "."
+    if layers > 1:
+        text += f" Growth from segment 0 to the end per layer: {', '.join(f'{g:+.3g}' for g in grow)}."
+    if ranks is not None:
+        ranks = np.asarray(ranks, dtype=np.float64)
+        bound = f" of at most {rank_bound}" if rank_bound else ""
+        text += f" Layer {top}'s effective rank goes from {ranks[0, top]:.1f} to {ranks[-1, top]:.1f}{bound}."
+    return text
+
+
+def write_caption(beta: np.ndarray, gamma: np.ndarray, layer: int) -> str:
+    """What one layer's write-strength and novelty heatmaps show. beta, gamma: (S, M) per segment
+    and memory token (gamma is 1 in the first segment by definition: nothing is stored yet)."""
+    beta, gamma = np.asarray(beta, dtype=np.float64), np.asarray(gamma, dtype=np.float64)
+    steps, tokens = beta.shape
+    strongest = int(np.argmax(beta.mean(axis=0)))
+    text = (f"Layer {layer}: memory token P{strongest} writes strongest on average (mean β {beta[:, strongest].mean():.2f}; "
+            f"all tokens: {beta.min():.2f}-{beta.max():.2f}).")
+    if steps < 2:
+        return text + " Novelty γ is 1 in the first segment (nothing is stored yet); later segments show how new the keys are."
+    later = gamma[1:]
+    low = int(np.argmin(later.mean(axis=1))) + 1
+    text += (f" Novelty γ is 1 in segment 0 (nothing stored yet), then {later.mean():.2f} on average, lowest in "
+             f"segment {low} ({gamma[low].mean():.2f})")
+    if later.min() > 0.99:
+        return text + ": the keys stay new to the state (z adds almost all of every key; the correction does little)."
+    return text + ": lower γ means a key the state already holds, so z grows less for it."
+
+
+def retrieved_from_caption(shares: np.ndarray, segment: int, position: int, token: str, layer: int,
+                           read_ratio: float | None = None) -> str:
+    """Where one token's read comes from. shares: (segment, M) each earlier segment's and memory
+    token's share of the read (they sum to 1; explain.associative.Retrieval.shares); empty when the
+    segment reads nothing. read_ratio: |y| / |h| of the token (None: not known)."""
+    shares = np.asarray(shares, dtype=np.float64)
+    where = f"Token {position} ({token!r}) of segment {segment} at layer {layer}"
+    if shares.size == 0 or not np.any(shares):
+        return f"{where} reads nothing: the state is empty until a segment has written (segment 0 reads nothing)."
+    per_segment = shares.sum(axis=1)
+    top = int(np.argmax(per_segment))
+    s, i = np.unravel_index(int(np.argmax(shares)), shares.shape)
+    text = (f"{where} retrieves most from segment {top}{' (the one before)' if top == segment - 1 else ''}: "
+            f"{100 * per_segment[top]:.0f}% of its read; the largest single write is memory token P{i} of segment {s} "
+            f"({100 * shares[s, i]:.0f}%)")
+    if per_segment[top] < 0.5:
+        text += ". No earlier segment holds most of it"
+    if read_ratio is not None:
+        text += f". The read is {100 * read_ratio:.1f}% of the token's hidden state (|y| / |h|)"
+    return text + "."
+
+
 __all__ = ["churn_caption", "write_attribution_caption", "keep_rewrite_caption", "write_pattern_caption",
-           "read_slots_caption"]
+           "read_slots_caption", "state_size_caption", "write_caption", "retrieved_from_caption"]

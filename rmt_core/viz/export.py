@@ -35,7 +35,7 @@ from ..tracing.observables import BY_NAME, block_pair_meaning
 __all__ = [
     "ExportError", "FORMATS", "PROVENANCE_KEY", "browser_available", "require_browser", "provenance", "export_figure",
     "export_figures", "render_figures", "embed_provenance", "read_provenance", "print_style", "table_csv",
-    "segment_table", "SEGMENT_COLUMNS", "to_jsonable",
+    "segment_table", "SEGMENT_COLUMNS", "ASSOCIATIVE_SEGMENT_COLUMNS", "segment_columns", "to_jsonable",
 ]
 
 FORMATS = ("svg", "pdf", "png")
@@ -408,23 +408,41 @@ SEGMENT_COLUMNS: dict[str, str] = {
     **{_mass_column(pair): f"block_attention {pair}: {block_pair_meaning(pair)} (mean over layers and heads)"
        for pair in MASS_PAIRS},
 }
+# An associative memory's columns instead of churn and slot masses (rows of observables.py, averaged)
+ASSOCIATIVE_COLUMNS = {"state_norm": "layers", "z_norm": "layers", "write_strength": "layers and memory tokens",
+                       "novelty": "layers and memory tokens", "overwrite": "layers and memory tokens",
+                       "read_ratio": "layers and tokens"}
+ASSOCIATIVE_SEGMENT_COLUMNS: dict[str, str] = {
+    **{name: meaning for name, meaning in SEGMENT_COLUMNS.items() if name in ("segment", "start", "end", "tokens",
+                                                                              "loss", "perplexity")},
+    **{name: f"{BY_NAME[name].meaning} (mean over {over})" for name, over in ASSOCIATIVE_COLUMNS.items()}}
+
+
+def segment_columns(trace) -> dict[str, str]:
+    """segment_table's columns for this trace's memory type, with their meanings."""
+    return ASSOCIATIVE_SEGMENT_COLUMNS if trace.memory_type == "associative" else SEGMENT_COLUMNS
 
 
 def segment_table(trace) -> list[dict[str, Any]]:
     """One row per segment: token range, loss, perplexity, memory churn and read / write attention mass
-    (columns and their meanings: SEGMENT_COLUMNS)."""
+    (an associative memory: its state size, write strength, novelty, overwrite and read ratio
+    instead); columns and their meanings: segment_columns(trace)."""
     from ..explain import analysis
 
     if not trace.segments:
         return []
-    churn = analysis.slot_churn(trace.memory_states(), reset=not trace.carries_memory).mean(axis=1)
-    masses = {_mass_column(pair): analysis.block_mass(trace, pair) for pair in MASS_PAIRS}
+    if trace.memory_type == "associative":
+        extra = [{name: float(np.mean(getattr(seg, name))) for name in ASSOCIATIVE_COLUMNS} for seg in trace.segments]
+    else:
+        churn = analysis.slot_churn(trace.memory_states(), reset=not trace.carries_memory).mean(axis=1)
+        masses = {_mass_column(pair): analysis.block_mass(trace, pair) for pair in MASS_PAIRS}
+        extra = [{"memory_churn": float(churn[s]), **{column: float(mass[s]) for column, mass in masses.items()}}
+                 for s in range(trace.num_segments)]
     rows = []
     for s, seg in enumerate(trace.segments):
         loss = float(seg.loss)
         rows.append({
             "segment": s, "start": int(seg.start), "end": int(seg.end), "tokens": int(seg.num_tokens),
-            "loss": loss, "perplexity": float(np.exp(loss)) if np.isfinite(loss) else float("nan"),
-            "memory_churn": float(churn[s]), **{column: float(mass[s]) for column, mass in masses.items()},
+            "loss": loss, "perplexity": float(np.exp(loss)) if np.isfinite(loss) else float("nan"), **extra[s],
         })
     return rows

@@ -23,7 +23,7 @@ from plotly.subplots import make_subplots
 from ..explain import analysis
 from ..explain.attribution import Attribution
 from ..token_text import token_label
-from ..tracing.capabilities import ANY, Needs
+from ..tracing.capabilities import ANY, VECTORS, Needs
 from ..tracing.trace import Trace
 
 SEQUENTIAL = "Viridis"
@@ -96,17 +96,27 @@ def slot_color(k: int) -> str:
 
 # ---------------------------------------------------------------------- timeline
 def segment_curves(trace: Trace, selected: int | None = None) -> go.Figure:
-    """Per-segment loss, memory churn, and read / write attention mass, stacked."""
+    """Per-segment loss, memory churn, and read / write attention mass, stacked. An associative
+    memory (ARMT): loss, the state's size |A|_F, the mean write strength beta and the mean read
+    ratio |y| / |h| (layers averaged), which is what its memory does instead of slots."""
     from ..explain import series as per_trace  # whole-trace series, computed once per trace
 
     x = np.arange(trace.num_segments)
-    churn = per_trace.slot_churn(trace).mean(axis=1)
-    series = [
-        ("per-segment mean loss (nats/token)", per_trace.cached(trace, "losses", trace.losses)),
-        ("memory churn (cosine distance)", churn),
-        ("tokens→read mass", per_trace.block_mass(trace, "tokens->read")),
-        ("write→tokens mass", per_trace.block_mass(trace, "write->tokens")),
-    ]
+    series = [("per-segment mean loss (nats/token)", per_trace.cached(trace, "losses", trace.losses))]
+    if trace.memory_type == "associative":
+        series += [
+            ("state size ‖A‖_F (mean over layers)", per_trace.associative_rows(trace, "state_norms").mean(axis=1)),
+            ("write strength β (mean over layers and memory tokens)",
+             per_trace.associative_rows(trace, "write_strength").mean(axis=(1, 2))),
+            ("read ratio |y|/|h| (mean over layers and tokens)",
+             per_trace.associative_rows(trace, "segment_read_ratio").mean(axis=1)),
+        ]
+    else:
+        series += [
+            ("memory churn (cosine distance)", per_trace.slot_churn(trace).mean(axis=1)),
+            ("tokens→read mass", per_trace.block_mass(trace, "tokens->read")),
+            ("write→tokens mass", per_trace.block_mass(trace, "write->tokens")),
+        ]
     fig = make_subplots(rows=len(series), cols=1, shared_xaxes=True, vertical_spacing=0.04,
                         subplot_titles=[name for name, _ in series])
     mode = "lines+markers" if len(x) <= MAX_MARKERS else "lines"  # thousands of markers cost the browser most
@@ -123,8 +133,13 @@ def segment_curves(trace: Trace, selected: int | None = None) -> go.Figure:
 
 
 # ---------------------------------------------------------------------- attention
-def attention_heatmap(attention: np.ndarray, labels: Sequence[str], num_mem: int, title: str = "Attention") -> go.Figure:
-    """(q, k) attention of one head with the read block, tokens and write block marked."""
+def attention_heatmap(attention: np.ndarray, labels: Sequence[str], num_mem: int, title: str = "Attention",
+                      edges: Sequence[int] | None = None) -> go.Figure:
+    """(q, k) attention of one head with the read block, tokens and write block marked.
+
+    edges: the rows where a new block starts (default: after num_mem read slots and before the
+    write block); row_edges(trace, segment) gives them for any memory type (an associative
+    memory: its memory tokens P0.. after the segment's tokens)."""
     n = attention.shape[0]
     ticks = token_ticks(labels)
     heatmap = {"type": "heatmap", "z": attention, "x": ticks, "y": ticks, "colorscale": ATTENTION, "zmin": 0,
@@ -132,7 +147,7 @@ def attention_heatmap(attention: np.ndarray, labels: Sequence[str], num_mem: int
                "hovertemplate": "query %{y}<br>key %{x}<br>weight %{z:.4f}<extra></extra>"}
     n_tokens = n - 2 * num_mem if n >= 2 * num_mem else n - num_mem
     shapes = []
-    for edge in (num_mem - 0.5, num_mem + n_tokens - 0.5):
+    for edge in ((num_mem - 0.5, num_mem + n_tokens - 0.5) if edges is None else [e - 0.5 for e in edges]):
         if 0 < edge < n - 0.5:
             line = {"type": "line", "line": {"color": "#D55E00", "width": 1.5}}
             shapes += [{**line, "x0": edge, "x1": edge, "y0": -0.5, "y1": n - 0.5},
@@ -141,10 +156,21 @@ def attention_heatmap(attention: np.ndarray, labels: Sequence[str], num_mem: int
     font = {"size": 10 if n <= 60 else 8}
     axis = {"tickmode": "array", "tickvals": ticks, "ticktext": ticks, "tickfont": font}
     layout = _layout(title, height=max(420, min(1400, (13 if n <= 60 else 10) * n + 170)))
+    rows = "query (R = read slot, W = write slot)" if edges is None else "query (P = memory token)"
     layout.update(shapes=shapes,
-                  yaxis={**axis, "autorange": "reversed", "title": {"text": "query (R = read slot, W = write slot)"}},
+                  yaxis={**axis, "autorange": "reversed", "title": {"text": rows}},
                   xaxis={**axis, "title": {"text": "key"}, "tickangle": -60})
     return go.Figure(data=[heatmap], layout=layout)  # one construction: plotly validates it once
+
+
+def row_edges(trace: Trace, segment: int) -> list[int] | None:
+    """Where the blocks of a segment row start, for attention_heatmap: None for the tokens memory
+    (its read / write blocks: the default), [L] for an associative memory (its memory tokens follow
+    the L tokens), [] for a memory that adds no rows."""
+    if trace.memory_type == "tokens":
+        return None
+    n_tokens = trace.segments[trace.check_segment(segment)].num_tokens
+    return [n_tokens] if trace.memory_type == "associative" else []
 
 
 def block_grid_figure(grid: np.ndarray, pair: str) -> go.Figure:
@@ -242,16 +268,73 @@ def memory_trajectory(projection: analysis.Projection, hover: Sequence[Sequence[
     return go.Figure(data=data, layout=layout)  # one construction: plotly validates it once
 
 
-def slot_segment_heatmap(values: np.ndarray, title: str, value_name: str, first_step: int = 0) -> go.Figure:
-    """(steps, m) values as a slot x segment heatmap."""
+def slot_segment_heatmap(values: np.ndarray, title: str, value_name: str, first_step: int = 0,
+                         row_names: Sequence[str] | None = None, zrange: tuple[float, float] | None = None,
+                         row_title: str | None = None) -> go.Figure:
+    """(steps, m) values as a slot x segment heatmap (a column per segment, a row per slot).
+
+    row_names: the rows' labels (default "slot k"; an associative memory's memory tokens: "P0"..);
+    zrange: (low, high) of the colour scale (default: the data's); row_title: the y axis title."""
     steps, slots = values.shape
-    fig = go.Figure(go.Heatmap(z=values.T, x=np.arange(first_step, first_step + steps), y=[f"slot {k}" for k in range(slots)],
-                               colorscale=SEQUENTIAL, colorbar={"title": value_name, "tickformat": NUMBER_FORMAT},
+    names = [f"slot {k}" for k in range(slots)] if row_names is None else [plotly_text(n) for n in row_names]
+    low, high = (None, None) if zrange is None else zrange
+    fig = go.Figure(go.Heatmap(z=values.T, x=np.arange(first_step, first_step + steps), y=names,
+                               colorscale=SEQUENTIAL, zmin=low, zmax=high,
+                               colorbar={"title": value_name, "tickformat": NUMBER_FORMAT},
                                hovertemplate="%{y}, segment %{x}<br>" + value_name + " %{z" + HOVER_NUMBER
                                              + "}<extra></extra>"))
-    fig.update_yaxes(autorange="reversed")
+    fig.update_yaxes(autorange="reversed", title_text=row_title)
     fig.update_xaxes(title_text="segment")
     return _style(fig, title, height=160 + 26 * slots)
+
+
+# ---------------------------------------------------------------------- associative memory (ARMT)
+def state_size_figure(norms: np.ndarray, z_norms: np.ndarray, ranks: np.ndarray | None = None,
+                      selected: int | None = None, rank_bound: int | None = None) -> go.Figure:
+    """An associative memory's state size per layer over the segments: |A_l|_F, |z_l| and (when
+    given) the effective rank of A_l, one line per layer, stacked. norms, z_norms, ranks: (S, Y)
+    after each segment's write (explain.associative); rank_bound: the largest rank A can have
+    (drawn as a dotted line); selected: a segment to mark."""
+    steps, layers = norms.shape
+    rows = [("‖A‖_F (Frobenius norm)", norms), ("‖z‖ (L2 norm)", z_norms)]
+    if ranks is not None:
+        rows.append(("effective rank of A" + (f" (at most {rank_bound})" if rank_bound else ""), ranks))
+    fig = make_subplots(rows=len(rows), cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        subplot_titles=[name for name, _ in rows])
+    x = np.arange(steps)
+    mode = "lines+markers" if steps <= MAX_MARKERS else "lines"
+    for row, (name, values) in enumerate(rows, start=1):
+        for y in range(layers):
+            fig.add_trace(go.Scatter(x=x, y=values[:, y], mode=mode, name=f"layer {y}", legendgroup=f"layer {y}",
+                                     showlegend=row == 1, marker={"size": 4}, line={"color": slot_color(y)},
+                                     hovertemplate=f"layer {y}, segment %{{x}}<br>{name} %{{y{HOVER_NUMBER}}}"
+                                                   "<extra></extra>"), row=row, col=1)
+    if selected is not None:
+        fig.add_vline(x=selected, line={"color": "#D55E00", "dash": "dash"})
+    fig.update_xaxes(title_text="segment (state after its write)", row=len(rows), col=1)
+    fig.update_yaxes(tickformat=NUMBER_FORMAT)
+    return _style(fig, "State size per layer over the segments", height=190 * len(rows) + 80)
+
+
+def retrieved_from_figure(retrieval, title: str | None = None) -> go.Figure:
+    """Where one token's read comes from (explain.associative.Retrieval): a bar per earlier segment,
+    stacked by memory token P_i, of its share of the read (projection on y over |y|^2; the shares
+    sum to 1). Positive raises the read along y, negative points against it."""
+    shares = retrieval.shares  # (segment, M)
+    segments, m = shares.shape
+    x = np.arange(segments)
+    data = [go.Bar(x=x, y=shares[:, i], name=f"P{i}", marker_color=slot_color(i),
+                   hovertemplate=f"segment %{{x}}, memory token P{i}<br>share %{{y:.3f}}<extra></extra>")
+            for i in range(m)]
+    fig = go.Figure(data=data)
+    fig.update_layout(barmode="relative", legend={"title": {"text": "memory token"}})
+    fig.update_xaxes(title_text="earlier segment (whose write is read)", tickmode="linear" if segments <= 40 else "auto",
+                     range=[-0.5, max(segments, 1) - 0.5])
+    fig.update_yaxes(title_text="share of the read", zeroline=True, tickformat=NUMBER_FORMAT)
+    if title is None:
+        title = (f"Retrieved from: token {retrieval.position} “{token_label(retrieval.token)}” of segment "
+                 f"{retrieval.segment}, layer {retrieval.layer}")
+    return _style(fig, title, height=380)
 
 
 def slot_similarity_figure(similarity: np.ndarray, segment: int) -> go.Figure:
@@ -352,7 +435,7 @@ def standard_figure_builders(trace: Trace, segment: int | None = None, layer: in
 
     segment, layer, head = trace.check_view(segment, layer, head)
     seg = trace.segments[segment]
-    builders: dict[str, Callable[[], go.Figure]] = {
+    builders: dict[str, Callable[[], go.Figure]] = {**_associative_builders(trace, segment, layer),
         "timeline": lambda: segment_curves(trace, selected=segment),
         "memory_pca_2d": lambda: memory_trajectory(series.pca(trace, 2), dims=2),
         "memory_pca_3d": lambda: memory_trajectory(series.pca(trace, 3), dims=3),
@@ -372,15 +455,38 @@ def standard_figure_builders(trace: Trace, segment: int | None = None, layer: in
         del builders[name]  # a figure of slots the trace's memory does not have
     if trace.model is not None:
         builders["attention"] = lambda: attention_heatmap(
-            trace.attention(segment)[layer, head], trace.attention_labels(segment), trace.num_mem_tokens,
-            f"Attention, segment {segment}, layer {layer}, head {head}")
+            trace.attention(segment)[layer, head], trace.attention_labels(segment), trace.num_slots,
+            f"Attention, segment {segment}, layer {layer}, head {head}", edges=row_edges(trace, segment))
     return builders
 
 
+def _associative_builders(trace: Trace, segment: int, layer: int) -> dict[str, Callable[[], go.Figure]]:
+    """The associative memory's standard figures (none for another memory type): its state size per
+    layer, and the write strength and novelty of `layer`'s memory tokens per segment."""
+    from ..explain import series
+
+    if trace.memory_type != "associative":
+        return {}
+    rows = lambda name: series.associative_rows(trace, name)  # noqa: E731
+    names = [f"P{i}" for i in range(trace.num_mem_tokens)]
+    return {
+        "state_size": lambda: state_size_figure(rows("state_norms"), rows("z_norms"), selected=segment),
+        "write_strength": lambda: slot_segment_heatmap(
+            rows("write_strength")[:, layer], f"Write strength β per memory token (layer {layer})", "β",
+            row_names=names, zrange=(0, 1), row_title="memory token"),
+        "novelty": lambda: slot_segment_heatmap(
+            rows("novelty")[:, layer], f"Novelty γ per memory token (layer {layer})", "γ", row_names=names,
+            zrange=(0, 1), row_title="memory token"),
+    }
+
+
 # Standard figures that need more than any memory type gives (capabilities; the rest work for all):
-# the slot-attention figures read the tokens memory's read / write blocks.
+# the slot-attention figures read the tokens memory's read / write blocks; the memory-vector figures
+# need the state as vectors (not the associative memory's matrices).
 FIGURE_NEEDS: dict[str, Needs] = {name: Needs(memory_types=("tokens",)) for name in (
     "block_grid_write_tokens", "block_grid_tokens_read", "write_to_tokens_attention")}
+FIGURE_NEEDS.update({name: VECTORS for name in ("memory_pca_2d", "memory_pca_3d", "slot_norms", "slot_churn",
+                                                 "slot_similarity")})
 
 
 def standard_figures(trace: Trace, segment: int | None = None, layer: int = -1, head: int = 0) -> dict[str, go.Figure]:

@@ -132,20 +132,21 @@ def _answer_section(trace) -> list[str]:
 
 
 def _segment_section(trace, rows: list[dict[str, Any]], selected: int) -> list[str]:
-    from .export import SEGMENT_COLUMNS, table_csv
+    from .export import segment_columns, table_csv
 
     if not rows:
         return []
+    columns = segment_columns(trace)
     cols = list(rows[0])
-    head = "".join(f'<th title="{html.escape(SEGMENT_COLUMNS.get(c, ""))}">{html.escape(c)}</th>' for c in cols)
+    head = "".join(f'<th title="{html.escape(columns.get(c, ""))}">{html.escape(c)}</th>' for c in cols)
     body = []
     for row in rows:
         style = ' style="background:#fdebd9"' if row["segment"] == selected else ""
         cells = "".join(f'<td class="num">{_fmt(row[c])}</td>' for c in cols)
         body.append(f"<tr{style}>{cells}</tr>")
     csv_url = "data:text/csv;base64," + base64.b64encode(table_csv(rows).encode("utf-8")).decode("ascii")
-    meanings = "".join(f"<li><b>{html.escape(c)}</b>: {html.escape(SEGMENT_COLUMNS[c])}</li>"
-                       for c in cols if c in SEGMENT_COLUMNS)
+    meanings = "".join(f"<li><b>{html.escape(c)}</b>: {html.escape(columns[c])}</li>"
+                       for c in cols if c in columns)
     return ["<h2>Per-segment numbers</h2>",
             f'<p class="note"><a download="segments.csv" href="{csv_url}">Download as CSV</a>.</p>',
             f"<details><summary>What the columns hold</summary><ul>{meanings}</ul></details>",

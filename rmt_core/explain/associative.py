@@ -1,0 +1,225 @@
+"""What an associative memory (ARMT) did: its recorded rows as per-trace arrays, and where a
+token's read comes from.
+
+"Retrieved from" (retrieved_from): layer l's state A_l is a sum of rank-1 writes, one per earlier
+(segment s, memory token i): A_l = sum phi(k_si) (beta_si * (v_si - vbar_si))^T (per head; the state
+starts at 0). A token j's read at that layer, y_j = phi(q_j)^T A_l / den_j, is therefore exactly
+
+    y_j = sum over (s, i) of  (phi(q_j) . phi(k_si)) * beta_si * (v_si - vbar_si) / den_j
+
+(Rodkin et al. 2024, arXiv 2407.04841, Eq. 1-2; shared/docs/armt-reference.md). Each term is
+"what token j retrieves from memory token i's write in segment s". The terms are computed from
+the stored writes with the engine's own write_terms (AssociativeLayer), the query side from a
+replay of the token's segment; their sum equals the engine's y within float rounding
+(tests/test_armt_trace.py). The share of a term is its projection on y over |y|^2: the shares
+of all terms sum to 1.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..checks import check_int
+from ..errors import TraceArgumentError, TraceError
+from ..tracing.capabilities import Needs
+from ..tracing.trace import Trace
+
+MEMORY = "associative"
+NEEDS = Needs(memory_types=(MEMORY,))  # every function here
+RETRIEVAL_NEEDS = Needs(memory_types=(MEMORY,), model=True)  # retrieved_from re-runs a segment
+
+
+def _check(trace: Trace, needs: Needs = NEEDS) -> None:
+    missing = needs.missing(trace)
+    if missing:
+        raise TraceError(f"This view is of an associative memory (ARMT). {missing}")
+
+
+def _stack(trace: Trace, name: str) -> np.ndarray:
+    _check(trace)
+    return np.stack([getattr(s, name) for s in trace.segments]).astype(np.float64)
+
+
+# ---------------------------------------------------------------------- the recorded rows, per trace
+def state_norms(trace: Trace) -> np.ndarray:
+    """(S, Y) |A_l|_F after each segment's write (the state_norm row)."""
+    return _stack(trace, "state_norm")
+
+
+def z_norms(trace: Trace) -> np.ndarray:
+    """(S, Y) |z_l| after each segment's write (the z_norm row)."""
+    return _stack(trace, "z_norm")
+
+
+def write_strength(trace: Trace) -> np.ndarray:
+    """(S, Y, M) beta of each memory token's write (the write_strength row)."""
+    return _stack(trace, "write_strength")
+
+
+def novelty(trace: Trace) -> np.ndarray:
+    """(S, Y, M) gamma of each memory token's write (the novelty row)."""
+    return _stack(trace, "novelty")
+
+
+def overwrite(trace: Trace) -> np.ndarray:
+    """(S, Y, M) |v - vbar| of each memory token's write (the overwrite row)."""
+    return _stack(trace, "overwrite")
+
+
+def segment_read_ratio(trace: Trace) -> np.ndarray:
+    """(S, Y) mean over each segment's tokens of |y_j| / |h_j| (the read_ratio row); 0 where nothing is read."""
+    _check(trace)
+    return np.stack([s.read_ratio.astype(np.float64).mean(axis=1) for s in trace.segments])
+
+
+def state_ranks(trace: Trace) -> np.ndarray:
+    """(S, Y) effective rank of A_l after each segment (Trace.state_ranks: computed on first use with
+    the model, one SVD per layer and segment; tracing/associative.effective_rank)."""
+    _check(trace)
+    return trace.state_ranks().astype(np.float64)
+
+
+def rank_bound(trace: Trace) -> int:
+    """The largest effective rank A can have: min(features, hidden) per head, times the heads."""
+    _check(trace)
+    rank = trace.initial_state["A"].shape  # (layers, heads, features / h, hidden / h)
+    return int(rank[1] * min(rank[2], rank[3]))
+
+
+def rank_seconds(trace: Trace) -> float:
+    """Rough seconds Trace.state_ranks needs for the segments that lack it (measured here: about 5 ms
+    per segment of the shipped size on one CPU core, layers together; benchmarks/bench_trace.py (d))."""
+    missing = sum(s.state_rank is None for s in trace.segments)
+    layers, heads, f, e = trace.initial_state["A"].shape
+    return missing * 5e-3 * layers * heads * f * e / (3 * 384 * 128)
+
+
+# ---------------------------------------------------------------------- retrieved from
+@dataclass
+class Retrieval:
+    """Where token `position` of `segment` reads from at `layer` (retrieved_from).
+
+    read: (d,) y, the engine's read (what the layer adds to the token's block input).
+    hidden_norm: |h|, the token's block input before the read (read_ratio = |y| / |h|).
+    contributions: (segment, M, d) float64, row s, i: the term of memory token P_i's write in
+        segment s; contributions.sum((0, 1)) equals read (float rounding).
+    token: the token's display string. reads: False when the state was never written (segment 0):
+        read and contributions are then zero.
+    """
+
+    segment: int
+    position: int
+    layer: int
+    token: str
+    read: np.ndarray
+    hidden_norm: float
+    contributions: np.ndarray
+    reads: bool
+
+    @property
+    def shares(self) -> np.ndarray:
+        """(segment, M): each term's projection on the read over |read|^2; they sum to 1 (all 0 when
+        nothing is read)."""
+        y = self.read.astype(np.float64)
+        size = float(y @ y)
+        if size == 0.0:
+            return np.zeros(self.contributions.shape[:2])
+        return self.contributions @ y / size
+
+    @property
+    def segment_shares(self) -> np.ndarray:
+        """(segment,): each earlier segment's share of the read (its memory tokens together)."""
+        return self.shares.sum(axis=1)
+
+    @property
+    def top(self) -> tuple[int, int] | None:
+        """(segment, memory token) of the largest share; None when nothing is read."""
+        if not self.reads or not self.contributions.size or not np.any(self.read):
+            return None
+        s, i = np.unravel_index(int(np.argmax(self.shares)), self.shares.shape)
+        return int(s), int(i)
+
+    @property
+    def top_segment(self) -> int | None:
+        """The earlier segment with the largest share (its memory tokens together); None when nothing is read."""
+        if self.top is None:
+            return None
+        return int(np.argmax(self.segment_shares))
+
+    def to_rows(self) -> list[dict]:
+        """One row per (earlier segment, memory token): segment, memory_token (P_i), share, norm |c|."""
+        norms = np.linalg.norm(self.contributions, axis=-1)
+        shares = self.shares
+        return [{"segment": s, "memory_token": f"P{i}", "share": float(shares[s, i]), "norm": float(norms[s, i])}
+                for s in range(shares.shape[0]) for i in range(shares.shape[1])]
+
+
+class _ReadProbe:
+    """A memory probe keeping one layer's read of one row position (engine AssociativeMemory.PROBE_EVENTS)."""
+
+    def __init__(self, layer: int, position: int) -> None:
+        self.layer, self.position = layer, position
+        self.got: dict[str, torch.Tensor | None] | None = None
+
+    def __call__(self, event: str, layer: int, tensors: dict) -> None:
+        if event == "read" and layer == self.layer:
+            j = self.position
+            den = tensors["denominator"]
+            self.got = {"hidden": tensors["hidden"][0, j].double(), "read": tensors["read"][0, j].double(),
+                        "features": tensors["features"][0, :, j].double(),  # (h, f)
+                        "denominator": None if den is None else den[0, :, j, 0].double()}  # (h,)
+
+
+@torch.no_grad()
+def retrieved_from(trace: Trace, segment: int, position: int, layer: int = -1) -> Retrieval:
+    """Token `position` of `segment` at `layer`: its read split exactly into the writes of every earlier
+    segment and memory token (see the module docstring).
+
+    segment: the token's segment; position: its index in the segment (0..L-1); layer: the backbone
+    layer whose read is split (negative counts from the last). Costs a replay of `segment` and one
+    write_terms of that layer per earlier segment (its state rebuilt from the stored writes; about
+    1 s per 1,000 earlier segments of the shipped size on one CPU core: benchmarks/bench_trace.py (d)).
+    Raises TraceError for another memory type or without the model, TraceArgumentError for a
+    segment, position or layer out of range."""
+    _check(trace, RETRIEVAL_NEEDS)
+    segment = trace.check_segment(segment)
+    seg = trace.segments[segment]
+    n_layers = int(trace.model_info["num_layers"])
+    layer = check_int(layer, "layer", -n_layers, n_layers - 1, fix=f"The model has {n_layers} layers (-1 is the last).",
+                      error=TraceArgumentError) % n_layers
+    position = check_int(position, "position", 0, seg.num_tokens - 1,
+                         fix=f"Segment {segment} has {seg.num_tokens} tokens, numbered from 0.", error=TraceArgumentError)
+    model = trace.model
+    d, m = model.hidden_size, trace.num_mem_tokens
+    probe = _ReadProbe(layer, position)
+    trace.replay(segment, compute_logits=False, memory_probe=probe)
+    if probe.got is None:  # nothing written yet: no read
+        return Retrieval(segment, position, layer, seg.tokens[position], np.zeros(d), 0.0, np.zeros((segment, m, d)),
+                         False)
+    got = probe.got
+    phi_q, den = got["features"], got["denominator"]  # (h, f), (h,) or None
+    assoc = model.associative_layers[layer]
+    weight = assoc.W_mk.weight
+    # Layer `layer`'s state depends on that layer's writes only: rebuild it alone, by the engine's own
+    # write_terms / add_terms (what write() runs), keeping each write's terms.
+    initial = model.memory.initial_state(1)
+    A, z = initial["A"][:, layer].to(weight.device), initial["z"][:, layer].to(weight.device)
+    written = initial["written"][:, 0].to(weight.device) > 0
+    keys, values = [], []
+    for s in range(segment):
+        outputs = trace.segments[s].state_write["memory_outputs"][layer]  # (M, d)
+        memory = torch.as_tensor(outputs, device=weight.device).to(weight.dtype).unsqueeze(0)
+        terms = assoc.write_terms(memory, A, z, written)
+        keys.append(terms[0][0])  # (h, M, f) phi(k_i)
+        values.append(terms[1][0] * terms[2][0])  # (h, M, e) beta_i * (v_i - vbar_i)
+        A, z = assoc.add_terms(A, z, *terms)
+        written = torch.ones_like(written)
+    match = torch.einsum("hf,shmf->shm", phi_q.to(weight.device), torch.stack(keys).double())  # phi(q) . phi(k_si)
+    if den is not None:
+        match = match / den.to(weight.device).view(1, -1, 1)
+    terms = match.unsqueeze(-1) * torch.stack(values).double()  # (S', h, M, e)
+    contributions = terms.transpose(1, 2).reshape(segment, m, d).cpu().numpy()  # heads concatenated, as y
+    return Retrieval(segment, position, layer, seg.tokens[position], got["read"].cpu().numpy(),
+                     float(torch.linalg.vector_norm(got["hidden"])), contributions, True)
