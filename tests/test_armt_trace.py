@@ -351,6 +351,23 @@ def test_the_memory_page_shows_the_associative_charts(trace):
     assert any("Segment 0 reads nothing" in i.value for i in at.info)
 
 
+def test_a_long_split_waits_for_a_click(model, ids, monkeypatch):
+    from app.views import memory
+
+    trace = rmt_core.trace(model, ids)  # its effective ranks not computed yet
+    monkeypatch.setattr(memory, "AUTO_SPLIT_SECONDS", 0.0)  # as if the trace were long (50k tokens: about 0.6 s)
+    monkeypatch.setattr(memory, "AUTO_RANK_SECONDS", 0.0)
+    at = _app(trace)
+    at.switch_page("screens/memory.py").run()
+    assert not any(t.startswith("Retrieved from: token") for t in _titles(at))
+    assert not any("effective rank" in json.dumps(json.loads(c.proto.spec)) for c in at.get("plotly_chart"))
+    next(b for b in at.button if b.key == "mem_armt_split").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(t.startswith("Retrieved from: token") for t in _titles(at))
+    next(b for b in at.button if b.key == "mem_armt_rank").click().run()
+    assert any("effective rank" in json.dumps(json.loads(c.proto.spec)) for c in at.get("plotly_chart"))
+
+
 def test_the_timeline_attention_and_interventions_pages_for_an_associative_memory(trace):
     at = _app(trace)
     at.switch_page("screens/timeline.py").run()

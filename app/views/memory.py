@@ -12,6 +12,7 @@ from app import services, sidebar, state, threads
 from app.views.common import guarded, literal, require_trace, show_figure, visible_token
 
 AUTO_RANK_SECONDS = 1.0  # the effective rank is computed with the page when it takes about this long at most
+AUTO_SPLIT_SECONDS = 0.3  # a read is split into the earlier writes with the page when that takes about this long
 JUMP = "mem_armt_jump"  # set by a click that opens another segment: the whole app reruns (the view is a fragment)
 
 
@@ -180,6 +181,11 @@ def _retrieved_from(trace, segment: int, layer: int) -> None:
     cache = st.session_state.setdefault(state.ATTRIBUTION_CACHE, {})
     key = (id(trace), "retrieved from", segment, position, layer)
     if key not in cache:
+        seconds = associative.retrieval_seconds(trace, segment)
+        if seconds > AUTO_SPLIT_SECONDS and not st.button(
+                f"Split this token's read into the writes of the {segment} earlier segments (about {seconds:.1f} s)",
+                key="mem_armt_split"):
+            return
         with threads.heavy(), st.spinner("Splitting the read into the earlier writes…"):
             cache[key] = associative.retrieved_from(trace, segment, position, layer)
     result = cache[key]

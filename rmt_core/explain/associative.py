@@ -96,6 +96,14 @@ def rank_seconds(trace: Trace) -> float:
     return missing * 5e-3 * layers * heads * f * e / (3 * 384 * 128)
 
 
+def retrieval_seconds(trace: Trace, segment: int) -> float:
+    """Rough seconds retrieved_from needs for a token of `segment` (measured here: about 0.4 ms per
+    earlier segment of the shipped size on one CPU core, plus a replay; benchmarks/bench_trace.py (d))."""
+    _check(trace)
+    layers, heads, f, e = trace.initial_state["A"].shape
+    return 0.02 + int(segment) * 4e-4 * heads * f * e / (384 * 128)
+
+
 # ---------------------------------------------------------------------- retrieved from
 @dataclass
 class Retrieval:

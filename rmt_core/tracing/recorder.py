@@ -323,6 +323,8 @@ class TraceStream:
             written = out.memory_out if out.memory_out is not None else memory
             pending.append(_Pending(index, start, end, probe.in_order(), out.hidden_states, written, out.token_hidden,
                                     watch))
+            if watch is not None:  # the states a rebuild would keep: kept as they ran (tracing/states.py)
+                self.trace.rebuilder(total).offer(index + 1, written)
             if carry_memory:  # else every segment starts from the initial state (the no-memory baseline)
                 memory = written
             if len(pending) < chunk and index + 1 < total:

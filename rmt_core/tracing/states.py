@@ -24,13 +24,26 @@ MAX_KEPT = 64  # states kept per trace (an associative state of the shipped size
 class StateRebuilder:
     """State arrays of a trace whose segments hold `state_write` (see the module docstring)."""
 
-    def __init__(self, trace) -> None:
+    def __init__(self, trace, segments: int | None = None) -> None:
+        """segments: how many segments the trace will have (a recorder knows it before they exist;
+        default: the trace's own count at first use): it sets how often a state is kept."""
         self.trace = trace
+        self._segments = segments
         self._kept: dict[int, Any] = {}  # segment index -> the state entering it (memory type's form, batch 1)
         self._lock = threading.Lock()  # app sessions share a trace
 
     def every(self) -> int:
-        return max(16, -(-self.trace.num_segments // MAX_KEPT))
+        """Every how many segments a state is kept (at most about MAX_KEPT of them)."""
+        if self._segments is None:
+            self._segments = self.trace.num_segments
+        return max(16, -(-self._segments // MAX_KEPT))
+
+    def offer(self, index: int, state: Any) -> None:
+        """The state entering segment `index` as it ran (a recorder's, batch 1): kept when it is one of
+        the states kept anyway, so that a trace just recorded rebuilds nothing to reach it."""
+        if index % self.every() == 0 and self.trace.carries_memory:
+            with self._lock:
+                self._kept[index] = state
 
     def check_writes(self, memory, index: int) -> dict[str, np.ndarray]:
         """Segment `index`'s write arrays, checked against the memory type's write_spec and the model's sizes."""

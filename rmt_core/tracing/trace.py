@@ -270,12 +270,13 @@ class Trace:
             return {"memory": seg.memory_out}
         return self.rebuilder().arrays_out(index) if self.stores_writes else seg.state_out
 
-    def rebuilder(self):
-        """The StateRebuilder of a trace that stores writes (tracing/states.py), made once."""
+    def rebuilder(self, segments: int | None = None):
+        """The StateRebuilder of a trace that stores writes (tracing/states.py), made once (segments:
+        the count it will have, when the recorder makes it)."""
         if self._rebuilder is None:
             from .states import StateRebuilder
 
-            self._rebuilder = StateRebuilder(self)
+            self._rebuilder = StateRebuilder(self, segments)
         return self._rebuilder
 
     def state_ranks(self, chunk: int = 64) -> np.ndarray:
