@@ -767,7 +767,14 @@ def run_ask(args: argparse.Namespace) -> int:
         record = {"answer": result.answer, "predictions": [p.__dict__ for p in result.predictions],
                   "warnings": [w.to_dict() for w in result.warnings], "memory_segment": result.memory_segment,
                   "scored_segments": result.scored, "fact_segment": result.fact_segment, "note": result.note,
-                  "segments": trace.num_segments, "mean_loss": trace.mean_loss()}
+                  "segments": trace.num_segments, "mean_loss": trace.mean_loss(),
+                  # what the printed lines claim: memory_segment is only the largest positive credit, the
+                  # carrier is the segment named (None when the lines say no segment carries a clear credit)
+                  "correct": result.correct, "verdict": result.verdict}
+        claim = result.carrier
+        record["carrier"] = None if claim is None else {
+            "segment": claim.segment, "largest": claim.largest, "credit": claim.credit, "share": claim.share,
+            "total": claim.total, "statement": claim.statement}
         _write_text(args.json, json.dumps(record, indent=2))
     return 0
 
