@@ -193,7 +193,9 @@ def bad_argument_sets(f) -> dict[str, list[list[str]]]:
                 [f["doc"], "--checkpoint", c, "-q", "   "],
                 [f["asked"], "--checkpoint", c, "-q", "Where is John?"],  # a second question
                 [f["doc"], "--checkpoint", c, "-q", "Mary " * 100],  # longer than one segment
-                [f["doc"], "--checkpoint", c, "-q", "What is the capital of France?"]],  # not a trained question
+                [f["doc"], "--checkpoint", c, "-q", "What is the capital of France?"],  # not a trained question
+                [f["doc"], "--checkpoint", c, "-q", "Where is Mary?", "--device", "tpu"],  # not a device
+                [f["doc"], "--checkpoint", c, "-q", "Where is Mary?", "--device", "meta"]],  # not one to run on
         "compare": [[t], [t, t], [t, str(f["dir"] / "missing.trace"), "--out", "x", "--format", "html"],
                     [t, t, "--out", "x", "--align", "middle"], [t, t, "--out", "x", "--threshold", "abc"],
                     [t, t, "--out", "x", "--format", "gif"], [f["doc"], t, "--out", "x", "--format", "html"],
