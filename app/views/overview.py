@@ -107,7 +107,7 @@ def _carrier_line(trace, answer: rmt_answers.AskResult) -> None:
     fact = ""
     if answer.fact_segment is not None and answer.fact_segment != claim.segment:
         credit = answer.segment_scores[answer.fact_segment]
-        fact = (f" The fact's segment ({answer.fact_segment}) gets {credit:+.2f}." if credit == credit
+        fact = (f" The fact's segment ({answer.fact_segment}) gets {credit:+.3g}." if credit == credit
                 else f" The fact's segment ({answer.fact_segment}) was not scored.")
     if claim.segment is None:
         st.markdown(f"**No earlier segment carries a clear credit**: {literal(claim.reason)} ({window}).{fact}")
@@ -115,7 +115,7 @@ def _carrier_line(trace, answer: rmt_answers.AskResult) -> None:
     what = f"log p(“{literal(answer.attributed.text)}”)"
     share = "" if claim.share is None else f" ({100 * claim.share:.0f}% of the answer's total attribution)"
     st.markdown(f"Memory carried it from **segment {claim.segment}**: through-memory attribution "
-                f"(integrated gradients through the recurrence) credits that segment's tokens with {claim.credit:+.2f} "
+                f"(integrated gradients through the recurrence) credits that segment's tokens with {claim.credit:+.3g} "
                 f"of {what}{share}, the largest positive credit of any scored earlier segment ({window}).{fact} "
                 "The fact, when the document has one, is underlined.")
 

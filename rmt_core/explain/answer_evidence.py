@@ -35,8 +35,8 @@ credit at or below 0), the largest credit of any earlier segment is 0.0-0.5%. 5%
 NO_CARRIER_WARNINGS: dict[str, str] = {
     "name_absent": "the answer is a guess (the asked name does not occur in the document)",
     "question_outside": "the question is not one the model can be asked (the answer is likely meaningless)",
-    "no_fact_credit": ("nothing shows the answer came from the fact (memory gives the fact's segment no positive "
-                       "credit, or the window did not score it)"),
+    "no_fact_credit": ("the through-memory attribution does not credit the fact (the fact's segment gets no "
+                       "positive credit, or the window did not score it)"),
 }
 """Answer warnings (rmt_core.explain.answer_warnings codes) under which no segment is named the one
 memory carried the answer from, with what each says."""
@@ -86,11 +86,11 @@ def carrier_claim(largest: int | None, segment_scores: np.ndarray, total: float 
     if blocked:
         return CarrierClaim(None, largest, credit, share, total,
                             f"the answer's warnings say {'; '.join(blocked)}, so the largest positive through-memory "
-                            f"credit (segment {largest}, {credit:+.2f}) is not named the segment memory carried the "
+                            f"credit (segment {largest}, {credit:+.3g}) is not named the segment memory carried the "
                             "answer from")
     if share is not None and share < MIN_CARRIER_SHARE:
         return CarrierClaim(None, largest, credit, share, total,
-                            f"the largest positive through-memory credit (segment {largest}, {credit:+.2f}) is "
+                            f"the largest positive through-memory credit (segment {largest}, {credit:+.3g}) is "
                             f"{100 * share:.1f}% of the answer's total attribution ({total:.2f}, the sum of |credit| over "
                             f"the scored tokens), under the {100 * MIN_CARRIER_SHARE:.0f}% a segment needs to be named "
                             "the one memory carried it from")
@@ -141,7 +141,7 @@ def evidence_segment(stated: StatedPlace | None, stated_segment: int | None, fac
                               "was trained on is there (found by parsing the document's sentences).")
     if carrier is not None and carrier.segment is not None:
         return carrier.segment, (f"Opened at segment {carrier.segment}: memory carried the answer from there "
-                                 f"(through-memory credit {carrier.credit:+.2f}, "
+                                 f"(through-memory credit {carrier.credit:+.3g}, "
                                  f"{100 * (carrier.share or 0):.0f}% of the answer's total attribution).")
     return 0, ("Opened at the start: nothing locates the answer's evidence (the parse found no statement about "
                "the asked person, and no earlier segment carries a clear through-memory credit).")

@@ -127,13 +127,16 @@ def answer_warnings(*, num_segments: int, document: str, entity: str | None, que
             out.append(AnswerWarning(
                 "no_fact_credit",
                 f"The answer is confident (p = {top_probability:.2f}), but the fact's segment ({fact_segment}) was not "
-                "scored by the through-memory attribution (the window stops after it): nothing shows the answer "
-                "came from the fact. Widen the attribution window to score it."))
+                "scored by the through-memory attribution (its window starts after it), so the attribution cannot "
+                "say whether the answer came from the fact. Widen the attribution window to score it, or compare with "
+                "memory reset (Compare page) to test whether memory carries the answer."))
         elif credit <= 0:
             out.append(AnswerWarning(
                 "no_fact_credit",
                 f"The answer is confident (p = {top_probability:.2f}), but the fact's segment ({fact_segment}) gets no "
-                f"positive through-memory credit ({credit:+.2f}): nothing shows the answer came from the fact."))
+                f"positive through-memory credit ({credit:+.3g}): the attribution (integrated gradients through "
+                "the recurrence) does not credit the fact. That alone does not show that memory did not carry it: "
+                "compare with memory reset (Compare page) to test it directly."))
     return out
 
 
