@@ -50,8 +50,9 @@ def test_a_documents_question_is_shown_as_typed_and_nothing_is_fetched(fresh):
     assert main.locator(f'img[src="{URL}"]').count() == 0
     assert main.locator(f'a[href="{URL}"]').count() == 0
     assert panel.locator(".katex, em, img, a").count() == 0
-    caption = page.locator(MAIN).get_by_text("Pasted text · colour")
+    caption = page.locator(MAIN).get_by_text("Pasted text · question")  # the caption names the traced question
     expect(caption).to_be_visible()
+    assert f"“{QUESTION}”" in caption.inner_text().replace("\u2060", ""), caption.inner_text()  # as typed there too
     screenshot(page, "markup-as-typed")
     assert not [u for u in requested if "host.example" in u], requested
     assert_offline(fresh)  # no request left the machine at all (the guard records and aborts them)
