@@ -96,8 +96,13 @@ def model_card(model: RMTModel, card: dict[str, Any]) -> str:
         f"- memory: {cfg.num_mem_tokens} slots; segments of {cfg.segment_size} tokens; "
         f"mask mode `{cfg.mask_mode}`; positions restart per segment: {cfg.reset_positions}",
         f"- training BPTT depth: {cfg.bptt_depth or 'full'}",
-        "",
     ]
+    if cfg.memory != "tokens":
+        options = ", ".join(f"{k}={v}" for k, v in sorted(cfg.memory_options.items()))
+        lines.append(f"- memory type: `{cfg.memory}`" + (f" ({options})" if options else ""))
+    if card.get("backbone_init"):
+        lines.append(f"- {card['backbone_init']}")
+    lines.append("")
     for heading in ("data", "recipe", "training_time", "evaluation"):
         if heading in card:
             lines += [f"## {heading.replace('_', ' ').capitalize()}", str(card[heading]).rstrip(), ""]

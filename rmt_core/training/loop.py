@@ -59,6 +59,22 @@ def build_model(recipe: Recipe, tokenizer) -> RMTModel:
     return RMTModel.from_backbone(backbone, RMTConfig(**recipe.rmt), tokenizer=tokenizer)
 
 
+def start_model(recipe: Recipe, tokenizer) -> tuple[RMTModel, dict[str, Any] | None]:
+    """The model a new run starts from, and where its backbone came from.
+
+    :func:`build_model`, then, when ``recipe.init_backbone_from`` names a checkpoint, its
+    backbone weights copied in (rmt_core.training.warm_start.init_backbone_from; the memory's
+    parameters stay fresh). Returns (model, provenance: {"source", "weights_hash", "tensors"}
+    or None without a warm start). Raises CheckpointError when the source is missing or does not fit.
+    """
+    from .warm_start import init_backbone_from
+
+    model = build_model(recipe, tokenizer)
+    if recipe.init_backbone_from is None:
+        return model, None
+    return model, init_backbone_from(model, recipe.init_backbone_from)
+
+
 # ---------------------------------------------------------------------- batches
 @dataclass
 class Batch:
@@ -252,7 +268,11 @@ class TrainingRun:
         else:
             self.state = {"recipe": self.recipe.to_dict(), "stage": 0, "step": 0, "total_steps": 0,
                           "seconds": 0.0, "stages": []}
-            self.model = build_model(self.recipe, build_tokenizer(self.recipe.tokenizer))
+            self.model, backbone_init = start_model(self.recipe, build_tokenizer(self.recipe.tokenizer))
+            if backbone_init is not None:
+                self.state["backbone_init"] = backbone_init
+                self.log(f"backbone initialised from {backbone_init['source']} "
+                         f"(weights hash {backbone_init['weights_hash']}); memory parameters fresh")
         state = self.state
         self.model.train()
         if self.finished:
@@ -386,7 +406,13 @@ class TrainingRun:
             self._log_file = None
 
     def _card(self) -> dict[str, Any]:
-        return {"summary": self.recipe.summary, "recipe": self.recipe.name}
+        card = {"summary": self.recipe.summary, "recipe": self.recipe.name}
+        if self.state.get("backbone_init"):
+            from .warm_start import backbone_init_line
+
+            card["backbone_init"] = backbone_init_line(self.state["backbone_init"])
+        return card
+
 
 
 def train(

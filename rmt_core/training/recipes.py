@@ -64,6 +64,10 @@ class Recipe:
     warmup_steps: int = 50
     grad_clip: float = 1.0
     card: dict[str, Any] = field(default_factory=dict)
+    # A shipped checkpoint (name under checkpoints/, or a folder) whose BACKBONE weights the fresh
+    # model starts from (rmt_core.training.warm_start); the memory's parameters start fresh. None:
+    # everything from the seeded initialisation. Recorded in the run's state ("backbone_init").
+    init_backbone_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -166,6 +170,42 @@ COPY = Recipe(
     ],
 )
 
-RECIPES: dict[str, Recipe] = {r.name: r for r in (DEFAULT, ANYWHERE, QA1, COPY)}
+# ARMT (Rodkin et al. 2024, arXiv 2407.04841) on the default model's data, tokenizer and
+# backbone size, so the two memories can be compared on the same table. Associative memory:
+# 8 memory tokens at each segment's end write into a per-layer associative state (DPFP
+# features, nu = 3, d_mem = 64, one head, delta-rule correction on, denominator on: the
+# authors' framework_accel maths). To fit CPU time the backbone starts from the shipped
+# default's backbone (its LM of Austen + Python docs; never its RMT memory); the associative
+# layers and memory tokens start fresh. Batches are smaller than the default's (one CPU thread).
+ARMT_ANYWHERE = Recipe(
+    name="armt-austen-pydocs-recall",
+    summary="GPT-2-style ARMT (3 layers, d=128, 8 memory tokens, associative memory d_mem=64, 32-token "
+    "segments): Austen + Python docs language modelling, and one bAbI fact hidden in the text answered at "
+    "the end, wherever the question falls. Backbone initialised from austen-pydocs-recall.",
+    tokenizer=ANYWHERE.tokenizer,
+    backbone=ANYWHERE.backbone,
+    rmt={"num_mem_tokens": 8, "segment_size": 32, "mask_mode": "paper", "task": "detect",
+         "memory": "associative",
+         "memory_options": {"d_mem": 64, "nu": 3, "correction": True, "n_heads": 1, "use_denom": True,
+                            "gating": False, "normalize_features": False, "wrap_pos": False},
+         "description": "ARMT: Austen + Python docs LM + single-fact recall (detect), any layout"},
+    init_backbone_from="austen-pydocs-recall",
+    stages=[
+        Stage("any layout, 1-2 segments", "fact", "detect", (1, 2), max_steps=400, lm_weight=1.0,
+              batch_size=16, lr=1e-3, gate=0.95, eval_every=50, eval_samples=96, layout="any",
+              sources=("austen", "pydocs")),
+        Stage("any layout, 2-4 segments", "fact", "detect", (2, 3, 4), max_steps=400, lm_weight=1.0,
+              batch_size=16, lr=7e-4, gate=0.95, eval_every=50, eval_samples=96, layout="any",
+              sources=("austen", "pydocs")),
+        Stage("any layout, 4-8 segments", "fact", "detect", (4, 6, 8), max_steps=300, lm_weight=1.0,
+              batch_size=12, lr=5e-4, gate=0.95, lm_gate=0.05, eval_every=50, eval_samples=96, layout="any",
+              sources=("austen", "pydocs")),
+        Stage("any layout, longer documents, 8-32 segments", "fact", "detect", (8, 16, 32), max_steps=150,
+              lm_weight=1.0, batch_size=4, lr=2e-4, gate=0.95, lm_gate=0.05, eval_every=50, eval_samples=64,
+              layout="any", sources=("austen", "pydocs")),
+    ],
+)
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in (DEFAULT, ANYWHERE, QA1, COPY, ARMT_ANYWHERE)}
 RECIPES["default"] = ANYWHERE
 RECIPES["copy"] = COPY

@@ -148,6 +148,10 @@ def ship(run_dir: str | Path, name: str, samples: int = 500, lm_windows: int = 6
         "questions": card_questions(model.config.task),
         "shipped": time.strftime("%Y-%m-%d"),
     }
+    if state.get("backbone_init"):  # a warm-started backbone (Recipe.init_backbone_from)
+        from .warm_start import backbone_init_line
+
+        card["backbone_init"] = backbone_init_line(state["backbone_init"])
     operating_range = operating_range_entry(recipe.rmt.get("task", ""), results)
     if operating_range is not None:  # what the model can be asked, as measured (rmt_core.operating_range)
         card["operating_range"] = operating_range
