@@ -103,7 +103,7 @@ def model_card(model: RMTModel, card: dict[str, Any]) -> str:
     if card.get("backbone_init"):
         lines.append(f"- {card['backbone_init']}")
     lines.append("")
-    for heading in ("data", "recipe", "training_time", "evaluation"):
+    for heading in ("data", "recipe", "training_time", "evaluation", "limits"):
         if heading in card:
             lines += [f"## {heading.replace('_', ' ').capitalize()}", str(card[heading]).rstrip(), ""]
     lines += _operating_range_lines(card.get("operating_range"))

@@ -190,6 +190,20 @@ ARMT_ANYWHERE = Recipe(
                             "gating": False, "normalize_features": False, "wrap_pos": False},
          "description": "ARMT: Austen + Python docs LM + single-fact recall (detect), any layout"},
     init_backbone_from="austen-pydocs-recall",
+    # The card measures 64 and 128 segments too (twice and four times the longest trained
+    # documents) and the default RMT beside it, the same way in the same run (shipping.ship).
+    card={"segments": (1, 2, 4, 8, 16, 32, 64, 128), "compare_with": "austen-pydocs-recall",
+          "limits": "- Trained only on documents of 1-32 segments of 32 tokens holding ONE fact (\"<Name> went to "
+                    "the <place>.\") about one of four names (Mary, John, Daniel, Sandra) and six places; the 64 "
+                    "and 128 segment rows measure lengths it was never trained on.\n"
+                    "- Not trained on several facts per document, facts about several people, bAbI qa1-qa5, other "
+                    "question wordings, or answers longer than one place word.\n"
+                    "- Only 32-token segments (positions 0-39 restart each segment); other segment sizes were not "
+                    "trained or measured.\n"
+                    "- Its language model is the default RMT's backbone trained further; its text generation was not "
+                    "evaluated beyond perplexity.\n"
+                    "- Not one of the authors' ARMT checkpoints, and much smaller (3 layers, d=128) than the paper's "
+                    "GPT-2 models: the paper's BABILong numbers are not claims about it."},
     stages=[
         Stage("any layout, 1-2 segments", "fact", "detect", (1, 2), max_steps=1000, lm_weight=1.0,
               batch_size=32, lr=1e-3, gate=0.95, eval_every=100, eval_samples=128, layout="any",

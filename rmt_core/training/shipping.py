@@ -47,19 +47,36 @@ def out_of_domain_texts() -> dict[str, str]:
     return out
 
 
+CARD_SEGMENTS: tuple[int, ...] = (1, 2, 4, 8, 16, 32)  # document lengths a card measures (Recipe.card "segments")
+
+
+def card_segments(recipe_name: str) -> tuple[int, ...]:
+    """The segment counts a recipe's card measures: its ``card["segments"]``, else CARD_SEGMENTS."""
+    return tuple(int(n) for n in RECIPES[recipe_name].card.get("segments", CARD_SEGMENTS))
+
+
 def evaluate_for_card(model, recipe_name: str, samples: int, lm_windows: int,
-                      progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """The evaluation tables a model card shows, measured now."""
+                      progress: Callable[[str], None] = print,
+                      segments: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """The evaluation tables a model card shows, measured now.
+
+    The recipe ``recipe_name`` says what is measured (its task, its stages' corpus sources); any
+    model with the recipe's tokenizer can be measured by it (that is how a card measures another
+    model beside its own: :func:`evaluate_reference`). segments: the document lengths of the
+    fact-recall tables (default :func:`card_segments`). Slot similarity is measured for token
+    memory only (the memory whose slots are written states).
+    """
     from .corpus import SOURCES, load_source
 
     recipe = RECIPES[recipe_name]
     task = recipe.rmt.get("task", "")
+    counts = tuple(segments or card_segments(recipe_name))
     result: dict[str, Any] = {"samples": samples, "seed": 0}
     if task in evaluation.FACT_TASKS:
         sources = sorted({s for stage in recipe.stages for s in stage.sources}, key=SOURCES.index)
         for source in sources:
             progress(f"evaluating {task} recall in held-out {source} text, {samples} samples per cell…")
-            rows = evaluation.evaluate_fact_recall(model, task, (1, 2, 4, 8, 16, 32), samples=samples,
+            rows = evaluation.evaluate_fact_recall(model, task, counts, samples=samples,
                                                    haystack=load_source(source, "heldout"))
             result["fact_recall" if source == "austen" else f"fact_recall_{source}"] = rows
         progress("evaluating perplexity with memory vs memory reset…")
@@ -67,15 +84,72 @@ def evaluate_for_card(model, recipe_name: str, samples: int, lm_windows: int,
         texts.update(out_of_domain_texts())
         result["lm_texts"] = evaluation.evaluate_lm_texts(model, texts, windows=lm_windows)
         result["lm"] = {k: v for k, v in result["lm_texts"][0].items() if k != "text"}
-        progress("measuring slot similarity…")
-        result["slot_similarity"] = {
-            f"{source} (held out)": evaluation.evaluate_slot_similarity(model, load_source(source, "heldout"))
-            for source in sources
-        }
+        if model.config.memory == "tokens":
+            progress("measuring slot similarity…")
+            result["slot_similarity"] = {
+                f"{source} (held out)": evaluation.evaluate_slot_similarity(model, load_source(source, "heldout"))
+                for source in sources
+            }
     else:
         progress(f"evaluating {task}, {samples} samples per cell…")
         result["algorithmic"] = evaluation.evaluate_algorithmic(model, task, (3, 6), samples=samples)
     return result
+
+
+def evaluate_reference(reference: str, recipe_name: str, samples: int, lm_windows: int,
+                       progress: Callable[[str], None] = print,
+                       segments: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """Another checkpoint measured exactly as a card measures its own model (same recipe tables,
+    segment counts, samples and seeds: the very same samples, the tokenizers being equal).
+
+    reference: a shipped checkpoint's name or a folder. Returns {"name", "weights_hash", "memory",
+    **evaluate_for_card's tables}. Raises CheckpointError when it does not load.
+    """
+    ref = checkpoint.load(reference, device="cpu", dtype=torch.float32)
+    progress(f"measuring {reference} the same way (reference row)…")
+    tables = evaluate_for_card(ref, recipe_name, samples, lm_windows, progress, segments=segments)
+    return {"name": str(reference), "weights_hash": ref.weights_hash(), "memory": ref.config.memory, **tables}
+
+
+def comparison_tables(results: dict[str, Any], name: str) -> str:
+    """Markdown: the card's model (``name``) and ``results["reference"]`` side by side, per held-out
+    text (fact recall per segment count and layout, memory reset) and for perplexity."""
+    reference = results.get("reference")
+    if not reference:
+        return ""
+    ref_name = reference["name"]
+    parts = [f"\n### Beside {ref_name} (measured in the same run: same samples, same seeds)\n"]
+    labels = {"accuracy_random": "random", "accuracy_straddle": "straddle", "accuracy_aligned": "aligned",
+              "accuracy_reset": "reset"}
+    for key, where in (("fact_recall", "held-out Austen (*Persuasion*)"),
+                       ("fact_recall_pydocs", "held-out Python docs")):
+        if key not in results or key not in reference:
+            continue
+        theirs = {r["segments"]: r for r in reference[key]}
+        rows = []
+        for row in results[key]:
+            out: dict[str, Any] = {"segments": row["segments"], "samples": row["samples"]}
+            other = theirs.get(row["segments"], {})
+            for column, label in labels.items():
+                out[f"{label} {name}"] = row.get(column)
+                out[f"{label} {ref_name}"] = other.get(column)
+            rows.append(out)
+        parts.append(f"\nFact recall in {where} (accuracy; reset = memory reset before every segment):\n")
+        parts.append(evaluation.markdown_table(rows))
+    if "lm_texts" in results and "lm_texts" in reference:
+        theirs = {r["text"]: r for r in reference["lm_texts"]}
+        rows = []
+        for row in results["lm_texts"]:
+            other = theirs.get(row["text"], {})
+            rows.append({"text": row["text"], f"perplexity {name}": row["perplexity_memory"],
+                         f"reset {name}": row["perplexity_reset"], f"gain {name}": row["relative_improvement"],
+                         f"perplexity {ref_name}": other.get("perplexity_memory"),
+                         f"reset {ref_name}": other.get("perplexity_reset"),
+                         f"gain {ref_name}": other.get("relative_improvement")})
+        parts.append("\nPerplexity with memory vs memory reset every segment (random windows of 8 segments; "
+                     "gain = 1 - memory / reset):\n")
+        parts.append(evaluation.markdown_table(rows))
+    return "\n".join(parts)
 
 
 def _card_tables(results: dict[str, Any]) -> str:
@@ -122,15 +196,29 @@ def _stage_line(stage: dict[str, Any]) -> str:
 
 def ship(run_dir: str | Path, name: str, samples: int = 500, lm_windows: int = 64, dest: Path | None = None,
          progress: Callable[[str], None] = print) -> Path:
-    """Evaluate run_dir/final (or latest) and write it to checkpoints/<name> with its model card."""
+    """Evaluate run_dir/final (or latest) and write it to checkpoints/<name> with its model card.
+
+    A recipe whose ``card`` names ``compare_with`` (a shipped checkpoint) gets that model measured
+    in the same run, the same way (:func:`evaluate_reference`), beside its own in the card; its
+    ``card["segments"]`` sets the document lengths measured, ``card["limits"]`` what it was not
+    trained for.
+    """
     run = Path(run_dir)
     source = run / "final" if (run / "final").is_dir() else run / "latest"
     state = json.loads((run / "state.json").read_text())
     recipe_name = state["recipe"]["name"]
     model = checkpoint.load(source, device="cpu", dtype=torch.float32)
-    results = evaluate_for_card(model, recipe_name, samples, lm_windows, progress)
-    stages = "\n".join(_stage_line(s) for s in state.get("stages", []))
     recipe = RECIPES[recipe_name]
+    results = evaluate_for_card(model, recipe_name, samples, lm_windows, progress)
+    if recipe.card.get("compare_with"):
+        results["reference"] = evaluate_reference(recipe.card["compare_with"], recipe_name, samples, lm_windows,
+                                                  progress)
+    stages = "\n".join(_stage_line(s) for s in state.get("stages", []))
+    if state["stage"] < len(recipe.stages):  # shipped from latest/ before the run ended
+        stages += "\n" + "\n".join(
+            f"- {st.name}: " + (f"stopped at step {state['step']} of {st.max_steps} (shipped before the run ended)"
+                                if i == state["stage"] else "not run")
+            for i, st in enumerate(recipe.stages) if i >= state["stage"])
     card = {
         "title": name,
         "summary": recipe.summary,
@@ -143,11 +231,13 @@ def ship(run_dir: str | Path, name: str, samples: int = 500, lm_windows: int = 6
         "training_time": (f"{state['seconds'] / 60:.0f} minutes on {state.get('threads', 2)}-thread CPU "
                           f"({platform.machine()}), {state['total_steps']} steps"
                           + (f", on top of the warm start ({state['warm_start']})." if state.get("warm_start") else ".")),
-        "evaluation": _card_tables(results),
+        "evaluation": _card_tables(results) + comparison_tables(results, name),
         "evaluation_results": results,
         "questions": card_questions(model.config.task),
         "shipped": time.strftime("%Y-%m-%d"),
     }
+    if recipe.card.get("limits"):
+        card["limits"] = recipe.card["limits"]
     if state.get("backbone_init"):  # a warm-started backbone (Recipe.init_backbone_from)
         from .warm_start import backbone_init_line
 
