@@ -55,6 +55,10 @@ def shipped(tmp_path, tokenizer, monkeypatch, request):
     return out, reference, model
 
 
+ASSOCIATIVE = {"memory": "associative", "memory_options": {"d_mem": 8}}
+
+
+@pytest.mark.parametrize("shipped", [{}, ASSOCIATIVE], indirect=True, ids=["tokens", "associative"])
 def test_the_reference_is_measured_the_same_way_beside_the_model(shipped):
     out, reference, model = shipped
     config = json.loads((out / "config.json").read_text())
@@ -73,16 +77,19 @@ def test_the_reference_is_measured_the_same_way_beside_the_model(shipped):
     assert "## Limits\n- Trained on nothing at all." in card
     assert "backbone initialised from somewhere" in card
     assert "- tiny, longer: stopped at step 3 of 5 (shipped before the run ended)" in card
+    assert ("slot_similarity" in results) == (model.config.memory == "tokens")
+    if model.config.memory != "tokens":
+        assert f"- memory type: `{model.config.memory}`" in card and "d_mem=8" in card
+    # What was shipped loads back as the same model.
+    assert rmt_core.load(str(out), device="cpu").weights_hash() == model.weights_hash()
 
 
-def test_without_compare_with_the_card_has_no_reference(tmp_path, tokenizer, monkeypatch):
+def test_without_compare_with_the_card_has_no_reference(monkeypatch):
     recipe = _recipe("tiny-alone", {})
     monkeypatch.setitem(RECIPES, recipe.name, recipe)
     assert shipping.card_segments(recipe.name) == shipping.CARD_SEGMENTS
-    results = shipping.evaluate_for_card(build_model(recipe, tokenizer), recipe.name, samples=2, lm_windows=1,
-                                         progress=lambda _: None, segments=(1,))
-    assert "reference" not in results and "slot_similarity" in results
-    assert shipping.comparison_tables(results, "x") == ""
+    assert shipping.card_segments("armt-austen-pydocs-recall") == (1, 2, 4, 8, 16, 32, 64, 128)
+    assert shipping.comparison_tables({"fact_recall": [{"segments": 1, "samples": 1}]}, "x") == ""
 
 
 def test_a_missing_reference_is_a_clear_error(tmp_path, tokenizer):

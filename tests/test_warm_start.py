@@ -95,3 +95,15 @@ def test_the_armt_recipe_warm_starts_from_the_shipped_default():
     assert [s.segments for s in recipe.stages] == [(1, 2), (2, 3, 4), (4, 6, 8), (8, 16, 32)]
     assert all(s.gate is not None and s.layout == "any" for s in recipe.stages)
     assert recipe.to_dict()["init_backbone_from"] == SOURCE  # recorded in every run's state.json
+
+
+def test_the_armt_model_starts_from_the_default_backbone_with_fresh_associative_memory(source):
+    recipe = RECIPES["armt-austen-pydocs-recall"]
+    model, provenance = start_model(recipe, source.tokenizer)
+    assert provenance["source"] == SOURCE and provenance["weights_hash"] == source.weights_hash()
+    assert _same_tensors(model.backbone.state_dict(), source.backbone.state_dict())
+    fresh = build_model(recipe, source.tokenizer)
+    memory = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+    assert any(k.startswith("associative_layers.") for k in memory) and "memory_tokens" in memory
+    assert _same_tensors(memory, {k: v for k, v in fresh.state_dict().items() if not k.startswith("backbone.")})
+    assert "initial_memory" not in model.state_dict()  # the RMT's memory is never copied
