@@ -20,7 +20,7 @@ from rmt_core.training.loop import build_model
 from rmt_core.training.recipes import ANYWHERE, RECIPES, Stage
 
 TINY_BACKBONE = {"kind": "gpt2", "n_layer": 1, "n_embd": 16, "n_head": 2, "n_positions": 64}
-SEGMENTS = (1, 2, 3)
+SEGMENTS = (1, 2)
 
 
 def _recipe(name: str, memory: dict, **card):
@@ -35,9 +35,18 @@ def tokenizer():
     return rmt_core.load(rmt_core.DEFAULT_CHECKPOINT, device="cpu").tokenizer
 
 
+def _short_source(name: str, split: str) -> str:
+    """The held-out texts cut to their first 40k characters (tokenising whole texts dominates the time)."""
+    return load_source(name, split)[:40_000]
+
+
 @pytest.fixture
 def shipped(tmp_path, tokenizer, monkeypatch, request):
     memory = getattr(request, "param", {})
+    from rmt_core.training import corpus
+
+    monkeypatch.setattr(corpus, "load_source", _short_source)
+    monkeypatch.setattr(shipping, "out_of_domain_texts", lambda: {"a text of no source": "Plain words. " * 400})
     reference = build_model(dataclasses.replace(_recipe("tiny-ref", {}), seed=1), tokenizer)
     save_checkpoint(reference, str(tmp_path / "reference"), card={})
     recipe = _recipe("tiny-compare", memory, segments=SEGMENTS, compare_with=str(tmp_path / "reference"),
@@ -50,7 +59,7 @@ def shipped(tmp_path, tokenizer, monkeypatch, request):
              "stages": [{"name": "tiny", "steps": 5, "minutes": 0.5, "gate": None, "gate_reached": False}],
              "backbone_init": {"source": "somewhere", "weights_hash": "0123456789abcdef", "tensors": 9}}
     (run / "state.json").write_text(json.dumps(state))
-    out = shipping.ship(run, "tiny-shipped", samples=3, lm_windows=2, dest=tmp_path / "shipped",
+    out = shipping.ship(run, "tiny-shipped", samples=2, lm_windows=1, dest=tmp_path / "shipped",
                         progress=lambda _: None)
     return out, reference, model
 
@@ -68,8 +77,8 @@ def test_the_reference_is_measured_the_same_way_beside_the_model(shipped):
     for key in ("fact_recall", "fact_recall_pydocs"):
         assert [r["segments"] for r in results[key]] == list(SEGMENTS) == [r["segments"] for r in ref[key]]
     # The reference's rows are what evaluating it directly on the same samples gives.
-    direct = evaluation.evaluate_fact_recall(reference, "detect", SEGMENTS, samples=3,
-                                             haystack=load_source("austen", "heldout"))
+    direct = evaluation.evaluate_fact_recall(reference, "detect", SEGMENTS, samples=2,
+                                             haystack=_short_source("austen", "heldout"))
     assert ref["fact_recall"] == direct
     assert [r["text"] for r in ref["lm_texts"]] == [r["text"] for r in results["lm_texts"]]
     card = (out / "README.md").read_text()
@@ -82,6 +91,28 @@ def test_the_reference_is_measured_the_same_way_beside_the_model(shipped):
         assert f"- memory type: `{model.config.memory}`" in card and "d_mem=8" in card
     # What was shipped loads back as the same model.
     assert rmt_core.load(str(out), device="cpu").weights_hash() == model.weights_hash()
+
+
+def test_the_reference_card_gets_the_same_comparison(shipped, tmp_path):
+    out, reference, model = shipped
+    folder = tmp_path / "reference"
+    weights = (folder / "model.safetensors").read_bytes()
+    shipping.add_comparison_to_card(folder, out)
+    shipping.add_comparison_to_card(folder, out)  # again: replaced, not added twice
+    card = (folder / "README.md").read_text()
+    assert card.count("### Beside tiny-shipped (") == 1 and "random tiny-shipped" in card
+    assert (folder / "model.safetensors").read_bytes() == weights
+    config = json.loads((folder / "config.json").read_text())
+    compared = config["card"]["comparisons"]["tiny-shipped"]
+    assert compared["weights_hash"] == model.weights_hash()
+    assert compared["this_model"]["fact_recall"] == json.loads((out / "config.json").read_text())[
+        "card"]["evaluation_results"]["reference"]["fact_recall"]
+    assert rmt_core.load(str(folder), device="cpu").weights_hash() == reference.weights_hash()
+    # The shipped card measured `folder`'s model, not the shipped one itself: refused.
+    with pytest.raises(rmt_core.errors.CheckpointError, match="measured another model"):
+        shipping.add_comparison_to_card(out, out)
+    with pytest.raises(rmt_core.errors.CheckpointError, match="measured no reference"):
+        shipping.add_comparison_to_card(out, folder)
 
 
 def test_without_compare_with_the_card_has_no_reference(monkeypatch):

@@ -122,7 +122,8 @@ def _operating_range_lines(entry: Any) -> list[str]:
              f"- names it may be asked about: {', '.join(entry.get('names', []))}; answers: "
              f"{', '.join(entry.get('answers', []))}"]
     for where, table in (entry.get("accuracy") or {}).items():
-        cells = ", ".join(f"{s} segments {a:.3f}" for s, a in table.items())
+        # By length (a card read back from JSON has its keys as sorted strings: "16" before "2").
+        cells = ", ".join(f"{s} segments {a:.3f}" for s, a in sorted(table.items(), key=lambda item: int(item[0])))
         lines.append(f"- accuracy ({entry.get('accuracy_column', 'accuracy')}) in {where}: {cells}")
     if entry.get("accuracy"):
         top = max(int(s) for table in entry["accuracy"].values() for s in table)

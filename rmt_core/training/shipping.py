@@ -251,6 +251,60 @@ def ship(run_dir: str | Path, name: str, samples: int = 500, lm_windows: int = 6
     return out
 
 
+def add_comparison_to_card(folder: str | Path, shipped: str | Path) -> Path:
+    """Put into checkpoint ``folder``'s card the comparison that checkpoint ``shipped``'s card measured
+    with it (``shipped`` was shipped by a recipe whose card names ``folder``'s model in compare_with):
+    the same numbers, seen from ``folder``'s side, so both cards show both models.
+
+    The reference ``shipped`` measured must be this very model (same weights hash). Only config.json
+    (card["comparisons"][name] and the "Beside <name>" part of card["evaluation"]) and README.md are
+    rewritten, through temporary files; the weights and tokenizer stay as they are. Running it again
+    replaces the earlier section. Returns the folder. Raises CheckpointError when either is not an RMT
+    Lens checkpoint, when ``shipped`` measured no reference, or measured another model.
+    """
+    from ..errors import CheckpointError
+
+    here = checkpoint.resolve_checkpoint(folder)
+    there = checkpoint.resolve_checkpoint(shipped)
+    configs = []
+    for path in (here, there):
+        if not path.is_dir():
+            raise CheckpointError(f"{path} is not a checkpoint folder.")
+        try:
+            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{path} has no readable config.json ({exc}).") from exc
+        if not isinstance(config, dict) or config.get("format") != checkpoint.FORMAT:
+            raise CheckpointError(f"{path} is not an RMT Lens checkpoint.")
+        configs.append(config)
+    config, other = configs
+    results = other.get("card", {}).get("evaluation_results", {})
+    measured = results.get("reference")
+    if not measured:
+        raise CheckpointError(f"The card of {there} measured no reference model: nothing to add to {here}.")
+    model = checkpoint.load(here, device="cpu", dtype=torch.float32)
+    if measured.get("weights_hash") != model.weights_hash():
+        raise CheckpointError(f"The card of {there} measured another model (weights hash {measured.get('weights_hash')}) "
+                              f"than {here} (weights hash {model.weights_hash()}): its numbers are not this model's.")
+    name = other["card"].get("title", there.name)
+    own_name = config.get("card", {}).get("title", here.name)
+    theirs = {k: v for k, v in results.items() if k != "reference"}
+    own = {k: v for k, v in measured.items() if k not in ("name", "weights_hash", "memory")}
+    card = config.setdefault("card", {})
+    section = comparison_tables({**own, "reference": {"name": name, **theirs}}, own_name)
+    base = str(card.get("evaluation", "")).split(f"\n### Beside {name} (")[0]
+    card["evaluation"] = base + section
+    card.setdefault("comparisons", {})[name] = {
+        "weights_hash": checkpoint.load(there, device="cpu", dtype=torch.float32).weights_hash(),
+        "memory": other.get("rmt", {}).get("memory", "tokens"), "this_model": own, "other_model": theirs}
+    for file, text in (("config.json", json.dumps(config, indent=2, sort_keys=True, default=str)),
+                       ("README.md", checkpoint.model_card(model, card))):
+        tmp = here / f".{file}.tmp"
+        tmp.write_text(text)
+        tmp.replace(here / file)
+    return here
+
+
 def refresh_card(folder: str | Path) -> Path:
     """Re-ship a checkpoint's card without touching its weights: config.json gains the card's
     ``questions`` (rmt_core.questions.card_questions of its task) and the RMT config's current
