@@ -19,7 +19,9 @@ def test_every_shipped_card_says_what_its_model_can_be_asked():
     for folder in sorted(p for p in CHECKPOINTS.iterdir() if (p / "config.json").is_file()):
         config = json.loads((folder / "config.json").read_text())
         assert config["card"]["questions"] == card_questions(config["rmt"]["task"]), folder.name
-        assert config["rmt"]["memory"] == "tokens", folder.name
+        # Every card names its memory type (written by refresh_card for configs older than the field).
+        expected = "associative" if folder.name.startswith("armt-") else "tokens"
+        assert config["rmt"]["memory"] == expected, folder.name
 
 
 def test_question_spec_reads_the_card():
