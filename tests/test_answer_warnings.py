@@ -158,3 +158,21 @@ def test_the_cli_prints_the_warnings(tmp_path, default):
     assert "warning [several_facts]" in run.stdout
     record = json.loads(out.read_text())
     assert {w["code"] for w in record["warnings"]} >= {"name_absent", "several_facts"}
+
+
+def test_a_question_in_the_documents_own_words_is_read_and_warned(default):
+    # "... Where is Sandra? Answer:" was read as no question at all ("" asked): the verdict said the
+    # question names nobody, though it names Sandra.
+    story = _story(default, 4)
+    loose = answers.ask(default, story + "\nWhere is Sandra? Answer:", attribute=False)
+    assert loose.site.question == "Where is Sandra?"
+    assert loose.entity == "Sandra" and loose.stated is not None and loose.stated.place == "garden"
+    warning = next(w for w in loose.warnings if w.code == "question_format")
+    assert "“Question: Where is Sandra?” on a line of its own" in warning.text
+    assert answers.split_question(story + "\nWhere is Sandra? Answer:") == (story, "Where is Sandra?")
+    assert answers.split_question(story + " Answer:") == (story, "")  # no question sentence: none invented
+    # controls: the training format, in the document or from the question box, carries no such warning
+    trained = answers.ask(default, story + "\nQuestion: Where is Sandra?\nAnswer:", attribute=False)
+    boxed = answers.ask(default, story, "Where is Sandra?", attribute=False)
+    for result in (trained, boxed):
+        assert result.site.question == "Where is Sandra?" and "question_format" not in _codes(result)

@@ -12,6 +12,8 @@ Codes (WARNING_CODES):
     answer_outside         the top answer is not one of the answers the model was trained to give
     no_fact_credit         a confident answer (p >= HIGH_PROBABILITY) while the fact's segment gets
                            no positive through-memory credit, or was not scored
+    question_format        the document asks its question in its own words before "Answer:", not in
+                           the training format ("Question: ..." on its own line, then "Answer:")
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ from ..questions import name_mentions, parse_facts
 
 HIGH_PROBABILITY = 0.5
 WARNING_CODES: tuple[str, ...] = ("beyond_measured_range", "no_measurement", "name_absent", "several_facts",
-                                  "no_fact_found", "question_outside", "answer_outside", "no_fact_credit")
+                                  "no_fact_found", "question_outside", "answer_outside", "no_fact_credit",
+                                  "question_format")
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,8 @@ def name_occurs(document: str, entity: str) -> bool:
 def answer_warnings(*, num_segments: int, document: str, entity: str | None, question: str | None,
                     question_ok: bool, top_text: str, top_probability: float, answers: tuple[str, ...],
                     operating_range: OperatingRange | None, fact_segment: int | None, question_segment: int,
-                    segment_scores: np.ndarray | None, spec_description: str = "") -> list[AnswerWarning]:
+                    segment_scores: np.ndarray | None, spec_description: str = "",
+                    loose_question: bool = False) -> list[AnswerWarning]:
     """Every warning that applies to one answer (see the module docstring for the codes).
 
     num_segments: segments of the traced document + question. document: its text without the
@@ -80,8 +84,16 @@ def answer_warnings(*, num_segments: int, document: str, entity: str | None, que
     the top answer. answers: the answers it was trained to give. fact_segment: the segment of the
     asked person's last fact (None when none was found). segment_scores: (S,) through-memory credit
     per segment, NaN where not scored; None when no attribution was run (no_fact_credit is skipped).
+    loose_question: the document asks `question` in its own words before "Answer:" (question_format).
     """
     out: list[AnswerWarning] = []
+    if loose_question:
+        out.append(AnswerWarning(
+            "question_format",
+            f"The document asks “{question}” in its own words before “Answer:”; the model was trained on "
+            f"“Question: {question}” on a line of its own, then “Answer:” on the next. Its answer to another form "
+            "was not measured: remove the question from the document and ask it in the question box (the training "
+            "format) to get the answer the card measured."))
     op = operating_range
     if op is None or op.max_segments is None:
         out.append(AnswerWarning("no_measurement", f"The model card has no accuracy measurement for this model, so "

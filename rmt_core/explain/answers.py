@@ -145,14 +145,31 @@ def question_suffix(question: str) -> str:
 
 def split_question(text: str) -> tuple[str, str | None]:
     """(document, question) when `text` already ends with "Question: ...\\nAnswer:" (trailing
-    whitespace ignored), else (text, None)."""
+    whitespace ignored), else (text, None).
+
+    A text that ends with "Answer:" in another form ("... Where is Mary? Answer:") gives the
+    sentence ending in "?" just before it as the question ("" when there is none), so the answer's
+    verdict and warnings know who was asked; in_training_format tells the two forms apart."""
     stripped = text.rstrip()
     match = _TRAILING_QUESTION.search(stripped)
     if match is None:
         if stripped.endswith(ANSWER_MARK):
-            return stripped[: -len(ANSWER_MARK)].rstrip(), ""
+            before = stripped[: -len(ANSWER_MARK)].rstrip()
+            loose = _LOOSE_QUESTION.search(before)
+            if loose is None:
+                return before, ""
+            return before[: loose.start("q")].rstrip(), loose.group("q").strip()
         return text, None
     return stripped[: match.start()].rstrip(), match.group("q")
+
+
+def in_training_format(text: str) -> bool:
+    """Whether `text` ends with its question in the training format ("\\nQuestion: ...\\nAnswer:")."""
+    return _TRAILING_QUESTION.search(text.rstrip()) is not None
+
+
+# the last sentence before a trailing "Answer:" when it ends with "?" (a question asked in the text's own words)
+_LOOSE_QUESTION = re.compile(r"(?:^|(?<=[.!?\n]))[ \t]*(?P<q>[^.!?\n]*\?)\s*\Z")
 
 
 _ANSWERED = re.compile(r"(?:^|\n)Question:[ \t]*(?P<q>[^\n]*?)[ \t]*\nAnswer:[ \t]*(?P<a>[^\s]*)\s*\Z")
@@ -245,8 +262,8 @@ def answer_site(trace, fallback: bool = False) -> AnswerSite | None:
                 hit = np.nonzero((spans[:, 0] < end) & (spans[:, 1] >= end))[0]
                 if hit.size:
                     before = text[:index]
-                    q = _TRAILING_QUESTION.search(before + ANSWER_MARK)
-                    return AnswerSite(seg.index, int(hit[0]), tail.strip() or None, q.group("q") if q else "")
+                    asked = split_question(before + ANSWER_MARK)[1]  # the training format's, or the text's own
+                    return AnswerSite(seg.index, int(hit[0]), tail.strip() or None, asked or "")
                 if spans.size and spans[0, 0] < end:
                     break
     if fallback and trace.segments:
@@ -536,7 +553,9 @@ def add_warnings(result: AskResult, card: dict[str, Any] | None = None) -> AskRe
     result.stated_segment = segment_of_char(trace, evidence[-1].start) if evidence else None
     # without the model a trace shows stored answers as token ids: no comparison with the trained words
     answers = () if model is None else op.answers if op is not None else (spec.answers if spec.answerable else ())
+    tail = text[: index + len(ANSWER_MARK)] if index >= 0 else text
     result.warnings = answer_warnings(
+        loose_question=bool(question) and not in_training_format(tail),
         num_segments=trace.num_segments, document=document, entity=entity, question=question,
         question_ok=question_ok, top_text=result.predictions[0].text, top_probability=result.predictions[0].probability,
         answers=answers, operating_range=op, fact_segment=result.fact_segment, question_segment=site.segment,
