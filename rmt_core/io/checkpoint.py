@@ -93,8 +93,11 @@ def model_card(model: RMTModel, card: dict[str, Any]) -> str:
         f"- backbone: {bb.model_type}, {model.num_layers} layers, hidden size {model.hidden_size}, "
         f"{model.num_heads} heads, vocabulary {model.vocab_size}",
         f"- parameters: {sum(p.numel() for p in model.parameters()):,}",
-        f"- memory: {cfg.num_mem_tokens} slots; segments of {cfg.segment_size} tokens; "
-        f"mask mode `{cfg.mask_mode}`; positions restart per segment: {cfg.reset_positions}",
+        (f"- memory: {cfg.num_mem_tokens} slots; segments of {cfg.segment_size} tokens; "
+         f"mask mode `{cfg.mask_mode}`; positions restart per segment: {cfg.reset_positions}" if cfg.memory == "tokens"
+         else f"- memory: {cfg.num_mem_tokens} memory tokens after each segment's tokens (the same learned vectors "
+         f"in every segment; what is carried between segments is the memory type's own state, below); segments of "
+         f"{cfg.segment_size} tokens; positions restart per segment: {cfg.reset_positions}"),
         f"- training BPTT depth: {cfg.bptt_depth or 'full'}",
     ]
     if cfg.memory != "tokens":
