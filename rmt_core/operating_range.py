@@ -48,6 +48,18 @@ class OperatingRange:
     names: tuple[str, ...]
     answers: tuple[str, ...]
     accuracy: dict[str, dict[int, float]]
+    mentions: tuple[dict[str, Any], ...] = ()  # evaluation.evaluate_answer_mentions rows; () = not measured
+
+    def mention_effect(self, segments: int) -> dict[str, dict[str, float]] | None:
+        """What one trained answer word named outside the facts did at the measured length nearest
+        `segments`: {where ("after" / "before" the facts): {"segments", "samples", "accuracy_without",
+        "accuracy_with", "answered_mention"}}; None when the card measured none."""
+        if not self.mentions:
+            return None
+        nearest = min({int(r["segments"]) for r in self.mentions}, key=lambda s: (abs(s - segments), -s))
+        return {str(r["where"]): {k: float(r[k]) for k in ("segments", "samples", "accuracy_without", "accuracy_with",
+                                                            "answered_mention")}
+                for r in self.mentions if int(r["segments"]) == nearest}
 
     @property
     def measured_segments(self) -> list[int]:
@@ -103,7 +115,8 @@ def operating_range_entry(task: str, results: dict[str, Any]) -> dict[str, Any] 
     return {"task": task, **TASK_TRAINING[task], "names": list(names), "answers": list(PLACES),
             "accuracy": {where: {str(s): a for s, a in table.items()}
                          for where, table in _accuracy_tables(results).items()},
-            "accuracy_column": ACCURACY_COLUMN}
+            "accuracy_column": ACCURACY_COLUMN,
+            "mentions": [dict(r) for r in results.get("answer_mentions") or []]}
 
 
 def read_operating_range(card: dict[str, Any], task: str) -> OperatingRange | None:
@@ -120,9 +133,19 @@ def read_operating_range(card: dict[str, Any], task: str) -> OperatingRange | No
         return OperatingRange(str(entry.get("task", task)), str(entry.get("facts", "one")),
                               str(entry.get("question", "where a named person is")),
                               tuple(str(n) for n in entry.get("names", ACTORS)),
-                              tuple(str(a) for a in entry.get("answers", PLACES)), accuracy)
-    except (TypeError, ValueError, AttributeError):
+                              tuple(str(a) for a in entry.get("answers", PLACES)), accuracy,
+                              _mention_rows(entry.get("mentions")))
+    except (TypeError, ValueError, AttributeError, KeyError):
         return None  # a malformed entry: treated as no measurement (the warnings say so)
+
+
+def _mention_rows(rows: Any) -> tuple[dict[str, Any], ...]:
+    """The card's answer-mention rows, each checked (a malformed one: TypeError / ValueError)."""
+    out = []
+    for row in rows or []:
+        out.append({"segments": int(row["segments"]), "where": str(row["where"]), "samples": int(row["samples"]),
+                    **{k: float(row[k]) for k in ("accuracy_without", "accuracy_with", "answered_mention")}})
+    return tuple(out)
 
 
 __all__ = ["OperatingRange", "operating_range_entry", "read_operating_range", "TASK_TRAINING", "RECALL_TABLES"]

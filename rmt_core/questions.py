@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 ACTORS: tuple[str, ...] = ("Mary", "John", "Daniel", "Sandra")
 PLACES: tuple[str, ...] = ("bathroom", "hallway", "garden", "office", "kitchen", "bedroom")
@@ -202,6 +202,18 @@ def stated_place(document: str, entity: str) -> StatedPlace:
         return StatedPlace(entity, None, (), missing)
     end = max(f.end for f in evidence)
     return StatedPlace(entity, place, evidence, "", len(name_mentions(document[end:], entity)))
+
+
+def answer_word_mentions(text: str, words: Sequence[str]) -> list[tuple[str, int]]:
+    """(word, character start) of every whole-word occurrence (any case) of a trained answer word in
+    `words` ("office") in `text` OUTSIDE its fact sentences (parse_facts), in text order: places the
+    text names without stating a fact about them ("serving the office of high sheriff")."""
+    if not words:
+        return []
+    facts = [(f.start, f.end) for f in parse_facts(text)]
+    pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
+    return [(m.group(1).lower(), m.start()) for m in pattern.finditer(text)
+            if not any(start <= m.start() < end for start, end in facts)]
 
 
 def name_mentions(text: str, entity: str) -> list[int]:

@@ -176,3 +176,55 @@ def test_a_question_in_the_documents_own_words_is_read_and_warned(default):
     boxed = answers.ask(default, story, "Where is Sandra?", attribute=False)
     for result in (trained, boxed):
         assert result.site.question == "Where is Sandra?" and "question_format" not in _codes(result)
+
+
+MENTIONS = ({"segments": 16, "where": "after", "samples": 40, "accuracy_without": 1.0, "accuracy_with": 0.6,
+             "answered_mention": 0.4},
+            {"segments": 16, "where": "before", "samples": 33, "accuracy_without": 1.0, "accuracy_with": 0.4,
+             "answered_mention": 0.55})
+
+
+def _op(mentions=MENTIONS) -> OperatingRange:
+    return OperatingRange("detect", "one", "where one named person last went", ("Sandra",),
+                          ("garden", "office", "kitchen"), {"held-out": {16: 1.0}}, mentions)
+
+
+def _warn(document: str, top: str, op: OperatingRange):
+    kw = dict(entity="Sandra", question="Where is Sandra?", question_ok=True, top_probability=0.99,
+              answers=op.answers, fact_segment=0, question_segment=3, segment_scores=None)
+    return {w.code: w.text for w in answer_warnings(num_segments=16, document=document, top_text=top,
+                                                     operating_range=op, segment_of=lambda c: c // 100, **kw)}
+
+
+def test_an_answer_the_text_names_outside_its_facts_warns_with_the_cards_numbers():
+    document = ("Sandra went to the garden. " + "It rained. " * 20 + "He was serving the office of high sheriff, "
+                "and more. The end.")
+    at = document.index("office")
+    warned = _warn(document, "office", _op())
+    text = warned["answer_word_mentioned"]
+    assert f"segment {at // 100}" in text and "serving the office of high sheriff" in text
+    assert "1.00 → 0.60" in text and "40%" in text and "1.00 → 0.40" in text and "16 segments" in text
+    # the same word only inside a fact sentence is no mention; a text without the word warns nothing
+    assert "answer_word_mentioned" not in _warn("Sandra went to the garden. Mary went to the office. It rained.",
+                                                "office", _op())
+    assert "answer_word_mentioned" not in _warn("Sandra went to the garden. It rained.", "garden", _op())
+    # another trained answer named: the warning names it and says the answer is not one of them
+    other = _warn(document, "garden", _op())["answer_word_mentioned"]
+    assert "“office” ×1" in other and "not one of those words" in other
+    # a card that measured nothing says so instead of inventing numbers
+    unmeasured = _warn(document, "office", _op(()))["answer_word_mentioned"]
+    assert "measured nothing about it" in unmeasured and "%" not in unmeasured
+
+
+def test_the_default_model_answers_a_mentioned_word_and_the_warning_says_so(default):
+    """The case a new user met: 'office' in "serving the office of high sheriff" after the fact."""
+    text = load_corpus("heldout")
+    document = text[:1515] + "Sandra went to the garden. " + text[1515:2500]
+    result = rmt_core.ask(default, document + "\nQuestion: Where is Sandra?\nAnswer:")
+    assert result.predictions[0].text == "office"
+    assert "answer_word_mentioned" in _codes(result)
+    warning = next(w.text for w in result.warnings if w.code == "answer_word_mentioned")
+    assert "serving the office of high sheriff" in warning and "accuracy" in warning
+    # the control: the same document without that word is answered from the fact, and not warned
+    fixed = rmt_core.ask(default, document.replace("office", "duty") + "\nQuestion: Where is Sandra?\nAnswer:")
+    assert fixed.predictions[0].text == "garden" and "answer_word_mentioned" not in _codes(fixed)

@@ -56,7 +56,9 @@ def test_segment_zero_is_the_plain_backbone_and_later_segments_read(kind):
     x = ids(3 * S)
     out = model(x)
     assert out.logits.shape == (1, 3 * S, VOCAB) and len(out.memory_out) == 3
-    assert torch.equal(out.logits[:, :S], model.backbone(x[:, :S]).logits)  # no write yet, no read
+    # no write yet, no read: the backbone alone (float rounding only: the row holds M more positions,
+    # so the matrix products run in other blocks; the reads below change logits by > 1e-3)
+    torch.testing.assert_close(out.logits[:, :S], model.backbone(x[:, :S]).logits, rtol=0, atol=1e-5)
     no_memory = model(x, reset_memory=True).logits
     assert torch.equal(out.logits[:, :S], no_memory[:, :S])
     assert float((out.logits[:, S:] - no_memory[:, S:]).abs().max()) > 1e-3  # the reads change segments 1, 2 (NeoX: ~1e-2)

@@ -307,3 +307,69 @@ def test_a_stage_cut_short_keeps_its_learning_rate_schedule():
     assert [_lr_at(s, cut, 50) for s in (0, 100, 599)] == [_lr_at(s, planned, 50) for s in (0, 100, 599)]
     assert _lr_at(599, cut, 50) > 0.85 * cut.lr  # not decayed as a 600-step schedule would be
     assert _lr_at(599, Stage("s", "fact", "detect", (1,), max_steps=600), 50) < 0.2 * cut.lr
+
+
+# ---------------------------------------------------------------------- answer-word mentions
+def test_insert_mention_names_a_place_and_states_no_fact():
+    from rmt_core.questions import parse_facts
+
+    tok = tiny_tokenizer()
+    rng = np.random.default_rng(5)
+    for _ in range(10):
+        sample = babi.build_layout_sample(babi_haystack(), 4, SEG, "qa1", rng, tok, "random")
+        for where in babi.MENTION_PLACES:
+            try:
+                mentioned, (start, end) = babi.insert_mention(sample, "office", where, rng)
+            except ValueError as exc:
+                assert "no sentence start" in str(exc)
+                continue
+            sentence = mentioned.text[start:end]
+            assert "office" in sentence and sentence.endswith(".")
+            facts_before = [f.fact for f in parse_facts(sample.text)]
+            assert [f.fact for f in parse_facts(mentioned.text)] == facts_before  # no fact added
+            assert [mentioned.text[s:e] for s, e in mentioned.facts] == [sample.text[s:e] for s, e in sample.facts]
+            assert babi.solve(mentioned.text) == babi.solve(sample.text) == sample.answer
+            if where == "after":
+                assert start >= mentioned.facts[-1][1]
+            else:
+                assert end <= mentioned.facts[0][0]
+            assert end < mentioned.text.rfind(babi.QUESTION_PREFIX)
+    with pytest.raises(ValueError, match="not a trained answer word"):
+        babi.insert_mention(sample, "attic", "after", rng)
+    with pytest.raises(ValueError, match="where must be one of"):
+        babi.insert_mention(sample, "office", "inside", rng)
+
+
+def test_answer_mentions_rows_match_one_sample_at_a_time(fact_model):
+    from rmt_core.training.evaluation import evaluate_answer_mentions
+
+    rows = evaluate_answer_mentions(fact_model, segments=(4,), samples=6, batch_size=4, seed=3)
+    assert [r["where"] for r in rows] == list(babi.MENTION_PLACES)
+    # recompute by hand, one sample at a time without padding, with the evaluation's own seed
+    rng = np.random.default_rng([3, 4, 101])
+    tok = fact_model.tokenizer
+    counts = {w: [0, 0, 0, 0] for w in babi.MENTION_PLACES}  # kept, without, with, answered mention
+
+    def top(sample) -> int:
+        with torch.no_grad():
+            return int(fact_model(torch.tensor([babi.encode_sample(sample, tok).input_ids])).logits[0, -2].argmax())
+
+    for _ in range(6):
+        sample = babi.build_layout_sample(babi_haystack(), 4, SEG, "detect", rng, tok, "random")
+        others = [p for p in babi.PLACES if " " + p != sample.answer]
+        place = others[int(rng.integers(len(others)))]
+        for where in babi.MENTION_PLACES:
+            try:
+                mentioned, _ = babi.insert_mention(sample, place, where, rng)
+            except ValueError:
+                continue
+            c = counts[where]
+            c[0] += 1
+            c[1] += top(sample) == babi.answer_token_id(tok, sample.answer)
+            c[2] += top(mentioned) == babi.answer_token_id(tok, sample.answer)
+            c[3] += top(mentioned) == babi.answer_token_id(tok, " " + place)
+    for row in rows:
+        kept, without, with_, said = counts[row["where"]]
+        assert row["samples"] == kept and kept > 0
+        assert (row["accuracy_without"], row["accuracy_with"], row["answered_mention"]) == (
+            without / kept, with_ / kept, said / kept)

@@ -158,3 +158,38 @@ def test_read_attribution_is_complete_on_the_default_model(recall_traces):
     result = attribution.read_slots(trace, *_answer_site(trace), n_steps=32)
     change = result.f_input - result.f_baseline
     assert abs(result.delta) < 0.05 * abs(change)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_fact_recall_card_measured_answer_word_mentions(name):
+    """A limit users meet in their own text (a trained answer word named outside the facts) is in
+    every fact-recall card: the table, the operating range the warnings read, and the README."""
+    import json
+
+    from rmt_core.operating_range import read_operating_range
+
+    folder = rmt_core.io.checkpoint.SHIPPED_DIR / name
+    card = json.loads((folder / "config.json").read_text())["card"]
+    if "fact_recall" not in card["evaluation_results"]:
+        return  # an algorithmic model: it answers no questions
+    rows = card["evaluation_results"]["answer_mentions"]
+    assert {(r["segments"], r["where"]) for r in rows} == {(s, w) for s in evaluation.MENTION_SEGMENTS
+                                                          for w in ("after", "before")}
+    assert all(r["samples"] >= 100 and 0 <= r["answered_mention"] <= 1 for r in rows)
+    op = read_operating_range(card, card["operating_range"]["task"])
+    assert op.mention_effect(16) == {r["where"]: {k: float(r[k]) for k in ("segments", "samples", "accuracy_without",
+                                                                           "accuracy_with", "answered_mention")}
+                                     for r in rows if r["segments"] == 16}
+    readme = (folder / "README.md").read_text()
+    assert "One trained answer word named outside the facts" in readme
+    assert f"{rows[0]['answered_mention']:.3f}" in readme
+
+
+@pytest.mark.slow
+def test_the_default_model_takes_a_mentioned_answer_word_as_its_card_says():
+    model = rmt_core.load(rmt_core.DEFAULT_CHECKPOINT, device="cpu")
+    claimed = {(r["segments"], r["where"]): r for r in _card_results(model)["answer_mentions"]}
+    for row in evaluation.evaluate_answer_mentions(model, segments=(8,), samples=40, seed=12345):
+        claim = claimed[(8, row["where"])]
+        assert row["accuracy_without"] >= 0.9  # the plain samples are answered ...
+        assert abs(row["answered_mention"] - claim["answered_mention"]) <= 0.25, (row, claim)  # ... the mention taken as often

@@ -14,21 +14,24 @@ Codes (WARNING_CODES):
                            no positive through-memory credit, or was not scored
     question_format        the document asks its question in its own words before "Answer:", not in
                            the training format ("Question: ..." on its own line, then "Answer:")
+    answer_word_mentioned  the document names a trained answer word outside its fact sentences
+                           ("serving the office of high sheriff"): the shipped models take such a
+                           mention for a fact about half the time (the card's answer-mentions table)
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from ..operating_range import OperatingRange
-from ..questions import name_mentions, parse_facts
+from ..questions import answer_word_mentions, name_mentions, parse_facts
 
 HIGH_PROBABILITY = 0.5
 WARNING_CODES: tuple[str, ...] = ("beyond_measured_range", "no_measurement", "name_absent", "several_facts",
                                   "no_fact_found", "question_outside", "answer_outside", "no_fact_credit",
-                                  "question_format")
+                                  "question_format", "answer_word_mentioned")
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,8 @@ def answer_warnings(*, num_segments: int, document: str, entity: str | None, que
                     question_ok: bool, top_text: str, top_probability: float, answers: tuple[str, ...],
                     operating_range: OperatingRange | None, fact_segment: int | None, question_segment: int,
                     segment_scores: np.ndarray | None, spec_description: str = "",
-                    loose_question: bool = False) -> list[AnswerWarning]:
+                    loose_question: bool = False,
+                    segment_of: Callable[[int], int | None] | None = None) -> list[AnswerWarning]:
     """Every warning that applies to one answer (see the module docstring for the codes).
 
     num_segments: segments of the traced document + question. document: its text without the
@@ -85,6 +89,7 @@ def answer_warnings(*, num_segments: int, document: str, entity: str | None, que
     asked person's last fact (None when none was found). segment_scores: (S,) through-memory credit
     per segment, NaN where not scored; None when no attribution was run (no_fact_credit is skipped).
     loose_question: the document asks `question` in its own words before "Answer:" (question_format).
+    segment_of: the segment of a character of `document` (None: segments are not named).
     """
     out: list[AnswerWarning] = []
     if loose_question:
@@ -129,6 +134,9 @@ def answer_warnings(*, num_segments: int, document: str, entity: str | None, que
         out.append(AnswerWarning("no_fact_found", f"“{_bare(entity)}” occurs in the document, but in no sentence of "
                                  f"the form the model was trained on (“{_bare(entity)} went to the kitchen.”): its "
                                  "answer may not come from what the document says."))
+    mention = _mention_warning(document, answers, top_text, op, num_segments, segment_of)
+    if mention is not None:
+        out.append(mention)
     if answers and top_text not in answers:
         out.append(AnswerWarning("answer_outside", f"The top answer “{top_text}” is not one of the answers the model "
                                  f"was trained to give ({', '.join(answers)})."))
@@ -150,6 +158,63 @@ def answer_warnings(*, num_segments: int, document: str, entity: str | None, que
                 "the recurrence) does not credit the fact. That alone does not show that memory did not carry it: "
                 "compare with memory reset (Compare page) to test it directly."))
     return out
+
+
+MAX_MENTIONS_NAMED = 4  # mentions a warning quotes or lists (the rest are counted)
+
+
+def _mention_warning(document: str, answers: tuple[str, ...], top_text: str, op: OperatingRange | None,
+                     num_segments: int, segment_of: Callable[[int], int | None] | None) -> AnswerWarning | None:
+    """answer_word_mentioned: trained answer words the document names outside its fact sentences."""
+    found = answer_word_mentions(document, answers)
+    if not found:
+        return None
+    where = (lambda char: "" if segment_of is None or segment_of(char) is None
+             else f"segment {segment_of(char)}: ")  # noqa: E731
+    measured = _mention_measured(op, num_segments)
+    mine = [char for word, char in found if word == top_text]
+    if mine:
+        quotes = "; ".join(f"{where(c)}“…{_context(document, c, len(top_text))}…”" for c in mine[:MAX_MENTIONS_NAMED])
+        more = f" and {len(mine) - MAX_MENTIONS_NAMED} more" if len(mine) > MAX_MENTIONS_NAMED else ""
+        return AnswerWarning(
+            "answer_word_mentioned",
+            f"The answer “{top_text}” is also in the document's own text, outside any fact sentence ({quotes}{more}). "
+            f"{measured} This answer may come from that mention, not from a fact: replace the word and ask again to "
+            "test it.")
+    counts: dict[str, int] = {}
+    for word, _ in found:
+        counts[word] = counts.get(word, 0) + 1
+    named = ", ".join(f"“{w}” ×{n}" for w, n in counts.items())
+    return AnswerWarning(
+        "answer_word_mentioned",
+        f"The document names trained answers outside its fact sentences ({named}; first {where(found[0][1])}"
+        f"“…{_context(document, found[0][1], len(found[0][0]))}…”). {measured} The answer “{top_text}” is not one of "
+        "those words.")
+
+
+def _mention_measured(op: OperatingRange | None, num_segments: int) -> str:
+    """What the card measured about answer-word mentions, in one sentence."""
+    effect = op.mention_effect(num_segments) if op is not None else None
+    if not effect:
+        return ("Models of this kind may take such a mention for a fact; this model card measured nothing about it, "
+                "so how often this one does is unknown.")
+    parts = [f"{where} the fact: accuracy {e['accuracy_without']:.2f} → {e['accuracy_with']:.2f}, the answer was the "
+             f"mentioned word in {100 * e['answered_mention']:.0f}% of {e['samples']:.0f} samples"
+             for where, e in effect.items()]
+    segments = int(next(iter(effect.values()))["segments"])
+    return (f"The model does not reliably tell such a mention from a fact: its model card added one such word to "
+            f"held-out documents of {segments} segments ({'; '.join(parts)}).")
+
+
+def _context(document: str, char: int, length: int, width: int = 30) -> str:
+    """The whole words around `document[char:char + length]`, on one line."""
+    start, end = max(0, char - width), min(len(document), char + length + width)
+    words = document[start:end].split()
+    if start > 0 and not document[start - 1].isspace() and len(words) > 1:
+        words = words[1:]  # a word cut at the left edge
+    if end < len(document) and not document[end].isspace() and len(words) > 1:
+        words = words[:-1]
+    return " ".join(words)
 
 
 def segment_of_char(trace: Any, char: int) -> int | None:

@@ -559,7 +559,8 @@ def add_warnings(result: AskResult, card: dict[str, Any] | None = None) -> AskRe
         num_segments=trace.num_segments, document=document, entity=entity, question=question,
         question_ok=question_ok, top_text=result.predictions[0].text, top_probability=result.predictions[0].probability,
         answers=answers, operating_range=op, fact_segment=result.fact_segment, question_segment=site.segment,
-        segment_scores=result.segment_scores, spec_description=spec.description if spec is not None else "")
+        segment_scores=result.segment_scores, spec_description=spec.description if spec is not None else "",
+        segment_of=lambda char: segment_of_char(trace, char))
     return result
 
 

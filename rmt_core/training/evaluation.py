@@ -147,15 +147,9 @@ def evaluate_fact_recall(
     Raises :class:`EvaluationError` for an unknown task or offset, counts < 1, a model
     without a fitting tokenizer, an empty haystack, or samples that cannot be built.
     """
-    counts, offsets = _fact_arguments(task, segments, samples, batch_size, offsets)
+    counts, offsets, tokenizer, text, pad_id, seg = _fact_setup(model, task, segments, samples, batch_size, offsets,
+                                                                haystack)
     main_offset = "random" if "random" in offsets else offsets[0]
-    tokenizer = _check_tokenizer(model)
-    text = _default_haystack() if haystack is None else haystack
-    if not text.strip():
-        raise EvaluationError("the haystack text is empty")
-    pad_id = babi.pad_id(tokenizer)
-    seg = model.config.segment_size
-    _check_haystack_length(tokenizer, text, max(counts) * seg, haystack is None)
     cells = [(n, o) for n in counts for o in offsets if not (o == "straddle" and n == 1)]
     tracker = _Tracker(progress, samples * len(cells))
     order = ["task", "segments", "segment_size", "samples", *(f"accuracy_{o}" for o in offsets),
@@ -180,6 +174,20 @@ def evaluate_fact_recall(
                     row["shortcut"] = babi.shortcut_accuracy(built)
             rows.append(row)
     return rows
+
+
+def _fact_setup(model: RMTModel, task: str, segments: Sequence[int], samples: int, batch_size: int,
+                offsets: Sequence[str], haystack: str | None, extra_tokens: int = 0):
+    """(counts, offsets, tokenizer, haystack text, pad id, segment size) of a fact-recall evaluation,
+    every argument checked (EvaluationError naming the problem)."""
+    counts, offsets = _fact_arguments(task, segments, samples, batch_size, offsets)
+    tokenizer = _check_tokenizer(model)
+    text = _default_haystack() if haystack is None else haystack
+    if not text.strip():
+        raise EvaluationError("the haystack text is empty")
+    seg = model.config.segment_size
+    _check_haystack_length(tokenizer, text, max(counts) * seg + extra_tokens, haystack is None)
+    return counts, offsets, tokenizer, text, babi.pad_id(tokenizer), seg
 
 
 def _fact_arguments(task: str, segments: Sequence[int], samples: int, batch_size: int,
@@ -227,18 +235,93 @@ def _offset_cell(model: RMTModel, text: str, n: int, seg: int, task: str, offset
             except (ValueError, RuntimeError) as exc:
                 raise EvaluationError(f"cannot build {task} samples of {n} segments of {seg} tokens: {exc}") from exc
             built.append(sample)
-        batch = babi.collate(chunk, pad_id)
-        ids = batch["input_ids"].to(model.device)
-        mask = batch["attention_mask"].to(model.device)
-        answers = batch["answer_ids"].to(model.device)
-        # The answer is each sample's last real token; the position before it predicts it
-        # (wherever the padding is: engine/padding.row_spans).
-        where = row_spans(mask).last - 1  # (B,)
-        rows = torch.arange(ids.shape[0], device=ids.device)
-        for reset, logits in logits_with_and_without_memory(model, ids, mask, with_reset=with_reset):
-            hits[reset] += int((logits[rows, where].argmax(dim=-1) == answers).sum())
+        answers = babi.collate(chunk, pad_id)["answer_ids"]
+        for reset, predicted in _answer_predictions(model, chunk, pad_id, with_reset):
+            hits[reset] += int((predicted == answers).sum())
         tracker.add(len(chunk))
     return hits, built
+
+
+def _answer_predictions(model: RMTModel, encoded: Sequence[Any], pad_id: int,
+                        with_reset: bool = False) -> Iterator[tuple[bool, torch.Tensor]]:
+    """(reset, the argmax token id at each sample's answer position, (B,) on the CPU) for a batch of
+    encoded fact samples: with memory, then (with_reset) with the memory reset before every segment."""
+    batch = babi.collate(encoded, pad_id)
+    ids = batch["input_ids"].to(model.device)
+    mask = batch["attention_mask"].to(model.device)
+    # The answer is each sample's last real token; the position before it predicts it
+    # (wherever the padding is: engine/padding.row_spans).
+    where = row_spans(mask).last - 1  # (B,)
+    rows = torch.arange(ids.shape[0], device=ids.device)
+    for reset, logits in logits_with_and_without_memory(model, ids, mask, with_reset=with_reset):
+        yield reset, logits[rows, where].argmax(dim=-1).cpu()
+
+
+MENTION_SEGMENTS: tuple[int, ...] = (8, 16)  # the document lengths a card measures answer-word mentions at
+
+
+@torch.no_grad()
+def evaluate_answer_mentions(
+    model: RMTModel,
+    task: str = "detect",
+    segments: Sequence[int] = MENTION_SEGMENTS,
+    samples: int = 200,
+    haystack: str | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+) -> list[dict[str, Any]]:
+    """Does one trained answer word, named in the text but in no fact, take the answer?
+
+    For each n in ``segments``: ``samples`` held-out fact-recall samples of n segments (question
+    at a random offset of the last segment, facts before it, as the card's accuracy_random), each
+    read as it is and with one sentence added that names ANOTHER trained answer word (a random
+    one) but states no fact (rmt_core.training.tasks.babi.insert_mention: "The office was said to
+    be very cold."), after the last fact (where = "after") or before the first ("before"). The
+    same samples with and without the mention (a paired comparison); a sample whose text has no
+    sentence start on that side is left out of that row (``samples`` says how many were kept).
+
+    Rows: task, segments, where, samples, accuracy_without (the kept samples as they are),
+    accuracy_with (with the mention), answered_mention (how often the answer is the mentioned
+    word). Accuracy = the argmax over the whole vocabulary at the answer position. Seeded per
+    (seed, n). Raises EvaluationError as :func:`evaluate_fact_recall` does.
+    """
+    counts, _, tokenizer, text, pad_id, seg = _fact_setup(model, task, segments, samples, batch_size, ("random",),
+                                                          haystack, extra_tokens=64)  # room for the mention
+    rows = []
+    with eval_mode(model):
+        for n in counts:
+            rng = np.random.default_rng([seed, n, 101])
+            pairs: dict[str, list[tuple[Any, Any, int]]] = {w: [] for w in babi.MENTION_PLACES}
+            for _ in range(samples):
+                try:
+                    sample = babi.build_layout_sample(text, n, seg, task, rng, tokenizer, "random")
+                except (ValueError, RuntimeError) as exc:
+                    raise EvaluationError(f"cannot build {task} samples of {n} segments of {seg} tokens: {exc}") from exc
+                others = [p for p in babi.PLACES if " " + p != sample.answer]
+                place = others[int(rng.integers(len(others)))]
+                for where in babi.MENTION_PLACES:
+                    try:
+                        mentioned, _span = babi.insert_mention(sample, place, where, rng)
+                    except ValueError:
+                        continue  # no sentence start on that side of the facts
+                    pairs[where].append((babi.encode_sample(sample, tokenizer), babi.encode_sample(mentioned, tokenizer),
+                                         babi.answer_token_id(tokenizer, " " + place)))
+            for where, kept in pairs.items():
+                hits = {"without": 0, "with": 0, "mention": 0}
+                for start in range(0, len(kept), batch_size):
+                    chunk = kept[start:start + batch_size]
+                    answers = babi.collate([c[0] for c in chunk], pad_id)["answer_ids"]
+                    mention_ids = torch.tensor([c[2] for c in chunk])
+                    (_, plain), = _answer_predictions(model, [c[0] for c in chunk], pad_id)
+                    (_, with_mention), = _answer_predictions(model, [c[1] for c in chunk], pad_id)
+                    hits["without"] += int((plain == answers).sum())
+                    hits["with"] += int((with_mention == answers).sum())
+                    hits["mention"] += int((with_mention == mention_ids).sum())
+                k = max(len(kept), 1)
+                rows.append({"task": task, "segments": n, "where": where, "samples": len(kept),
+                             "accuracy_without": hits["without"] / k, "accuracy_with": hits["with"] / k,
+                             "answered_mention": hits["mention"] / k})
+    return rows
 
 
 # ---------------------------------------------------------------------- algorithmic

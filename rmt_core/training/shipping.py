@@ -84,6 +84,7 @@ def evaluate_for_card(model, recipe_name: str, samples: int, lm_windows: int,
         texts.update(out_of_domain_texts())
         result["lm_texts"] = evaluation.evaluate_lm_texts(model, texts, windows=lm_windows)
         result["lm"] = {k: v for k, v in result["lm_texts"][0].items() if k != "text"}
+        result["answer_mentions"] = measure_answer_mentions(model, task, samples, progress)
         if model.config.memory == "tokens":
             progress("measuring slot similarity…")
             result["slot_similarity"] = {
@@ -94,6 +95,16 @@ def evaluate_for_card(model, recipe_name: str, samples: int, lm_windows: int,
         progress(f"evaluating {task}, {samples} samples per cell…")
         result["algorithmic"] = evaluation.evaluate_algorithmic(model, task, (3, 6), samples=samples)
     return result
+
+
+def measure_answer_mentions(model, task: str, samples: int, progress: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """The card's answer-word mention table (evaluation.evaluate_answer_mentions on held-out Austen,
+    at most 200 samples per cell): how often one trained answer word named in no fact takes the answer."""
+    from .corpus import load_source
+
+    progress("measuring whether a trained answer word named outside the facts takes the answer…")
+    return evaluation.evaluate_answer_mentions(model, task, samples=min(samples, 200),
+                                               haystack=load_source("austen", "heldout"))
 
 
 def evaluate_reference(reference: str, recipe_name: str, samples: int, lm_windows: int,
@@ -164,6 +175,8 @@ def _card_tables(results: dict[str, Any]) -> str:
                          "(straddle); memory reset = the random-offset samples with memory reset before every "
                          "segment:\n")
             parts.append(evaluation.markdown_table(results[key], [c for c in columns if c in results[key][0]]))
+    if results.get("answer_mentions"):
+        parts.append(answer_mentions_section(results["answer_mentions"]))
     if "lm_texts" in results:
         parts.append("\nPerplexity with memory vs memory reset every segment (random windows of 8 segments):\n")
         parts.append(evaluation.markdown_table(results["lm_texts"], ["text", "windows", "perplexity_memory",
@@ -181,6 +194,17 @@ def _card_tables(results: dict[str, Any]) -> str:
         parts.append("Per-character accuracy on the target (paper numbers for comparison):\n")
         parts.append(evaluation.markdown_table(results["algorithmic"]))
     return "\n".join(parts)
+
+
+MENTIONS_HEADING = "\nOne trained answer word named outside the facts"
+
+
+def answer_mentions_section(rows: list[dict[str, Any]]) -> str:
+    """The card's text for an answer-mentions table (evaluation.evaluate_answer_mentions)."""
+    return (f"{MENTIONS_HEADING} (held-out *Persuasion*, the same samples read as they are and with one added "
+            "sentence that names another trained answer word but states no fact, e.g. “The office was said to be "
+            "very cold.”, after the last fact or before the first; answered_mention = how often the answer is the "
+            "mentioned word):\n\n" + evaluation.markdown_table(rows))
 
 
 def _stage_line(stage: dict[str, Any]) -> str:
@@ -251,6 +275,21 @@ def ship(run_dir: str | Path, name: str, samples: int = 500, lm_windows: int = 6
     return out
 
 
+def _shipped_config(path: Path) -> dict[str, Any]:
+    """config.json of RMT Lens checkpoint folder `path`; CheckpointError when it is not one."""
+    from ..errors import CheckpointError
+
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is not a checkpoint folder.")
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} has no readable config.json ({exc}).") from exc
+    if not isinstance(config, dict) or config.get("format") != checkpoint.FORMAT:
+        raise CheckpointError(f"{path} is not an RMT Lens checkpoint.")
+    return config
+
+
 def add_comparison_to_card(folder: str | Path, shipped: str | Path) -> Path:
     """Put into checkpoint ``folder``'s card the comparison that checkpoint ``shipped``'s card measured
     with it (``shipped`` was shipped by a recipe whose card names ``folder``'s model in compare_with):
@@ -266,18 +305,7 @@ def add_comparison_to_card(folder: str | Path, shipped: str | Path) -> Path:
 
     here = checkpoint.resolve_checkpoint(folder)
     there = checkpoint.resolve_checkpoint(shipped)
-    configs = []
-    for path in (here, there):
-        if not path.is_dir():
-            raise CheckpointError(f"{path} is not a checkpoint folder.")
-        try:
-            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{path} has no readable config.json ({exc}).") from exc
-        if not isinstance(config, dict) or config.get("format") != checkpoint.FORMAT:
-            raise CheckpointError(f"{path} is not an RMT Lens checkpoint.")
-        configs.append(config)
-    config, other = configs
+    config, other = _shipped_config(here), _shipped_config(there)
     results = other.get("card", {}).get("evaluation_results", {})
     measured = results.get("reference")
     if not measured:
@@ -301,6 +329,49 @@ def add_comparison_to_card(folder: str | Path, shipped: str | Path) -> Path:
                        ("README.md", checkpoint.model_card(model, card))):
         tmp = here / f".{file}.tmp"
         tmp.write_text(text)
+        tmp.replace(here / file)
+    return here
+
+
+def add_answer_mentions_to_card(folder: str | Path, samples: int = 200,
+                                progress: Callable[[str], None] = print) -> Path:
+    """Measure a shipped fact-recall checkpoint's answer-mentions table now
+    (:func:`measure_answer_mentions`) and write it into its card: card["evaluation_results"]
+    ["answer_mentions"], the operating range's ``mentions`` (read by the answer warnings) and the
+    card text's section (replaced when there is one, else put before the perplexity table). Only
+    config.json and README.md are rewritten, through temporary files; the weights stay as they are.
+    Returns the folder. Raises CheckpointError for a folder that is not an RMT Lens checkpoint or a
+    model that answers no fact questions."""
+    from ..errors import CheckpointError
+
+    here = checkpoint.resolve_checkpoint(folder)
+    config = _shipped_config(here)
+    task = config.get("rmt", {}).get("task", "")
+    if task not in evaluation.FACT_TASKS:
+        raise CheckpointError(f"{here} is trained on {task!r}, not on fact questions: it has no answers to measure.")
+    model = checkpoint.load(here, device="cpu", dtype=torch.float32)
+    rows = measure_answer_mentions(model, task, samples, progress)
+    card = config.setdefault("card", {})
+    card.setdefault("evaluation_results", {})["answer_mentions"] = rows
+    if isinstance(card.get("operating_range"), dict):
+        card["operating_range"]["mentions"] = [dict(r) for r in rows]
+    text = str(card.get("evaluation", ""))
+    section = answer_mentions_section(rows)
+    perplexity = "\nPerplexity with memory vs memory reset"
+    if MENTIONS_HEADING in text:
+        before, after = text.split(MENTIONS_HEADING, 1)
+        rest = after[after.index(perplexity):] if perplexity in after else ""
+        text = before + section + ("\n" + rest if rest else "")
+    elif perplexity in text:
+        at = text.index(perplexity)
+        text = text[:at] + section + "\n" + text[at:]
+    else:
+        text += section
+    card["evaluation"] = text
+    for file, content in (("config.json", json.dumps(config, indent=2, sort_keys=True, default=str)),
+                          ("README.md", checkpoint.model_card(model, card))):
+        tmp = here / f".{file}.tmp"
+        tmp.write_text(content)
         tmp.replace(here / file)
     return here
 

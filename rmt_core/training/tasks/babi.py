@@ -26,6 +26,7 @@ Task levels (``task=``):
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import functools
 import re
 from dataclasses import dataclass, field
@@ -735,3 +736,40 @@ __all__ = [
     "collate", "pad_id", "make_batch", "dense_story", "LINE_LAYOUTS", "OFFSETS", "reflow", "question_tokens",
     "last_segment_tokens", "build_layout_sample", "encode_dense_story", "make_dense_batch", "shortcut_accuracy",
 ]
+
+
+# ------------------------------------------------------------------------ answer-word mentions
+# Sentences that name a place but state no fact (no actor moves there: rmt_core.questions.FACT_RE
+# finds none of them), for measuring whether a model answers with a trained answer word it merely saw.
+MENTION_SENTENCES: tuple[str, ...] = ("Nobody had entered the {place} since the spring.",
+                                      "The {place} was said to be very cold.",
+                                      "There was some talk of painting the {place} again.")
+MENTION_PLACES: tuple[str, ...] = ("after", "before")  # where the mention goes: after the last fact, before the first
+
+
+def insert_mention(sample: FactSample, place: str, where: str, rng: np.random.Generator) -> tuple[FactSample, tuple[int, int]]:
+    """A copy of `sample` with one sentence that names `place` (a trained answer word) but states no
+    fact, inserted at a random sentence start after the last fact sentence (`where` = "after") or
+    before the first (`where` = "before"), and always before the question.
+
+    Returns (the new sample, the mention's character span in its text). The facts, question and
+    answer are unchanged (fact spans shifted where the mention precedes them). Raises ValueError for
+    an unknown `where`, a `place` that is not a trained answer word, or when no sentence start lies
+    on that side of the facts.
+    """
+    if where not in MENTION_PLACES:
+        raise ValueError(f"where must be one of {', '.join(MENTION_PLACES)}, got {where!r}")
+    if place not in PLACES:
+        raise ValueError(f"{place!r} is not a trained answer word ({', '.join(PLACES)})")
+    question_at = sample.text.rfind(QUESTION_PREFIX)
+    first, last = sample.facts[0][0], sample.facts[-1][1]
+    low, high = (last, question_at) if where == "after" else (0, first)
+    starts = [int(s) for s in sentence_boundaries(sample.text) if low <= s < high and s != first]
+    if not starts:
+        raise ValueError(f"no sentence start {where} the facts to put a mention at")
+    at = starts[int(rng.integers(len(starts)))]
+    sentence = MENTION_SENTENCES[int(rng.integers(len(MENTION_SENTENCES)))].format(place=place) + " "
+    text = sample.text[:at] + sentence + sample.text[at:]
+    shift = len(sentence)
+    facts = [(s + shift, e + shift) if s >= at else (s, e) for s, e in sample.facts]
+    return dataclasses.replace(sample, text=text, facts=facts), (at, at + len(sentence) - 1)
