@@ -250,7 +250,8 @@ def _collect() -> None:
         st.session_state[state.RUN_MESSAGE] = f"Cancelled: kept the {trace.num_segments} segments done."
     else:
         st.session_state[state.RUN_MESSAGE] = (
-            f"Traced {trace.num_tokens:,} tokens in {trace.num_segments} segments ({trace.seconds:.1f} s).")
+            f"Traced {trace.num_tokens:,} tokens in {trace.num_segments} segments ({trace.seconds:.1f} s): "
+            f"{job.document.name}.")
     if job.answer_error:
         st.session_state[state.RUN_ERROR] = f"The answer could not be attributed: {job.answer_error}"
     if st.session_state.get(state.OWNER) and not job.shared:
@@ -321,6 +322,11 @@ def render():
         if st.session_state.get(state.RUN_MESSAGE):
             st.caption(literal(st.session_state[state.RUN_MESSAGE]))
         trace = st.session_state.get(state.TRACE)
+        traced = st.session_state.get(state.DOCUMENT)
+        if trace is not None and traced is not None and document is not None and not busy and document.text != traced.text:
+            # the message above speaks of the traced run: say that the chosen document is not it
+            st.caption(f"Not traced yet: {literal(document.name)}. The pages still show {literal(traced.name)}; "
+                       "press Run to trace the new one.")
         if trace is not None and trace.num_segments > 1:
             st.session_state.setdefault(state.SEGMENT, trace.num_segments - 1)
             st.session_state[state.SEGMENT] = min(st.session_state[state.SEGMENT], trace.num_segments - 1)

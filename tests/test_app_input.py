@@ -215,3 +215,22 @@ def test_the_document_window_follows_the_selected_segment():
         assert f">§{segment}<" in html() and first() <= segment and lead <= LEAD_TOKENS, (segment, first())
         assert segment == 0 or lead > LEAD_TOKENS - trace.segments[0].num_tokens  # as much lead as fits
     assert first() > 0 and any("Showing segments" in c.value for c in at.caption)
+
+
+def test_a_new_document_not_yet_run_is_said_to_be_untraced():
+    """The sidebar's 'Traced …' line speaks of the run the pages show; choosing another document
+    without pressing Run says so instead of leaving the old line as if it were the new one's."""
+    at = _app()
+    at.radio(key=state.SOURCE).set_value("Upload a file").run()
+    at.file_uploader[0].set_value(("first.txt", b"Mary went to the garden. It rained all day. " * 30,
+                                   "text/plain")).run()
+    _run_button(at).click().run()
+    traced = [c.value.replace("\\", "") for c in at.caption if c.value.startswith("Traced ")]
+    assert traced and traced[0].endswith(": first.txt.")
+    assert not any(c.value.startswith("Not traced yet") for c in at.caption)
+    at.file_uploader[0].set_value(("second.txt", b"John went to the office. It snowed. " * 30, "text/plain")).run()
+    waiting = [c.value.replace("\\", "") for c in at.caption if c.value.startswith("Not traced yet")]
+    assert waiting and "second.txt" in waiting[0] and "still show first.txt" in waiting[0]
+    _run_button(at).click().run()
+    assert not any(c.value.startswith("Not traced yet") for c in at.caption)
+    assert any(c.value.startswith("Traced ") and c.value.replace("\\", "").endswith(": second.txt.") for c in at.caption)
