@@ -26,7 +26,8 @@ from ..engine.config import RMTConfig
 from ..engine.devices import default_dtype, pick_device
 from ..errors import CheckpointArgumentError, CheckpointError, ConfigError
 # CheckpointInfo and OpenOption are re-exported: this is the module the app reads them from.
-from .checkpoint_info import CheckpointInfo, OpenOption, explicit_fields as _explicit_fields  # noqa: F401
+from .checkpoint_info import (CheckpointInfo, OpenOption, check_given_options,  # noqa: F401
+                              explicit_fields as _explicit_fields)
 from .formats import authors
 from ..engine.memory import memory_class
 from ..engine.model import RMTModel
@@ -328,7 +329,7 @@ def _load_native(path: Path, config: dict[str, Any], explicit: dict[str, Any]) -
                                   "not a JSON object of settings. Re-copy the checkpoint's config.json.")
     stored = config["rmt"]
     memory = explicit.get("memory", stored.get("memory", "tokens"))
-    given = _check_given_options(memory, explicit, path)
+    given = check_given_options(memory, explicit, path)
     fields = {**stored, **explicit}
     if given:  # merged into the stored options: the ones not given keep their stored values
         stored_options = stored.get("memory_options") if isinstance(stored.get("memory_options"), dict) else {}
@@ -422,23 +423,6 @@ def _raise_if_missing(info: CheckpointInfo, trust_pickle: bool, explicit: dict[s
                                       problem=problem, needs=tuple(needs))
 
 
-def _check_given_options(memory: str, explicit: dict[str, Any], source: object) -> dict[str, Any]:
-    """The caller's memory_options (rmt_config), checked against what memory type `memory` declares
-    (MemoryType.option_problem): CheckpointArgumentError naming the first it refuses (an unknown name,
-    with the known ones; a value outside what is allowed; a variant it does not implement)."""
-    given = dict(explicit.get("memory_options") or {})
-    try:
-        cls = memory_class(memory)
-    except ConfigError:
-        return given  # an unknown memory type: RMTConfig names it (and the known ones) below
-    for name, value in given.items():
-        why = cls.option_problem(name, value)
-        if why:
-            raise CheckpointArgumentError(f"{source}: rmt_config's memory_options: {why}.", problem=f"{why}.",
-                                          argument="memory_options", option=name, value=value)
-    return given
-
-
 def _refuse_weights_options(memory: str, given: dict[str, Any], stored: dict[str, Any], source: object) -> None:
     """An RMT Lens folder's options that its weights were trained with (MemoryOption.by_weights) cannot
     be changed at load: CheckpointArgumentError for a given value other than the stored one."""
@@ -501,12 +485,12 @@ def _load_foreign(path: Path, folder: Path, config: dict[str, Any] | None, trust
         info.armt = formats.armt.read_layout({k: tuple(t.shape) for k, t in state.items()}, source)
         info.num_mem_tokens = info.armt.num_mem_tokens
         _raise_if_missing(info, trust_pickle, explicit, backbone_name)  # a pickle's format is known only now
-        _check_given_options("associative", explicit, source)
+        check_given_options("associative", explicit, source)
         return _load_armt(state, info, folder, config, explicit, backbone, download)
     memory, backbone_state = authors.split_state(state, source)
     m = info.num_mem_tokens = int(memory.shape[0])
     _raise_if_missing(info, trust_pickle, explicit, backbone_name)  # a pickle's format is known only now
-    _check_given_options("tokens", explicit, source)
+    check_given_options("tokens", explicit, source)
     stored = dict(config["rmt"]) if config is not None and isinstance(config.get("rmt"), dict) else {}
     fields = authors.rmt_fields(explicit, stored, m, source)
     backbone_dir, backbone_config, config_source = _foreign_backbone_config(backbone, download, config, folder)
@@ -516,18 +500,26 @@ def _load_foreign(path: Path, folder: Path, config: dict[str, Any] | None, trust
                           backbone_state, source, dict(explicit.get("memory_options") or {}))
 
 
+def given_backbone_config(backbone: str | os.PathLike, download: bool = False) -> tuple[Path, dict[str, Any]]:
+    """(its folder, its config.json) of a backbone given as a folder or a Hugging Face name (from the
+    local cache; download=True may fetch it). Raises CheckpointArgumentError (argument "backbone") when
+    it is neither, or has no config.json with a model_type; CheckpointError when a name is not cached."""
+    backbone_dir = _backbone_folder(backbone, download)
+    backbone_config = _read_config(backbone_dir)
+    if backbone_config is None or "model_type" not in backbone_config:
+        problem = (f"the backbone folder {backbone_dir} has no config.json with a model_type: give the folder "
+                   "(or Hub name) of the model the RMT was built on.")
+        raise CheckpointArgumentError(problem[0].upper() + problem[1:], problem=problem, argument="backbone",
+                                      value=str(backbone))
+    return backbone_dir, backbone_config
+
+
 def _foreign_backbone_config(backbone: str | os.PathLike | None, download: bool, config: dict[str, Any] | None,
                              folder: Path) -> tuple[Path | None, dict[str, Any], Path]:
     """(the backbone's folder or None, its config, where that config came from) for a foreign
     checkpoint: the caller's `backbone` (a folder or a cached Hub name), else the folder's config.json."""
     if backbone:
-        backbone_dir = _backbone_folder(backbone, download)
-        backbone_config = _read_config(backbone_dir)
-        if backbone_config is None or "model_type" not in backbone_config:
-            problem = (f"the backbone folder {backbone_dir} has no config.json with a model_type: give the folder "
-                       "(or Hub name) of the model the RMT was built on.")
-            raise CheckpointArgumentError(problem[0].upper() + problem[1:], problem=problem, argument="backbone",
-                                          value=str(backbone))
+        backbone_dir, backbone_config = given_backbone_config(backbone, download)
         return backbone_dir, backbone_config, backbone_dir / "config.json"
     backbone_config = _stored_backbone_config(config or {})
     assert backbone_config is not None  # info.missing() asked for it otherwise

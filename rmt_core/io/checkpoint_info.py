@@ -17,8 +17,9 @@ from typing import Any
 
 from . import formats
 from ..engine.config import RMTConfig
+from ..engine.memory import memory_class
 from ..engine.memory.associative import OPTIONS as ASSOCIATIVE_OPTIONS
-from ..errors import CheckpointArgumentError, CheckpointNeed
+from ..errors import CheckpointArgumentError, CheckpointNeed, ConfigError
 from .formats import authors
 
 
@@ -83,6 +84,29 @@ class CheckpointInfo:
         if self.armt is None:
             return None
         return "ARMTForCausalLM" if self.armt_config else "AssociativeRecurrentWrapper"
+
+    @property
+    def memory_type(self) -> str | None:
+        """The memory type loading it gives ("tokens", "associative", an RMT Lens folder's own), None
+        while unknown (a pickled file not read yet, no weights, a format RMT Lens refuses)."""
+        if self.format == "rmt-lens":
+            return str((self.rmt or {}).get("memory", "tokens"))
+        return {formats.ARMT: "associative", formats.AUTHORS: "tokens"}.get(self.format)
+
+    def check_options(self, rmt_config: RMTConfig | dict[str, Any] | None,
+                      backbone_config: dict[str, Any] | None = None) -> None:
+        """rmt_config's memory_options checked as rmt_core.load checks them: against this checkpoint's memory
+        type (check_given_options) and, for an ARMT, against what its weights show (with `backbone_config`
+        or the stored one, wrap_pos too). CheckpointArgumentError naming the first one refused; nothing is
+        checked while the type is unknown."""
+        if self.memory_type is None:
+            return
+        given = check_given_options(self.memory_type, explicit_fields(rmt_config), self.path)
+        if self.armt is not None:
+            config = backbone_config if backbone_config is not None else self.stored_backbone
+            source = self.weights.source if self.weights else self.path
+            formats.armt.check_against_weights(formats.armt.shown_options(self.armt, config, source), given, source,
+                                               given=True)
 
     def describe(self) -> str:
         """One line for people: the format found and the weights' layout."""
@@ -224,3 +248,21 @@ def explicit_fields(rmt_config: RMTConfig | dict[str, Any] | None) -> dict[str, 
         raise CheckpointArgumentError(f"rmt_config's memory_options must be a dict, got "
                                       f"{type(rmt_config['memory_options']).__name__}.", argument="memory_options")
     return dict(rmt_config)
+
+
+def check_given_options(memory: str, explicit: dict[str, Any], source: object) -> dict[str, Any]:
+    """The caller's memory_options (rmt_config's), checked against what memory type `memory` declares
+    (MemoryType.option_problem); returns them. Raises CheckpointArgumentError naming the first it
+    refuses (an unknown name, with the known ones; a value outside what is allowed; a variant it does
+    not implement): argument "memory_options", option and value set."""
+    given = dict(explicit.get("memory_options") or {})
+    try:
+        cls = memory_class(memory)
+    except ConfigError:
+        return given  # an unknown memory type: RMTConfig names it (and the known ones) when it is built
+    for name, value in given.items():
+        why = cls.option_problem(name, value)
+        if why:
+            raise CheckpointArgumentError(f"{source}: rmt_config's memory_options: {why}.", problem=f"{why}.",
+                                          argument="memory_options", option=name, value=value)
+    return given

@@ -259,6 +259,33 @@ def causal_lm_config(config: Mapping[str, Any] | None, source: object) -> dict[s
             "base_model_name": config.get("base_model_name"), "layers_attr": config.get("layers_attr")}
 
 
+def shown_options(layout: ArmtLayout, backbone_config: Mapping[str, Any] | None, source: object) -> dict[str, Any]:
+    """The memory options the weights decide (SHOWN): d_mem, gating, n_heads (unless gating hides it) and,
+    given the backbone's config, wrap_pos (wrap_pos_from_weights)."""
+    shown: dict[str, Any] = {"d_mem": layout.d_mem, "gating": layout.gating}
+    if backbone_config is not None:
+        shown["wrap_pos"] = wrap_pos_from_weights(layout, backbone_config, source)
+    if layout.n_heads is not None:
+        shown["n_heads"] = layout.n_heads
+    return shown
+
+
+def check_against_weights(shown: Mapping[str, Any], options: Mapping[str, Any], source: object, given: bool) -> None:
+    """Refuse memory options that contradict what the weights show (shown_options): the caller's
+    (given=True: CheckpointArgumentError, argument "memory_options") or an ARMTForCausalLM config's
+    (given=False: CheckpointError, the file contradicts itself)."""
+    where = "rmt_config's memory_options" if given else "config.json"
+    for name in SHOWN:
+        if name in options and name in shown and options[name] != shown[name]:
+            message = (f"{source}: {where} says {name}={options[name]!r} but the weights show "
+                       f"{name}={shown[name]!r}. Leave {name} out: it is read from the weights.")
+            if not given:
+                raise CheckpointError(message)
+            raise CheckpointArgumentError(
+                message, argument="memory_options", option=name, value=options[name],
+                problem=f"the weights show {name}={shown[name]!r}: leave {name} out, it is read from the weights.")
+
+
 def rmt_fields(layout: ArmtLayout, explicit: Mapping[str, Any], stored: Mapping[str, Any] | None,
                backbone_config: Mapping[str, Any], source: object) -> ArmtReading:
     """The RMTConfig fields of an ARMT checkpoint: the weights first, then an ARMTForCausalLM config
@@ -280,21 +307,10 @@ def rmt_fields(layout: ArmtLayout, explicit: Mapping[str, Any], stored: Mapping[
     if stored.get("layers_attr") not in (None, layout.layers_attr):
         raise CheckpointError(f"{source}: config.json says layers_attr={stored['layers_attr']!r} but the weights "
                               f"wrap '{layout.layers_attr}'.")
-    shown: dict[str, Any] = {"d_mem": layout.d_mem, "gating": layout.gating,
-                             "wrap_pos": wrap_pos_from_weights(layout, backbone_config, source)}
-    if layout.n_heads is not None:
-        shown["n_heads"] = layout.n_heads
+    shown = shown_options(layout, backbone_config, source)
     given = dict(explicit.get("memory_options") or {})
-    for where, options in (("config.json", stored["memory_options"]), ("rmt_config's memory_options", given)):
-        for name in SHOWN:
-            if name in options and name in shown and options[name] != shown[name]:
-                message = (f"{source}: {where} says {name}={options[name]!r} but the weights show "
-                           f"{name}={shown[name]!r}. Leave {name} out: it is read from the weights.")
-                if options is stored["memory_options"]:
-                    raise CheckpointError(message)
-                raise CheckpointArgumentError(
-                    message, argument="memory_options", option=name, value=options[name],
-                    problem=f"the weights show {name}={shown[name]!r}: leave {name} out, it is read from the weights.")
+    check_against_weights(shown, stored["memory_options"], source, given=False)
+    check_against_weights(shown, given, source, given=True)
     for where, fields in (("config.json", stored["rmt"]), ("rmt_config", explicit)):
         if fields.get("num_mem_tokens", layout.num_mem_tokens) != layout.num_mem_tokens:
             message = (f"{source}: {where} says num_mem_tokens={fields['num_mem_tokens']!r} but the weights hold "
