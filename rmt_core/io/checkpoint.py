@@ -439,24 +439,33 @@ def _refuse_weights_options(memory: str, given: dict[str, Any], stored: dict[str
 
 def _checked_config(fields: dict[str, Any], given: dict[str, Any], source: object) -> RMTConfig:
     """RMTConfig.from_dict(fields). Its ConfigError is the caller's (CheckpointArgumentError naming
-    memory_options) when the same fields with the caller's memory options back at the memory type's
-    defaults are valid (e.g. n_heads=3 given for d_mem=4), else the file's (CheckpointError)."""
+    memory_options, and the option when one alone is at fault) when the same fields with one, else all,
+    of the caller's memory options back at the memory type's defaults are valid (e.g. n_heads=3 given
+    for d_mem=4); else the file's (CheckpointError)."""
     try:
         return RMTConfig.from_dict(fields)
     except ConfigError as exc:
         error: Exception = exc
-    if given:
+    if not given:
+        raise CheckpointError(f"{source}: {error}") from error
+    try:
         specs = memory_class(fields.get("memory", "tokens")).option_specs or {}
-        options = {k: v for k, v in (fields.get("memory_options") or {}).items() if k not in given}
-        options.update({k: specs[k].default for k in given if k in specs})
+    except ConfigError:  # an unknown memory type: the file's (the message names the known ones)
+        raise CheckpointError(f"{source}: {error}") from error
+
+    def valid_without(names: list[str]) -> bool:
+        options = {k: v for k, v in (fields.get("memory_options") or {}).items() if k not in names}
+        options.update({k: specs[k].default for k in names if k in specs})
         try:
             RMTConfig.from_dict({**fields, "memory_options": options})
         except ConfigError:
-            pass
-        else:
-            raise CheckpointArgumentError(f"{source}: {error}", problem=str(error), argument="memory_options",
-                                          option=next(iter(given)) if len(given) == 1 else None,
-                                          value=next(iter(given.values())) if len(given) == 1 else None) from error
+            return False
+        return True
+
+    culprit = next((name for name in given if valid_without([name])), None)
+    if culprit is not None or valid_without(list(given)):
+        raise CheckpointArgumentError(f"{source}: {error}", problem=str(error), argument="memory_options",
+                                      option=culprit, value=given.get(culprit)) from error
     raise CheckpointError(f"{source}: {error}") from error
 
 

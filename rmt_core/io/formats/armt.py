@@ -43,7 +43,7 @@ FA_MATHS = {"normalize_features": False, "correction": True, "use_denom": True}
 EXP_MATHS = {"normalize_features": True, "correction": True, "use_denom": True}
 SHOWN = tuple(name for name, option in OPTIONS.items() if option.by_weights)  # d_mem, n_heads, gating, wrap_pos
 N_HEADS = CheckpointNeed("memory_options.n_heads", "the number of heads, which gating hides (W_mb is d x d)",
-                         "rmt_config={'memory_options': {'n_heads': H}}", "--memory-option n_heads=H", "the heads box")
+                         "rmt_config={'memory_options': {'n_heads': H}}", "--memory-option n_heads=H", "the n_heads box")
 N_HEADS_HINT = N_HEADS.hint
 REFUSED_CONFIG = {  # ARMTForCausalLM config field -> the variant it switches on
     "act_on": "adaptive computation time (ACT)",
