@@ -827,9 +827,9 @@ COMMANDS: dict[str, Command] = {
                     "Evaluate a checkpoint on fact recall, an algorithmic task or perplexity; every number "
                     "is measured with memory and with the memory reset before every segment."),
     "list": Command("list the shipped checkpoints", add_list, run_list),
-    "convert": Command("convert another RMT checkpoint (the authors' format) to an RMT Lens folder", add_convert,
+    "convert": Command("convert another RMT checkpoint (the authors' RMT or ARMT) to an RMT Lens folder", add_convert,
                        run_convert,
-                       "Load a checkpoint RMT Lens can read (its own, or the authors' RMT in any layout: "
+                       "Load a checkpoint RMT Lens can read (its own, or the authors' RMT or ARMT in any layout: "
                        "model.safetensors, sharded weights, pytorch_model.bin, a .pth training dict), write it as an "
                        "RMT Lens folder (safetensors + config + tokenizer + a card naming the source) and print the "
                        "largest logit difference between the source and the written folder on a random input."),

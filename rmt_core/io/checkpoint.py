@@ -5,8 +5,8 @@ A folder written by RMTModel.save_pretrained holds
     model.safetensors  "initial_memory" and "backbone.<name>" tensors (tied aliases stored once)
     tokenizer files    as PreTrainedTokenizerFast.save_pretrained writes them
     README.md          the model card
-Other trainers' checkpoints (the authors' RMT in every layout) are read through
-rmt_core.io.formats; a Hugging Face Hub name resolves through rmt_core.io.hub (local cache).
+Other trainers' checkpoints (the authors' RMT and ARMT in every layout) are read through
+rmt_core.io.formats, and what they still need is found by rmt_core.io.checkpoint_info; a Hugging Face Hub name resolves through rmt_core.io.hub (local cache).
 Nothing here unpickles, except pickled files behind an explicit opt-in (weights_only=True).
 """
 from __future__ import annotations
