@@ -89,15 +89,19 @@ def shipped_checkpoints() -> list[dict[str, str]]:
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
 def load_model(name_or_path: str, trust_pickle: bool = False, segment_size: int | None = None,
-               backbone: str | None = None):
+               backbone: str | None = None, memory_options: tuple[tuple[str, Any], ...] = ()):
     """One shared copy of each model per server (tracing never mutates it).
 
-    trust_pickle / segment_size / backbone: what a checkpoint written by other code may
-    need (see rmt_core.load); never a download (Hub names resolve from the local cache)."""
+    trust_pickle / segment_size / backbone / memory_options ((name, value) pairs): what a checkpoint
+    written by other code may need (see rmt_core.load); never a download (Hub names resolve from the
+    local cache)."""
     if name_or_path == FALLBACK_NAME:
         return _fallback_model()
-    rmt_config = {"segment_size": int(segment_size)} if segment_size else None
-    return rmt_core.load(name_or_path, trust_pickle=trust_pickle, rmt_config=rmt_config, backbone=backbone or None)
+    rmt_config: dict[str, Any] = {"segment_size": int(segment_size)} if segment_size else {}
+    if memory_options:
+        rmt_config["memory_options"] = dict(memory_options)
+    return rmt_core.load(name_or_path, trust_pickle=trust_pickle, rmt_config=rmt_config or None,
+                         backbone=backbone or None)
 
 
 def inspect_checkpoint(name_or_path: str):
@@ -171,8 +175,9 @@ def default_checkpoint_name() -> str:
 
 
 def model_facts(model) -> dict[str, Any]:
+    """The sidebar's table of the model: checkpoint, backbone sizes, memory, segment size, weights hash."""
     cfg = model.config
-    return {
+    facts = {
         "checkpoint": model.name,
         "backbone": model.backbone.config.model_type,
         "layers": model.num_layers,
@@ -184,6 +189,12 @@ def model_facts(model) -> dict[str, Any]:
         "trained on": cfg.task or cfg.description or "—",
         "weights": model.weights_hash(),
     }
+    if cfg.memory != "tokens":  # another memory type: its own settings instead of the RMT's slots and masks
+        facts["memory tokens"] = facts.pop("memory slots")
+        del facts["mask mode"]
+        facts["memory"] = cfg.memory + "".join(
+            f", {k}={'on' if v is True else 'off' if v is False else v}" for k, v in sorted(cfg.memory_options.items()))
+    return facts
 
 
 # ---------------------------------------------------------------------- documents

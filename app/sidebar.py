@@ -44,16 +44,18 @@ def current_model():
     """The selected model, or None with an error shown (the app keeps working)."""
     name = st.session_state.get(state.CHECKPOINT) or services.default_checkpoint_name()
     options = {}
+    local = name == LOCAL
     try:
-        if name == LOCAL:
+        if local:
             name = (st.session_state.get(state.LOCAL_FOLDER) or "").strip()
             if not name:
                 return None
             name = services.allowed_checkpoint(name)  # what a browser types stays inside the allowed folders
-            options = local_checkpoint.load_options()
+            options = local_checkpoint.load_options(name)
         return services.load_model(name, **options)
-    except RMTLensError as exc:
-        st.error(literal(f"Could not load this model: {services.app_message(exc)}"))
+    except RMTLensError as exc:  # a local checkpoint's: named by the box that gives what does not fit
+        shown = local_checkpoint.message(exc) if local else services.app_message(exc)
+        st.error(literal(f"Could not load this model: {shown}"))
         return None
 
 
@@ -297,6 +299,11 @@ def render():
             st.info("Choose a model to start.")
             return None
         st.session_state["current_model_name"] = model.name
+        if model.tokenizer is None:  # e.g. the authors' weights with a backbone folder of config.json alone
+            st.error("This model has no tokenizer, so it cannot read documents: give a backbone folder (the "
+                     "backbone box) that holds the backbone's tokenizer files beside its config.json.")
+            _model_facts(model)
+            return None
         document, clicked, why = _choose_document(model)
         busy = running()
         if st.session_state.get(state.SOURCE) != PASTE:
@@ -331,9 +338,13 @@ def render():
             st.session_state.setdefault(state.SEGMENT, trace.num_segments - 1)
             st.session_state[state.SEGMENT] = min(st.session_state[state.SEGMENT], trace.num_segments - 1)
             st.slider("Segment", 0, trace.num_segments - 1, key=state.SEGMENT)
-        with st.expander("Model facts", expanded=False):
-            st.table({k: [literal(v)] for k, v in services.model_facts(model).items()}, border="horizontal")
+        _model_facts(model)
         return progress
+
+
+def _model_facts(model) -> None:
+    with st.expander("Model facts", expanded=False):
+        st.table({k: [literal(v)] for k, v in services.model_facts(model).items()}, border="horizontal")
 
 
 def watch_run(progress) -> None:

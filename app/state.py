@@ -6,6 +6,7 @@ LOCAL_FOLDER = "local_folder"
 LOCAL_SEGMENT_SIZE = "local_segment_size"  # what a foreign checkpoint does not store (app/views/local_checkpoint.py)
 LOCAL_BACKBONE = "local_backbone"
 LOCAL_TRUST_PICKLE = "local_trust_pickle"
+LOCAL_MEMORY_OPTION = "local_memory_option:"  # + option name + the checkpoint's hash: an ARMT's open memory options
 SOURCE = "document_source"
 PASTED = "pasted_text"
 UPLOADED = "uploaded_document"  # (file id, services.Document or the error it gave) of the uploaded file, read once

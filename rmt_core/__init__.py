@@ -57,13 +57,13 @@ from typing import Any
 
 from ._version import __version__
 from .engine.config import RMTConfig
-from .errors import (ArgumentError, CheckpointError, ConfigError, DocumentError, QuestionError, RMTLensError,
-                     TraceCancelled, TraceError)
+from .errors import (ArgumentError, CheckpointArgumentError, CheckpointError, ConfigError, DocumentError,
+                     QuestionError, RMTLensError, TraceCancelled, TraceError)
 
 __all__ = [
     "RMTConfig", "RMTModel", "RMTOutput", "MemoryType", "SegmentRow", "TokenMemory", "register_memory", "load", "save", "inspect_checkpoint", "list_checkpoints",
     "DEFAULT_CHECKPOINT", "Trace", "trace", "trace_iter", "ask",
-    "RMTLensError", "ArgumentError", "ConfigError", "CheckpointError", "TraceError", "TraceCancelled", "DocumentError",
+    "RMTLensError", "ArgumentError", "ConfigError", "CheckpointError", "CheckpointArgumentError", "TraceError", "TraceCancelled", "DocumentError",
     "QuestionError", "analysis", "series", "figures", "answers", "attribution", "interventions",
     "__version__",
 ]

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import DocumentError, RMTLensError, unexpected_error_message
+from .cli_checkpoints import add_load_options, load_checkpoint, load_options, positive_int as _positive_int
+from .errors import CheckpointArgumentError, DocumentError, RMTLensError, unexpected_error_message
 
 # Nothing heavy (torch, transformers, plotly, captum) is imported at module level or while the
 # parser is built for `rmt-lens --help`: each command imports what it needs when it runs, and
@@ -62,16 +63,6 @@ def _segment_list(value: str) -> tuple[int, ...]:
     if not counts or min(counts) < 1:
         raise argparse.ArgumentTypeError(f"segment counts must be integers >= 1, got {value!r}")
     return counts
-
-
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return n
 
 
 def _non_negative_int(value: str) -> int:
@@ -274,20 +265,19 @@ def add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     p.add_argument("--threads", type=_positive_int, default=None, metavar="T", help="CPU threads for torch")
     p.add_argument("--json", metavar="OUT", default=None, help="also write the results to this JSON file")
-    _add_load_options(p)
+    add_load_options(p)
 
 
 def run_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from .io import checkpoint
     from .training import evaluation
     from .training.evaluation import ALGORITHMIC_TASKS, FACT_TASKS
 
     if args.threads:
         torch.set_num_threads(args.threads)
     haystack = read_text_file(args.haystack) if args.haystack else None
-    model = checkpoint.load(args.checkpoint, device=args.device, **_load_options(args))
+    model = load_checkpoint(args.checkpoint, args, device=args.device)
     segments = args.segments or DEFAULT_SEGMENTS.get(args.task, FACT_SEGMENTS)
     result: dict[str, Any] = {"checkpoint": str(args.checkpoint), "task": args.task, "seed": args.seed}
     _say(f"{model.name}: {args.task}, {model.config.num_mem_tokens} memory slots, "
@@ -378,33 +368,10 @@ def run_ship(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- shared: traces and models
-def _add_load_options(p: argparse.ArgumentParser) -> None:
-    """What a checkpoint written by other code may need (see rmt_core.load)."""
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="allow pickled weights (pytorch_model.bin, .pth); read with torch.load(weights_only=True). "
-                        "Only for files you trust")
-    p.add_argument("--segment-size", type=_positive_int, default=None, metavar="N",
-                   help="segment size for checkpoints that do not store it (the authors' RMT); "
-                        "overrides the stored one otherwise")
-    p.add_argument("--backbone", default=None, metavar="NAME_OR_DIR",
-                   help="the backbone's config (and tokenizer) for checkpoints without one: a folder or a "
-                        "Hugging Face model name from the local cache")
-
-
-def _load_options(args: argparse.Namespace) -> dict[str, Any]:
-    """rmt_core.load keyword arguments from the --trust-pickle / --segment-size / --backbone flags."""
-    segment_size = getattr(args, "segment_size", None)
-    return {
-        "trust_pickle": bool(getattr(args, "trust_pickle", False)),
-        "rmt_config": {"segment_size": segment_size} if segment_size is not None else None,
-        "backbone": getattr(args, "backbone", None),
-    }
-
-
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     p.add_argument("--threads", type=_positive_int, default=None, metavar="T", help="CPU threads for torch")
-    _add_load_options(p)
+    add_load_options(p)
 
 
 def _load_model(args: argparse.Namespace):
@@ -415,9 +382,7 @@ def _load_model(args: argparse.Namespace):
         torch.set_num_threads(args.threads)
     if not getattr(args, "checkpoint", None):
         return None
-    from .io import checkpoint
-
-    return checkpoint.load(args.checkpoint, device=args.device, **_load_options(args))
+    return load_checkpoint(args.checkpoint, args, device=args.device)
 
 
 def _load_trace(path: str, model=None):
@@ -484,10 +449,13 @@ def _write_text(path: str | Path, text: str) -> Path:
 
 # ---------------------------------------------------------------------- trace
 def add_trace(p: argparse.ArgumentParser) -> None:
+    from .io.checkpoint import DEFAULT_CHECKPOINT
+
     p.add_argument("file", metavar="FILE",
                    help="document to trace: .txt, .md, .pdf, .docx, .html (any other file is read as plain text)")
-    p.add_argument("--checkpoint", required=True, metavar="C",
-                   help="checkpoint folder, or the name of a shipped checkpoint (see `list`)")
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, metavar="C",
+                   help=f"checkpoint folder, or the name of a shipped checkpoint (see `list`; default: "
+                        f"{DEFAULT_CHECKPOINT})")
     p.add_argument("--out", required=True, metavar="T", help="trace file to write (safetensors), e.g. book.trace")
     p.add_argument("--max-tokens", type=_positive_int, default=None, metavar="N",
                    help="trace only the first N tokens (default: the whole document; a document over the "
@@ -820,14 +788,13 @@ def add_convert(p: argparse.ArgumentParser) -> None:
                    help="checkpoint to convert: a folder, a weights file (.safetensors, .bin, .pth, an .index.json) "
                         "or a Hugging Face model name in the local cache")
     p.add_argument("--out", required=True, metavar="DIR", help="new folder for the RMT Lens checkpoint")
-    _add_load_options(p)
+    add_load_options(p)
 
 
 def run_convert(args: argparse.Namespace) -> int:
     from .io.formats.convert import convert_checkpoint
 
-    options = _load_options(args)
-    result = convert_checkpoint(args.source, args.out, **options)
+    result = convert_checkpoint(args.source, args.out, **load_options(args))
     _say(f"source: {result.source_format}")
     _say(f"wrote {result.out} (config.json, model.safetensors, README.md"
          f"{', tokenizer' if result.has_tokenizer else ''})")
@@ -843,13 +810,14 @@ def run_convert(args: argparse.Namespace) -> int:
 def add_study(p: argparse.ArgumentParser) -> None:
     from .studies.cli import add_study as add
 
-    add(p)
+    add(p, add_load_options=add_load_options)
 
 
 def run_study(args: argparse.Namespace) -> int:
+    from .cli_checkpoints import study_loader
     from .studies.cli import run
 
-    return run(args)
+    return run(args, load=study_loader(args))
 
 
 COMMANDS: dict[str, Command] = {
@@ -859,9 +827,9 @@ COMMANDS: dict[str, Command] = {
                     "Evaluate a checkpoint on fact recall, an algorithmic task or perplexity; every number "
                     "is measured with memory and with the memory reset before every segment."),
     "list": Command("list the shipped checkpoints", add_list, run_list),
-    "convert": Command("convert another RMT checkpoint (the authors' format) to an RMT Lens folder", add_convert,
+    "convert": Command("convert another RMT checkpoint (the authors' RMT or ARMT) to an RMT Lens folder", add_convert,
                        run_convert,
-                       "Load a checkpoint RMT Lens can read (its own, or the authors' RMT in any layout: "
+                       "Load a checkpoint RMT Lens can read (its own, or the authors' RMT or ARMT in any layout: "
                        "model.safetensors, sharded weights, pytorch_model.bin, a .pth training dict), write it as an "
                        "RMT Lens folder (safetensors + config + tokenizer + a card naming the source) and print the "
                        "largest logit difference between the source and the written folder on a random input."),
@@ -890,9 +858,10 @@ COMMANDS: dict[str, Command] = {
                                 "or write its figures and tables (rmt-lens study report DIR --out FIGDIR)."),
 }
 
-from . import cli_compare  # noqa: E402  (the compare and patch commands live in their own module)
+from . import cli_checkpoints, cli_compare  # noqa: E402  (inspect, compare and patch live in their own modules)
 
 COMMANDS.update({name: Command(*spec) for name, spec in cli_compare.COMMANDS.items()})
+COMMANDS.update({name: Command(*spec) for name, spec in cli_checkpoints.COMMANDS.items()})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -941,6 +910,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(COMMANDS[args.command].run(args) or 0)
+    except CheckpointArgumentError as exc:  # the checkpoint needs a flag, or a flag does not fit it: usage
+        print(f"error: {cli_checkpoints.usage_message(exc)}", file=sys.stderr)
+        return 2
     except (RMTLensError, OSError) as exc:
         message = in_flags(" ".join(str(exc).split())) or type(exc).__name__
         print(f"error: {message}", file=sys.stderr)

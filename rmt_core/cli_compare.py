@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from .cli_checkpoints import add_load_options, load_checkpoint
 from .errors import RMTLensError
 
 FIGURE_FORMATS = ("svg", "pdf", "png", "html")
@@ -38,15 +39,14 @@ def index_list(value: str) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _load(path: str, checkpoint: str | None, device: str | None):
-    """A trace file, with the checkpoint attached when given (refused by name when it is another model)."""
+def _load(path: str, checkpoint: str | None, args: argparse.Namespace):
+    """A trace file, with the checkpoint attached when given (loaded with the command's load flags;
+    refused by name when it is another model)."""
     from .tracing.trace import Trace
 
     trace = Trace.load(path)  # a missing or broken file fails before a model is loaded
     if checkpoint:
-        from .io.checkpoint import load
-
-        trace.attach(load(checkpoint, device=device))
+        trace.attach(load_checkpoint(checkpoint, args, device=args.device))
     return trace
 
 
@@ -89,6 +89,7 @@ def add_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=FIGURE_FORMATS, default="svg",
                    help="figure files: svg, pdf, png (need Chromium, as `figures`) or html (plotly.js beside them)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
+    add_load_options(p)  # for --checkpoint and --checkpoint-b alike
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -104,13 +105,13 @@ def run_compare(args: argparse.Namespace) -> int:
         raise RMTLensError("--memory-reset traces A's document again: give --checkpoint, the checkpoint A was made with.")
     if args.format != "html":
         export.require_browser()  # fail before any work
-    a = _load(args.trace_a, args.checkpoint, args.device)
+    a = _load(args.trace_a, args.checkpoint, args)
     if args.memory_reset:
         from .explain.compare import reset_run
 
         b, name_b = reset_run(a), f"{Path(args.trace_a).stem} (memory reset)"
     else:
-        b, name_b = _load(args.trace_b, args.checkpoint_b or args.checkpoint, args.device), Path(args.trace_b).stem
+        b, name_b = _load(args.trace_b, args.checkpoint_b or args.checkpoint, args), Path(args.trace_b).stem
     c = compare(a, b, align=args.align, threshold=DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
                 names=(Path(args.trace_a).stem, name_b))
     out = Path(args.out)
@@ -151,16 +152,16 @@ def add_patch(p: argparse.ArgumentParser) -> None:
                    help="memory slots patched one at a time, e.g. 0,3 (default: every slot); 'all slots' is added")
     p.add_argument("--csv", default=None, metavar="FILE", help="write every cell (.csv; .json adds provenance)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
+    add_load_options(p)
 
 
 def run_patch(args: argparse.Namespace) -> int:
-    from .io.checkpoint import load
     from .explain.interventions import patch_sweep
     from .errors import ArgumentError
     from .tracing.trace import Trace
 
     target, source = Trace.load(args.target), Trace.load(args.source)
-    model = load(args.checkpoint, device=args.device)
+    model = load_checkpoint(args.checkpoint, args, device=args.device)
     target.attach(model)
     source.attach(model)
     try:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import tempfile
 import traceback
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 
 class RMTLensError(Exception):
@@ -26,6 +28,63 @@ class ConfigError(RMTLensError, ValueError):
 
 class CheckpointError(RMTLensError):
     """A checkpoint folder is missing, incomplete, corrupt or does not fit its config."""
+
+
+@dataclass(frozen=True)
+class CheckpointNeed:
+    """Something loading a checkpoint needs from its caller, in each interface's terms.
+
+    key: the setting ("segment_size", "backbone", "trust_pickle", "memory_options.n_heads");
+    what: a phrase for people ("the segment size it was trained with"); python: the argument of
+    rmt_core.load that gives it; flag: the command-line flag; box: the app's box; detail: a note on
+    where the answer may be found (" (config.json names base_model_name 'gpt2')"), or "".
+    """
+
+    key: str
+    what: str
+    python: str
+    flag: str
+    box: str
+    detail: str = ""
+
+    @property
+    def hint(self) -> str:
+        """How to give it, in every interface: "python (command line: flag; in the app: box)"."""
+        return f"{self.python} (command line: {self.flag}; in the app: {self.box})"
+
+    def text(self) -> str:
+        """The need for Python callers: "what: hint" plus the detail."""
+        return f"{self.what}: {self.hint}{self.detail}"
+
+
+class CheckpointArgumentError(CheckpointError, ArgumentError):
+    """A checkpoint that needs something its caller did not give, or was given something that does
+    not fit it: the caller's to fix (a usage error: exit status 2 on the command line, a box in the
+    app), not a missing or corrupt file (those stay a plain CheckpointError).
+
+    ``str(exc)`` is the whole message for Python callers. The facts, for every interface's own words:
+    - problem: what is wrong, without advice (defaults to the whole message);
+    - needs: what is missing, each a CheckpointNeed, in order (empty when something given is wrong);
+    - argument: the argument at fault when something given is wrong ("memory_options", "rmt_config",
+      "num_mem_tokens", "memory"), else None; option / value: the memory option and the value given.
+    """
+
+    def __init__(self, message: str, *, problem: str | None = None, needs: tuple[CheckpointNeed, ...] = (),
+                 argument: str | None = None, option: str | None = None, value: Any = None) -> None:
+        super().__init__(message)
+        self.problem = problem or message
+        self.needs = tuple(needs)
+        self.argument = argument
+        self.option = option
+        self.value = value
+
+    def __reduce__(self):  # keep the facts through pickling (e.g. across processes)
+        return (_rebuild_checkpoint_argument_error, (str(self), self.problem, self.needs, self.argument, self.option,
+                                                     self.value))
+
+
+def _rebuild_checkpoint_argument_error(message, problem, needs, argument, option, value) -> CheckpointArgumentError:
+    return CheckpointArgumentError(message, problem=problem, needs=needs, argument=argument, option=option, value=value)
 
 
 class TraceError(RMTLensError):

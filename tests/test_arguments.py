@@ -210,7 +210,11 @@ def bad_argument_sets(f) -> dict[str, list[list[str]]]:
                   ["run", "--depths", "101", "--out", "x"], ["run", "--samples", "-1", "--out", "x"],
                   ["run", "--source", str(f["dir"] / "missing"), "--out", "x"],
                   ["run", "--segments", "2", "--depths", "50", "--samples", "1", "--ray", "nowhere", "--out", "x"],
-                  ["report", str(f["dir"]), "--out", "x"], ["report", str(f["dir"]), "--out", "x", "--format", "gif"]],
+                  ["report", str(f["dir"]), "--out", "x"], ["report", str(f["dir"]), "--out", "x", "--format", "gif"],
+                  ["run", "--checkpoint", c, "--memory-option", "correction=false", "--out", "x"]],
+        "inspect": [[], [str(f["dir"] / "nowhere")], [c, "--memory-option", "correction=false"],  # tokens: no options
+                    [c, "--memory-option", "correction"], [c, "--memory-option", "a=1", "--memory-option", "a=2"],
+                    [c, "--backbone", str(f["dir"] / "nowhere")]],
     }
 
 

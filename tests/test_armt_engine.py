@@ -313,7 +313,7 @@ def test_trace_replay_and_layer_edits(gpt2, tmp_path):
 
 # ---------------------------------------------------------------------- bad options
 @pytest.mark.parametrize("options, match", [
-    ({"dmem": 8}, r"Unknown memory_options \['dmem'\].*known options are .*'d_mem'"),
+    ({"dmem": 8}, r"unknown option 'dmem' for the associative memory; known options are .*\bd_mem\b"),
     ({"d_mem": "64"}, r"d_mem must be an integer >= 1"),
     ({"d_mem": 0}, r"d_mem must be an integer >= 1"),
     ({"gating": 1}, r"gating must be true or false"),

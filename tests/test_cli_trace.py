@@ -108,8 +108,8 @@ def test_trace_missing_file_exits_1(ckpt, tmp_path, capsys):
 
 
 def test_trace_usage_error_exits_2(capsys):
-    code, _, err = run(capsys, "trace", "doc.txt", "--out", "t.trace")  # no --checkpoint
-    assert code == 2 and "--checkpoint" in err
+    code, _, err = run(capsys, "trace", "doc.txt")  # no --out (--checkpoint defaults to the shipped default model)
+    assert code == 2 and "--out" in err
 
 
 # ---------------------------------------------------------------------- figures

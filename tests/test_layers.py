@@ -17,6 +17,7 @@ BASE_MODULES = {"rmt_core.errors", "rmt_core.checks", "rmt_core.token_text", "rm
                 "rmt_core.operating_range"}
 TOP_MODULES = {"rmt_core", "rmt_core.cli", "rmt_core.__main__"}
 TOP_MODULES |= {"rmt_core.cli_compare"}  # the compare / patch commands, registered from cli.py
+TOP_MODULES |= {"rmt_core.cli_checkpoints"}  # the load flags every loading command takes, and inspect
 TOP_MODULES |= {"rmt_core.demos"}  # demo inputs for front ends, over training/
 
 

@@ -5,16 +5,14 @@ A folder written by RMTModel.save_pretrained holds
     model.safetensors  "initial_memory" and "backbone.<name>" tensors (tied aliases stored once)
     tokenizer files    as PreTrainedTokenizerFast.save_pretrained writes them
     README.md          the model card
-Other trainers' checkpoints (the authors' RMT in every layout) are read through
-rmt_core.io.formats; a Hugging Face Hub name resolves through rmt_core.io.hub (local cache).
+Other trainers' checkpoints (the authors' RMT and ARMT in every layout) are read through
+rmt_core.io.formats, and what they still need is found by rmt_core.io.checkpoint_info; a Hugging Face Hub name resolves through rmt_core.io.hub (local cache).
 Nothing here unpickles, except pickled files behind an explicit opt-in (weights_only=True).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +24,12 @@ from .atomic import written_whole
 from ..engine.backbones import backbone_from_config
 from ..engine.config import RMTConfig
 from ..engine.devices import default_dtype, pick_device
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointArgumentError, CheckpointError, ConfigError
+# CheckpointInfo and OpenOption are re-exported: this is the module the app reads them from.
+from .checkpoint_info import (CheckpointInfo, OpenOption, check_given_options,  # noqa: F401
+                              explicit_fields as _explicit_fields)
 from .formats import authors
+from ..engine.memory import memory_class
 from ..engine.model import RMTModel
 
 FORMAT = "rmt-lens"
@@ -175,85 +177,11 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, download: bool = False) 
 
 
 # ---------------------------------------------------------------------- inspecting
-@dataclass
-class CheckpointInfo:
-    """What a checkpoint is and what loading it still needs, found without unpickling anything.
-
-    format: "rmt-lens", one of rmt_core.io.formats.FORMAT_NAMES ("authors", "armt", "lucidrains",
-        "backbone", "unknown"), "pickled" (a pickled file: unknown until trusted and read)
-        or "none" (no weights found).
-    """
-
-    path: Path
-    format: str
-    weights: formats.WeightFiles | None = None
-    num_mem_tokens: int | None = None  # from the memory tensor's shape, when readable
-    has_backbone_config: bool = False  # a config.json with the backbone's model_type beside the weights
-    has_segment_size: bool = False  # a stored RMT config with segment_size
-    has_tokenizer: bool = False
-    armt: formats.armt.ArmtLayout | None = None  # an ARMT's layout, from the safetensors header
-    armt_config: dict[str, Any] | None = None  # an ARMTForCausalLM config.json's settings (armt.causal_lm_config)
-
-    @property
-    def needs_pickle_opt_in(self) -> bool:
-        return self.weights is not None and self.weights.pickled
-
-    @property
-    def foreign(self) -> bool:
-        """True for checkpoints not written by RMT Lens (their settings may be missing)."""
-        return self.format not in ("rmt-lens", "none")
-
-    def describe(self) -> str:
-        """One line for people: the format found and the weights' layout."""
-        if self.format == "rmt-lens":
-            return "an RMT Lens checkpoint"
-        if self.format == "none":
-            return "no checkpoint (no config.json and no weights)"
-        if self.format == "pickled" and self.weights is not None:
-            return f"{self.weights.describe()}, whose RMT format shows once it is read"
-        what = formats.FORMAT_NAMES[self.format]
-        weights = self.weights.describe() if self.weights else "no weights"
-        if self.armt is not None:
-            assumed = self.assumed()
-            return (f"{what} ({'ARMTForCausalLM' if self.armt_config else 'AssociativeRecurrentWrapper'}, "
-                    f"{self.armt.describe()}): {weights}"
-                    + (f"; not stored, so assumed unless given in memory_options: {assumed}" if assumed else ""))
-        slots = f", {self.num_mem_tokens} memory slots" if self.num_mem_tokens is not None else ""
-        return f"{what}{slots}: {weights}"
-
-    def assumed(self, rmt_config: RMTConfig | dict[str, Any] | None = None) -> str:
-        """An ARMT's maths switches that neither its files nor rmt_config's memory_options give, as
-        "name=value, ... (why)" (rmt_core.io.formats.armt.default_maths); "" for other formats."""
-        if self.armt is None:
-            return ""
-        given = {**(self.armt_config or {}).get("memory_options", {}),
-                 **(_explicit_fields(rmt_config).get("memory_options") or {})}
-        return formats.armt.default_maths(self.armt_config is not None, self.armt.written_by_experimental, given)[1]
-
-    def missing(self, trust_pickle: bool = False, rmt_config: RMTConfig | dict[str, Any] | None = None,
-                backbone: str | None = None) -> list[str]:
-        """What loading a foreign checkpoint still needs, each with the argument or flag that supplies it."""
-        if not self.foreign or self.format not in (formats.AUTHORS, formats.ARMT, "pickled"):
-            return []
-        needs = []
-        explicit = _explicit_fields(rmt_config)
-        if self.needs_pickle_opt_in and not trust_pickle:
-            needs.append(f"the opt-in to read a pickled file: {formats.files.TRUST_HINT}")
-        if not self.has_segment_size and "segment_size" not in explicit:
-            needs.append(f"the segment size it was trained with: {authors.SEGMENT_SIZE_HINT}")
-        if not self.has_backbone_config and not backbone:
-            named = (self.armt_config or {}).get("base_model_name")
-            needs.append(f"the backbone's config: {authors.BACKBONE_HINT}"
-                         + (f" (config.json names base_model_name '{named}')" if named else ""))
-        if (self.armt is not None and self.armt.n_heads is None
-                and "n_heads" not in {**(self.armt_config or {}).get("memory_options", {}),
-                                      **(explicit.get("memory_options") or {})}):
-            needs.append(f"the number of heads, which gating hides (W_mb is d x d): {formats.armt.N_HEADS_HINT}")
-        return needs
-
-
-def inspect_checkpoint(name_or_path: str | os.PathLike, download: bool = False) -> CheckpointInfo:
-    """Find what a folder, file or name holds (see CheckpointInfo) without reading pickled data.
+def inspect_checkpoint(name_or_path: str | os.PathLike, download: bool = False,
+                       trust_pickle: bool = False) -> CheckpointInfo:
+    """Find what a folder, file or name holds (see CheckpointInfo) without reading pickled data;
+    with trust_pickle=True a pickled file is read (torch.load(weights_only=True), as rmt_core.load
+    does) so that its format and layout show.
 
     Raises CheckpointError for a missing path, unreadable config.json, incomplete shards,
     corrupt safetensors headers, or an ARMT variant RMT Lens does not run (named: ACT, sink
@@ -263,17 +191,23 @@ def inspect_checkpoint(name_or_path: str | os.PathLike, download: bool = False) 
     folder = path if path.is_dir() else path.parent
     config = _read_config(folder)
     if config is not None and config.get("format") == FORMAT:
-        return CheckpointInfo(path, "rmt-lens", has_tokenizer=_has_tokenizer(folder))
+        rmt = config.get("rmt") if isinstance(config.get("rmt"), dict) else None
+        return CheckpointInfo(path, "rmt-lens", has_tokenizer=_has_tokenizer(folder), rmt=rmt,
+                              has_segment_size=rmt is not None and "segment_size" in rmt,
+                              has_backbone_config=isinstance(config.get("backbone"), dict))
     weights = formats.find_weights(path)
     armt_config = formats.armt.causal_lm_config(config, folder / "config.json")
+    stored_backbone = _stored_backbone_config(config) if config is not None else None
     info = CheckpointInfo(
         path, "none" if weights is None else "pickled", weights=weights,
-        has_backbone_config=config is not None and _stored_backbone_config(config) is not None,
+        has_backbone_config=stored_backbone is not None,
         has_segment_size=config is not None and ((isinstance(config.get("rmt"), dict) and "segment_size" in config["rmt"])
                                                  or "segment_size" in (armt_config or {}).get("rmt", {})),
-        has_tokenizer=_has_tokenizer(folder), armt_config=armt_config,
+        has_tokenizer=_has_tokenizer(folder), armt_config=armt_config, stored_backbone=stored_backbone,
     )
     shapes = formats.tensor_shapes(weights) if weights is not None else None
+    if shapes is None and weights is not None and trust_pickle:
+        shapes = {k: tuple(t.shape) for k, t in formats.read_tensors(weights, trust_pickle=True).items()}
     if shapes is not None:
         info.format = formats.detect_format(shapes)
         keys = formats.detect.memory_keys(shapes)
@@ -282,21 +216,6 @@ def inspect_checkpoint(name_or_path: str | os.PathLike, download: bool = False) 
         if info.format == formats.ARMT:
             info.armt = formats.armt.read_layout(shapes, weights.source)
     return info
-
-
-def _explicit_fields(rmt_config: RMTConfig | dict[str, Any] | None) -> dict[str, Any]:
-    """The RMT settings the caller set: an RMTConfig's explicit fields, or a dict (names checked)."""
-    if rmt_config is None:
-        return {}
-    if isinstance(rmt_config, RMTConfig):
-        return rmt_config.explicit_dict()
-    if not isinstance(rmt_config, dict):
-        raise CheckpointError(f"rmt_config must be an RMTConfig or a dict, got {type(rmt_config).__name__}.")
-    known = {f.name for f in dataclasses.fields(RMTConfig)}
-    unknown = sorted(set(rmt_config) - known)
-    if unknown:
-        raise CheckpointError(f"Unknown RMT config field(s) {unknown} in rmt_config; known fields are {sorted(known)}.")
-    return dict(rmt_config)
 
 
 # ---------------------------------------------------------------------- loading
@@ -331,8 +250,11 @@ def load(
         the checkpoint has none.
     download: let Hub names be fetched when not cached (never when HF_HUB_OFFLINE is set).
 
-    Raises CheckpointError naming the format found, what is missing and the argument that
-    supplies it; the file is never read further than needed to say so.
+    Raises CheckpointArgumentError (a CheckpointError and an ArgumentError) when the caller's part is
+    missing or wrong: the format found, what is missing (its `needs`: argument, flag and app box for
+    each), or the argument at fault (a memory option the memory type does not know, a value the weights
+    contradict); the file is never read further than needed to say so. A missing, incomplete or corrupt
+    checkpoint raises a plain CheckpointError.
     device_map, max_memory, offload_folder: for backbones bigger than one device, placement by
         accelerate ("auto" or an explicit map; see rmt_core.engine.placement.dispatch); `device` is
         then ignored and the memory lives on the first layer's device.
@@ -405,10 +327,15 @@ def _load_native(path: Path, config: dict[str, Any], explicit: dict[str, Any]) -
         if not isinstance(config[field_name], dict):
             raise CheckpointError(f"{path / 'config.json'}: \"{field_name}\" is {json.dumps(config[field_name])[:40]}, "
                                   "not a JSON object of settings. Re-copy the checkpoint's config.json.")
-    try:
-        rmt = RMTConfig.from_dict({**config["rmt"], **explicit})
-    except ConfigError as exc:
-        raise CheckpointError(f"{path / 'config.json'}: {exc}") from exc
+    stored = config["rmt"]
+    memory = explicit.get("memory", stored.get("memory", "tokens"))
+    given = check_given_options(memory, explicit, path)
+    fields = {**stored, **explicit}
+    if given:  # merged into the stored options: the ones not given keep their stored values
+        stored_options = stored.get("memory_options") if isinstance(stored.get("memory_options"), dict) else {}
+        _refuse_weights_options(memory, given, stored_options, path / "config.json")
+        fields["memory_options"] = {**stored_options, **given}
+    rmt = _checked_config(fields, given, path / "config.json")
     weights_file = path / WEIGHTS_FILE
     if not weights_file.is_file():
         raise CheckpointError(f"{path} has no {WEIGHTS_FILE}: the weights are missing. Re-copy the whole checkpoint folder.")
@@ -482,14 +409,64 @@ def _backbone_folder(backbone: str | os.PathLike, download: bool) -> Path:
         return path
     if hub.looks_like_repo_id(str(backbone)):
         return hub.resolve_repo(str(backbone), download=download)
-    raise CheckpointError(f"backbone '{backbone}' is neither a folder nor a Hugging Face model name.")
+    raise CheckpointArgumentError(f"backbone '{backbone}' is neither a folder nor a Hugging Face model name.",
+                                  problem=f"'{backbone}' is neither a folder nor a Hugging Face model name.",
+                                  argument="backbone", value=str(backbone))
 
 
 def _raise_if_missing(info: CheckpointInfo, trust_pickle: bool, explicit: dict[str, Any], backbone: str | None) -> None:
-    needs = info.missing(trust_pickle, explicit, backbone)
+    """CheckpointArgumentError naming everything loading `info` still needs (CheckpointInfo.needs)."""
+    needs = info.needs(trust_pickle, explicit, backbone)
     if needs:
-        raise CheckpointError(f"{info.weights.source if info.weights else info.path} is {info.describe()}. "
-                              "Loading it needs " + "; and ".join(needs) + ".")
+        problem = f"{info.weights.source if info.weights else info.path} is {info.describe()}."
+        raise CheckpointArgumentError(f"{problem} Loading it needs " + "; and ".join(n.text() for n in needs) + ".",
+                                      problem=problem, needs=tuple(needs))
+
+
+def _refuse_weights_options(memory: str, given: dict[str, Any], stored: dict[str, Any], source: object) -> None:
+    """An RMT Lens folder's options that its weights were trained with (MemoryOption.by_weights) cannot
+    be changed at load: CheckpointArgumentError for a given value other than the stored one."""
+    specs = memory_class(memory).option_specs or {}
+    for name, value in given.items():
+        spec = specs.get(name)
+        if spec is not None and spec.by_weights and value != stored.get(name, spec.default):
+            kept = stored.get(name, spec.default)
+            problem = (f"the weights were trained with {name}={kept!r} (stored in {source}): leave {name} out, "
+                       "another value does not fit them.")
+            raise CheckpointArgumentError(f"{source}: rmt_config's memory_options says {name}={value!r}, but {problem}",
+                                          problem=problem, argument="memory_options", option=name, value=value)
+
+
+def _checked_config(fields: dict[str, Any], given: dict[str, Any], source: object) -> RMTConfig:
+    """RMTConfig.from_dict(fields). Its ConfigError is the caller's (CheckpointArgumentError naming
+    memory_options, and the option when one alone is at fault) when the same fields with one, else all,
+    of the caller's memory options back at the memory type's defaults are valid (e.g. n_heads=3 given
+    for d_mem=4); else the file's (CheckpointError)."""
+    try:
+        return RMTConfig.from_dict(fields)
+    except ConfigError as exc:
+        error: Exception = exc
+    if not given:
+        raise CheckpointError(f"{source}: {error}") from error
+    try:
+        specs = memory_class(fields.get("memory", "tokens")).option_specs or {}
+    except ConfigError:  # an unknown memory type: the file's (the message names the known ones)
+        raise CheckpointError(f"{source}: {error}") from error
+
+    def valid_without(names: list[str]) -> bool:
+        options = {k: v for k, v in (fields.get("memory_options") or {}).items() if k not in names}
+        options.update({k: specs[k].default for k in names if k in specs})
+        try:
+            RMTConfig.from_dict({**fields, "memory_options": options})
+        except ConfigError:
+            return False
+        return True
+
+    culprit = next((name for name in given if valid_without([name])), None)
+    if culprit is not None or valid_without(list(given)):
+        raise CheckpointArgumentError(f"{source}: {error}", problem=str(error), argument="memory_options",
+                                      option=culprit, value=given.get(culprit)) from error
+    raise CheckpointError(f"{source}: {error}") from error
 
 
 def _load_foreign(path: Path, folder: Path, config: dict[str, Any] | None, trust_pickle: bool,
@@ -517,17 +494,33 @@ def _load_foreign(path: Path, folder: Path, config: dict[str, Any] | None, trust
         info.armt = formats.armt.read_layout({k: tuple(t.shape) for k, t in state.items()}, source)
         info.num_mem_tokens = info.armt.num_mem_tokens
         _raise_if_missing(info, trust_pickle, explicit, backbone_name)  # a pickle's format is known only now
+        check_given_options("associative", explicit, source)
         return _load_armt(state, info, folder, config, explicit, backbone, download)
     memory, backbone_state = authors.split_state(state, source)
     m = info.num_mem_tokens = int(memory.shape[0])
     _raise_if_missing(info, trust_pickle, explicit, backbone_name)  # a pickle's format is known only now
+    check_given_options("tokens", explicit, source)
     stored = dict(config["rmt"]) if config is not None and isinstance(config.get("rmt"), dict) else {}
     fields = authors.rmt_fields(explicit, stored, m, source)
     backbone_dir, backbone_config, config_source = _foreign_backbone_config(backbone, download, config, folder)
     authors.check_positions(backbone_state, backbone_config, m, source)
     tensors = {"initial_memory": memory}
     return _build_foreign(fields, backbone_config, config_source, state, [folder, backbone_dir], tensors,
-                          backbone_state, source)
+                          backbone_state, source, dict(explicit.get("memory_options") or {}))
+
+
+def given_backbone_config(backbone: str | os.PathLike, download: bool = False) -> tuple[Path, dict[str, Any]]:
+    """(its folder, its config.json) of a backbone given as a folder or a Hugging Face name (from the
+    local cache; download=True may fetch it). Raises CheckpointArgumentError (argument "backbone") when
+    it is neither, or has no config.json with a model_type; CheckpointError when a name is not cached."""
+    backbone_dir = _backbone_folder(backbone, download)
+    backbone_config = _read_config(backbone_dir)
+    if backbone_config is None or "model_type" not in backbone_config:
+        problem = (f"the backbone folder {backbone_dir} has no config.json with a model_type: give the folder "
+                   "(or Hub name) of the model the RMT was built on.")
+        raise CheckpointArgumentError(problem[0].upper() + problem[1:], problem=problem, argument="backbone",
+                                      value=str(backbone))
+    return backbone_dir, backbone_config
 
 
 def _foreign_backbone_config(backbone: str | os.PathLike | None, download: bool, config: dict[str, Any] | None,
@@ -535,11 +528,7 @@ def _foreign_backbone_config(backbone: str | os.PathLike | None, download: bool,
     """(the backbone's folder or None, its config, where that config came from) for a foreign
     checkpoint: the caller's `backbone` (a folder or a cached Hub name), else the folder's config.json."""
     if backbone:
-        backbone_dir = _backbone_folder(backbone, download)
-        backbone_config = _read_config(backbone_dir)
-        if backbone_config is None or "model_type" not in backbone_config:
-            raise CheckpointError(f"The backbone folder {backbone_dir} has no config.json with a model_type: "
-                                  "give the folder (or Hub name) of the model the RMT was built on.")
+        backbone_dir, backbone_config = given_backbone_config(backbone, download)
         return backbone_dir, backbone_config, backbone_dir / "config.json"
     backbone_config = _stored_backbone_config(config or {})
     assert backbone_config is not None  # info.missing() asked for it otherwise
@@ -548,13 +537,10 @@ def _foreign_backbone_config(backbone: str | os.PathLike | None, download: bool,
 
 def _build_foreign(fields: dict[str, Any], backbone_config: dict[str, Any], config_source: Path,
                    state: dict[str, torch.Tensor], tokenizer_folders: list[Path | None], tensors: dict[str, torch.Tensor],
-                   backbone_state: dict[str, torch.Tensor], source: object) -> RMTModel:
+                   backbone_state: dict[str, torch.Tensor], source: object, given: dict[str, Any]) -> RMTModel:
     """Build the RMTModel of a foreign checkpoint's settings and copy its tensors in (RMT Lens's names:
-    `tensors` as they are, the backbone's under "backbone.")."""
-    try:
-        rmt = RMTConfig.from_dict(fields)
-    except ConfigError as exc:
-        raise CheckpointError(f"{source}: {exc}") from exc
+    `tensors` as they are, the backbone's under "backbone."). given: the caller's memory_options."""
+    rmt = _checked_config(fields, given, source)
     sizes.check_config_fits_weights(rmt, backbone_config, {k: tuple(t.shape) for k, t in state.items()},
                                     config_source, named=False)
     model = _build_model(rmt, backbone_config, config_source, [f for f in tokenizer_folders if f is not None])
@@ -573,4 +559,4 @@ def _load_armt(state: dict[str, torch.Tensor], info: CheckpointInfo, folder: Pat
     reading = formats.armt.rmt_fields(layout, explicit, info.armt_config, backbone_config, source)
     own, backbone_state = formats.armt.rmt_lens_tensors(state, layout, source)
     return _build_foreign(reading.fields, backbone_config, config_source, state, [folder, backbone_dir], own,
-                          backbone_state, source)
+                          backbone_state, source, dict(explicit.get("memory_options") or {}))

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, Callable
 
 RUN_EXAMPLE = ("rmt-lens study run --task detect --segments 2,4,8,16,32 --depths 10,50,90 --samples 20 --seed 0 "
                "--out studies/detect")
 
 
-def add_study(p: argparse.ArgumentParser) -> None:
-    """The `study` command's two subcommands and their arguments."""
+def add_study(p: argparse.ArgumentParser,
+              add_load_options: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
+    """The `study` command's two subcommands and their arguments; add_load_options (rmt_core.cli's) adds
+    the flags a checkpoint written by other code may need to `study run`."""
     sub = p.add_subparsers(dest="study_command", metavar="SUBCOMMAND")
     run = sub.add_parser("run", help="measure a grid (or your documents) into a study folder; resumes",
                          description="Measure every sample of a BABILong-style grid (task x length x fact depth x "
@@ -39,6 +41,8 @@ def add_study(p: argparse.ArgumentParser) -> None:
     run.add_argument("--ray-workers", default=None, metavar="N", help="Ray actors (default: one per CPU, or per GPU)")
     run.add_argument("--attribution-steps", default="32", metavar="K",
                      help="integrated-gradient steps of the through-memory attribution (0: none)")
+    if add_load_options is not None:
+        add_load_options(run)
     report = sub.add_parser("report", help="figures (SVG/PDF/PNG) and CSV tables of a study",
                             description="Write a study's figures (heatmap length x depth, accuracy vs length with the "
                                         "papers' numbers beside, retention curves, probe accuracy) with provenance "
@@ -69,19 +73,22 @@ def _int(value: Any, name: str, low: int) -> int:
     return n
 
 
-def run(args: argparse.Namespace) -> int:
-    """Dispatch `study run` / `study report`; GridError -> exit 2, other RMTLensErrors reach rmt_core.cli.main (exit 1)."""
+def run(args: argparse.Namespace, load: Callable[[str, bool], Any] | None = None) -> int:
+    """Dispatch `study run` / `study report`; GridError -> exit 2, other RMTLensErrors reach rmt_core.cli.main.
+
+    load(checkpoint, elsewhere) -> the model for `study run` (rmt_core.cli's, with its load flags;
+    elsewhere: the samples run in worker processes); default: rmt_core.load(checkpoint, device="cpu")."""
     from .source import GridError
 
     if args.study_command is None:
         return _usage(args, "choose a subcommand: run or report")
     try:
-        return _run(args) if args.study_command == "run" else _report(args)
+        return _run(args, load) if args.study_command == "run" else _report(args)
     except GridError as exc:
         return _usage(args, str(exc))
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, load_model: Callable[[str, bool], Any] | None = None) -> int:
     import torch
 
     from ..io.checkpoint import DEFAULT_CHECKPOINT, load
@@ -100,7 +107,8 @@ def _run(args: argparse.Namespace) -> int:
         source = BabilongSource(args.task, args.segments, args.depths, samples, seed, args.haystack)
     torch.set_num_threads(1)
     checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
-    model = load(checkpoint, device="cpu")
+    elsewhere = args.ray is not None or (workers is not None and workers > 1)
+    model = load_model(checkpoint, elsewhere) if load_model is not None else load(checkpoint, device="cpu")
     if args.ray is not None:
         executor = RayData(args.ray, ray_workers)
     elif workers is not None and workers > 1:

@@ -1,7 +1,7 @@
 """Memory types: the one seam every kind of recurrent memory plugs into.
 
     base.py      MemoryType (the protocol: state, running one segment, named arrays, labels,
-                 edits), SegmentRow (what the backbone sees), SegmentOutput
+                 edits, the memory_options it reads: MemoryOption), SegmentRow (what the backbone sees), SegmentOutput
     registry.py  register_memory(name, cls) / memory_class(name) / known_memories()
     tokens.py    TokenMemory ("tokens"): the RMT's m slots in [read | tokens | write]
     associative.py  AssociativeMemory ("associative"): ARMT, [tokens | memory tokens] and a
@@ -12,7 +12,7 @@ build the model with RMTConfig(memory="name"). Nothing inside rmt_core needs an 
 """
 from __future__ import annotations
 
-from .base import (EDITS, MEMORY_PROBE, MemoryProbe, MemoryType, SegmentOutput, SegmentRow, State, StateArrays,
+from .base import (EDITS, MEMORY_PROBE, MemoryOption, MemoryProbe, MemoryType, SegmentOutput, SegmentRow, State, StateArrays,
                    map_state, state_tensors)
 from .registry import known_memories, memory_class, register_memory
 from .tokens import TokenMemory
@@ -21,6 +21,6 @@ from .associative import AssociativeMemory
 register_memory("tokens", TokenMemory)
 register_memory("associative", AssociativeMemory)
 
-__all__ = ["AssociativeMemory", "EDITS", "MEMORY_PROBE", "MemoryProbe", "MemoryType", "SegmentOutput", "SegmentRow",
+__all__ = ["AssociativeMemory", "EDITS", "MEMORY_PROBE", "MemoryOption", "MemoryProbe", "MemoryType", "SegmentOutput", "SegmentRow",
            "State", "StateArrays", "TokenMemory", "known_memories", "map_state", "memory_class", "register_memory",
            "state_tensors"]

@@ -53,7 +53,7 @@ from torch import nn
 from ...errors import ArgumentError, ConfigError
 from ..backbones import decoder_layers
 from ..masks import allowed_attention
-from .base import MEMORY_PROBE, MemoryType, SegmentRow, StateArrays
+from .base import MEMORY_PROBE, MemoryOption, MemoryType, SegmentRow, StateArrays
 
 READ_EPS = 1e-5  # the denominator's epsilon in reads and in vbar (both code versions)
 GAMMA_EPS_FA = 1e-5  # gamma's denominator epsilon in framework_accel; experimental has none
@@ -82,7 +82,21 @@ class AssociativeOptions:
         return 0.0 if self.normalize_features else GAMMA_EPS_FA
 
 
-_OPTION_TYPES = {f.name: f.type for f in dataclasses.fields(AssociativeOptions)}
+# What each option means (help texts, app boxes); by_weights: a checkpoint's tensors fix it.
+OPTION_MEANINGS = {
+    "d_mem": ("key size of the associative memory (rows of W_mq and W_mk)", True),
+    "nu": ("order of the DPFP feature map (3 in the authors' code)", False),
+    "correction": ("the novelty correction: z grows by gamma phi(k), what is new to the state (off: gamma = 1)", False),
+    "n_heads": ("heads of the associative memory (one A and z per head; W_mb's rows unless gating)", True),
+    "use_denom": ("reads divided by z·phi(q) (off: y = phi(q)^T A)", False),
+    "gating": ("a write strength per channel (W_mb is d x d) instead of one per head", True),
+    "normalize_features": ("L2-normalised DPFP features: the experimental branch's maths (off: framework_accel's)",
+                           False),
+    "wrap_pos": ("memory tokens take their own rows at the end of GPT-2's position table", True),
+}
+OPTIONS = {f.name: MemoryOption(f.name, bool if f.type == "bool" else int, f.default, OPTION_MEANINGS[f.name][0],
+                                by_weights=OPTION_MEANINGS[f.name][1])
+           for f in dataclasses.fields(AssociativeOptions)}
 # The authors' variants this engine does not implement: named when asked for, never silently ignored.
 NOT_IMPLEMENTED = {
     "act_on": "adaptive computation time (ACT, the experimental branch's AdaptiveAssociativeLayerWrapper)",
@@ -99,24 +113,10 @@ NOT_IMPLEMENTED = {
 
 def associative_options(config: Any) -> AssociativeOptions:
     """The AssociativeOptions of an RMTConfig's memory_options, or ConfigError naming the field and
-    what is allowed (unknown keys, wrong types, d_mem / nu / n_heads < 1, n_heads not dividing d_mem,
-    the variants in NOT_IMPLEMENTED)."""
-    given = dict(config.memory_options)
-    for key, what in NOT_IMPLEMENTED.items():
-        if key in given and given[key] not in (False, None, 0):
-            raise ConfigError(f"memory_options {key}={given[key]!r} asks for {what}, an ARMT variant RMT Lens does "
-                              f"not implement. Remove {key!r} (the published ARMT checkpoints do not use it).")
-        given.pop(key, None)
-    unknown = sorted(set(given) - set(_OPTION_TYPES))
-    if unknown:
-        raise ConfigError(f"Unknown memory_options {unknown} for the associative memory; known options are "
-                          f"{sorted(_OPTION_TYPES)}.")
-    for key, value in given.items():
-        if _OPTION_TYPES[key] == "bool" and not isinstance(value, bool):
-            raise ConfigError(f"memory_options {key} must be true or false, got {value!r}.")
-        if _OPTION_TYPES[key] == "int" and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise ConfigError(f"memory_options {key} must be an integer >= 1, got {value!r}.")
-    options = AssociativeOptions(**given)
+    what is allowed (AssociativeMemory.check_options: unknown keys, wrong types, d_mem / nu / n_heads < 1,
+    the variants in NOT_IMPLEMENTED; then n_heads not dividing d_mem, wrap_pos without reset_positions)."""
+    AssociativeMemory.check_options(config.memory_options)
+    options = AssociativeOptions(**{k: v for k, v in config.memory_options.items() if k not in NOT_IMPLEMENTED})
     if options.d_mem % options.n_heads:
         raise ConfigError(f"memory_options n_heads={options.n_heads} must divide d_mem={options.d_mem} (each head "
                           f"gets d_mem / n_heads key dimensions); pick n_heads among the divisors of {options.d_mem}.")
@@ -238,6 +238,8 @@ class AssociativeMemory(MemoryType):
     """ARMT: memory tokens after each segment, per-layer associative state (A_l, z_l); see the module docstring."""
 
     supported_edits = ("reset", "zero", "replace")
+    option_specs = OPTIONS
+    refused_options = NOT_IMPLEMENTED
 
     def __init__(self, model: Any) -> None:
         super().__init__(model)

@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, ContextManager
+from typing import Any, Callable, ClassVar, ContextManager, Mapping
 
 import numpy as np
 import torch
 
 from .. import attention as _attention
-from ...errors import ArgumentError
+from ...errors import ArgumentError, ConfigError
 from ..masks import additive_mask
 
 
@@ -105,6 +105,36 @@ class SegmentRow:
         return int(self.embeds.shape[1])
 
 
+@dataclass(frozen=True)
+class MemoryOption:
+    """One setting a memory type reads from RMTConfig.memory_options (MemoryType.option_specs).
+
+    name: the key; kind: bool or int; default: the value when it is left out; meaning: a phrase for
+    help texts and app boxes; minimum: the smallest int allowed; by_weights: a checkpoint's weights fix
+    it (a tensor's shape or a table's rows), so a loader reads it from them and refuses another value.
+    """
+
+    name: str
+    kind: type
+    default: Any
+    meaning: str
+    minimum: int = 1
+    by_weights: bool = False
+
+    @property
+    def allowed(self) -> str:
+        """What values are allowed, in words ("true or false", "an integer >= 1")."""
+        return "true or false" if self.kind is bool else f"an integer >= {self.minimum}"
+
+    def problem(self, value: Any) -> str | None:
+        """Why `value` is not allowed for this option ("d_mem must be an integer >= 1, got '64'"), or None."""
+        if self.kind is bool:
+            ok = isinstance(value, bool)
+        else:
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= self.minimum
+        return None if ok else f"{self.name} must be {self.allowed}, got {value!r}"
+
+
 class MemoryType:
     """Base class of a memory type; see the module docstring for the protocol.
 
@@ -118,6 +148,12 @@ class MemoryType:
 
     name: ClassVar[str] = ""  # set by register_memory
     supported_edits: ClassVar[tuple[str, ...]] = ("reset", "zero")  # names from EDITS
+    # The memory_options this type reads, by name; None: not declared (check_config alone decides),
+    # {}: it reads none, so any given is refused by name.
+    option_specs: ClassVar[dict[str, MemoryOption] | None] = None
+    # memory_options names that ask for a variant this type does not implement -> that variant, in words
+    # (refused when set to anything but off: False, None, 0).
+    refused_options: ClassVar[dict[str, str]] = {}
 
     def __init__(self, model: Any) -> None:
         # A plain attribute (no submodule): the model owns the parameters, the type only runs them.
@@ -127,7 +163,33 @@ class MemoryType:
     @classmethod
     def check_config(cls, config: Any) -> None:
         """Raise ConfigError for an RMTConfig (its memory_options above all) this type cannot run;
-        called by RMTConfig.validate, before any backbone exists. Default: accept."""
+        called by RMTConfig.validate, before any backbone exists. Default: check_options."""
+        cls.check_options(config.memory_options)
+
+    @classmethod
+    def option_problem(cls, name: str, value: Any) -> str | None:
+        """Why memory_options {name: value} is refused by this type, or None: a variant in refused_options
+        that is switched on, a name option_specs does not declare (when it declares them), a value outside
+        what the option allows (MemoryOption.problem)."""
+        if name in cls.refused_options:
+            if value in (False, None, 0):
+                return None
+            return (f"{name}={value!r} asks for {cls.refused_options[name]}, which RMT Lens's {cls.name} memory "
+                    f"does not implement: remove {name!r}")
+        if cls.option_specs is None:
+            return None
+        if name not in cls.option_specs:
+            known = sorted(cls.option_specs)
+            return (f"unknown option {name!r} for the {cls.name} memory; "
+                    + (f"known options are {', '.join(known)}" if known else "it takes no memory_options"))
+        return cls.option_specs[name].problem(value)
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Raise ConfigError naming every entry of `options` (memory_options) that option_problem refuses."""
+        problems = [why for name, value in options.items() if (why := cls.option_problem(name, value))]
+        if problems:
+            raise ConfigError(f"memory_options: {'; '.join(problems)}.")
 
     @classmethod
     def segment_length(cls, config: Any) -> int:

@@ -29,6 +29,7 @@ class TokenMemory(MemoryType):
     """m memory slots carried in the row [read R_k | tokens | write W_k] (RMTConfig.num_mem_tokens)."""
 
     supported_edits = ("reset", "zero", "replace", "shuffle")
+    option_specs = {}  # the RMT's memory has no settings beyond RMTConfig's fields: any given is refused by name
 
     def __init__(self, model: Any) -> None:
         super().__init__(model)

@@ -32,7 +32,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ...errors import CheckpointError
+from ...engine.memory.associative import OPTIONS
+from ...errors import CheckpointArgumentError, CheckpointError, CheckpointNeed
 from .detect import memory_keys
 
 MODEL_TYPE = "armt"  # ARMTForCausalLM's config
@@ -40,8 +41,10 @@ PARTS = ("W_mq.weight", "W_mk.weight", "W_mv.weight", "W_mb.weight", "W_mb.bias"
 NU = 3  # DPFP order: fixed in both branches of their code
 FA_MATHS = {"normalize_features": False, "correction": True, "use_denom": True}
 EXP_MATHS = {"normalize_features": True, "correction": True, "use_denom": True}
-SHOWN = ("d_mem", "n_heads", "gating", "wrap_pos")  # memory_options the weights decide
-N_HEADS_HINT = "rmt_config={'memory_options': {'n_heads': H}}"
+SHOWN = tuple(name for name, option in OPTIONS.items() if option.by_weights)  # d_mem, n_heads, gating, wrap_pos
+N_HEADS = CheckpointNeed("memory_options.n_heads", "the number of heads, which gating hides (W_mb is d x d)",
+                         "rmt_config={'memory_options': {'n_heads': H}}", "--memory-option n_heads=H", "the n_heads box")
+N_HEADS_HINT = N_HEADS.hint
 REFUSED_CONFIG = {  # ARMTForCausalLM config field -> the variant it switches on
     "act_on": "adaptive computation time (ACT)",
     "sliding_window": "the sliding-window attention over the previous segment",
@@ -256,6 +259,33 @@ def causal_lm_config(config: Mapping[str, Any] | None, source: object) -> dict[s
             "base_model_name": config.get("base_model_name"), "layers_attr": config.get("layers_attr")}
 
 
+def shown_options(layout: ArmtLayout, backbone_config: Mapping[str, Any] | None, source: object) -> dict[str, Any]:
+    """The memory options the weights decide (SHOWN): d_mem, gating, n_heads (unless gating hides it) and,
+    given the backbone's config, wrap_pos (wrap_pos_from_weights)."""
+    shown: dict[str, Any] = {"d_mem": layout.d_mem, "gating": layout.gating}
+    if backbone_config is not None:
+        shown["wrap_pos"] = wrap_pos_from_weights(layout, backbone_config, source)
+    if layout.n_heads is not None:
+        shown["n_heads"] = layout.n_heads
+    return shown
+
+
+def check_against_weights(shown: Mapping[str, Any], options: Mapping[str, Any], source: object, given: bool) -> None:
+    """Refuse memory options that contradict what the weights show (shown_options): the caller's
+    (given=True: CheckpointArgumentError, argument "memory_options") or an ARMTForCausalLM config's
+    (given=False: CheckpointError, the file contradicts itself)."""
+    where = "rmt_config's memory_options" if given else "config.json"
+    for name in SHOWN:
+        if name in options and name in shown and options[name] != shown[name]:
+            message = (f"{source}: {where} says {name}={options[name]!r} but the weights show "
+                       f"{name}={shown[name]!r}. Leave {name} out: it is read from the weights.")
+            if not given:
+                raise CheckpointError(message)
+            raise CheckpointArgumentError(
+                message, argument="memory_options", option=name, value=options[name],
+                problem=f"the weights show {name}={shown[name]!r}: leave {name} out, it is read from the weights.")
+
+
 def rmt_fields(layout: ArmtLayout, explicit: Mapping[str, Any], stored: Mapping[str, Any] | None,
                backbone_config: Mapping[str, Any], source: object) -> ArmtReading:
     """The RMTConfig fields of an ARMT checkpoint: the weights first, then an ARMTForCausalLM config
@@ -264,48 +294,50 @@ def rmt_fields(layout: ArmtLayout, explicit: Mapping[str, Any], stored: Mapping[
     Raises CheckpointError where the caller or the config contradicts the weights, where the
     segment size or (with gating) the number of heads is nowhere, or for another memory type.
     """
-    from .authors import SEGMENT_SIZE_HINT
+    from .authors import SEGMENT_SIZE, SEGMENT_SIZE_HINT
 
     causal_lm = stored is not None
     stored = stored or {"rmt": {}, "memory_options": {}, "layers_attr": None}
     if explicit.get("memory", "associative") != "associative":
-        raise CheckpointError(f"{source}: rmt_config says memory={explicit['memory']!r}, but this is an ARMT "
-                              "checkpoint (associative memory). Leave memory out: it is read from the weights.")
+        raise CheckpointArgumentError(
+            f"{source}: rmt_config says memory={explicit['memory']!r}, but this is an ARMT checkpoint (associative "
+            "memory). Leave memory out: it is read from the weights.", argument="memory", value=explicit["memory"],
+            problem=f"this is an ARMT checkpoint (associative memory), not memory={explicit['memory']!r}: leave memory "
+                    "out, it is read from the weights.")
     if stored.get("layers_attr") not in (None, layout.layers_attr):
         raise CheckpointError(f"{source}: config.json says layers_attr={stored['layers_attr']!r} but the weights "
                               f"wrap '{layout.layers_attr}'.")
-    shown: dict[str, Any] = {"d_mem": layout.d_mem, "gating": layout.gating,
-                             "wrap_pos": wrap_pos_from_weights(layout, backbone_config, source)}
-    if layout.n_heads is not None:
-        shown["n_heads"] = layout.n_heads
+    shown = shown_options(layout, backbone_config, source)
     given = dict(explicit.get("memory_options") or {})
-    for where, options in (("config.json", stored["memory_options"]), ("rmt_config's memory_options", given)):
-        for name in SHOWN:
-            if name in options and name in shown and options[name] != shown[name]:
-                raise CheckpointError(f"{source}: {where} says {name}={options[name]!r} but the weights show "
-                                      f"{name}={shown[name]!r}. Leave {name} out: it is read from the weights.")
+    check_against_weights(shown, stored["memory_options"], source, given=False)
+    check_against_weights(shown, given, source, given=True)
     for where, fields in (("config.json", stored["rmt"]), ("rmt_config", explicit)):
         if fields.get("num_mem_tokens", layout.num_mem_tokens) != layout.num_mem_tokens:
-            raise CheckpointError(f"{source}: {where} says num_mem_tokens={fields['num_mem_tokens']!r} but the weights "
-                                  f"hold {layout.num_mem_tokens} memory tokens (memory_cell.memory). Leave it out: it "
-                                  "is read from the weights.")
+            message = (f"{source}: {where} says num_mem_tokens={fields['num_mem_tokens']!r} but the weights hold "
+                       f"{layout.num_mem_tokens} memory tokens (memory_cell.memory). Leave it out: it is read from the "
+                       "weights.")
+            if fields is stored["rmt"]:
+                raise CheckpointError(message)
+            raise CheckpointArgumentError(
+                message, argument="num_mem_tokens", value=fields["num_mem_tokens"],
+                problem=f"the weights hold {layout.num_mem_tokens} memory tokens: leave num_mem_tokens out, it is read "
+                        "from the weights.")
     options = {"nu": NU, **shown}
     options.update({k: v for k, v in stored["memory_options"].items() if k not in shown})
     options.update({k: v for k, v in given.items() if k not in shown})
     if "n_heads" not in options:
-        raise CheckpointError(
-            f"{source} is an ARMT with gating (W_mb is d x d), which hides its number of heads: pass {N_HEADS_HINT}."
-        )
+        problem = f"{source} is an ARMT with gating (W_mb is d x d), which hides its number of heads."
+        raise CheckpointArgumentError(f"{problem[:-1]}: pass {N_HEADS_HINT}.", problem=problem, needs=(N_HEADS,))
     defaults, assumed = default_maths(causal_lm, layout.written_by_experimental, options)
     options = {**defaults, **options}
     fields = {"reset_positions": True, **stored["rmt"],
               **{k: v for k, v in explicit.items() if k != "memory_options"},
               "memory": "associative", "num_mem_tokens": layout.num_mem_tokens, "memory_options": options}
     if "segment_size" not in fields:
-        raise CheckpointError(
-            f"{source} is an ARMT ({layout.describe()}) whose files do not store the segment size it was trained "
-            f"with: pass {SEGMENT_SIZE_HINT}."
-        )
+        problem = (f"{source} is an ARMT ({layout.describe()}) whose files do not store the segment size it was "
+                   "trained with.")
+        raise CheckpointArgumentError(f"{problem[:-1]}: pass {SEGMENT_SIZE_HINT}.", problem=problem,
+                                      needs=(SEGMENT_SIZE,))
     return ArmtReading(fields, assumed)
 
 

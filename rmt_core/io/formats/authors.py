@@ -27,15 +27,20 @@ from typing import Any, Mapping
 
 import torch
 
-from ...errors import CheckpointError
+from ...errors import CheckpointArgumentError, CheckpointError, CheckpointNeed
 from .detect import memory_keys
 
 DEFAULTS: dict[str, Any] = {"mask_mode": "causal", "reset_positions": True}  # what their wrapper does
 LEGACY_BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias", ".attention.bias", ".attention.masked_bias",
                           ".rotary_emb.inv_freq")
-SEGMENT_SIZE_HINT = "rmt_config={'segment_size': N} (command line: --segment-size N; in the app: the segment size box)"
-BACKBONE_HINT = ("backbone='org/name' or a folder with the backbone's config.json (command line: --backbone NAME_OR_DIR; "
-                 "in the app: the backbone box)")
+# What their files do not store, asked for by name (rmt_core.load's argument, the CLI flag, the app box).
+SEGMENT_SIZE = CheckpointNeed("segment_size", "the segment size it was trained with", "rmt_config={'segment_size': N}",
+                              "--segment-size N", "the segment size box")
+BACKBONE = CheckpointNeed("backbone", "the backbone's config",
+                          "backbone='org/name' or a folder with the backbone's config.json", "--backbone NAME_OR_DIR",
+                          "the backbone box")
+SEGMENT_SIZE_HINT = SEGMENT_SIZE.hint
+BACKBONE_HINT = BACKBONE.hint
 
 
 def split_state(state: Mapping[str, torch.Tensor], source: object) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -84,14 +89,16 @@ def rmt_fields(explicit: Mapping[str, Any], stored: Mapping[str, Any], num_mem_t
     """
     fields = {**DEFAULTS, **stored, **explicit}
     if "num_mem_tokens" in explicit and explicit["num_mem_tokens"] != num_mem_tokens:
-        raise CheckpointError(
+        problem = (f"the weights hold {num_mem_tokens} memory slots (memory_cell.memory), not the "
+                   f"{explicit['num_mem_tokens']} given: leave num_mem_tokens out, it is read from the weights.")
+        raise CheckpointArgumentError(
             f"{source}: rmt_config says num_mem_tokens={explicit['num_mem_tokens']} but the weights hold "
-            f"{num_mem_tokens} memory slots (memory_cell.memory). Leave num_mem_tokens out: it is read from the weights."
-        )
+            f"{num_mem_tokens} memory slots (memory_cell.memory). Leave num_mem_tokens out: it is read from the weights.",
+            problem=problem, argument="num_mem_tokens", value=explicit["num_mem_tokens"])
     fields["num_mem_tokens"] = num_mem_tokens
     if "segment_size" not in fields:
-        raise CheckpointError(
-            f"{source} is the authors' RMT format ({num_mem_tokens} memory slots), which does not store the segment "
-            f"size it was trained with: pass {SEGMENT_SIZE_HINT}."
-        )
+        problem = (f"{source} is the authors' RMT format ({num_mem_tokens} memory slots), which does not store the "
+                   "segment size it was trained with.")
+        raise CheckpointArgumentError(f"{problem[:-1]}: pass {SEGMENT_SIZE_HINT}.", problem=problem,
+                                      needs=(SEGMENT_SIZE,))
     return fields

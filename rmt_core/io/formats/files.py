@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ...errors import CheckpointError
+from ...errors import CheckpointArgumentError, CheckpointError, CheckpointNeed
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -28,7 +28,9 @@ TRAINING_DICT_SUFFIXES = (".pth", ".pt")
 PICKLE_SUFFIXES = (".bin", *TRAINING_DICT_SUFFIXES, ".pckl", ".pkl")
 # Keys under which training scripts store the model's state dict in a checkpoint dict.
 STATE_DICT_KEYS = ("model_state_dict", "state_dict", "model")
-TRUST_HINT = "trust_pickle=True (command line: --trust-pickle; in the app: the pickle tick box)"
+TRUST = CheckpointNeed("trust_pickle", "the opt-in to read a pickled file", "trust_pickle=True", "--trust-pickle",
+                       "the pickle tick box")
+TRUST_HINT = TRUST.hint  # "trust_pickle=True (command line: --trust-pickle; in the app: the pickle tick box)"
 
 
 @dataclass
@@ -141,11 +143,11 @@ def read_tensors(weights: WeightFiles, trust_pickle: bool = False) -> dict[str, 
     """
     _check_complete(weights)
     if weights.pickled and not trust_pickle:
-        raise CheckpointError(
-            f"{weights.source} is {weights.describe()}: a pickled file can run code when loaded. "
-            f"Load it only if you trust its source, with {TRUST_HINT}; it is then read with "
-            "torch.load(weights_only=True), which admits tensors and plain values only."
-        )
+        problem = f"{weights.source} is {weights.describe()}: a pickled file can run code when loaded."
+        raise CheckpointArgumentError(
+            f"{problem} Load it only if you trust its source, with {TRUST_HINT}; it is then read with "
+            "torch.load(weights_only=True), which admits tensors and plain values only.", problem=problem,
+            needs=(TRUST,))
     tensors: dict[str, torch.Tensor] = {}
     for file in weights.files:
         part = _read_safetensors(file) if not weights.pickled else _read_pickle(file)
