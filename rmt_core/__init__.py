@@ -18,7 +18,9 @@ never in a cycle: tests/test_layers.py fails otherwise):
                recipes, the training loop, evaluation, shipping a checkpoint with its card
     explain/   what a trace means: analysis (PCA, norms, logit lens), series (cached per trace),
                attribution (one `attribute` verb over captum), interventions (and memory
-               patching across documents), answers (ask), compare (two runs side by side)
+               patching across documents), answers (ask), compare (two runs side by side),
+               associative (ARMT rows, retrieved from), capacity (ARMT memory capacity, the
+               paper's App. B), memory_reach (loss per segment with full / reset / previous memory)
     viz/       figures (plotly, pure data -> figure; comparison: two runs), document render, bertviz views, the HTML
                report, exports (CSV / JSON / images), paper figures, the guided tour, study figures
     studies/   many samples at once: sources (the BABILong grid, the user's documents), one row per

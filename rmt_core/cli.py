@@ -543,6 +543,9 @@ def run_figures(args: argparse.Namespace) -> int:
                   "(the checkpoint the trace was made with)")
         skipped.append({"name": "attention", "reason": reason})
         print(f"note: attention heatmap skipped: it {reason}.", file=sys.stderr)
+        if trace.memory_type == "associative":  # the paper's analyses re-run the model
+            skipped += [{"name": name, "reason": reason} for name in ("loss_per_segment", "memory_capacity")]
+            print(f"note: loss_per_segment and memory_capacity skipped: they {reason}.", file=sys.stderr)
     printable = {name: export.print_style(fig) for name, fig in figures.items()}
     prov = export.provenance(trace, segment=segment, layer=layer, head=head, format=args.format)
     _say(f"exporting {len(printable)} figures as {args.format} to {args.out} (segment {segment}, layer {layer}, head {head})")

@@ -23,8 +23,9 @@ M, S = 3, 6  # memory tokens, segment size
 TOKENS = 40  # 7 segments, the last short
 
 
-def armt(seed: int = 0, **options) -> rmt_core.RMTModel:
-    model = make_model("gpt2", num_mem_tokens=M, segment_size=S, memory="associative",
+def armt(seed: int = 0, reset_positions: bool = False, **options) -> rmt_core.RMTModel:
+    """options: memory_options over d_mem 8; reset_positions: positions restart in every segment."""
+    model = make_model("gpt2", num_mem_tokens=M, segment_size=S, memory="associative", reset_positions=reset_positions,
                        memory_options={"d_mem": 8, **options}, seed=seed)
     torch.manual_seed(seed + 1)
     with torch.no_grad():

@@ -252,7 +252,7 @@ APP_PUBLIC_MODULES = frozenset({
     "rmt_core.tracing.trace",
     "rmt_core.explain", "rmt_core.explain.analysis", "rmt_core.explain.answers", "rmt_core.explain.attribution",
     "rmt_core.explain.interventions", "rmt_core.explain.series", "rmt_core.explain.compare",
-    "rmt_core.explain.associative",
+    "rmt_core.explain.associative", "rmt_core.explain.capacity", "rmt_core.explain.memory_reach",
     "rmt_core.viz.figures", "rmt_core.viz.comparison", "rmt_core.viz.captions", "rmt_core.viz.paper",
     "rmt_core.viz.render", "rmt_core.viz.bertviz_views", "rmt_core.viz.tour", "rmt_core.viz.export",
     "rmt_core.viz.report", "rmt_core.viz.study",

@@ -14,6 +14,12 @@ def _rank(values: np.ndarray, index: int) -> int:
     return int(np.sum(values > values[index])) + 1
 
 
+def _leading(flags: np.ndarray) -> int:
+    """How many of the first entries of `flags` are all True."""
+    flags = np.asarray(flags, dtype=bool)
+    return int(len(flags) if flags.all() else np.argmin(flags))
+
+
 def churn_caption(churn: np.ndarray, fact_segment: int | None) -> str:
     """What a per-segment churn bar chart shows. churn: (S,) mean cosine distance of memory in -> out
     per segment; fact_segment: the segment holding the fact (None: no fact)."""
@@ -143,6 +149,49 @@ def write_caption(beta: np.ndarray, gamma: np.ndarray, layer: int) -> str:
     return text + ": lower γ means a key the state already holds, so z grows less for it."
 
 
+def _last_note(segment: int, steps: int) -> str:
+    return ", the last: no token reads its write" if segment == steps - 1 else ""
+
+
+def fact_write_caption(beta: np.ndarray, gamma: np.ndarray, fact_segment: int, layer: int) -> str:
+    """How one layer's fact segment writes compared with the other segments. beta, gamma: (S,) mean
+    write strength and novelty over the memory tokens per segment (gamma is 1 in segment 0 by
+    definition: nothing is stored yet)."""
+    beta, gamma = np.asarray(beta, dtype=np.float64), np.asarray(gamma, dtype=np.float64)
+    steps, f = len(beta), fact_segment
+    top = int(np.argmax(beta))
+    rank = _rank(beta, f)
+    text = (f"At layer {layer} the fact segment {f} writes with mean β {beta[f]:.2f}, rank {rank} of {steps} segments "
+            f"(median {np.median(beta):.2f}" + ("" if top == f else f"; the strongest is segment {top}, {beta[top]:.2f}"
+                                                 + _last_note(top, steps)) + ").")
+    if f == 0:
+        text += " Its novelty γ is 1 by definition (segment 0: nothing is stored yet)."
+    elif steps > 1:
+        later = gamma[1:]
+        text += (f" Its novelty γ is {gamma[f]:.3f}, rank {_rank(later, f - 1)} of the {steps - 1} segments after "
+                 f"segment 0 (median {np.median(later):.3f})"
+                 + (": its keys are newer to the state than most." if gamma[f] > np.median(later) else "."))
+    if rank > 2 or beta[f] <= np.median(beta):
+        text += " The expected pattern (the fact segment among the strongest writers) is absent here."
+    return text
+
+
+def state_growth_caption(norms: np.ndarray, fact_segment: int, layer: int) -> str:
+    """How much one layer's state grows at the fact segment compared with the others. norms: (S, Y)
+    |A_l|_F after each segment's write; growth at s is norms[s] - norms[s - 1] (the state starts at 0)."""
+    values = np.asarray(norms, dtype=np.float64)[:, layer]
+    growth = np.diff(values, prepend=0.0)
+    f, steps = fact_segment, len(values)
+    top = int(np.argmax(growth))
+    rank = _rank(growth, f)
+    text = (f"Layer {layer}'s ‖A‖_F grows by {growth[f]:.3g} at the fact segment {f}, rank {rank} of {steps} segments "
+            f"(median growth {np.median(growth):.3g}" + ("" if top == f else f"; the largest, {growth[top]:.3g}, at "
+                                                          f"segment {top}" + _last_note(top, steps)) + ").")
+    if rank > 2 or growth[f] <= np.median(growth):
+        text += " The expected pattern (the fact segment among the largest growths) is absent here."
+    return text
+
+
 def retrieved_from_caption(shares: np.ndarray, segment: int, position: int, token: str, layer: int,
                            read_ratio: float | None = None) -> str:
     """Where one token's read comes from. shares: (segment, M) each earlier segment's and memory
@@ -165,5 +214,71 @@ def retrieved_from_caption(shares: np.ndarray, segment: int, position: int, toke
     return text + "."
 
 
+def capacity_caption(pairs: np.ndarray, accuracy: np.ndarray, estimate: np.ndarray, n_values: int, layer: int,
+                     keys: str, feature_size: int | None = None) -> str:
+    """What a memory-capacity figure shows (explain.capacity.CapacityResult's arrays): pairs (P,) the
+    numbers n of written pairs, accuracy (P,) alpha, estimate (P,) k = n (v alpha - 1) / (v - 1),
+    n_values v; keys "model" (through the layer's W_mk) or "random"; feature_size: features per head."""
+    pairs, accuracy, estimate = (np.asarray(a, dtype=np.float64) for a in (pairs, accuracy, estimate))
+    how = "keys through its own W_mk" if keys == "model" else "random keys in d_mem"
+    text = f"Layer {layer}, {how}: "
+    exact = _leading(accuracy >= 1.0)  # how many of the first n's read back every pair
+    held = _leading(estimate >= 0.9 * pairs)
+    text += (f"every pair is read back right up to n = {int(pairs[exact - 1])} written pairs" if exact else
+             f"even n = {int(pairs[0])} pair{'s' if pairs[0] > 1 else ''} is not always read back right "
+             f"(accuracy {accuracy[0]:.3f})")
+    if held:
+        text += (f"; the estimate k = n(vα − 1)/(v − 1) (v = {n_values} values) keeps at least 90% of the pairs up to "
+                 f"n = {int(pairs[held - 1])} (k = {estimate[held - 1]:.1f})")
+    last = len(pairs) - 1
+    chance = 1.0 / n_values
+    text += (f". At n = {int(pairs[last])}, accuracy {accuracy[last]:.3f} (chance {chance:.3f}) gives k = "
+             f"{estimate[last]:.1f}")
+    if estimate.max() <= 0.5:
+        text += ": the memory holds nothing beyond chance here"
+    elif last >= 1 and estimate[last - 1] > 0:
+        growth = estimate[last] / estimate[last - 1] - 1.0
+        if growth < 0.05:
+            text += f"; it has levelled off (largest estimate {estimate.max():.1f} pairs)"
+        else:
+            text += (f", still {100 * growth:+.0f}% over the previous n: no plateau within the range measured, so the "
+                     f"capacity is at least {estimate.max():.1f} pairs")
+    text += "."
+    if feature_size:
+        text += f" The state has {feature_size} features per head (A has that many rows)."
+    return text
+
+
+def memory_reach_caption(full: np.ndarray, reset: np.ndarray, previous: np.ndarray, counts: np.ndarray) -> str:
+    """What a loss-per-segment figure (full memory / memory reset / previous segment's memory only)
+    shows; the arrays of explain.memory_reach.MemoryReach, each (S,). Means are token-weighted over
+    segments 1.. (segment 0 reads nothing in every condition)."""
+    full, reset, previous = (np.asarray(a, dtype=np.float64) for a in (full, reset, previous))
+    weights = np.asarray(counts, dtype=np.float64)
+    steps = len(full)
+    if steps < 2:
+        return "One segment only: it reads nothing, so the three conditions are the same run."
+
+    def mean(values: np.ndarray) -> float:
+        keep = np.isfinite(values[1:]) & (weights[1:] > 0)
+        return float((values[1:][keep] * weights[1:][keep]).sum() / max(weights[1:][keep].sum(), 1e-30))
+
+    f, r, p = mean(full), mean(reset), mean(previous)
+    text = (f"Over segments 1–{steps - 1} (token-weighted) the loss is {f:.3f} nats/token with the full memory, "
+            f"{r:.3f} with memory reset every segment and {p:.3f} with the previous segment's memory only")
+    gain = r - f
+    if gain <= 1e-6:
+        return text + f": memory does not lower the loss here (gain {gain:+.3f}), so there is no gain to split."
+    share = (r - p) / gain
+    text += f": the previous segment alone gives {100 * share:.0f}% of memory's gain ({gain:.3f} nats/token)"
+    if share >= 0.75:
+        return text + ", so memory carries mostly the last segment (as the paper found for its LM-trained ARMT)."
+    if share >= 0.5:
+        return text + "; earlier segments add the rest."
+    return text + ": most of the gain comes from earlier segments, so memory reaches back further than one segment."
+
+
 __all__ = ["churn_caption", "write_attribution_caption", "keep_rewrite_caption", "write_pattern_caption",
-           "read_slots_caption", "state_size_caption", "write_caption", "retrieved_from_caption"]
+           "read_slots_caption", "state_size_caption", "write_caption", "retrieved_from_caption", "capacity_caption",
+           "fact_write_caption", "state_growth_caption",
+           "memory_reach_caption"]

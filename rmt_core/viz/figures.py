@@ -22,6 +22,9 @@ from plotly.subplots import make_subplots
 
 from ..explain import analysis
 from ..explain.attribution import Attribution
+from ..explain.capacity import CapacityResult
+from ..explain.memory_reach import NAMES as REACH_NAMES
+from ..explain.memory_reach import MemoryReach
 from ..token_text import token_label
 from ..tracing.capabilities import ANY, VECTORS, Needs
 from ..tracing.trace import Trace
@@ -337,6 +340,70 @@ def retrieved_from_figure(retrieval, title: str | None = None) -> go.Figure:
     return _style(fig, title, height=380)
 
 
+def capacity_figure(result: CapacityResult) -> go.Figure:
+    """The App. B capacity estimate (explain.capacity.CapacityResult): left, the estimate
+    k = n (v alpha - 1) / (v - 1) against the pairs written n, with k = n (every pair held) dotted;
+    right, the accuracy alpha with chance 1 / v dotted. Both on log-scaled n; hover: exact numbers."""
+    n = result.pairs.astype(np.float64)
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=["capacity estimate k = n(vα − 1)/(v − 1)", "accuracy α of the pairs asked"])
+    fig.add_trace(go.Scatter(x=n, y=n, mode="lines", name="k = n (every pair held)",
+                             line={"color": "#999999", "dash": "dot"}, hoverinfo="skip"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=n, y=result.estimate, mode="lines+markers", name=f"layer {result.layer}",
+                             line={"color": slot_color(0)},
+                             hovertemplate="n = %{x} pairs written<br>estimate k = %{y:.1f}<extra></extra>"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=n, y=result.accuracy, mode="lines+markers", name="accuracy α", showlegend=False,
+                             line={"color": slot_color(0)},
+                             error_y={"type": "data", "array": result.accuracy_trials.std(axis=0), "visible": True},
+                             hovertemplate="n = %{x}<br>α = %{y:.3f}<extra></extra>"), row=1, col=2)
+    fig.add_trace(go.Scatter(x=[n[0], n[-1]], y=[1 / result.n_values] * 2, mode="lines",
+                             name=f"chance 1/v = 1/{result.n_values}", line={"color": "#999999", "dash": "dash"},
+                             hoverinfo="skip"), row=1, col=2)
+    fig.update_xaxes(type="log", title_text="key-value pairs written (n)")
+    fig.update_yaxes(type="log", title_text="pairs held (k)", tickformat=NUMBER_FORMAT, row=1, col=1)
+    fig.update_yaxes(title_text="accuracy", range=[0, 1.05], row=1, col=2)
+    keys = "keys through W_mk" if result.keys == "model" else "random keys"
+    name = f"{result.checkpoint}: " if result.checkpoint else ""
+    return _style(fig, f"{name}memory capacity of layer {result.layer} (App. B estimate; {keys}, v = "
+                       f"{result.n_values}, {result.trials} trials)", height=420)
+
+
+REACH_STYLE = {"full": {"color": slot_color(0)}, "reset": {"color": slot_color(1), "dash": "dash"},
+               "previous": {"color": slot_color(2), "dash": "dot"}}
+
+
+def memory_reach_figure(result: MemoryReach, selected: int | None = None) -> go.Figure:
+    """Per-segment loss (nats/token) with the full memory, with memory reset every segment and with the
+    previous segment's memory only (explain.memory_reach.MemoryReach), one line each (top), and each
+    condition's loss minus the full memory's (bottom: what memory beyond it buys per segment; a
+    single document's loss varies far more between segments than between conditions). Hover: the
+    exact loss and the segment's token count. selected: a segment to mark."""
+    x = np.arange(result.num_segments)
+    mode = "lines+markers" if result.num_segments <= MAX_MARKERS else "lines"
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.6, 0.4],
+                        subplot_titles=["per-segment mean loss", "minus the full memory's loss"])
+    for condition in ("full", "reset", "previous"):
+        values = getattr(result, condition)
+        fig.add_trace(go.Scatter(
+            x=x, y=values, mode=mode, name=REACH_NAMES[condition], line=REACH_STYLE[condition], legendgroup=condition,
+            customdata=result.counts, hovertemplate=f"{REACH_NAMES[condition]}<br>segment %{{x}} (%{{customdata}} "
+                                                    f"tokens)<br>loss %{{y{HOVER_NUMBER}}} nats/token<extra></extra>"),
+            row=1, col=1)
+        if condition != "full":
+            fig.add_trace(go.Scatter(
+                x=x, y=values - result.full, mode=mode, name=REACH_NAMES[condition], line=REACH_STYLE[condition],
+                legendgroup=condition, showlegend=False,
+                hovertemplate=f"{REACH_NAMES[condition]}<br>segment %{{x}}<br>loss − full %{{y{HOVER_NUMBER}}} "
+                              "nats/token<extra></extra>"), row=2, col=1)
+    fig.add_hline(y=0, line={"color": "#999999", "width": 1}, row=2, col=1)
+    if selected is not None:
+        fig.add_vline(x=selected, line={"color": "#D55E00", "dash": "dash"})
+    fig.update_xaxes(title_text="segment", row=2, col=1)
+    fig.update_yaxes(title_text="nats/token", tickformat=NUMBER_FORMAT)
+    name = f" ({result.document})" if result.document else ""
+    return _style(fig, f"Loss per segment: full memory, none, previous segment only{name}", height=560)
+
+
 def slot_similarity_figure(similarity: np.ndarray, segment: int) -> go.Figure:
     m = similarity.shape[0]
     names = [f"slot {k}" for k in range(m)]
@@ -462,13 +529,20 @@ def standard_figure_builders(trace: Trace, segment: int | None = None, layer: in
 
 def _associative_builders(trace: Trace, segment: int, layer: int) -> dict[str, Callable[[], go.Figure]]:
     """The associative memory's standard figures (none for another memory type): its state size per
-    layer, and the write strength and novelty of `layer`'s memory tokens per segment."""
+    layer, the write strength and novelty of `layer`'s memory tokens per segment and, with the model
+    attached, the paper's analyses (viz.paper): the loss per segment with full / reset / previous
+    memory (2 replays per segment) and `layer`'s memory-capacity estimate (App. B)."""
     from ..explain import series
 
     if trace.memory_type != "associative":
         return {}
     rows = lambda name: series.associative_rows(trace, name)  # noqa: E731
     names = [f"P{i}" for i in range(trace.num_mem_tokens)]
+    paper = {}
+    if trace.model is not None:
+        if trace.carries_memory:  # with memory reset there is no full-memory curve to compare
+            paper["loss_per_segment"] = lambda: _paper_figure("reach", trace, segment, layer)
+        paper["memory_capacity"] = lambda: _paper_figure("capacity", trace, segment, layer)
     return {
         "state_size": lambda: state_size_figure(rows("state_norms"), rows("z_norms"), selected=segment),
         "write_strength": lambda: slot_segment_heatmap(
@@ -477,7 +551,19 @@ def _associative_builders(trace: Trace, segment: int, layer: int) -> dict[str, C
         "novelty": lambda: slot_segment_heatmap(
             rows("novelty")[:, layer], f"Novelty γ per memory token (layer {layer})", "γ", row_names=names,
             zrange=(0, 1), row_title="memory token"),
+        **paper,
     }
+
+
+def _paper_figure(kind: str, trace: Trace, segment: int, layer: int) -> go.Figure:
+    """The ARMT paper's analyses of a trace with its model: loss per segment, or `layer`'s capacity."""
+    if kind == "reach":
+        from ..explain.memory_reach import loss_per_segment
+
+        return memory_reach_figure(loss_per_segment(trace), selected=segment)
+    from ..explain.capacity import memory_capacity
+
+    return capacity_figure(memory_capacity(trace.model, layer))
 
 
 # Standard figures that need more than any memory type gives (capabilities; the rest work for all):

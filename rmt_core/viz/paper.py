@@ -4,7 +4,10 @@
 - read pattern: while producing the target, tokens read the memory slots in turn;
 - keep / rewrite: write memory attends to read memory, most where nothing new comes in (the
   papers' pattern; keep_rewrite_caption says whether the figure shows it);
-- accuracy versus number of segments against the no-memory baseline, with the papers' numbers.
+- accuracy versus number of segments against the no-memory baseline, with the papers' numbers;
+- ARMT (Rodkin et al. 2024): the memory-capacity estimate of App. B / Fig. 2a (capacity_figure, from
+  explain.capacity.memory_capacity) and the loss per segment with full, reset and previous-segment
+  memory of Fig. 6 / App. K (memory_reach_figure, from explain.memory_reach.loss_per_segment).
 """
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..explain import analysis
+from ..explain.capacity import CapacityResult
+from ..explain.memory_reach import MemoryReach
 from . import captions, figures
 from ..tracing.trace import BLOCK_PAIRS, Trace
 
@@ -138,5 +143,24 @@ def accuracy_table(rows: list[dict], task: str) -> list[dict]:
     return out
 
 
-__all__ = ["BLOCK_PAIRS", "diagonal_score", "sharpness", "injectivity", "write_pattern", "read_pattern", "keep_rewrite", "keep_rewrite_caption", "accuracy_figure",
+# ---------------------------------------------------------------------- ARMT (Rodkin et al. 2024)
+# The figures live with the other associative-memory figures (figures.capacity_figure,
+# figures.memory_reach_figure: standard figures of an ARMT trace); their captions here.
+capacity_figure = figures.capacity_figure
+memory_reach_figure = figures.memory_reach_figure
+
+
+def capacity_figure_caption(result: CapacityResult) -> str:
+    """captions.capacity_caption of a CapacityResult (the arrays capacity_figure draws)."""
+    return captions.capacity_caption(result.pairs, result.accuracy, result.estimate, result.n_values, result.layer,
+                                     result.keys, result.feature_size)
+
+
+def memory_reach_figure_caption(result: MemoryReach) -> str:
+    """captions.memory_reach_caption of a MemoryReach (the arrays memory_reach_figure draws)."""
+    return captions.memory_reach_caption(result.full, result.reset, result.previous, result.counts)
+
+
+__all__ = ["capacity_figure", "capacity_figure_caption", "memory_reach_figure", "memory_reach_figure_caption",
+           "BLOCK_PAIRS", "diagonal_score", "sharpness", "injectivity", "write_pattern", "read_pattern", "keep_rewrite", "keep_rewrite_caption", "accuracy_figure",
            "accuracy_table", "PatternResult"]

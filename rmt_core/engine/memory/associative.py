@@ -219,18 +219,29 @@ class AssociativeLayer(nn.Module):
         phi = features(self.W_mk(memory), options)  # (batch, h, M, f)
         values = to_heads(self.W_mv(memory), options.n_heads)  # (batch, h, M, e)
         beta = to_heads(torch.sigmoid(self.W_mb(memory)), options.n_heads)  # (batch, h, M, 1), or (.., e) gated
-        old = written.view(-1, 1, 1, 1)
-        previous, denominator = retrieve(phi, A, z, options)
-        previous = torch.where(old, previous, torch.zeros_like(previous))  # vbar
-        if not options.use_denom:
-            return phi, beta, values - previous, None
-        if options.correction:
-            norm2 = phi.pow(2).sum(dim=-1, keepdim=True)  # |phi(k)|^2, (batch, h, M, 1)
-            gamma = torch.clip(1 - denominator / (norm2 + options.gamma_eps), 0, 1).detach()
-            gamma = torch.where(old, gamma, torch.ones_like(gamma))
-        else:
-            gamma = torch.ones_like(phi[..., :1])
-        return phi, beta, values - previous, gamma
+        return delta_terms(phi, values, beta, A, z, written, options)
+
+
+def delta_terms(phi: torch.Tensor, values: torch.Tensor, beta: torch.Tensor, A: torch.Tensor, z: torch.Tensor,
+                written: torch.Tensor, options: AssociativeOptions
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The update rule itself, from keys' features, values and write strengths (what write_terms runs
+    after its projections; explain/capacity.py writes synthetic pairs with it): phi (batch, h, M, f),
+    values (batch, h, M, e), beta (batch, h, M, 1 or e), the OLD state A (batch, h, f, e), z (batch, h,
+    f), written (batch,) bool (False: first write, vbar = 0 and gamma = 1). Returns (phi, beta,
+    v - vbar, gamma or None without use_denom), the terms AssociativeLayer.add_terms adds."""
+    old = written.view(-1, 1, 1, 1)
+    previous, denominator = retrieve(phi, A, z, options)
+    previous = torch.where(old, previous, torch.zeros_like(previous))  # vbar
+    if not options.use_denom:
+        return phi, beta, values - previous, None
+    if options.correction:
+        norm2 = phi.pow(2).sum(dim=-1, keepdim=True)  # |phi(k)|^2, (batch, h, M, 1)
+        gamma = torch.clip(1 - denominator / (norm2 + options.gamma_eps), 0, 1).detach()
+        gamma = torch.where(old, gamma, torch.ones_like(gamma))
+    else:
+        gamma = torch.ones_like(phi[..., :1])
+    return phi, beta, values - previous, gamma
 
 
 # ---------------------------------------------------------------------- the memory type
