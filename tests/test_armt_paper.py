@@ -231,6 +231,26 @@ def shipped():
     return rmt_core.load(ARMT, device="cpu")
 
 
+def test_the_tour_of_the_shipped_armt_follows_the_fact(shipped):
+    from rmt_core.viz.tour import AssociativeTour, make_tour, tour_steps
+
+    tour = make_tour(shipped, seed=7)
+    assert isinstance(tour, AssociativeTour) and tour.predicted == tour.answer == "office"
+    steps = tour_steps(tour)
+    assert [s.title[0] for s in steps] == list("123456")
+    assert steps[0].html and all(s.figure is not None for s in steps[1:])
+    f, y = tour.fact_segment, tour.layer
+    retrieval = tour.retrievals[y]
+    assert retrieval.top_segment == f  # the answer token reads the fact segment at the fact's layer
+    assert f"retrieves most from segment {f}" in steps[4].text
+    bars = steps[2].figure.data[0]
+    assert bars.marker.color[f] == "#D55E00" and np.allclose(
+        bars.y, rmt_core.series.associative_rows(tour.trace, "write_strength")[:, y].mean(axis=1))
+    skip = tour.skip_fact_write
+    assert skip.p_expected_after < 0.5 < skip.p_expected_before  # without the fact's write the answer is lost
+    assert f"“{skip.answer_after}”" in steps[5].text
+
+
 def test_the_cli_exports_them_for_an_armt_trace(shipped, trace, tmp_path, capsys, monkeypatch):
     from rmt_core import cli
     from rmt_core.viz import export
