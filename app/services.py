@@ -87,6 +87,57 @@ def shipped_checkpoints() -> list[dict[str, str]]:
     return rmt_core.list_checkpoints()
 
 
+def _shipped_rmt_config(name: str) -> dict[str, Any]:
+    """The "rmt" entry of a shipped checkpoint's config.json (read as JSON: no model loaded)."""
+    import json
+
+    path = rmt_core.io.checkpoint.SHIPPED_DIR / name / "config.json"
+    try:
+        return json.loads(path.read_text()).get("rmt", {})
+    except (OSError, ValueError):
+        return {}
+
+
+def tour_checkpoints() -> list[str]:
+    """The shipped checkpoints the guided tour can show: fact-recall models (config task "detect",
+    what the tour's sample asks), of either memory type; the default first."""
+    names = [c["name"] for c in shipped_checkpoints() if _shipped_rmt_config(c["name"]).get("task") == "detect"]
+    return sorted(names, key=lambda name: name != rmt_core.DEFAULT_CHECKPOINT)
+
+
+def associative_checkpoints() -> list[str]:
+    """The shipped checkpoints with an associative memory (ARMT): the Papers page's ARMT figures."""
+    return [c["name"] for c in shipped_checkpoints() if _shipped_rmt_config(c["name"]).get("memory") == "associative"]
+
+
+@st.cache_resource(show_spinner="Measuring the memory capacity (writing synthetic pairs)…", max_entries=16)
+def memory_capacity(checkpoint: str, layer: int, keys: str):
+    """rmt_core.explain.capacity.memory_capacity of a checkpoint's layer, once per server (default pairs
+    and trials: a few seconds on one CPU core at the shipped ARMT's size)."""
+    from rmt_core.explain.capacity import memory_capacity as measure
+
+    from app import threads
+
+    model = load_model(checkpoint)
+    with threads.heavy():
+        return measure(model, layer, keys=keys)
+
+
+@st.cache_resource(show_spinner="Running the excerpt with full, no and previous-segment memory…", max_entries=4)
+def memory_reach_excerpt(checkpoint: str):
+    """(trace, rmt_core.explain.memory_reach.loss_per_segment) of the held-out novel's demo excerpt
+    (demos.book_excerpt) with `checkpoint`, once per server."""
+    from rmt_core.explain.memory_reach import loss_per_segment
+
+    from app import threads
+
+    model = load_model(checkpoint)
+    with threads.heavy():
+        trace = rmt_core.trace(model, rmt_core.demos.book_excerpt())
+        trace.meta["document"] = "Persuasion excerpt (held out)"
+        return trace, loss_per_segment(trace)
+
+
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
 def load_model(name_or_path: str, trust_pickle: bool = False, segment_size: int | None = None,
                backbone: str | None = None, memory_options: tuple[tuple[str, Any], ...] = ()):

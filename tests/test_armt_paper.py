@@ -251,6 +251,40 @@ def test_the_tour_of_the_shipped_armt_follows_the_fact(shipped):
     assert f"“{skip.answer_after}”" in steps[5].text
 
 
+def test_the_tour_page_offers_the_armt(shipped):
+    at = _app_with(rmt_core.trace(shipped, "Mary went to the office. " * 8))
+    at.switch_page("screens/tour.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert ARMT in at.selectbox(key="tour_model").options
+    at.selectbox(key="tour_model").set_value(ARMT).run()
+    seen, charts = [], []
+    for _ in range(6):
+        assert not at.exception and not at.error, ([e.value for e in at.exception], [e.value for e in at.error])
+        seen.append(at.subheader[0].value)
+        charts.append(_titles(at))
+        next_button = next(b for b in at.button if b.key == "tour_next")
+        if next_button.disabled:
+            break
+        next_button.click().run()
+    assert seen[1] == "2 · Tokens, then memory tokens" and seen[-1].startswith("6 · The counterfactual: skip")
+    assert any(t.startswith("Retrieved from: token 30") for t in charts[4]), charts[4]
+    assert "Per-segment loss" in charts[5]
+
+
+def test_the_papers_page_shows_the_armt_figures(shipped):
+    trace = rmt_core.trace(shipped, "Mary went to the office. " * 8)
+    at = _app_with(trace)
+    at.switch_page("screens/papers.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    titles = _titles(at)
+    assert any(t.startswith(f"{ARMT}: memory capacity of layer 2") for t in titles), titles
+    assert any(t.startswith("Loss per segment") for t in titles)
+    assert any("no plateau" in c.value or "levelled off" in c.value for c in at.caption)
+    at.radio(key="paper_reach_source").set_value("trace").run()  # the current ARMT trace instead
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(t == "Loss per segment: full memory, none, previous segment only" for t in _titles(at))
+
+
 def test_the_cli_exports_them_for_an_armt_trace(shipped, trace, tmp_path, capsys, monkeypatch):
     from rmt_core import cli
     from rmt_core.viz import export

@@ -15,12 +15,17 @@ def _step(delta: int, count: int) -> None:
 
 def render() -> None:
     st.header("Guided tour: how a recurrent memory carries a fact")
-    shipped = [c["name"] for c in services.shipped_checkpoints()]
-    checkpoint = services.default_checkpoint_name()
-    if checkpoint not in shipped:
-        st.warning(f"The tour needs the shipped default fact-recall model (checkpoints/{checkpoint}).")
+    options = services.tour_checkpoints()
+    if not options:
+        st.warning("The tour needs a shipped fact-recall model (checkpoints/"
+                   f"{services.default_checkpoint_name()}, or the ARMT beside it).")
         return
-    c1, c2 = st.columns([1, 3])
+    selected = st.session_state.get(state.CHECKPOINT)
+    c0, c1, c2 = st.columns([2, 1, 3])
+    checkpoint = c0.selectbox("Model", options, index=options.index(selected) if selected in options else 0,
+                              key="tour_model",
+                              help="A recurrent memory of slots (RMT) or an associative memory (ARMT): each gets the "
+                                   "steps that fit it.")
     seed = int(c1.number_input("Sample (seed)", min_value=0, max_value=10_000, value=7, step=1, key="tour_seed"))
     c2.caption("Every seed is a different held-out sample (Persuasion, never seen in training): the same steps work on it.")
     try:
@@ -37,7 +42,7 @@ def render() -> None:
     progress.progress((index + 1) / len(steps), text=f"Step {index + 1} of {len(steps)}")
     step = steps[index]
     st.subheader(step.title)
-    st.markdown(step.text)
+    st.markdown(literal(step.text))  # model output (the answer, tokens) shown as typed
     if step.html is not None:
         with st.container(height=360):
             st.html(step.html)
