@@ -102,9 +102,10 @@ def comparison(a, b):
 
 
 def sweep(target, source, segments: list[int], names: tuple[str, str]):
-    """interventions.patch_sweep(target, source, segments) (every slot, and all at once), kept until
+    """interventions.patch_sweep(target, source, segments) (every slot, or every layer of an associative
+    memory, and all at once), kept until
     the second run changes; refused above MAX_SWEEP_CELLS cells (say fewer segments)."""
-    cells = len(segments) * (target.num_mem_tokens + 1)
+    cells = len(segments) * (len(interventions.patch_parts(target)) + 1)
     if cells > MAX_SWEEP_CELLS:
         raise rmt_core.ArgumentError(f"A sweep over {len(segments)} segments is {cells} patched runs; the page runs at "
                                      f"most {MAX_SWEEP_CELLS}: choose fewer segments (or use `rmt-lens patch`).")
@@ -119,6 +120,11 @@ def sweep(target, source, segments: list[int], names: tuple[str, str]):
 def current_sweep():
     cached = st.session_state.get(state.COMPARE_SWEEP)
     return None if cached is None else cached[1]
+
+
+def sweep_columns(target) -> list[str]:
+    """The columns a sweep of `target` has: its memory's parts (slots M0.., or layers L0..), then "all"."""
+    return interventions.patch_parts(target) + ["all"]
 
 
 def sweep_pair(a, b, direction: int):

@@ -2,7 +2,7 @@
 
     rmt-lens compare A.rmtrace B.rmtrace --out DIR [--checkpoint C] [--checkpoint-b C2] [--align end]
     rmt-lens compare A.rmtrace --memory-reset --checkpoint C --out DIR   (memory on vs memory reset)
-    rmt-lens patch TARGET.rmtrace SOURCE.rmtrace --checkpoint C [--segments 0-7] [--slots 0,3] [--csv F]
+    rmt-lens patch TARGET.rmtrace SOURCE.rmtrace --checkpoint C [--segments 0-7] [--slots 0,3 | --layers 0,2] [--csv F]
 
 Like cli.py, nothing heavy is imported at module level: each command imports what it needs when it
 runs. Errors are RMTLensError / OSError, turned into one ``error:`` line by cli.main.
@@ -85,7 +85,8 @@ def add_compare(p: argparse.ArgumentParser) -> None:
                    help="pair segments from the first (start, default) or from the last (end: documents of "
                         "different lengths that end with the same question)")
     p.add_argument("--threshold", type=float, default=None, metavar="D",
-                   help="cosine distance above which memories diverge (default 0.05)")
+                   help="memory distance above which memories diverge (default 0.05): cosine distance per slot, "
+                        "or for an associative memory (ARMT) relative Frobenius distance per layer")
     p.add_argument("--format", choices=FIGURE_FORMATS, default="svg",
                    help="figure files: svg, pdf, png (need Chromium, as `figures`) or html (plotly.js beside them)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
@@ -129,7 +130,17 @@ def run_compare(args: argparse.Namespace) -> int:
     (out / "figures.json").write_text(json.dumps({"format": args.format, "figures": {n: p.name for n, p in written.items()},
                                                   "tables": [csv_path.name, json_path.name]}, indent=2))
     _say(c.alignment_text)
-    _say(c.divergence_text)
+    unattached = [flag for trace, flag in ((a, "--checkpoint"), (b, "--checkpoint-b (or --checkpoint)"))
+                  if trace.stores_writes and trace.model is None]
+    if c.distance is None and unattached:  # say it in the command's flags
+        _say(f"Memory not compared: an associative memory's states are rebuilt from the trace's stored writes by its "
+             f"model; give {' and '.join(unattached)}.")
+    else:
+        _say(c.divergence_text)
+    for name, answer in zip(c.names, c.answers):
+        if answer is not None:
+            asked = f"asked {answer.question!r}" if answer.question else "no question: the next token"
+            _say(f"{name} answers {answer.answer!r} (p = {answer.probability:.3f}; {asked}, segment {answer.segment})")
     for note in c.notes:
         _say(f"note: {note}")
     if c.lens_reason:
@@ -149,7 +160,10 @@ def add_patch(p: argparse.ArgumentParser) -> None:
     p.add_argument("--segments", type=index_list, default=None, metavar="LIST",
                    help="target segments to patch before, e.g. 0-7 or 2,5 (default: every one the source also has)")
     p.add_argument("--slots", type=index_list, default=None, metavar="LIST",
-                   help="memory slots patched one at a time, e.g. 0,3 (default: every slot); 'all slots' is added")
+                   help="memory slots patched one at a time, e.g. 0,3 (default: every slot); 'all' is added")
+    p.add_argument("--layers", type=index_list, default=None, metavar="LIST",
+                   help="an associative memory (ARMT): layers whose (A, z) are patched one at a time, e.g. 0,2 "
+                        "(default: every layer); 'all' is added")
     p.add_argument("--csv", default=None, metavar="FILE", help="write every cell (.csv; .json adds provenance)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     add_load_options(p)
@@ -164,11 +178,18 @@ def run_patch(args: argparse.Namespace) -> int:
     model = load_checkpoint(args.checkpoint, args, device=args.device)
     target.attach(model)
     source.attach(model)
+    by_layer = target.memory_type == "associative"
+    if (args.slots if by_layer else args.layers) is not None:
+        given, wanted = ("--slots", "--layers") if by_layer else ("--layers", "--slots")
+        raise RMTLensError(f"{given} does not apply to this model: its memory ({target.memory_type!r}) is patched "
+                           f"by {'layer' if by_layer else 'slot'}; use {wanted}.")
     try:
         sweep = patch_sweep(target, source, None if args.segments is None else list(args.segments),
-                            None if args.slots is None else list(args.slots))
+                            None if args.slots is None else list(args.slots),
+                            layers=None if args.layers is None else list(args.layers))
     except ArgumentError as exc:  # say it in the command's flags
-        message = str(exc).replace("segment must", "--segments values must").replace("slot must", "--slots values must")
+        message = (str(exc).replace("segment must", "--segments values must").replace("slot must", "--slots values must")
+                   .replace("layer must", "--layers values must"))
         raise RMTLensError(message) from None
     _say(f"target answer: {sweep.target_answer!r}; source answer: {sweep.source_answer!r} "
          f"(p in the target before patching: {sweep.p_source_answer_before:.4f})")
@@ -198,8 +219,9 @@ COMMANDS = {
                 "--memory-reset), write the per-segment comparison (comparison.csv, comparison.json with both "
                 "traces' provenance) and its figures, and say where the memories first diverge: the first segment "
                 "whose memory LEAVING it (the memory it wrote) differs."),
-    "patch": ("patch memory from one run into another, segment x slot: where does the fact live?",
+    "patch": ("patch memory from one run into another, segment x slot (ARMT: x layer): where does the fact live?",
               add_patch, run_patch,
               "Run TARGET from each chosen segment on with the memory SOURCE had there (one slot at a time, and all "
-              "slots), and print the probability of SOURCE's answer in TARGET after each patch."),
+              "slots; an associative memory: one layer's (A, z) at a time, and all layers), and print the "
+              "probability of SOURCE's answer in TARGET after each patch."),
 }

@@ -271,19 +271,33 @@ def _slot_interventions(trace) -> None:
 
 
 def _layer_interventions(trace) -> None:
-    """An associative memory (ARMT): one layer's state (A_l, z_l) reset before a segment (interventions.reset_layer)."""
+    """An associative memory (ARMT): one layer's state (A_l, z_l) before a segment reset (interventions.reset_layer)
+    or patched from the Compare page's second run (interventions.patch_memory(..., layers=[l]))."""
     st.subheader("One layer's state")
-    c1, c2 = st.columns(2)
+    kinds = ["reset one layer"]
+    other = st.session_state.get(state.COMPARE_TRACE)  # the Compare page's second run
+    if other is not None and other.memory_type == trace.memory_type:
+        kinds.append("patch one layer from the compared run")
+    c0, c1, c2 = st.columns(3)
+    kind = c0.selectbox("Layer intervention", kinds, key="int_layer_kind",
+                        help="Patching needs a second run of an associative memory: choose one on the Compare page.")
     at = c1.selectbox("Before segment", range(trace.num_segments), index=_default_intervention_segment(trace),
                       key=f"int_layer_segment_{id(trace)}")
     layers = int(trace.model_info["num_layers"])
     layer = c2.selectbox("Layer", range(layers), index=layers - 1, key="int_layer",
                          help="That layer's associative matrix A and normaliser z are set to zero (its reads are then "
-                              "0 until the next write); the other layers keep theirs.")
-    if at == 0:
-        st.info("The state entering segment 0 is empty already: pick a later segment.")
+                              "0 until the next write), or copied from the compared run; the other layers keep theirs.")
+    if kind == "reset one layer":
+        if at == 0:
+            st.info("The state entering segment 0 is empty already: pick a later segment.")
+            return
+        result = _cached(trace, ("reset layer", at, layer), lambda: interventions.reset_layer(trace, at, layer))
+    elif at >= other.num_segments:
+        st.info(f"The compared run has {other.num_segments} segments: pick a segment before {other.num_segments}.")
         return
-    result = _cached(trace, ("reset layer", at, layer), lambda: interventions.reset_layer(trace, at, layer))
+    else:
+        result = _cached(trace, ("patch layer", id(other), at, layer),
+                         lambda: interventions.patch_memory(trace, at, other, layers=[layer]))
     _intervention_result(trace, result, "int_layer_fig")
 
 

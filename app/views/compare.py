@@ -20,13 +20,6 @@ def render() -> None:
     trace = require_trace()
     if trace is None:
         return
-    if trace.stores_writes:  # an associative memory (ARMT): a matrix per layer, no slot vectors to compare
-        st.info(f"Not available for this model: the comparison measures the distance between the two runs' memory "
-                f"slot by slot and patches slots from one run into the other, and this model's memory "
-                f"({trace.memory_type!r}) is a matrix per layer with no slots. Its per-segment numbers are on the "
-                "Timeline and Memory pages; the Attribution page's interventions reset one layer's state or skip a "
-                "segment's write.")
-        return
     _second_run(trace)
     other = comparing.second_trace()
     if other is None:
@@ -103,14 +96,23 @@ def _side_by_side(trace, other) -> None:
     st.markdown(f"**This run** vs **{literal(c.names[1])}**: {literal(c.alignment_text)}")
     st.markdown(f"Question answered — this run: {literal(comparing.question_line(trace))} · "
                 f"{literal(c.names[1])}: {literal(comparing.question_line(other))}.")
+    answers = [f"{literal(name)}: **{literal(a.answer)}** (p = {a.probability:.3f})" for name, a in
+               zip(("this run", c.names[1]), c.answers) if a is not None]
+    if answers:
+        st.markdown("Answer at the question — " + " · ".join(answers) + ".")
     (st.warning if c.diverge_at is not None else st.success)(c.divergence_text)
     for note in c.notes:
         st.caption(note)
     show_figure(cfig.memory_distance_heatmap(c), key="cmp_distance")
+    if c.distance is not None:
+        st.caption(f"Memory distance: {literal(c.summary()['distance_meaning'])}.")
     show_figure(cfig.loss_answer_curves(c, selected=sidebar.selected_segment(trace)), key="cmp_curves")
     if c.lens_reason:
         st.caption(f"Answer curve: {c.lens_reason}")
-    show_figure(cfig.block_mass_figure(c), key="cmp_mass")
+    if c.state_norm_a is not None:  # an associative memory: its state's size, no slot blocks to weigh
+        show_figure(cfig.state_size_figure(c), key="cmp_state_size")
+    elif c.slots:
+        show_figure(cfig.block_mass_figure(c), key="cmp_mass")
     # Only the open tab is built (on_change="rerun"): the first one draws nothing heavy until asked
     tab_patch, tab_attention = st.tabs(["Patch memory across the runs", "Attention, both runs"], key="cmp_tab",
                                        on_change="rerun")
@@ -139,28 +141,35 @@ def _attention(trace, other, c) -> None:
                 continue
             y, h = min(layer, int(run.model_info["num_layers"]) - 1), min(head, int(run.model_info["num_heads"]) - 1)
             matrix = services.attention_for(run, segment)[y, h]
-            labels, m = run.attention_labels(segment), run.num_mem_tokens
+            labels, m = run.attention_labels(segment), run.num_slots  # read slots first (tokens memory)
+            tail = len(labels) - m - run.segments[segment].num_tokens  # write slots, or memory tokens P0..
+            edges = figures.row_edges(run, segment)
             if len(labels) > MAX_HEATMAP:
-                keep = list(range(MAX_HEATMAP - m)) + list(range(len(labels) - m, len(labels)))
+                keep = list(range(MAX_HEATMAP - tail)) + list(range(len(labels) - tail, len(labels)))
                 matrix, labels = matrix[np.ix_(keep, keep)], [labels[i] for i in keep]
-            show_figure(figures.attention_heatmap(matrix, labels, m, f"{name}: segment {segment}, layer {y}, head {h}"),
-                        key=f"cmp_att_{'a' if run is trace else 'b'}")
+                edges = [MAX_HEATMAP - tail] if edges else edges
+            show_figure(figures.attention_heatmap(matrix, labels, m, f"{name}: segment {segment}, layer {y}, head {h}",
+                                                  edges=edges), key=f"cmp_att_{'a' if run is trace else 'b'}")
 
 
 def _patching(trace, other) -> None:
+    part = ("one layer's associative state (A, z) at a time, and all layers" if trace.memory_type == "associative"
+            else "one slot at a time, and all slots")
     st.caption("Activation patching across documents: run one document from a segment on with the memory the other "
-               "had there — one slot at a time, and all slots — and see whether its answer becomes the other's. "
+               f"had there — {part} — and see whether its answer becomes the other's. "
                "A cell is the memory entering that segment, patched.")
     direction = st.radio("Patch", ["the second run's memory into this run", "this run's memory into the second run"],
                          horizontal=True, key="cmp_direction")
     target, source = comparing.sweep_pair(trace, other, 0 if direction.startswith("the second") else 1)
+    columns = comparing.sweep_columns(target)
     last = min(target.num_segments, source.num_segments) - 1
     first_default = max(0, last - 7)
     first, end = st.slider("Segments patched", 0, last, (first_default, last), key=f"cmp_segments_{id(target)}")
     segments = list(range(first, end + 1))
     names = ("this run", "second run") if target is trace else ("second run", "this run")
     sweep = comparing.current_sweep()
-    if st.button(f"Run the sweep ({len(segments)} segments × {target.num_mem_tokens + 1} patches)", key="cmp_sweep"):
+    if st.button(f"Run the sweep ({len(segments)} segments × {len(columns)} patches: {', '.join(columns)})",
+                 key="cmp_sweep"):
         with st.spinner("Patching…"):
             sweep = comparing.sweep(target, source, segments, names)
     if sweep is None or sweep.names != names:

@@ -16,6 +16,7 @@ from .answers import answer_site, answer_text, probability_of, stored_prediction
 from .compare import same_tokenizer
 from ..checks import check_int
 from ..errors import ArgumentError, TraceArgumentError, TraceError
+from ..engine.memory import concat_states, state_sample
 from ..tracing.recorder import gather_token_logprobs, segment_loss, token_logprobs
 from ..tracing.capabilities import Needs
 from ..tracing.trace import Trace
@@ -61,19 +62,22 @@ class InterventionResult:
 
 
 @torch.no_grad()
-def intervene(trace: Trace, segment: int, edit: "Callable[[np.ndarray], np.ndarray] | str", name: str,
-              **edit_options) -> InterventionResult:
+def intervene(trace: Trace, segment: int, edit: "Callable[[np.ndarray], np.ndarray] | str | dict[str, np.ndarray]",
+              name: str, **edit_options) -> InterventionResult:
     """Replace the state entering `segment` by an edit of it and re-run to the end (Trace.replay).
 
     edit: a function of the memory entering the segment ((m, d) for TokenMemory, whose state has
     one array; for a memory type with several arrays, of the dict of named arrays) returning
-    one of the same shape; or the name of an edit the memory type supports ("reset", "zero",
-    "replace", "shuffle"; edit_options: part=, source=, seed=). Raises ArgumentError for an
-    edit of another shape or one the memory type does not support."""
+    one of the same shape; the name of an edit the memory type supports ("reset", "zero",
+    "replace", "shuffle"; edit_options: part=, source=, seed=); or the edited state itself (a
+    dict of the state's named arrays, e.g. patching's). Raises ArgumentError for an edit of
+    another shape or one the memory type does not support."""
     model = trace.require_model("an intervention")
     segment = trace.check_segment(segment)
     state = trace.state_in(segment)
-    if isinstance(edit, str):
+    if isinstance(edit, dict):
+        edited = {key: np.asarray(value, dtype=np.float32) for key, value in edit.items()}
+    elif isinstance(edit, str):
         edited = model.memory.edit_state(state, edit, **edit_options)
     elif len(state) == 1:  # one array (TokenMemory's memory): the edit sees the array itself
         (key, value), = state.items()
@@ -138,22 +142,52 @@ def _answers(trace: Trace, site, site_logprobs: torch.Tensor | None, result: Int
 
 
 # ---------------------------------------------------------------------- patching across documents
+# The parts of a memory that patching copies one at a time (MemoryType.parts), by memory type: the
+# tokens memory's slots M0.., an associative memory's layers L0.. (that layer's A_l and z_l).
+PART_AXES: dict[str, str] = {"tokens": "slot", "associative": "layer"}
+PATCH_NEEDS = Needs(edit="replace")  # a part is copied by the memory type's "replace" edit
+
+
+def patch_parts(trace: Trace) -> list[str]:
+    """The parts a patch sweep patches one at a time, by name (MemoryType.parts: slots "M0".., an
+    associative memory's layers "L0.."); its columns are these, then "all". Needs the model (TraceError)."""
+    return list(trace.require_model("patching memory").memory.parts())
+
+
+def part_axis(trace: Trace) -> str:
+    """What a patched part of this trace's memory is: "slot" (tokens memory), "layer" (associative), else "part"."""
+    return PART_AXES.get(trace.memory_type, "part")
+
+
 @dataclass
 class PatchResult(InterventionResult):
     """An InterventionResult of memory patched from another run (activation patching across
     documents), with what the source's answer became in the target.
 
-    slots: the slots patched (all of them when the whole memory was). source_segment: the
-    source's segment whose entering memory was taken. source_answer: the source's own top answer
-    (its top prediction at its answer site); p_source_answer_before / _after: its probability at
-    the target's answer site before / after the patch.
+    parts: the parts of the memory patched (all of them when the whole memory was), on `axis`:
+    "slot" for the tokens memory (slots M_k), "layer" for an associative memory (layer l's A_l and
+    z_l); `slots` / `layers` name them by axis. source_segment: the source's segment whose entering
+    memory was taken. source_answer: the source's own top answer (its top prediction at its answer
+    site); p_source_answer_before / _after: its probability at the target's answer site before /
+    after the patch.
     """
 
-    slots: tuple[int, ...] = ()
+    parts: tuple[int, ...] = ()
+    axis: str = "slot"
     source_segment: int = 0
     source_answer: str | None = None
     p_source_answer_before: float | None = None
     p_source_answer_after: float | None = None
+
+    @property
+    def slots(self) -> tuple[int, ...]:
+        """The slots patched (tokens memory); () for a memory patched by layer."""
+        return self.parts if self.axis == "slot" else ()
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """The layers whose (A_l, z_l) were patched (associative memory); () for a memory of slots."""
+        return self.parts if self.axis == "layer" else ()
 
     @property
     def became_source_answer(self) -> bool:
@@ -161,21 +195,24 @@ class PatchResult(InterventionResult):
         return self.source_answer is not None and self.answer_after == self.source_answer
 
 
-def patch_memory(target: Trace, segment: int, source: Trace, *, slots=None,
+def patch_memory(target: Trace, segment: int, source: Trace, *, slots=None, layers=None,
                  source_segment: int | None = None) -> PatchResult:
     """Run `target` from `segment` on with the memory `source` had entering that segment.
 
-    slots: None patches every slot; an int or a list of slot indices patches those only (the
-    others keep the target's own). source_segment: the source's segment to take the memory from
-    (default `segment`). Returns a PatchResult: the target's answer and its probability before
-    and after, the per-segment loss before and after (loss_change), and p(source's answer) at
-    the target's answer site before and after. Activation patching (Meng et al., 2022, "Locating
-    and Editing Factual Associations in GPT"; Heimersheim & Nanda, 2024) applied to the
-    recurrent memory between segments.
-    Raises TraceError without the target's model or when the traces' memories or tokenizers
-    differ; ArgumentError (TraceArgumentError) for a segment or slot out of range.
+    slots (tokens memory) / layers (associative memory: layer l's A_l and z_l together): None patches
+    the whole memory; an int or a list of indices patches those only (the others keep the target's
+    own). source_segment: the source's segment to take the memory from (default `segment`). Returns
+    a PatchResult: the target's answer and its probability before and after, the per-segment loss
+    before and after (loss_change), and p(source's answer) at the target's answer site before and
+    after. Activation patching (Meng et al., 2022, "Locating and Editing Factual Associations in
+    GPT"; Heimersheim & Nanda, 2024) applied to the recurrent memory between segments.
+    Raises TraceError without the target's model (an associative source: without its model, which
+    rebuilds its state), when the traces' memories or tokenizers differ, or for slots given to a
+    memory of layers (and the reverse); ArgumentError (TraceArgumentError) for a segment, slot or
+    layer out of range.
     """
-    segment, source_segment, chosen = _check_patch(target, segment, source, slots, source_segment)
+    segment, source_segment, chosen = _check_patch(target, segment, source, _chosen(target, slots, layers),
+                                                   source_segment)
     site = answer_site(target, fallback=True)
     source_token = _source_answer(source)
     before_lp = None
@@ -184,26 +221,49 @@ def patch_memory(target: Trace, segment: int, source: Trace, *, slots=None,
     return _patched(target, segment, source, source_segment, chosen, source_token, before_lp)
 
 
-def _check_patch(target: Trace, segment, source: Trace, slots, source_segment) -> tuple[int, int, tuple[int, ...]]:
-    """(segment, source_segment, slots) checked; raises as patch_memory says."""
-    target.require_model("patching memory")
-    if target.memory_states().shape[1:] != source.memory_states().shape[1:]:
+def _chosen(target: Trace, slots, layers):
+    """The parts asked for (slots= or layers=, by the target's memory), or None for all of them."""
+    axis = part_axis(target)
+    other = {"slot": layers, "layer": slots}.get(axis)
+    if other is not None:
+        given, wanted = ("layers", "slots") if axis == "slot" else ("slots", "layers")
+        raise TraceError(f"This model's memory ({target.memory_type!r}) is patched by {axis}: give {wanted}=, "
+                         f"not {given}= (a {axis} is what it has instead of {given[:-1]}s).")
+    return slots if axis == "slot" else layers
+
+
+def _check_patch(target: Trace, segment, source: Trace, parts, source_segment) -> tuple[int, int, tuple[int, ...]]:
+    """(segment, source_segment, parts) checked; raises as patch_memory says."""
+    model = target.require_model("patching memory")
+    missing = PATCH_NEEDS.missing(target)
+    if missing:
+        raise TraceError(f"Patching copies parts of the memory from one run into another. {missing}")
+    if target.memory_type != source.memory_type:
+        raise TraceError(f"The source's memory is {source.memory_type!r} and the target's {target.memory_type!r}: "
+                         "memory can be patched only between runs of models with the same kind of memory.")
+    shapes = [{k: np.shape(v) for k, v in t.state_in(0).items()} for t in (target, source)]
+    if shapes[0] != shapes[1]:
         raise TraceError("The source's memory has another shape than the target's (another number of slots or "
-                         "hidden size): memory can be patched only between runs of models with the same memory.")
+                         f"hidden size, layers or features: {shapes[1]} and {shapes[0]}): memory can be patched only "
+                         "between runs of models with the same memory.")
+    if source.stores_writes:
+        source.require_model("rebuilding the source's memory state (patching memory)")
     same, reason = same_tokenizer(target, source)
     if not same:
         raise TraceError(f"Patching compares the source's answer token in the target, and {reason}")
     segment = target.check_segment(segment)
     name = "source_segment" if source_segment is not None else f"segment {segment} (of the source, by default)"
     source_segment = source.check_segment(segment if source_segment is None else source_segment, name)
-    m = target.num_mem_tokens
-    wanted = list(range(m)) if slots is None else ([slots] if not isinstance(slots, (list, tuple, np.ndarray)) else list(slots))
+    axis, count = part_axis(target), len(model.memory.parts())
+    wanted = list(range(count)) if parts is None else (
+        [parts] if not isinstance(parts, (list, tuple, range, np.ndarray)) else list(parts))
     if not wanted:
-        raise ArgumentError("slots must name at least one slot (None patches all of them).")
-    chosen = tuple(check_int(k, "slot", 0, m - 1, fix=f"The model has {m} memory slots.", error=TraceArgumentError)
-                   for k in wanted)
+        raise ArgumentError(f"{axis}s must name at least one {axis} (None patches all of them).")
+    fix = f"The model has {count} memory {axis}s." if axis != "layer" else \
+        f"The memory has {count} layers, numbered from 0."
+    chosen = tuple(check_int(k, axis, 0, count - 1, fix=fix, error=TraceArgumentError) for k in wanted)
     if len(set(chosen)) != len(chosen):
-        raise ArgumentError(f"slots must not repeat a slot, got {list(chosen)}.")
+        raise ArgumentError(f"{axis}s must not repeat a {axis}, got {list(chosen)}.")
     return segment, source_segment, chosen
 
 
@@ -213,31 +273,36 @@ def _source_answer(source: Trace) -> int | None:
     return None if site is None else int(source.segments[site.segment].topk_ids[site.position][0])
 
 
-def _patched(target: Trace, segment: int, source: Trace, source_segment: int, slots: tuple[int, ...],
+def _patched_arrays(model, stored: dict[str, np.ndarray], donor: dict[str, np.ndarray],
+                    parts: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """The target's state arrays `stored` with `parts` copied from `donor` (the memory type's "replace" edit)."""
+    edited = stored
+    for k in parts:
+        edited = model.memory.edit_state(edited, "replace", part=k, source=donor)
+    return edited
+
+
+def _patched(target: Trace, segment: int, source: Trace, source_segment: int, parts: tuple[int, ...],
              source_token: int | None, before_lp: np.ndarray | None) -> PatchResult:
     """One patched run (intervene: the target re-run from `segment` to its end)."""
-    donor = source.segments[source_segment].memory_in
-    index = list(slots)
-
-    def edit(mem: np.ndarray) -> np.ndarray:
-        mem[index] = donor[index]
-        return mem
-
-    base = intervene(target, segment, edit, _patch_name(target, segment, slots))
-    return _patch_result(target, base, slots, source_segment, source_token, before_lp)
+    edited = _patched_arrays(target.model, target.state_in(segment), source.state_in(source_segment), parts)
+    base = intervene(target, segment, edited, _patch_name(target, segment, parts))
+    return _patch_result(target, base, parts, source_segment, source_token, before_lp)
 
 
-def _patch_name(target: Trace, segment: int, slots: tuple[int, ...]) -> str:
-    what = "all slots" if len(slots) == target.num_mem_tokens else "slot" + ("s " if len(slots) > 1 else " ") + \
-        ", ".join(f"M{k}" for k in slots)
+def _patch_name(target: Trace, segment: int, parts: tuple[int, ...]) -> str:
+    axis, count = part_axis(target), len(target.model.memory.parts())
+    labels = target.model.memory.parts()
+    what = f"all {axis}s" if len(parts) == count else axis + ("s " if len(parts) > 1 else " ") + \
+        ", ".join(labels[k] for k in parts)
     return f"{what} patched from the source before segment {segment}"
 
 
-def _patch_result(target: Trace, base: InterventionResult, slots: tuple[int, ...], source_segment: int,
+def _patch_result(target: Trace, base: InterventionResult, parts: tuple[int, ...], source_segment: int,
                   source_token: int | None, before_lp: np.ndarray | None) -> PatchResult:
     """A PatchResult from an intervention's result, with p(source's answer) before and after."""
     result = PatchResult(**{f.name: getattr(base, f.name) for f in base.__dataclass_fields__.values()},
-                         slots=slots, source_segment=source_segment)
+                         parts=parts, axis=part_axis(target), source_segment=source_segment)
     if source_token is not None:
         result.source_answer = answer_text(target.model.tokenizer, source_token)
         if before_lp is not None:
@@ -249,40 +314,46 @@ def _patch_result(target: Trace, base: InterventionResult, slots: tuple[int, ...
 
 def sweep_batch_size(target: Trace, budget_values: int = 1 << 25) -> int:
     """Patched runs per batched forward in patch_sweep: as many as keep one batch's log-probs
-    (rows x segment tokens x vocabulary, float32) within `budget_values` values (128 MB), at most 64."""
+    (rows x segment tokens x vocabulary, float32) and states (rows x the state's values) within
+    `budget_values` values (128 MB), at most 64."""
     longest = max(s.num_tokens for s in target.segments)
-    return int(max(1, min(64, budget_values // max(1, longest * int(target.model_info["vocab_size"])))))
+    state = sum(int(np.prod(np.shape(v))) for v in target.state_in(0).values())
+    per_row = longest * int(target.model_info["vocab_size"]) + 2 * state
+    return int(max(1, min(64, budget_values // max(1, per_row))))
 
 
 @torch.no_grad()
 def _patched_batched(target: Trace, source: Trace, cells: list[tuple[int, int, tuple[int, ...]]],
                      source_token: int | None, before_lp: np.ndarray | None, batch_size: int) -> list[PatchResult]:
-    """_patched for many cells (segment, source_segment, slots) of one target, with the re-runs
+    """_patched for many cells (segment, source_segment, parts) of one target, with the re-runs
     batched: every patched run is the target's own document, so at segment k all the runs that
     have started by then (a cell patched before segment s runs from s) go through one Trace.replay
     of k as a batch (rows of the same tokens: no padding), `batch_size` rows at a time. One
     forward per segment and batch instead of one per cell and segment; the same numbers as
-    _patched cell by cell up to float rounding (tests/test_patching.py)."""
+    _patched cell by cell up to float rounding (tests/test_patching.py). Any memory type: the
+    states are batched by the memory seam (concat_states / state_sample)."""
     model = target.require_model("patching memory")
     site = answer_site(target, fallback=True)
     before = target.losses()
     after = [before.copy() for _ in cells]
     site_logprobs: list[torch.Tensor | None] = [None] * len(cells)
-    state: dict[int, torch.Tensor] = {}  # cell -> (1, m, d) the state entering the current segment
+    state: dict[int, object] = {}  # cell -> the state entering the current segment (memory type's form, batch 1)
     carry: dict[int, torch.Tensor | None] = {}  # cell -> (V,) the previous segment's last log-softmax row
+    donors: dict[int, dict[str, np.ndarray]] = {}  # source segment -> the source's state entering it
     first = min(seg for seg, _, _ in cells)
     for k in range(first, target.num_segments):
         starting = [c for c, (seg, _, _) in enumerate(cells) if seg == k]
         if starting:
-            stored = target.state_in(k)["memory"]
+            stored = target.state_in(k)
             start_carry = None
             if k > 0:  # the segment before the patch is not affected by it (as intervene)
                 start_carry = torch.log_softmax(target.replay(k - 1).logits[0, -1].float(), dim=-1)
             for c in starting:
-                _, source_segment, slots = cells[c]
-                edited = stored.copy()
-                edited[list(slots)] = source.segments[source_segment].memory_in[list(slots)]
-                state[c] = model.memory.state_from_arrays({"memory": edited})
+                _, source_segment, parts = cells[c]
+                if source_segment not in donors:
+                    donors[source_segment] = source.state_in(source_segment)
+                edited = _patched_arrays(model, stored, donors[source_segment], parts)
+                state[c] = model.memory.state_from_arrays(edited)
                 carry[c] = start_carry
         active = sorted(state)
         if not active:
@@ -291,23 +362,23 @@ def _patched_batched(target: Trace, source: Trace, cells: list[tuple[int, int, t
         ids = torch.as_tensor(seg.token_ids, dtype=torch.long, device=model.device)
         for lo in range(0, len(active), batch_size):
             rows = active[lo:lo + batch_size]
-            out = target.replay(k, torch.cat([state[c] for c in rows]))
+            out = target.replay(k, concat_states([state[c] for c in rows]))
             logprobs = torch.log_softmax(out.logits.float(), dim=-1)  # (B, L, V)
             nxt = target.next_state(out)
             for b, c in enumerate(rows):
                 after[c][k] = segment_loss(gather_token_logprobs(logprobs[b], ids, carry[c]))
                 if site is not None and k == site.segment:
                     site_logprobs[c] = logprobs[b, site.position]
-                state[c], carry[c] = nxt[b:b + 1], logprobs[b, -1]
+                state[c], carry[c] = state_sample(nxt, b), logprobs[b, -1]
         if not target.carries_memory:  # memory reset: later segments run as traced, unpatched
             state.clear()
     results = []
-    for c, (segment, source_segment, slots) in enumerate(cells):
-        base = InterventionResult(_patch_name(target, segment, slots), segment, before.copy(), after[c],
+    for c, (segment, source_segment, parts) in enumerate(cells):
+        base = InterventionResult(_patch_name(target, segment, parts), segment, before.copy(), after[c],
                                   None, None, None, None)
         if site is not None:
             _answers(target, site, site_logprobs[c], base)
-        results.append(_patch_result(target, base, slots, source_segment, source_token, before_lp))
+        results.append(_patch_result(target, base, parts, source_segment, source_token, before_lp))
     return results
 
 
@@ -321,7 +392,8 @@ def _site_logprobs(trace: Trace, site) -> np.ndarray:
 @dataclass
 class PatchSweep:
     """A patching sweep: memory patched from `source` into `target` before each segment of
-    `segments`, one slot at a time and all slots ("all"), the columns `columns`.
+    `segments`, one part at a time (`axis`: "slot" for the tokens memory, "layer" for an
+    associative memory's (A_l, z_l)) and all of them ("all"), the columns `columns`.
 
     Arrays (len(segments), len(columns)):
         p_source_answer         p(source's answer) at the target's answer site after the patch
@@ -331,11 +403,12 @@ class PatchSweep:
         flipped                 whether that answer is the source's answer
         loss_change             the target's per-segment loss change (nats/token), mean over the
                                 segments re-run (the patched one and every later one)
+    parts: per column, the part indices patched (slots or layers).
     """
 
     segments: list[int]
     columns: list[str]
-    slots: list[tuple[int, ...]]
+    parts: list[tuple[int, ...]]
     target_answer: str | None
     source_answer: str | None
     p_source_answer_before: float
@@ -344,6 +417,12 @@ class PatchSweep:
     answer_after: list[list[str | None]]
     loss_change: np.ndarray
     names: tuple[str, str] = ("target", "source")
+    axis: str = "slot"
+
+    @property
+    def slots(self) -> list[tuple[int, ...]]:
+        """Per column, the slots patched (tokens memory; [] for a memory patched by layer)."""
+        return self.parts if self.axis == "slot" else []
 
     @property
     def p_source_answer_change(self) -> np.ndarray:
@@ -354,11 +433,12 @@ class PatchSweep:
         return np.array([[a is not None and a == self.source_answer for a in row] for row in self.answer_after])
 
     def cell(self, target: Trace, source: Trace, row: int, column: int) -> PatchResult:
-        """The patched run behind one cell (re-run: patch_memory with that segment and slots)."""
-        return patch_memory(target, self.segments[row], source, slots=list(self.slots[column]))
+        """The patched run behind one cell (re-run: patch_memory with that segment and parts)."""
+        chosen = {"layers" if self.axis == "layer" else "slots": list(self.parts[column])}
+        return patch_memory(target, self.segments[row], source, **chosen)
 
     def to_rows(self) -> list[dict]:
-        """One row per cell: segment, patched (slot name or "all"), answer_after, became_source_answer,
+        """One row per cell: segment, patched (slot or layer name, or "all"), answer_after, became_source_answer,
         p_answer_after, p_source_answer_before, p_source_answer_after, p_source_answer_change, loss_change."""
         rows = []
         for i, seg in enumerate(self.segments):
@@ -392,7 +472,8 @@ class PatchSweep:
             text = json.dumps(_plain({"sweep": {"names": list(self.names), "target_answer": self.target_answer,
                                                 "source_answer": self.source_answer,
                                                 "p_source_answer_before": self.p_source_answer_before,
-                                                "segments": self.segments, "columns": self.columns},
+                                                "segments": self.segments, "columns": self.columns,
+                                                "patched_by": self.axis},
                                       "rows": rows, "provenance": provenance}), indent=2, ensure_ascii=False)
         if out.parent != Path(""):
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -400,20 +481,21 @@ class PatchSweep:
         return out
 
 
-def patch_sweep(target: Trace, source: Trace, segments=None, slots=None, *, whole: bool = True,
+def patch_sweep(target: Trace, source: Trace, segments=None, slots=None, *, layers=None, whole: bool = True,
                 names: tuple[str, str] = ("target", "source"), batched: bool = True,
                 batch_size: int | None = None) -> PatchSweep:
-    """patch_memory over segments x slots (one slot at a time; with `whole`, also all slots at
+    """patch_memory over segments x parts (one part at a time; with `whole`, also all parts at
     once, the column "all"): where in the memory does the source's fact live?
 
     segments: the target's segments to patch before (default every one the source also has);
-    slots: the slots (default all). batched: True runs the patched re-runs as batches (every
-    cell re-runs the target's own tokens from its segment on, so the cells go through each
-    later segment together: one forward per segment and batch, `batch_size` cells a batch,
-    default sweep_batch_size); False runs one cell after the other (patch_memory's path; the
-    same numbers up to float rounding, and the reference the batched path is tested against).
-    Measured in benchmarks/bench_compare.py. Raises as patch_memory does (ArgumentError for a
-    segment or slot out of range, or a batch_size < 1).
+    slots (tokens memory) / layers (associative memory: each layer's A_l and z_l): the parts
+    (default all; the columns are their names, "M0".. or "L0..", then "all"). batched: True runs
+    the patched re-runs as batches (every cell re-runs the target's own tokens from its segment on,
+    so the cells go through each later segment together: one forward per segment and batch,
+    `batch_size` cells a batch, default sweep_batch_size); False runs one cell after the other
+    (patch_memory's path; the same numbers up to float rounding, and the reference the batched
+    path is tested against). Measured in benchmarks/bench_compare.py. Raises as patch_memory does
+    (ArgumentError for a segment, slot or layer out of range, or a batch_size < 1).
     """
     if segments is None:
         segments = list(range(min(target.num_segments, source.num_segments)))
@@ -421,11 +503,13 @@ def patch_sweep(target: Trace, source: Trace, segments=None, slots=None, *, whol
                                                   else [segments])]
     if not segments:
         raise ArgumentError("segments must name at least one segment.")
-    m = target.num_mem_tokens
-    slot_list = list(range(m)) if slots is None else list(slots)
-    checked = [_check_patch(target, segments[0], source, [k], None)[2] for k in slot_list]
-    columns = [f"M{k}" for (k,) in checked] + (["all"] if whole else [])
-    groups = checked + ([tuple(range(m))] if whole else [])
+    parts = _chosen(target, slots, layers)
+    count = len(target.require_model("patching memory").memory.parts())
+    part_list = list(range(count)) if parts is None else list(parts)
+    checked = [_check_patch(target, segments[0], source, [k], None)[2] for k in part_list]
+    labels = target.model.memory.parts()
+    columns = [labels[k] for (k,) in checked] + (["all"] if whole else [])
+    groups = checked + ([tuple(range(count))] if whole else [])
     site = answer_site(target, fallback=True)
     source_token = _source_answer(source)
     before_lp = _site_logprobs(target, site) if site is not None and source_token is not None else None
@@ -450,7 +534,7 @@ def patch_sweep(target: Trace, source: Trace, segments=None, slots=None, *, whol
     p_before = float(np.exp(before_lp[source_token])) if before_lp is not None else float("nan")
     source_answer = answer_text(target.model.tokenizer, source_token) if source_token is not None else None
     return PatchSweep(segments, columns, groups, target_answer, source_answer, p_before, p_src, p_ans, answers,
-                      loss, tuple(names))
+                      loss, tuple(names), part_axis(target))
 
 
 def reset_memory(trace: Trace, segment: int) -> InterventionResult:

@@ -25,30 +25,57 @@ def _x(c: Comparison) -> np.ndarray:
 
 
 def memory_distance_heatmap(c: Comparison, metric: str = "cosine") -> go.Figure:
-    """(slot x paired segment) distance between the two runs' memories LEAVING each segment
+    """(part x paired segment) distance between the two runs' memories LEAVING each segment
     (memory_out, what the segment wrote); a dashed line at diverge_at (explain.compare.DIVERGE_RULE).
 
-    metric: "cosine" (1 - cos, 0..2) or "l2" (hidden-size units). The x axis is A's segment
-    index (hover names B's). A figure with a note when the memories were not comparable."""
-    values = c.cosine if metric == "cosine" else c.l2
-    name = "cosine distance" if metric == "cosine" else "L2 distance"
-    title = f"Memory distance between {c.names[0]} and {c.names[1]} ({name} per slot, memory leaving each segment)"
+    metric (tokens memory): "cosine" (1 - cos per slot, 0..2) or "l2" (hidden-size units). An
+    associative memory's rows are its layers' A_l then z_l, by relative Frobenius distance (0..2;
+    explain.compare.MEMORY_DISTANCES) whatever `metric` says. The x axis is A's segment index
+    (hover names B's). A figure with a note when the memories were not comparable."""
+    associative = c.frobenius_A is not None
+    values = c.distance if associative or metric == "cosine" else c.l2
+    name = c.distance_name if associative or metric == "cosine" else "L2 distance"
+    per = "per layer" if associative else "per slot"
+    title = f"Memory distance between {c.names[0]} and {c.names[1]} ({name} {per}, memory leaving each segment)"
     if values is None:
         fig = go.Figure()
         fig.add_annotation(text=plotly_text(f"Not comparable: {c.memory_reason}"), showarrow=False,
                            xref="paper", yref="paper", x=0.5, y=0.5)
         return _style(fig, title, height=200)
     hover = np.array([[f"{a}|{b}" for a, b in zip(c.segments_a.tolist(), c.segments_b.tolist())]] * values.shape[1])
-    fig = go.Figure(go.Heatmap(z=values.T, x=_x(c), y=c.slots, customdata=hover, colorscale=SEQUENTIAL, zmin=0,
-                               colorbar={"title": {"text": name}},
+    fig = go.Figure(go.Heatmap(z=values.T, x=_x(c), y=c.distance_labels, customdata=hover, colorscale=SEQUENTIAL,
+                               zmin=0, colorbar={"title": {"text": name}},
                                hovertemplate="%{y}, memory leaving segment (A|B) %{customdata}<br>" + name +
                                              " %{z:.4g}<extra></extra>"))
-    if c.diverge_at is not None and metric == "cosine":
+    if c.diverge_at is not None and (associative or metric == "cosine"):
         fig.add_vline(x=float(c.segments_a[c.diverge_at]), line={"color": "#D55E00", "dash": "dash"},
                       annotation_text="first diverges leaving this segment", annotation_position="top left")
-    fig.update_yaxes(autorange="reversed", title_text="memory slot")
+    fig.update_yaxes(autorange="reversed", type="category",
+                     title_text="state (A or z) and layer" if associative else "memory slot")
     fig.update_xaxes(title_text=f"segment of {plotly_text(c.names[0])}")
     return _style(fig, title, height=170 + 24 * values.shape[1])
+
+
+def state_size_figure(c: Comparison) -> go.Figure:
+    """An associative memory's state size ||A_l||_F after each paired segment, per layer, of both runs
+    (solid: A, dashed: B); a figure with a note for another memory."""
+    title = f"State size ||A||_F per layer: {c.names[0]} vs {c.names[1]}"
+    fig = go.Figure()
+    if c.state_norm_a is None:
+        fig.add_annotation(text="Only an associative memory (ARMT) has a state matrix per layer.", showarrow=False,
+                           xref="paper", yref="paper", x=0.5, y=0.5)
+        return _style(fig, title, height=200)
+    x = _x(c)
+    mode = "lines+markers" if len(x) <= MAX_MARKERS else "lines"
+    for y, layer in enumerate(c.layers):
+        for k, (name, values, dash) in enumerate(((c.names[0], c.state_norm_a, None), (c.names[1], c.state_norm_b, "dash"))):
+            label = plotly_text(f"{name}, {layer}")
+            fig.add_trace(go.Scatter(x=x, y=values[:, y], mode=mode, name=label, marker={"size": 5},
+                                     line={"color": SLOT_COLORS[y % len(SLOT_COLORS)], "dash": dash},
+                                     hovertemplate="segment %{x}<br>||A||_F %{y:.4g}<extra>" + label + "</extra>"))
+    fig.update_yaxes(title_text="||A_l||_F")
+    fig.update_xaxes(title_text=f"segment of {plotly_text(c.names[0])}")
+    return _style(fig, title, height=360)
 
 
 def loss_answer_curves(c: Comparison, selected: int | None = None) -> go.Figure:
@@ -101,15 +128,19 @@ def block_mass_figure(c: Comparison, pairs: tuple[str, ...] = ("tokens->read", "
 
 def comparison_figures(c: Comparison) -> dict[str, go.Figure]:
     """The standard comparison figures by file stem (CLI, report)."""
+    if c.state_norm_a is not None:  # an associative memory: distances per layer, its state size (no slot blocks)
+        return {"memory_distance": memory_distance_heatmap(c), "loss_and_answer": loss_answer_curves(c),
+                "state_size": state_size_figure(c)}
     return {"memory_distance": memory_distance_heatmap(c, "cosine"),
             "memory_distance_l2": memory_distance_heatmap(c, "l2"),
             "loss_and_answer": loss_answer_curves(c), "block_mass": block_mass_figure(c)}
 
 
 def patching_heatmap(sweep: Any, value: str = "p_source_answer_change") -> go.Figure:
-    """A patching sweep as a (slot x segment) heatmap ("where does the fact live?").
+    """A patching sweep as a (slot x segment) heatmap ("where does the fact live?"); an associative
+    memory's sweep: (layer x segment), each layer's (A, z) patched.
 
-    sweep: an interventions.PatchSweep. value: one of its (segments, slot columns) arrays:
+    sweep: an interventions.PatchSweep. value: one of its (segments, columns) arrays:
     "p_source_answer_change" (p(source's answer) after - before, signed), "p_source_answer"
     (after), "loss_change" (the target's mean loss change over the re-run segments, nats/token)."""
     z = np.asarray(getattr(sweep, value), dtype=np.float64)  # (n_segments, n_columns)
@@ -127,7 +158,9 @@ def patching_heatmap(sweep: Any, value: str = "p_source_answer_change") -> go.Fi
         hovertemplate=("patch %{y} before segment %{x}<br>" + plotly_text(names[value]) +
                        " %{z:.4g}<br>answer after: %{customdata[0]}<br>became the source's: %{customdata[1]}"
                        "<extra></extra>")))
-    fig.update_yaxes(autorange="reversed", title_text="patched memory (slot, or all)", type="category")
+    axis = getattr(sweep, "axis", "slot")
+    fig.update_yaxes(autorange="reversed", type="category",
+                     title_text=f"patched memory ({axis}{' (A, z)' if axis == 'layer' else ''}, or all)")
     fig.update_xaxes(title_text="segment patched (memory entering it)", type="category")
     title = (f"Memory patched from the source into the target: {names[value]} "
              f"(target's answer before: {sweep.target_answer!r})")

@@ -12,8 +12,8 @@ build the model with RMTConfig(memory="name"). Nothing inside rmt_core needs an 
 """
 from __future__ import annotations
 
-from .base import (EDITS, MEMORY_PROBE, MemoryOption, MemoryProbe, MemoryType, SegmentOutput, SegmentRow, State, StateArrays,
-                   map_state, state_tensors)
+from .base import (EDITS, MEMORY_PROBE, MemoryOption, MemoryProbe, MemoryType, SegmentOutput, SegmentRow, State,
+                   StateArrays, concat_states, map_state, state_sample, state_tensors)
 from .registry import known_memories, memory_class, register_memory
 from .tokens import TokenMemory
 from .associative import AssociativeMemory
@@ -21,6 +21,7 @@ from .associative import AssociativeMemory
 register_memory("tokens", TokenMemory)
 register_memory("associative", AssociativeMemory)
 
-__all__ = ["AssociativeMemory", "EDITS", "MEMORY_PROBE", "MemoryOption", "MemoryProbe", "MemoryType", "SegmentOutput", "SegmentRow",
+__all__ = ["AssociativeMemory", "EDITS", "MEMORY_PROBE", "MemoryOption", "MemoryProbe", "MemoryType", "SegmentOutput",
+           "SegmentRow", "concat_states", "state_sample",
            "State", "StateArrays", "TokenMemory", "known_memories", "map_state", "memory_class", "register_memory",
            "state_tensors"]

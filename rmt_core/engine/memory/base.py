@@ -408,5 +408,15 @@ def map_state(fn: Callable[[torch.Tensor], torch.Tensor], state: State) -> State
     return _rebuild(state, [fn(t) for t in state_tensors(state)])
 
 
+def concat_states(states: list[State]) -> State:
+    """States of one structure (any memory type) joined along their batch axis: batch sum of theirs."""
+    return _rebuild(states[0], [torch.cat(parts) for parts in zip(*(state_tensors(s) for s in states))])
+
+
+def state_sample(state: State, index: int) -> State:
+    """Sample `index` of a batched state (any memory type), as a batch of one (views)."""
+    return map_state(lambda t: t[index:index + 1], state)
+
+
 def _tree_map2(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], a: State, b: State) -> State:
     return _rebuild(a, [fn(x, y) for x, y in zip(state_tensors(a), state_tensors(b))])
