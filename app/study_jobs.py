@@ -82,4 +82,5 @@ def load_study(directory: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 _ROW_COLUMNS = ("sample_id", "task", "n_segments", "depth", "answer", "predicted", "correct", "p_answer", "rank",
                 "fact_segment", "memory_segment", "memory_segment_is_fact", "question_segment", "retention_lens",
-                "correct_reset", "error", "document")
+                "correct_reset", "error", "document", "memory_type", "not_applicable", "fact_read_top",
+                "fact_write_strength")

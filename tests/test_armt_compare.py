@@ -1,4 +1,4 @@
-"""Compare, patching and the CLI for an associative memory (ARMT; issue 25: ARMT works where RMT works).
+"""Compare, patching, the CLI and studies for an associative memory (ARMT; issue 25: ARMT works where RMT works).
 
 Tiny random ARMTs (test_armt_trace's helpers: W_mv randomised, else every read is 0), and the shipped
 ARMT for the real checks (marked slow). The expected distances are computed here in numpy from the
@@ -233,6 +233,123 @@ def test_cli_compare_memory_reset_and_patch_by_layer(armt_ckpt, tmp_path, capsys
     assert code == 1 and "--slots does not apply" in err and "use --layers" in err and "Traceback" not in err
     code, _, err = run(capsys, "patch", str(paths[1]), str(paths[0]), "--checkpoint", str(armt_ckpt), "--layers", "7")
     assert code == 1 and "--layers values must be in 0..1" in err
+
+
+# ---------------------------------------------------------------------- studies
+GRID = dict(task="detect", segments=[2, 3], depths=[10, 90], samples=2, seed=3)
+
+
+@pytest.fixture(scope="module")
+def armt_study(armt_ckpt, tmp_path_factory):
+    """A 2 x 2 x 2 grid of the tiny ARMT measured in this process."""
+    from rmt_core.studies.measures import MeasureConfig
+    from rmt_core.studies.runner import run_study
+    from rmt_core.studies.source import BabilongSource
+
+    folder = tmp_path_factory.mktemp("armt_study")
+    model = rmt_core.load(str(armt_ckpt), device="cpu")
+    result = run_study(folder, BabilongSource(*GRID.values()), str(armt_ckpt), model,
+                       config=MeasureConfig(attribution_steps=2))
+    assert result.complete and result.errors == 0
+    return folder
+
+
+def test_a_grid_of_an_armt_is_scored_and_says_what_does_not_apply(armt_ckpt, armt_study, tmp_path):
+    from rmt_core.studies import aggregate
+    from rmt_core.studies.measures import NOT_APPLICABLE, states_of
+    from rmt_core.studies.report import write_report
+    from rmt_core.studies.rows import read_rows
+    from rmt_core.studies.source import BabilongSource
+    from rmt_core.explain import associative
+
+    model = rmt_core.load(str(armt_ckpt), device="cpu")
+    source = BabilongSource(*GRID.values())
+    rows = read_rows(armt_study)
+    g = aggregate.grid(rows, "correct")
+    assert g.segments == [2, 3] and np.all(g.counts == 2) and np.isfinite(g.values).all()  # accuracy cells
+    skipped = aggregate.not_applicable(rows)
+    assert set(skipped) == set(NOT_APPLICABLE["associative"]) and "write slots" in skipped["write_mass_fact"]
+    for r in rows:
+        assert r["memory_type"] == "associative" and r["write_mass_fact"] is None and r["lens_rank_by_age"] is None
+        assert r["fact_segment"] < r["question_segment"] and len(r["fact_read_share"]) == 2
+        assert 0 < r["fact_write_strength"] < 1 and r["fact_read_top"] is not None
+    two = next(r for r in rows if r["segments"] == 2)  # one earlier segment: it is the whole read
+    assert two["fact_read_share"] == pytest.approx([1.0, 1.0], abs=1e-5) and two["fact_read_top"]
+    # the states kept for the probes: the state summary per layer, computed here from the rebuilt state
+    sample = source.build(next(s for s in source.specs() if s.sample_id == two["sample_id"]), model)
+    trace = rmt_core.trace(model, sample.text)
+    expected = trace.state_out(two["fact_segment"])["A"].astype(np.float64).sum(axis=-2).reshape(2, -1)
+    assert states_of(two).shape == (1, 2, 32)
+    assert np.allclose(states_of(two)[0], expected, rtol=2e-3, atol=1e-3)  # float16 in the row
+    assert np.allclose(associative.state_summary(trace.state_out(two["fact_segment"])["A"]), expected, rtol=1e-5)
+    report = write_report(armt_study, tmp_path / "report", formats=(), probes=True, causal_samples=2)
+    assert any(n.startswith("write_mass_fact: not applicable") for n in report["notes"])
+    assert {"grid.csv", "probes.csv", "causal.csv"} <= set(report["files"])  # probes per layer, their causal check
+    causal = list(csv.DictReader(io.StringIO((tmp_path / "report" / "causal.csv").read_text())))
+    assert causal and all(c["axis"] == "layer" for c in causal) and any("on layer" in n for n in report["notes"])
+    assert "layer_0" in (tmp_path / "report" / "probes.csv").read_text().splitlines()[0]
+
+
+def test_the_study_page_shows_an_armt_study_and_names_what_does_not_apply(armt_study):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file("../app/main.py", default_timeout=240)
+    at.run()
+    at.switch_page("screens/study.py").run()
+    at.text_input(key="study_folder").set_value(str(armt_study)).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(json.loads(c.proto.spec)["layout"]["title"]["text"] == "Accuracy by length and fact depth"
+               for c in at.get("plotly_chart"))
+    columns = list(at.dataframe[0].value.columns)
+    assert "fact_read_top" in columns and "fact_write_strength" in columns and "retention_lens" not in columns
+    assert any("Not applicable to this model's memory" in c.value and "write_mass_fact" in c.value for c in at.caption)
+
+
+def test_a_study_begun_before_the_new_columns_reads_them_as_null(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rmt_core.studies.rows import RowWriter, read_rows, rows_path, schema
+
+    old = pa.schema([f for f in schema() if f.name not in ("memory_type", "not_applicable", "fact_read_share")])
+    rows_path(tmp_path).mkdir()
+    pq.write_table(pa.Table.from_pylist([{"sample_id": "a", "correct": True}], schema=old),
+                   rows_path(tmp_path) / "part-00000.parquet")
+    writer = RowWriter(tmp_path)  # resumed with today's columns
+    writer.add({"sample_id": "b", "memory_type": "associative", "fact_read_share": [0.5, 1.0]})
+    writer.close()
+    rows = {r["sample_id"]: r for r in read_rows(tmp_path)}
+    assert rows["a"]["correct"] is True and rows["a"]["memory_type"] is None and rows["a"]["fact_read_share"] is None
+    assert rows["b"]["fact_read_share"] == [0.5, 1.0]
+    assert [r["sample_id"] for r in read_rows(tmp_path, ["memory_type"])] == ["a", "b"]
+
+
+def test_probes_of_an_armt_are_per_layer():
+    from rmt_core.studies.probes import fit_probes
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(40):  # layer 1's summary holds the answer, layer 0's is noise
+        answer = ("garden", "kitchen")[i % 2]
+        states = rng.normal(size=(2, 2, 8))
+        states[:, 1, 0] += 4.0 if answer == "garden" else -4.0
+        rows.append({"sample_id": f"s{i}", "answer": answer, "error": None, "memory_type": "associative",
+                     "memory_after_write": states.astype(np.float16).tobytes(), "state_shape": [2, 2, 8]})
+    result = fit_probes(rows)
+    assert result.axis == "layer" and result.slots.shape == (2, 2)
+    assert np.all(result.slots[1] > 0.9) and np.all(result.slots[0] < 0.8)
+    assert "layer_1" in result.to_rows()[0] and "slot_1" not in result.to_rows()[0]
+
+
+def test_push_summary_moves_the_state_summary_by_exactly_delta(trace):
+    from rmt_core.explain import associative
+
+    arrays = trace.state_out(3)
+    delta = np.random.default_rng(1).normal(size=arrays["A"].shape[1] * arrays["A"].shape[3])
+    pushed = associative.push_summary(arrays, 1, delta)
+    before, after = associative.state_summary(arrays["A"]), associative.state_summary(pushed["A"])
+    assert np.allclose(after[1] - before[1], delta, atol=1e-4) and np.array_equal(after[0], before[0])
+    assert np.array_equal(pushed["z"], arrays["z"]) and not np.shares_memory(pushed["A"], arrays["A"])
 
 
 # ---------------------------------------------------------------------- the app

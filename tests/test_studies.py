@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from rmt_core.studies import aggregate
-from rmt_core.studies.measures import COMPARED, MeasureConfig, measure_spec
+from rmt_core.studies.measures import COMPARED, NOT_APPLICABLE, MeasureConfig, measure_spec
 from rmt_core.studies.rows import RowWriter, done_ids, read_rows, rows_path
 from rmt_core.studies.runner import read_study, run_study
 from rmt_core.studies.source import BabilongSource, DocumentSource, GridError, StudyError
@@ -135,6 +135,10 @@ def test_rows_measure_what_they_say(model, study):
         assert len(r["lens_rank_by_age"]) == r["question_segment"] - r["fact_segment"]
         assert r["state_shape"] == [len(r["lens_rank_by_age"]), 8, 128]
         assert r["answer_loss_memory"] == pytest.approx(-np.log(r["p_answer"]), abs=1e-4)
+        # slots: the associative memory's own measures are named as not applicable, and left empty
+        assert r["memory_type"] == "tokens" and r["not_applicable"] == sorted(NOT_APPLICABLE["tokens"])
+        assert r["fact_read_share"] is None and r["fact_write_strength"] is None
+    assert set(aggregate.not_applicable(rows)) == set(NOT_APPLICABLE["tokens"])
     # the memory matters for the answer: reset loses it (the shipped model answers from memory)
     assert np.mean([r["correct"] for r in rows]) > np.mean([r["correct_reset"] for r in rows])
     study_json = read_study(study)

@@ -118,9 +118,14 @@ def _heatmap(study: dict, rows: list[dict], model) -> None:
     dep = c2.selectbox("Depth", g.depths, index=g.depths.index(cell[1]) if cell[1] in g.depths else 0,
                        format_func=lambda d: f"{d:g}%")
     samples = aggregate.cell_rows(rows, segs, dep)
+    skipped = aggregate.not_applicable(rows)
+    own = ("fact_read_top", "fact_write_strength") if "retention_lens" in skipped else ("retention_lens",)
     st.dataframe([{k: r.get(k) for k in ("sample_id", "answer", "predicted", "correct", "p_answer", "fact_segment",
-                                         "memory_segment", "retention_lens", "error")} for r in samples],
+                                         "memory_segment", *own, "error")} for r in samples],
                  hide_index=True, use_container_width=True)
+    if skipped:
+        st.caption("Not applicable to this model's memory (left empty by definition): "
+                   + "; ".join(f"{column}: {why}" for column, why in skipped.items()) + ".")
     if not samples:
         return
     chosen = st.selectbox("Sample", [r["sample_id"] for r in samples], key="study_sample")

@@ -104,6 +104,40 @@ def retrieval_seconds(trace: Trace, segment: int) -> float:
     return 0.02 + int(segment) * 4e-4 * heads * f * e / (384 * 128)
 
 
+# ---------------------------------------------------------------------- the state as per-layer features
+def state_summary(A: np.ndarray | torch.Tensor) -> np.ndarray:
+    """(..., Y, d) float32 per-layer features of associative states A (..., Y, heads, features, d / heads):
+    1^T A_l, the sum over the feature axis, heads concatenated. A_l = sum_i phi(k_i) (beta_i (v_i - vbar_i))^T
+    with phi >= 0 (DPFP), so this is every value written, weighted by its key's total feature mass
+    (|phi(k_i)|_1): what a probe can read of the stored values in d numbers per layer (a slot's size)."""
+    A = torch.as_tensor(A).double()
+    summed = A.sum(dim=-2)  # (..., Y, heads, d / heads)
+    return summed.reshape(*summed.shape[:-2], -1).float().cpu().numpy()
+
+
+def push_summary(arrays: dict[str, np.ndarray], layer: int, delta: np.ndarray) -> dict[str, np.ndarray]:
+    """One state's named arrays (A: (Y, heads, f, d / heads)) with layer `layer`'s A moved so that its
+    state_summary moves by exactly `delta` (d,): A_l += 1 delta_h^T / f per head (the same value added
+    to every feature row; z untouched). A probe's direction in state_summary space as an edit of the
+    state (studies.probes.causal_check). Returns new arrays; the input is not changed."""
+    out = {name: np.array(value, copy=True) for name, value in arrays.items()}
+    _, heads, f, e = out["A"].shape
+    per_head = np.asarray(delta, dtype=np.float64).reshape(heads, e)
+    out["A"][layer] += (np.ones((heads, f, 1)) * per_head[:, None, :] / f).astype(out["A"].dtype)
+    return out
+
+
+def state_summaries(trace: Trace, first: int, last: int) -> np.ndarray:
+    """(last - first + 1, Y, d) state_summary of the states LEAVING segments first..last (rebuilt from the
+    stored writes with the model; tracing/states.py). Raises TraceError for another memory type or
+    without the model, TraceArgumentError for a segment out of range."""
+    _check(trace, RETRIEVAL_NEEDS)
+    first, last = trace.check_segment(first), trace.check_segment(last, "last")
+    if last < first:
+        raise TraceArgumentError(f"last ({last}) must not come before first ({first}).")
+    return np.stack([state_summary(after["A"][0]) for _, _, after in trace.rebuilder().walk(first, last)])
+
+
 # ---------------------------------------------------------------------- retrieved from
 @dataclass
 class Retrieval:

@@ -102,6 +102,20 @@ def retention_by_age(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def not_applicable(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """{column: why it does not apply} for the columns the rows' memory type has no value for by
+    definition (measures.NOT_APPLICABLE, as each row names them in `not_applicable`): empty for rows
+    that name none (rows of studies made before the column existed included)."""
+    from .measures import NOT_APPLICABLE
+
+    out: dict[str, str] = {}
+    for r in rows:
+        reasons = NOT_APPLICABLE.get(r.get("memory_type") or "", {})
+        for column in r.get("not_applicable") or ():
+            out.setdefault(column, reasons.get(column, "not measured for this memory type"))
+    return out
+
+
 HAYSTACK_NAMES = {"austen": "held-out Austen (Persuasion)", "pydocs": "held-out Python docs"}  # = rmt_core.operating_range.RECALL_TABLES' texts
 
 
@@ -149,4 +163,4 @@ def operating_range(rows: Sequence[dict[str, Any]], study: dict[str, Any] | None
     return entry
 
 
-__all__ = ["Grid", "grid", "scored", "difference", "cell_rows", "accuracy_by_length", "retention_by_age", "operating_range"]
+__all__ = ["Grid", "grid", "scored", "difference", "cell_rows", "not_applicable", "accuracy_by_length", "retention_by_age", "operating_range"]

@@ -59,13 +59,42 @@ COLUMNS: dict[str, str] = {
                         "question's segment reads): best rank of the answer token in the logit lens of the "
                         "last layer's write slots (any slot; 0..4, -1 = not in any slot's top 5)",
     "retention_lens": "ages from 0 in a row with the answer in the logit lens (0 = never decodable)",
-    "memory_after_write": "float16 bytes of the memory written at each age, shape state_shape (ages, slots, hidden)",
+    "memory_after_write": "float16 bytes of the memory written at each age, shape state_shape (ages, slots, hidden); "
+                          "an associative memory: its state summary per layer, (ages, layers, hidden) "
+                          "(explain.associative.state_summary: 1^T A_l, the values written weighted by their keys)",
     "state_shape": "shape of memory_after_write",
+    "memory_type": "the model's memory type (tokens: slots; associative: ARMT's per-layer state)",
+    "not_applicable": "the columns that do not apply to this memory type (None by definition, not by failure; "
+                      "NOT_APPLICABLE says why)",
+    "fact_read_share": "associative memory: per layer, the fact segment's share of what the 'Answer:' token reads "
+                       "from the state (explain.associative.retrieved_from: the read split exactly into every earlier "
+                       "segment's writes; shares sum to 1)",
+    "fact_read_top": "associative memory: the fact segment has the largest share of the 'Answer:' token's read at "
+                     "the last layer",
+    "fact_write_strength": "associative memory: mean write strength beta of the fact segment's memory tokens "
+                           "(over layers and memory tokens)",
+    "write_strength_mean": "associative memory: the same over every segment before the question's (the baseline "
+                           "fact_write_strength is read against)",
     "error": "why the sample has no measures (e.g. a question the model cannot be asked), else None",
     "seconds": "wall time of this row (the only column that depends on the machine)",
 }
 # Columns compared when two executors must give the same rows (everything but the timing).
 COMPARED = tuple(c for c in COLUMNS if c != "seconds")
+
+_ASSOCIATIVE_ONLY = "an associative memory's measure (ARMT's per-layer state): this memory has none"
+# memory type -> {column: why it does not apply}: the measures that need what that memory does not have
+NOT_APPLICABLE: dict[str, dict[str, str]] = {
+    "tokens": {c: _ASSOCIATIVE_ONLY for c in ("fact_read_share", "fact_read_top", "fact_write_strength",
+                                              "write_strength_mean")},
+    "associative": {
+        "write_mass_fact": "it is the write slots' attention to the fact; an associative memory has no write "
+                           "slots (its memory tokens write the state: see fact_write_strength)",
+        "write_mass_uniform": "the baseline of write_mass_fact (write slots' attention)",
+        "lens_rank_by_age": "the logit lens decodes write slots; an associative memory has none (its memory "
+                            "tokens are the same learned vectors every segment)",
+        "retention_lens": "read from lens_rank_by_age (the write slots' logit lens)",
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -122,6 +151,8 @@ def measure(model, sample: StudySample, config: MeasureConfig = MeasureConfig())
     row = empty_row(sample.spec.sample_id)
     _spec_fields(row, sample.spec)
     trace = trace_document(model, sample.text)
+    skipped = NOT_APPLICABLE.get(trace.memory_type, {})
+    row.update(memory_type=trace.memory_type, not_applicable=sorted(skipped))
     site = answers.answer_site(trace)
     if site is None:
         raise RMTLensError(f"sample {sample.spec.sample_id} does not end with 'Answer:'; nothing to score.")
@@ -164,7 +195,10 @@ def measure(model, sample: StudySample, config: MeasureConfig = MeasureConfig())
             else:
                 row.update(loss_memory=doc_loss, answer_loss_memory=ans_loss)
     if fact_segment is not None and fact_segment < site.segment:
-        _write_measures(row, trace, sample, fact, fact_segment, site.segment, answer_id, config)
+        if trace.memory_type == "associative":
+            _associative_measures(row, trace, fact_segment, site, config)
+        else:
+            _write_measures(row, trace, sample, fact, fact_segment, site.segment, answer_id, config)
     row["seconds"] = time.perf_counter() - start
     return row
 
@@ -203,12 +237,31 @@ def _write_measures(row: dict[str, Any], trace, sample: StudySample, fact: int, 
         row["state_shape"] = list(states.shape)
 
 
+def _associative_measures(row: dict[str, Any], trace, fact_segment: int, site, config: MeasureConfig) -> None:
+    """An associative memory's own measures (fact_read_share, fact_read_top, fact_write_strength,
+    write_strength_mean) and its state summary from the fact's segment on (memory_after_write)."""
+    from ..explain import associative
+
+    layers = int(trace.model_info["num_layers"])
+    reads = [associative.retrieved_from(trace, site.segment, site.position, layer) for layer in range(layers)]
+    row["fact_read_share"] = [float(r.segment_shares[fact_segment]) for r in reads]
+    row["fact_read_top"] = reads[-1].top_segment == fact_segment
+    beta = associative.write_strength(trace)  # (S, Y, M)
+    row["fact_write_strength"] = float(beta[fact_segment].mean())
+    row["write_strength_mean"] = float(beta[:site.segment].mean())
+    if config.keep_states:
+        states = associative.state_summaries(trace, fact_segment, site.segment - 1).astype(np.float16)  # (ages, Y, d)
+        row["memory_after_write"] = states.tobytes()
+        row["state_shape"] = list(states.shape)
+
+
 def states_of(row: dict[str, Any]) -> np.ndarray | None:
-    """(ages, m, d) float32 memory written from the fact's segment on, from a row (None when absent)."""
+    """(ages, m, d) float32 memory written from the fact's segment on, from a row (None when absent);
+    an associative memory's row: (ages, layers, d), its state summary per layer."""
     data, shape = row.get("memory_after_write"), row.get("state_shape")
     if data is None or shape is None:
         return None
     return np.frombuffer(data, dtype=np.float16).reshape([int(v) for v in shape]).astype(np.float32)
 
 
-__all__ = ["COLUMNS", "COMPARED", "MeasureConfig", "measure", "measure_spec", "states_of", "empty_row"]
+__all__ = ["COLUMNS", "COMPARED", "NOT_APPLICABLE", "MeasureConfig", "measure", "measure_spec", "states_of", "empty_row"]

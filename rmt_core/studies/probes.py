@@ -5,11 +5,13 @@ fact's segment (age 0) and by every later segment up to the one the question rea
 row's answer. One scikit-learn ``LogisticRegression`` per slot (and one on all slots joined) is
 fitted on the states of every age of the training samples and scored per age on held-out
 samples (``GroupShuffleSplit`` by sample: no sample's states are in both halves). A negative
-control fits the joined probe on shuffled labels. The slot axis becomes (layer, slot) for
-associative memory when it lands: a probe is fitted per entry of :func:`probe_inputs`' first axis.
+control fits the joined probe on shuffled labels. An associative memory (ARMT) has no slots: its
+rows keep per-layer features of the state instead (explain.associative.state_summary: 1^T A_l, d
+numbers per layer), so the probe axis is the layer (ProbeResult.axis), one probe per layer.
 
-:func:`causal_check` then moves one slot of the memory entering the segment after the write along
-the probe's direction from the answer towards another class, through the public
+:func:`causal_check` then moves one slot (an associative memory: one layer's state summary, by
+explain.associative.push_summary) of the memory entering the segment after the write along the
+probe's direction from the answer towards another class, through the public
 :func:`rmt_core.explain.interventions.intervene`, and measures the answer's probability before and
 after, against the same push in a random direction (a control of the same norm).
 """
@@ -26,7 +28,8 @@ from .source import StudyError
 
 @dataclass
 class ProbeResult:
-    """Held-out accuracy per slot and age (slots x ages; NaN where an age has no held-out state).
+    """Held-out accuracy per slot and age (slots x ages; NaN where an age has no held-out state); an
+    associative memory's: per layer (axis "layer"; the array keeps the name `slots`).
 
     joined: (ages,) accuracy of the probe on all slots joined; shuffled: the same probe fitted on
     shuffled labels (negative control); chance: share of the most frequent class among the held-out
@@ -42,13 +45,14 @@ class ProbeResult:
     test: list[str]
     models: list[Any] = field(default_factory=list, repr=False)  # per-slot fitted probes
     joined_model: Any = field(default=None, repr=False)
+    axis: str = "slot"  # what the first axis of `slots` is: "slot", or "layer" (associative memory)
 
     def to_rows(self) -> list[dict[str, Any]]:
         out = []
         for age in range(self.slots.shape[1]):
             row = {"age": age, "held_out_states": int(self.counts[age]), "joined": _num(self.joined[age]),
                    "shuffled_control": _num(self.shuffled[age]), "chance": self.chance}
-            row.update({f"slot_{k}": _num(self.slots[k, age]) for k in range(self.slots.shape[0])})
+            row.update({f"{self.axis}_{k}": _num(self.slots[k, age]) for k in range(self.slots.shape[0])})
             out.append(row)
         return out
 
@@ -118,8 +122,9 @@ def fit_probes(rows: Sequence[dict[str, Any]], test_size: float = 0.3, seed: int
         shuffled[age] = float((shuffled_model.predict(x.reshape(len(x), -1)) == y).mean())
     values, freq = np.unique(all_test, return_counts=True) if all_test else (np.array([]), np.array([1]))
     chance = float(freq.max() / freq.sum()) if all_test else float("nan")
+    axis = "layer" if any(r.get("memory_type") == "associative" for r in rows) else "slot"
     return ProbeResult(slots, joined, shuffled, chance, sorted(set(labels)), counts,
-                       [ids[i] for i in train_idx], [ids[i] for i in test_idx], models, joined_model)
+                       [ids[i] for i in train_idx], [ids[i] for i in test_idx], models, joined_model, axis)
 
 
 def probe_direction(probe, answer: str, towards: str) -> np.ndarray:
@@ -140,13 +145,14 @@ def causal_check(model, study: dict[str, Any], rows: Sequence[dict[str, Any]], r
 
     For up to `samples` held-out samples: the memory entering the segment after the fact's segment
     (= memory_out of the fact's segment) has slot `slot` (default: the slot whose probe is best at
-    age 0) moved by strength x its norm along :func:`probe_direction` from the answer to the probe's
+    age 0; an associative memory: layer `slot`'s state summary, moved by explain.associative.push_summary)
+    moved by strength x its norm along :func:`probe_direction` from the answer to the probe's
     runner-up class, then the rest of the document is re-run (interventions.intervene); samples whose
     answer no training sample had are skipped (the probe has no direction for it). The same push
-    in a random direction is the control. Rows: sample_id, slot, answer, towards, p_answer_before,
+    in a random direction is the control. Rows: sample_id, slot, axis, answer, towards, p_answer_before,
     p_answer_after (probe push), p_answer_control, answer_after, answer_control.
     """
-    from ..explain import interventions
+    from ..explain import associative, interventions
     from ..tracing.recorder import trace_document
     from .source import source_from_spec
 
@@ -169,7 +175,11 @@ def causal_check(model, study: dict[str, Any], rows: Sequence[dict[str, Any]], r
         sample = source.build(specs[sid], model)
         trace = trace_document(model, sample.text + " " + sample.answer)  # "Answer: <word>": p(answer) is read there
         probe = result.models[slot]
-        state = trace.segments[r["fact_segment"]].memory_out[slot].astype(np.float64)
+        by_layer = trace.memory_type == "associative"
+        if by_layer:  # the probed features: the layer's state summary of the memory the fact's segment wrote
+            state = associative.state_summary(trace.state_out(r["fact_segment"])["A"])[slot].astype(np.float64)
+        else:
+            state = trace.segments[r["fact_segment"]].memory_out[slot].astype(np.float64)
         probs = probe.predict_proba(state[None])[0]
         order = [c for c in np.asarray(probe.classes_)[np.argsort(-probs)] if c != sample.answer]
         if not order:
@@ -180,15 +190,19 @@ def causal_check(model, study: dict[str, Any], rows: Sequence[dict[str, Any]], r
         rand *= np.linalg.norm(push) / max(np.linalg.norm(rand), 1e-12)
 
         def edit_with(delta: np.ndarray):
+            if by_layer:
+                return lambda arrays: associative.push_summary(arrays, slot, delta)
+
             def edit(mem: np.ndarray) -> np.ndarray:
                 mem[slot] = mem[slot] + delta.astype(mem.dtype)
                 return mem
             return edit
 
         seg = r["fact_segment"] + 1
-        moved = interventions.intervene(trace, seg, edit_with(push), f"probe push on slot {slot}")
-        control = interventions.intervene(trace, seg, edit_with(rand), f"random push on slot {slot}")
-        out.append({"sample_id": sid, "slot": slot, "segment": seg, "answer": sample.answer, "towards": towards,
+        where = f"{result.axis} {slot}"
+        moved = interventions.intervene(trace, seg, edit_with(push), f"probe push on {where}")
+        control = interventions.intervene(trace, seg, edit_with(rand), f"random push on {where}")
+        out.append({"sample_id": sid, "slot": slot, "axis": result.axis, "segment": seg, "answer": sample.answer, "towards": towards,
                     "strength": strength, "p_answer_before": moved.p_expected_before,
                     "p_answer_after": moved.p_expected_after, "p_answer_control": control.p_expected_after,
                     "answer_after": moved.answer_after, "answer_control": control.answer_after})

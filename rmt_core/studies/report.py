@@ -56,9 +56,9 @@ def study_figures(rows: Sequence[dict[str, Any]], study: dict[str, Any], probe=N
     lens = aggregate.retention_by_age(rows)
     probe_lines = None
     if probe is not None:
-        probe_lines = {"probe on all slots (held out)": [None if v != v else float(v) for v in probe.joined],
+        probe_lines = {f"probe on all {probe.axis}s (held out)": [None if v != v else float(v) for v in probe.joined],
                        "probe on shuffled labels (control)": [None if v != v else float(v) for v in probe.shuffled]}
-        figs["probe_accuracy"] = vs.probe_accuracy(probe.slots, probe.chance)
+        figs["probe_accuracy"] = vs.probe_accuracy(probe.slots, probe.chance, axis=probe.axis)
     if lens or probe_lines:
         figs["retention"] = vs.retention_curves(lens, probe_lines)
     return figs
@@ -114,9 +114,11 @@ def write_report(directory: str | Path, out: str | Path, formats: Sequence[str] 
         if checks:
             moved = [c["p_answer_before"] - c["p_answer_after"] for c in checks]
             control = [c["p_answer_before"] - c["p_answer_control"] for c in checks]
-            notes.append(f"causal check on slot {checks[0]['slot']} ({len(checks)} held-out samples): p(answer) fell by "
+            notes.append(f"causal check on {probe.axis} {checks[0]['slot']} ({len(checks)} held-out samples): p(answer) fell by "
                          f"{sum(moved) / len(moved):.3f} on average along the probe direction, {sum(control) / len(control):.3f} "
                          "along a random direction of the same norm")
+    for column, why in aggregate.not_applicable(rows).items():
+        notes.append(f"{column}: not applicable to this model's memory ({why})")
     rng = aggregate.operating_range(rows, study)
     (out / "operating_range.json").write_text(json.dumps(export.to_jsonable(rng), indent=2))
     written.append("operating_range.json")

@@ -28,7 +28,9 @@ _TYPES: dict[str, str] = {
     "attribution_first_segment": "int32", "write_mass_fact": "float64", "write_mass_uniform": "float64",
     "loss_memory": "float64", "loss_reset": "float64", "answer_loss_memory": "float64",
     "answer_loss_reset": "float64", "correct_reset": "bool", "lens_rank_by_age": "list<int32>",
-    "retention_lens": "int32", "memory_after_write": "binary", "state_shape": "list<int32>", "error": "string",
+    "retention_lens": "int32", "memory_after_write": "binary", "state_shape": "list<int32>", "memory_type": "string",
+    "not_applicable": "list<string>", "fact_read_share": "list<float64>", "fact_read_top": "bool",
+    "fact_write_strength": "float64", "write_strength_mean": "float64", "error": "string",
     "seconds": "float64",
 }
 assert set(_TYPES) == set(COLUMNS), "every row column needs an arrow type"
@@ -105,7 +107,7 @@ def read_table(directory: str | os.PathLike, columns: Iterable[str] | None = Non
     if not parts:
         table = schema().empty_table()
         return table.select(wanted) if wanted else table
-    table = pa.concat_tables([pq.read_table(p, columns=wanted) for p in parts])
+    table = pa.concat_tables([_part(p, wanted) for p in parts])
     if table.num_rows:
         ids = table.column("sample_id").to_pylist()
         first: dict[str, int] = {}
@@ -114,6 +116,22 @@ def read_table(directory: str | os.PathLike, columns: Iterable[str] | None = Non
         if len(first) != len(ids):
             table = table.take(pa.array(sorted(first.values())))
     return table
+
+
+def _part(path: Path, wanted: list[str] | None):
+    """One part file as a table of the current schema's columns (`wanted`, or all): a column the part
+    predates (a study begun before it existed, resumed now) is null there."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    full = schema()
+    names = wanted if wanted is not None else full.names
+    present = set(pq.read_schema(path).names)
+    table = pq.read_table(path, columns=[n for n in names if n in present])
+    for name in names:
+        if name not in present:
+            table = table.append_column(full.field(name), pa.nulls(table.num_rows, full.field(name).type))
+    return table.select(names)
 
 
 def read_rows(directory: str | os.PathLike, columns: Iterable[str] | None = None) -> list[dict[str, Any]]:

@@ -74,17 +74,19 @@ def retention_curves(lens: Sequence[dict[str, Any]], probe: dict[str, Sequence[f
     return _style(fig, title, height=420)
 
 
-def probe_accuracy(accuracy: np.ndarray, chance: float, title: str = "Linear probe accuracy per slot (held-out samples)"
-                   ) -> go.Figure:
-    """Heatmap of held-out probe accuracy (slots, ages); `chance` named in the title's colour bar."""
+def probe_accuracy(accuracy: np.ndarray, chance: float, title: str | None = None, axis: str = "slot") -> go.Figure:
+    """Heatmap of held-out probe accuracy (slots, ages), or (layers, ages) for an associative memory's
+    probes (axis "layer": each layer's state summary); `chance` named in the title's colour bar."""
     acc = np.asarray(accuracy, dtype=np.float64)
-    fig = go.Figure(go.Heatmap(z=acc, x=list(range(acc.shape[1])), y=[f"slot {k}" for k in range(acc.shape[0])],
+    title = title or f"Linear probe accuracy per {axis} (held-out samples)"
+    fig = go.Figure(go.Heatmap(z=acc, x=list(range(acc.shape[1])), y=[f"{axis} {k}" for k in range(acc.shape[0])],
                                colorscale="Viridis", zmin=0, zmax=1,
                                text=[[("" if not np.isfinite(v) else f"{v:.2f}") for v in row] for row in acc],
                                texttemplate="%{text}", colorbar={"title": {"text": f"accuracy (chance {chance:.2f})"}},
                                hovertemplate="%{y}, %{x} segments after the write: %{z:.3f}<extra></extra>"))
     fig.update_xaxes(title_text="segments since the write")
-    fig.update_yaxes(title_text="memory slot", autorange="reversed")
+    fig.update_yaxes(title_text="memory slot" if axis == "slot" else f"state summary per {axis} (1^T A)",
+                     autorange="reversed")
     return _style(fig, title, height=140 + 28 * acc.shape[0])
 
 
