@@ -72,6 +72,7 @@ def test_the_memory_reset_run_reads_another_memory_from_segment_1(trace):
     assert c.diverge_at == 1 and c.entering_at_diverge == pytest.approx(1.0)
     assert "already differed" in c.divergence_text and "reset resets its memory" in c.divergence_text
     assert any("no-memory baseline" in n for n in c.notes) and c.carries_memory == (True, False)
+    assert torch.is_grad_enabled()  # the two interleaved state walks leave the caller's grad mode as it was
 
 
 def test_memories_that_cannot_be_compared_say_why(trace, ids, tmp_path):

@@ -89,16 +89,22 @@ class StateRebuilder:
 
     def walk(self, first: int = 0, last: int | None = None):
         """Yield (s, state entering s, state after s) for s = first..last (default: the last segment),
-        rebuilding each state once (with memory reset every segment enters the initial state)."""
+        rebuilding each state once (with memory reset every segment enters the initial state). Grad is
+        off while a state is rebuilt, never across a yield: the caller's grad mode stays its own, also
+        with two walks interleaved (compare.state_distances)."""
         model = self.trace.require_model("rebuilding the memory state from its stored writes")
         last = self.trace.num_segments - 1 if last is None else last
-        with torch.no_grad():
-            state = self.state_in(first)
-            every = self.every()
-            for s in range(first, last + 1):
+        state = self.state_in(first)
+        every = self.every()
+        for s in range(first, last + 1):
+            with torch.no_grad():
                 after = model.memory.apply_write(state, self.check_writes(model.memory, s))
-                if (s + 1) % every == 0 and self.trace.carries_memory:
-                    with self._lock:
-                        self._kept[s + 1] = after
-                yield s, state, after
-                state = after if self.trace.carries_memory else model.memory.initial_state(1)
+            if (s + 1) % every == 0 and self.trace.carries_memory:
+                with self._lock:
+                    self._kept[s + 1] = after
+            yield s, state, after
+            if self.trace.carries_memory:
+                state = after
+            else:
+                with torch.no_grad():
+                    state = model.memory.initial_state(1)
