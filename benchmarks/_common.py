@@ -41,6 +41,20 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def segments_option(p: argparse.ArgumentParser, default: Sequence[int]) -> None:
+    """--segments: comma-separated segment counts (default `default`; --quick: 1,2); read by segment_counts."""
+    p.add_argument("--segments", default=None,
+                   help=f"comma-separated segment counts (default {','.join(map(str, default))}; quick 1,2)")
+    p.set_defaults(default_segments=list(default))
+
+
+def segment_counts(args: argparse.Namespace) -> list[int]:
+    """The segment counts a run measures (segments_option)."""
+    if args.segments:
+        return [int(x) for x in args.segments.split(",")]
+    return [1, 2] if args.quick else list(args.default_segments)
+
+
 def setup(args: argparse.Namespace) -> None:
     import torch
 
@@ -90,20 +104,30 @@ def environment_line(args: argparse.Namespace) -> str:
 
 
 # ---------------------------------------------------------------------- timing
-def time_call(fn: Callable[[], Any], device: Any = "cpu") -> float:
+def time_call(fn: Callable[[], Any], device: Any = "cpu", clock: Callable[[], float] = time.perf_counter) -> float:
+    """Seconds fn() takes by `clock` (wall time by default; time.process_time: this process's CPU time)."""
     sync(device)
-    start = time.perf_counter()
+    start = clock()
     fn()
     sync(device)
-    return time.perf_counter() - start
+    return clock() - start
+
+
+def cpu_clock(device: Any) -> Callable[[], float]:
+    """The clock for a ratio of compute on a shared machine: this process's CPU time (user + system, so
+    the time a busy machine makes it wait for a core is left out) on the CPU; wall time on a GPU, whose
+    work the process's CPU time does not see."""
+    return time.perf_counter if str(device).startswith("cuda") else time.process_time
 
 
 def interleaved(variants: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1,
-                device: Any = "cpu", min_seconds: float = 0.0, max_rounds: int | None = None) -> dict[str, list[float]]:
+                device: Any = "cpu", min_seconds: float = 0.0, max_rounds: int | None = None,
+                clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
     """Seconds per call of each variant, measured round by round, order reversed every round.
 
     warmup: untimed calls of every variant first. After `rounds` rounds, keeps going until
-    `min_seconds` of timed work have passed (at most `max_rounds` rounds).
+    `min_seconds` of timed work (wall time) have passed (at most `max_rounds` rounds). clock: what a
+    call's seconds are measured by (time_call).
     """
     names = list(variants)
     for _ in range(warmup):
@@ -118,7 +142,7 @@ def interleaved(variants: dict[str, Callable[[], Any]], rounds: int, warmup: int
         order = names if done % 2 == 0 else names[::-1]
         for name in order:
             gc.collect()
-            times[name].append(time_call(variants[name], device))
+            times[name].append(time_call(variants[name], device, clock))
         done += 1
     return times
 

@@ -108,12 +108,12 @@ def measure_backward(model, ids_source, n_segments: int, device, rounds: int):
 
 def main() -> int:
     p = C.parser(__doc__.splitlines()[0])
-    p.add_argument("--segments", default=None, help="comma-separated segment counts (default 1,4,16; quick 1,2)")
+    C.segments_option(p, (1, 4, 16))
     args = p.parse_args()
     C.setup(args)
     report = C.Report("bench_engine", "RMT forward vs bare backbone on the same segment rows", quick=args.quick)
     report.header(args)
-    counts = [int(x) for x in args.segments.split(",")] if args.segments else ([1, 2] if args.quick else [1, 4, 16])
+    counts = C.segment_counts(args)
     rounds = 2 if args.quick else 15
     min_seconds = 0.0 if args.quick else 8.0
 

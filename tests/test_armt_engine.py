@@ -236,6 +236,61 @@ def test_generate_reads_while_decoding_and_writes_nothing(gpt2):
     assert torch.equal(gpt2.generate(x, max_new_tokens=new), generated)  # nothing carried between calls
 
 
+STATE_NAMES = ("A", "z", "written")
+
+
+def _same_states(got, expected) -> bool:
+    return len(got) == len(expected) and all(
+        torch.equal(g[name], e[name].detach()) for g, e in zip(got, expected) for name in STATE_NAMES)
+
+
+@pytest.mark.parametrize("options", [{}, {"n_heads": 2, "gating": True}, {"use_denom": False}])
+def test_inference_writes_in_place_and_gives_the_autograd_paths_numbers(options):
+    """Without grad, forward writes every segment's state into the one its own previous segment wrote and
+    keeps each segment's write (AssociativeHistory); with grad it keeps the states themselves. Logits and
+    every state A, z, written are bit for bit the same, read in any order; memory resets, a padded batch
+    (a row whose last segments are all padding keeps its state) and a given starting state included."""
+    model = build("gpt2", **options)
+    a, b = ids(5 * S, seed=11), ids(3 * S - 2, seed=12)
+    batch, mask = torch.zeros(2, 5 * S, dtype=torch.long), torch.zeros(2, 5 * S, dtype=torch.long)
+    batch[0], mask[0] = a[0], 1
+    batch[1, :b.shape[1]], mask[1, :b.shape[1]] = b[0], 1
+    start = model.run_segment(None, ids(S, seed=13).expand(2, -1)).memory_out
+    start_copy = {name: t.clone() for name, t in start.items()}
+    for kwargs in ({}, {"reset_memory": {2}}, {"attention_mask": mask}, {"memory": start}):
+        autograd = model(batch, **kwargs)
+        assert isinstance(autograd.memory_out, list) and autograd.memory_out[-1]["A"].requires_grad
+        with torch.no_grad():
+            inference = model(batch, **kwargs)
+        assert not isinstance(inference.memory_out, list)  # the writes, not the states
+        assert torch.equal(inference.logits, autograd.logits.detach()), kwargs
+        order = [3, 0, 4, 1, 2, -1, 1]  # backwards and forwards: rebuilt from the nearest state held
+        assert _same_states([inference.memory_out[k] for k in order], [autograd.memory_out[k] for k in order]), kwargs
+        assert _same_states(list(inference.memory_out), autograd.memory_out), kwargs
+        assert _same_states(inference.memory_out[1:3], autograd.memory_out[1:3]), kwargs
+        assert not inference.memory_out[2]["A"].requires_grad  # rebuilt without grad, as forward ran
+        # negative control: the states differ from segment to segment (the comparison can fail)
+        assert float((inference.memory_out[3]["A"] - inference.memory_out[4]["A"]).abs().max()) > 1e-3
+        if "attention_mask" in kwargs:  # row 1's last two segments are all padding: its state stays
+            assert inference.memory_out[-1]["written"][:, 0].tolist() == [5.0, 3.0]
+            assert torch.equal(inference.memory_out[-1]["A"][1], inference.memory_out[2]["A"][1])
+    assert all(torch.equal(start[name], start_copy[name]) for name in STATE_NAMES)  # a given state is not written
+
+
+def test_reuse_state_writes_into_the_given_state_only_without_grad(gpt2):
+    x = ids(2 * S, seed=14)
+    with torch.no_grad():
+        state = gpt2.run_segment(None, x[:, :S]).memory_out
+        before = {name: t.clone() for name, t in state.items()}
+        copied = gpt2.run_segment(state, x[:, S:]).memory_out
+        assert all(torch.equal(state[name], before[name]) for name in STATE_NAMES)  # not handed over: kept
+        reused = gpt2.run_segment(state, x[:, S:], reuse_state=True).memory_out
+    assert reused["A"] is state["A"] and reused["z"] is state["z"]  # written into the state's own memory
+    assert all(torch.equal(reused[name], copied[name]) for name in STATE_NAMES)
+    graph = gpt2.run_segment(copied, x[:, S:], reuse_state=True).memory_out  # grad on: never in place
+    assert graph["A"] is not copied["A"] and graph["A"].requires_grad
+
+
 def test_bptt_depth_cuts_the_state_between_segments():
     x = ids(3 * S, seed=8)
     grads = {}

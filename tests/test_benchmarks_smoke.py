@@ -19,6 +19,7 @@ TIMEOUT = 240
 # Extra flags keep the smoke runs to a few seconds of work each.
 RUNS = {
     "bench_engine": (["--segments", "1"], "| device | case"),
+    "bench_armt": (["--segments", "1,2"], "| device | case"),
     "bench_trace": (["--max-tokens", "3000", "--doc-tokens", "1500"], "| device | variant"),
     "bench_app": ([], "| device | change"),
     "bench_pages": (["--repeats", "1"], "| page"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Iterator
+from typing import Any, Callable, Collection, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +23,7 @@ from ..checks import check_float, check_int
 from ..errors import ArgumentError, ConfigError
 from .masks import additive_mask
 from .padding import check_prefix_valid, roll_rows, row_spans
-from .memory import MemoryType, SegmentOutput, State, memory_class
+from .memory import MemoryType, SegmentOutput, State, memory_class, segment_keeps
 
 
 @dataclass
@@ -32,10 +32,13 @@ class RMTOutput:
 
     logits: torch.Tensor  # (batch, total tokens, vocab); memory positions removed
     loss: torch.Tensor | None = None  # one shifted cross-entropy over all segments
-    memory_out: list[State] = field(default_factory=list)  # per writing segment: the state it wrote (TokenMemory: (batch, m, d))
+    # Per writing segment: the state it wrote (TokenMemory: (batch, m, d)). A list, or the memory type's
+    # StateHistory (MemoryType.state_history: an associative memory without grad keeps each segment's
+    # write, 11x smaller than its state, and rebuilds the state bit for bit when it is read).
+    memory_out: Sequence[State] = field(default_factory=list)
 
     @property
-    def memory_states(self) -> list[torch.Tensor]:
+    def memory_states(self) -> Sequence[State]:
         """The former name of memory_out (one entry per segment; Trace.memory_states() has S + 1)."""
         return self.memory_out
 
@@ -207,6 +210,7 @@ class RMTModel(nn.Module):
         inputs_embeds: torch.Tensor | None = None,
         compute_logits: bool = True,
         memory_probe: Callable[[str, int, dict[str, torch.Tensor]], None] | None = None,
+        reuse_state: bool = False,
     ) -> SegmentOutput:
         """Run one segment through the backbone with the memory type (MemoryType.run_segment).
 
@@ -220,6 +224,8 @@ class RMTModel(nn.Module):
             (engine.memory.MemoryProbe; per call, so a model shared between sessions is never modified).
         attention_probe / query_key_probe: see rmt_core.engine.attention (the attention weights
             per layer, computed eagerly; or their queries, keys and mask, SDPA left fused).
+        reuse_state: True hands `memory` over: nothing reads it again, so the memory type may write
+            the new state into its memory (forward does, for the states its own segments wrote).
         A re-run of a traced segment goes through Trace.replay, which calls this.
         Raises ArgumentError when token_valid is not True on a prefix of each row.
         """
@@ -229,7 +235,7 @@ class RMTModel(nn.Module):
             memory, token_ids, token_valid, write=write, segment_index=segment_index,
             attention_probe=attention_probe, query_key_probe=query_key_probe,
             output_hidden_states=output_hidden_states, inputs_embeds=inputs_embeds, compute_logits=compute_logits,
-            memory_probe=memory_probe)
+            memory_probe=memory_probe, reuse_state=reuse_state)
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -281,23 +287,32 @@ class RMTModel(nn.Module):
         bounds = self.segment_bounds(total, segment_size)
         depth = self.config.bptt_depth
         state = memory if memory is not None else self.memory.initial_state(batch)
-        token_hidden, written = [], []
+        history = self.memory.state_history()  # None: memory_out keeps every state itself
+        written: list[State] = []
+        token_hidden = []
+        owned = False  # whether `state` was written by this call and is kept nowhere else (history only)
+        entering = state  # the state entering a segment when it is not the previous segment's write
         for index, (start, end) in enumerate(bounds):
             if reset_memory is True or (not isinstance(reset_memory, bool) and index in reset_memory):
-                state = self.memory.initial_state(batch)
+                state, owned = self.memory.initial_state(batch), False
+                entering = state
             seg_valid = valid[:, start:end] if valid is not None else None
-            out = self.run_segment(state, input_ids[:, start:end], seg_valid, segment_index=index, compute_logits=False)
+            out = self.run_segment(state, input_ids[:, start:end], seg_valid, segment_index=index, compute_logits=False,
+                                   reuse_state=owned)
             token_hidden.append(out.token_hidden)
             if out.memory_out is not None:
-                state = out.memory_out
-                written.append(state)
+                if history is None:
+                    written.append(out.memory_out)
+                else:
+                    history.add(out, segment_keeps(seg_valid), entering)
+                state, owned, entering = out.memory_out, history is not None, None
                 if depth is not None and index < len(bounds) - depth:
                     state = self.memory.detach(state)  # truncated BPTT: only the last `depth` segments unroll
         # One LM-head call over the concatenated hidden states: concatenating (batch, T, d) is
         # vocab/d times cheaper than concatenating per-segment logits.
         all_logits = self.backbone.get_output_embeddings()(torch.cat(token_hidden, dim=1))  # (batch, T, vocab)
         loss = shifted_cross_entropy(all_logits, labels, attention_mask) if labels is not None else None
-        return RMTOutput(logits=all_logits, loss=loss, memory_out=written)
+        return RMTOutput(logits=all_logits, loss=loss, memory_out=written if history is None else history)
 
     def iter_segments(
         self, input_ids: torch.Tensor, memory: torch.Tensor | None = None, segment_size: int | None = None

@@ -36,12 +36,22 @@ State (batch first): {"A": (batch, layers, heads, F / h, d / h), "z": (batch, la
 right). Parameters live ON THE MODEL: ``memory_tokens`` and ``associative_layers.{l}.W_mq / W_mk /
 W_mv / W_mb``. Generate (a row that does not write) applies the reads to the prompt and to every
 decoded token, and writes nothing.
+
+Cost (the state is large: 4.7 MB per segment for the shipped ARMT at batch 8): the write hooks keep
+each layer's memory-token outputs and projections, and read_state writes all layers at once (one
+delta_terms and one batched add_writes over (batch, layers, heads)). Without grad, RMTModel.forward
+keeps its states as each segment's write terms (AssociativeHistory, rebuilt bit for bit on reading)
+and hands each state it wrote to the next segment, which adds its write into that state's own A and
+z (run_segment(reuse_state=True)); a state given by a caller is never written. With grad every state
+is a new tensor (autograd keeps the old ones; BPTT runs through A). benchmarks/bench_armt.py measures
+it against the bare backbone.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import functools
+import operator
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -53,7 +63,8 @@ from torch import nn
 from ...errors import ArgumentError, ConfigError
 from ..backbones import decoder_layers
 from ..masks import allowed_attention
-from .base import MEMORY_PROBE, MemoryOption, MemoryType, SegmentRow, StateArrays
+from .base import (MEMORY_PROBE, REUSE_STATE, MemoryOption, MemoryType, SegmentOutput, SegmentRow, StateArrays,
+                   StateHistory)
 
 READ_EPS = 1e-5  # the denominator's epsilon in reads and in vbar (both code versions)
 GAMMA_EPS_FA = 1e-5  # gamma's denominator epsilon in framework_accel; experimental has none
@@ -132,9 +143,17 @@ def associative_options(config: Any) -> AssociativeOptions:
 # ---------------------------------------------------------------------- the maths (pure functions)
 def dpfp(x: torch.Tensor, nu: int) -> torch.Tensor:
     """Deterministic parameter-free projection (Schlag et al. 2021) of order nu over the last axis:
-    u = [relu(x); relu(-x)] (2n), phi = concat over j = 1..nu of u * roll(u, j): (..., n) -> (..., 2 nu n)."""
-    u = torch.cat([F.relu(x), F.relu(-x)], dim=-1)
-    return torch.cat([u * u.roll(shifts=j, dims=-1) for j in range(1, nu + 1)], dim=-1)
+    u = [relu(x); relu(-x)] (2n), phi = concat over j = 1..nu of u * roll(u, j): (..., n) -> (..., 2 nu n).
+
+    Computed from [u; u]: roll(u, j) is its slice [w - j, 2w - j) (w = 2n), so the nu rolled copies are
+    slices stacked once and one multiply makes all nu blocks (the same products as u * u.roll(j),
+    without nu rolls and a concatenation of their products)."""
+    relu, relu_neg = F.relu(x), F.relu(-x)
+    doubled = torch.cat([relu, relu_neg, relu, relu_neg], dim=-1)  # [u; u]
+    w = doubled.shape[-1] // 2
+    u = doubled[..., :w]
+    rolled = torch.stack([doubled[..., w - j % w: 2 * w - j % w] for j in range(1, nu + 1)], dim=-2)
+    return (u.unsqueeze(-2) * rolled).reshape(*u.shape[:-1], nu * w)
 
 
 def to_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -149,21 +168,78 @@ def from_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(batch, n, heads * c)
 
 
+def feature_map(x: torch.Tensor, options: AssociativeOptions) -> torch.Tensor:
+    """phi over the last axis of head-split projections: (..., d_mem / h) -> (..., F / h)."""
+    phi = dpfp(x, options.nu)
+    return F.normalize(phi, p=2.0, dim=-1) if options.normalize_features else phi
+
+
 def features(x: torch.Tensor, options: AssociativeOptions) -> torch.Tensor:
     """phi of projected queries or keys: (batch, n, d_mem) -> (batch, heads, n, F / heads)."""
-    phi = dpfp(to_heads(x, options.n_heads), options.nu)
-    return F.normalize(phi, p=2.0, dim=-1) if options.normalize_features else phi
+    return feature_map(to_heads(x, options.n_heads), options)
 
 
 def retrieve(phi: torch.Tensor, A: torch.Tensor, z: torch.Tensor, options: AssociativeOptions
              ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """phi^T A / (z^T phi + 1e-5) per head: phi (batch, h, n, f), A (batch, h, f, e), z (batch, h, f)
-    -> (values (batch, h, n, e), denominators (batch, h, n, 1) or None without use_denom)."""
-    numerator = torch.einsum("bhnf,bhfe->bhne", phi, A)
+    """phi^T A / (z^T phi + 1e-5) per head, over any leading axes: phi (..., n, f), A (..., f, e), z (..., f)
+    (e.g. (batch, h, ...), or (batch, layers, h, ...)) -> (values (..., n, e), denominators (..., n, 1) or
+    None without use_denom)."""
+    numerator = torch.einsum("...nf,...fe->...ne", phi, A)
     if not options.use_denom:
         return numerator, None
-    denominator = torch.einsum("bhf,bhnf->bhn", z, phi).unsqueeze(-1) + READ_EPS
+    denominator = torch.einsum("...f,...nf->...n", z, phi).unsqueeze(-1) + READ_EPS
     return numerator / denominator, denominator
+
+
+def delta_terms(phi: torch.Tensor, values: torch.Tensor, beta: torch.Tensor, A: torch.Tensor, z: torch.Tensor,
+                written: torch.Tensor | bool, options: AssociativeOptions
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The update rule itself, from M keys' features, values and write strengths (what write_terms runs
+    after its projections; explain/capacity.py writes synthetic pairs with it), over any leading axes
+    (batch, [layers,] h): phi (..., M, f), values (..., M, e), beta (..., M, 1 or e), the OLD state
+    A (..., f, e), z (..., f).
+
+    written: (batch,) bool, False where this is the sample's first write (then vbar = 0 and gamma = 1);
+    or one Python bool for every sample (the same numbers without the per-sample selection, and no
+    retrieval before a first write). Returns (phi, beta, v - vbar (..., M, e), gamma (..., M, 1), None
+    without use_denom): A' = A + sum_i phi_i (beta_i * (v_i - vbar_i))^T, z' = z + sum_i gamma_i phi_i
+    (add_writes). A is a sum of these rank-1 writes (explain/associative.py decomposes reads into them)."""
+    if written is False:  # every sample's first write: vbar = 0, gamma = 1
+        return phi, beta, values, torch.ones_like(phi[..., :1]) if options.use_denom else None
+    previous, denominator = retrieve(phi, A, z, options)
+    old = None if written is True else written.view((-1,) + (1,) * (phi.dim() - 1))
+    if old is not None:
+        previous = torch.where(old, previous, torch.zeros_like(previous))  # vbar
+    if not options.use_denom:
+        return phi, beta, values - previous, None
+    if options.correction:
+        norm2 = phi.pow(2).sum(dim=-1, keepdim=True)  # |phi(k)|^2, (..., M, 1)
+        gamma = torch.clip(1 - denominator / (norm2 + options.gamma_eps), 0, 1).detach()
+        if old is not None:
+            gamma = torch.where(old, gamma, torch.ones_like(gamma))
+    else:
+        gamma = torch.ones_like(phi[..., :1])
+    return phi, beta, values - previous, gamma
+
+
+def add_writes(A: torch.Tensor, z: torch.Tensor, phi: torch.Tensor, beta: torch.Tensor, overwrite: torch.Tensor,
+               gamma: torch.Tensor | None, in_place: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A', z') = (A + sum_i phi_i (beta_i * overwrite_i)^T, z + sum_i gamma_i phi_i) over any leading axes:
+    A (..., f, e), z (..., f), phi (..., M, f), beta (..., M, 1 or e), overwrite (..., M, e), gamma
+    (..., M, 1) or None (z unchanged). One batched matrix product that adds into A's copy, differentiable
+    in every argument (BPTT through A); in_place=True adds into A and z themselves (contiguous, no
+    autograd: the forward's own states without grad), the same numbers. The memory type applies every
+    layer's write at once (a layer axis after the batch)."""
+    f, e, m = A.shape[-2], A.shape[-1], phi.shape[-2]
+    keys, values = phi.reshape(-1, m, f).transpose(1, 2), (beta * overwrite).reshape(-1, m, e)
+    if in_place:
+        A.view(-1, f, e).baddbmm_(keys, values)
+    else:
+        A = torch.baddbmm(A.reshape(-1, f, e), keys, values).view(A.shape)
+    if gamma is None:
+        return A, z
+    added = (gamma * phi).sum(dim=-2)
+    return A, z.add_(added) if in_place else z + added
 
 
 class AssociativeLayer(nn.Module):
@@ -193,55 +269,40 @@ class AssociativeLayer(nn.Module):
         values, denominator = retrieve(phi, A, z, self.options)
         return from_heads(values), phi, denominator
 
-    def write(self, memory: torch.Tensor, A: torch.Tensor, z: torch.Tensor, written: torch.Tensor
+    def write(self, memory: torch.Tensor, A: torch.Tensor, z: torch.Tensor, written: torch.Tensor | bool
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """The state after the memory tokens' outputs `memory` (batch, M, d) write into (A, z), all M
-        against the OLD state. written: (batch,) bool, False where this is the sample's first write
-        (then vbar = 0 and gamma = 1). Returns (A', z') shaped as A, z."""
+        against the OLD state. written: as write_terms. Returns (A', z') shaped as A, z."""
         return self.add_terms(A, z, *self.write_terms(memory, A, z, written))
 
     @staticmethod
     def add_terms(A: torch.Tensor, z: torch.Tensor, phi: torch.Tensor, beta: torch.Tensor, overwrite: torch.Tensor,
                   gamma: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(A', z') from the old A, z and write_terms' (phi, beta, v - vbar, gamma)."""
-        A = A + torch.einsum("bhmf,bhme->bhfe", phi, beta * overwrite)
-        if gamma is None:
-            return A, z
-        return A, z + (gamma * phi).sum(dim=-2)
+        """(A', z') from the old A, z and write_terms' (phi, beta, v - vbar, gamma): add_writes."""
+        return add_writes(A, z, phi, beta, overwrite, gamma)
 
-    def write_terms(self, memory: torch.Tensor, A: torch.Tensor, z: torch.Tensor, written: torch.Tensor
+    def projections(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(W_mk o (batch, h, M, d_mem / h), W_mv o (batch, h, M, e), sigmoid(W_mb o + b) (batch, h, M, 1), or
+        (batch, h, M, e) with gating) of the memory tokens' outputs `memory` (batch, M, d): what write_terms needs."""
+        h = self.options.n_heads
+        return (to_heads(self.W_mk(memory), h), to_heads(self.W_mv(memory), h),
+                to_heads(torch.sigmoid(self.W_mb(memory)), h))
+
+    def write_terms(self, memory: torch.Tensor, A: torch.Tensor, z: torch.Tensor, written: torch.Tensor | bool
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """What write() adds, per memory token i: (phi(k_i) (batch, h, M, f), beta_i (batch, h, M, 1),
-        or (batch, h, M, e) with gating, v_i - vbar_i (batch, h, M, e), gamma_i (batch, h, M, 1), None
-        without use_denom). A' = A + sum_i phi(k_i) (beta_i * (v_i - vbar_i))^T, z' = z + sum_i gamma_i phi(k_i):
-        A is a sum of these rank-1 writes (explain/associative.py decomposes reads into them)."""
-        options = self.options
-        phi = features(self.W_mk(memory), options)  # (batch, h, M, f)
-        values = to_heads(self.W_mv(memory), options.n_heads)  # (batch, h, M, e)
-        beta = to_heads(torch.sigmoid(self.W_mb(memory)), options.n_heads)  # (batch, h, M, 1), or (.., e) gated
-        return delta_terms(phi, values, beta, A, z, written, options)
+        """What write() adds (delta_terms of this layer's projections) for the memory tokens' outputs `memory`
+        (batch, M, d) into A (batch, h, f, e), z (batch, h, f): phi(k_i) (batch, h, M, f), beta_i (batch, h,
+        M, 1), or (batch, h, M, e) with gating, v_i - vbar_i (batch, h, M, e), gamma_i (batch, h, M, 1) or None."""
+        keys, values, beta = self.projections(memory)
+        return delta_terms(feature_map(keys, self.options), values, beta, A, z, written, self.options)
 
 
-def delta_terms(phi: torch.Tensor, values: torch.Tensor, beta: torch.Tensor, A: torch.Tensor, z: torch.Tensor,
-                written: torch.Tensor, options: AssociativeOptions
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """The update rule itself, from keys' features, values and write strengths (what write_terms runs
-    after its projections; explain/capacity.py writes synthetic pairs with it): phi (batch, h, M, f),
-    values (batch, h, M, e), beta (batch, h, M, 1 or e), the OLD state A (batch, h, f, e), z (batch, h,
-    f), written (batch,) bool (False: first write, vbar = 0 and gamma = 1). Returns (phi, beta,
-    v - vbar, gamma or None without use_denom), the terms AssociativeLayer.add_terms adds."""
-    old = written.view(-1, 1, 1, 1)
-    previous, denominator = retrieve(phi, A, z, options)
-    previous = torch.where(old, previous, torch.zeros_like(previous))  # vbar
-    if not options.use_denom:
-        return phi, beta, values - previous, None
-    if options.correction:
-        norm2 = phi.pow(2).sum(dim=-1, keepdim=True)  # |phi(k)|^2, (batch, h, M, 1)
-        gamma = torch.clip(1 - denominator / (norm2 + options.gamma_eps), 0, 1).detach()
-        gamma = torch.where(old, gamma, torch.ones_like(gamma))
-    else:
-        gamma = torch.ones_like(phi[..., :1])
-    return phi, beta, values - previous, gamma
+def _written(state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, bool | None]:
+    """(written (batch,) bool: the samples written to before, uniform: True / False when every sample / no
+    sample was, None when they differ), from a state's "written" count."""
+    written = state["written"][:, 0] > 0
+    every = bool(written.all())
+    return written, True if every else (False if not bool(written.any()) else None)
 
 
 # ---------------------------------------------------------------------- the memory type
@@ -350,30 +411,30 @@ class AssociativeMemory(MemoryType):
 
     @contextlib.contextmanager
     def _hooks(self, state: dict[str, torch.Tensor], row: SegmentRow) -> Iterator[None]:
-        """Block l's input gets + Read_l (samples written to); its output's last M rows write (A_l, z_l)
-        into row.context["new_state"] (per layer, filled while the backbone runs)."""
-        written = state["written"][:, 0] > 0  # (batch,)
-        reads = bool(written.any())
-        new_a: list[torch.Tensor | None] = [None] * len(self.blocks)
-        new_z: list[torch.Tensor | None] = [None] * len(self.blocks)
-        row.context["new_state"] = (new_a, new_z)
+        """Block l's input gets + Read_l (samples written to); its output's last M rows (the memory tokens'
+        outputs) and their projections are kept in row.context["memory_outputs"][l] / ["projected"][l] while
+        the backbone runs, and read_state writes every layer from them at once (against the OLD state)."""
+        written, uniform = _written(state)
+        outputs: list[torch.Tensor | None] = [None] * len(self.blocks)
+        projected: list[tuple | None] = [None] * len(self.blocks)
+        row.context["memory_outputs"], row.context["projected"] = outputs, projected
         probe = row.context.get(MEMORY_PROBE)  # a recorder's (PROBE_EVENTS); None: nothing extra is done
         handles = []
         try:
             for layer, block in enumerate(self.blocks):
-                if reads:
+                if uniform is not False:  # some sample was written to: it reads
                     handles.append(block.register_forward_pre_hook(
-                        functools.partial(self._read_hook, layer, state, written, probe), with_kwargs=True))
+                        functools.partial(self._read_hook, layer, state, written, uniform, probe), with_kwargs=True))
                 if row.write:
                     handles.append(block.register_forward_hook(
-                        functools.partial(self._write_hook, layer, state, written, new_a, new_z, probe)))
+                        functools.partial(self._write_hook, layer, outputs, projected)))
             yield
         finally:
             for handle in handles:
                 handle.remove()
 
-    def _read_hook(self, layer: int, state: dict[str, torch.Tensor], written: torch.Tensor, probe: Any,
-                   module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    def _read_hook(self, layer: int, state: dict[str, torch.Tensor], written: torch.Tensor, uniform: bool | None,
+                   probe: Any, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         positional = bool(args)
         hidden = args[0] if positional else kwargs["hidden_states"]  # (batch, n, d)
         assoc = self.model.associative_layers[layer]
@@ -385,25 +446,52 @@ class AssociativeMemory(MemoryType):
                                                    state["z"][:, layer].to(here))
             probe("read", layer, {"hidden": hidden, "read": y, "features": phi, "denominator": denominator,
                                   "reads": written})
-        hidden = torch.where(written.to(hidden.device).view(-1, 1, 1), hidden + y.to(hidden.device), hidden)
+        if uniform:  # every sample reads
+            hidden = hidden + y.to(hidden.device)
+        else:
+            hidden = torch.where(written.to(hidden.device).view(-1, 1, 1), hidden + y.to(hidden.device), hidden)
         if positional:
             return (hidden,) + tuple(args[1:]), kwargs
         return args, {**kwargs, "hidden_states": hidden}
 
-    def _write_hook(self, layer: int, state: dict[str, torch.Tensor], written: torch.Tensor,
-                    new_a: list, new_z: list, probe: Any, module: nn.Module, args: tuple, output: Any) -> None:
+    def _write_hook(self, layer: int, outputs: list, projected: list, module: nn.Module, args: tuple,
+                    output: Any) -> None:
         out = output[0] if isinstance(output, (tuple, list)) else output  # (batch, n, d)
+        memory = out[:, -self.num_mem_tokens:]  # the memory tokens' outputs (batch, M, d)
+        outputs[layer] = memory
         assoc = self.model.associative_layers[layer]
-        here = assoc.W_mk.weight.device
-        memory = out[:, -self.num_mem_tokens:].to(here)  # the memory tokens' outputs (batch, M, d)
-        A, z = state["A"][:, layer].to(here), state["z"][:, layer].to(here)
-        if probe is None:
-            new_a[layer], new_z[layer] = assoc.write(memory, A, z, written.to(here))
-            return
-        phi, beta, overwrite, gamma = terms = assoc.write_terms(memory, A, z, written.to(here))  # = write()'s own
-        new_a[layer], new_z[layer] = assoc.add_terms(A, z, *terms)
-        probe("write", layer, {"memory_outputs": memory, "features": phi, "beta": beta, "v_minus_vbar": overwrite,
-                               "gamma": gamma})
+        projected[layer] = assoc.projections(memory.to(assoc.W_mk.weight.device))
+
+    def _write(self, state: dict[str, torch.Tensor], outputs: list[torch.Tensor], projected: list[tuple],
+               probe: Any = None, context: dict | None = None) -> dict[str, torch.Tensor]:
+        """The state after every layer writes into `state`, from each layer's memory-token outputs `outputs`
+        (batch, M, d) and their AssociativeLayer.projections `projected`: one delta_terms and one add_writes
+        over a (batch, layers, h) batch on the state's device (each layer's numbers as its own write's: no
+        layer's write sees another's); a memory probe gets each layer's "write" event. context: the row's
+        (read_state): its terms are kept there as "write_terms" (AssociativeHistory), and with REUSE_STATE
+        and no grad the write goes into state's own A and z."""
+        written, uniform = _written(state)
+        device = state["A"].device
+        keys, values, beta = (torch.stack([t.to(device) for t in parts], dim=1) for parts in zip(*projected))
+        terms = delta_terms(feature_map(keys, self.options), values, beta, state["A"], state["z"],
+                            written if uniform is None else uniform, self.options)  # (batch, layers, h, M, .)
+        if probe is not None:
+            phi, beta, overwrite, gamma = terms
+            for layer, memory in enumerate(outputs):
+                probe("write", layer, {"memory_outputs": memory, "features": phi[:, layer], "beta": beta[:, layer],
+                                       "v_minus_vbar": overwrite[:, layer],
+                                       "gamma": None if gamma is None else gamma[:, layer]})
+        in_place = (context is not None and context.get(REUSE_STATE, False) and not torch.is_grad_enabled()
+                    and state["A"].is_contiguous() and state["z"].is_contiguous())
+        if context is not None:
+            context["write_terms"] = terms
+        A, z = add_writes(state["A"], state["z"], *terms, in_place=in_place)
+        return {"A": A, "z": z, "written": state["written"] + 1}
+
+    def state_history(self) -> "AssociativeHistory | None":
+        """Without grad, forward's states are kept as each segment's write (AssociativeHistory); with grad,
+        as the states themselves (None)."""
+        return None if torch.is_grad_enabled() else AssociativeHistory(self)
 
     # ------------------------------------------------------------------ writes (compact traces)
     # What the hooks pass to a memory probe (MemoryType.run_segment's memory_probe), per layer:
@@ -420,34 +508,23 @@ class AssociativeMemory(MemoryType):
 
     def apply_write(self, state: dict[str, torch.Tensor], arrays: StateArrays) -> dict[str, torch.Tensor]:
         """The state after a segment whose memory tokens' block outputs were arrays["memory_outputs"]
-        (layers, M, d), from the state before it (batch 1): each layer's write() on them, as the write
-        hooks ran it, and read_state's count. ArgumentError for outputs of another shape."""
+        (layers, M, d), from the state before it (batch 1): the same write of every layer as read_state
+        runs, and its count. ArgumentError for outputs of another shape."""
         outputs = np.asarray(arrays["memory_outputs"])
         expected = (len(self.blocks), self.num_mem_tokens, self.model.hidden_size)
         if outputs.shape != expected:
             raise ArgumentError(f"memory_outputs must have shape {expected} (layer, memory_token, hidden), got "
                                 f"{outputs.shape}.")
-        written = state["written"][:, 0] > 0
-        new_a, new_z = [], []
-        for layer, assoc in enumerate(self.model.associative_layers):
-            here = assoc.W_mk.weight
-            memory = torch.as_tensor(outputs[layer], device=here.device).to(here.dtype).unsqueeze(0)  # (1, M, d)
-            a, z = assoc.write(memory, state["A"][:, layer].to(here.device), state["z"][:, layer].to(here.device),
-                               written.to(here.device))
-            new_a.append(a)
-            new_z.append(z)
-        device = state["A"].device
-        return {"A": torch.stack(new_a, dim=1).to(device), "z": torch.stack(new_z, dim=1).to(device),
-                "written": state["written"] + 1}
+        outputs = [torch.as_tensor(o, device=a.W_mk.weight.device).to(a.W_mk.weight.dtype).unsqueeze(0)
+                   for o, a in zip(outputs, self.model.associative_layers)]  # (1, M, d) per layer
+        return self._write(state, outputs, [a.projections(o) for o, a in zip(outputs, self.model.associative_layers)])
 
     def read_state(self, state: dict[str, torch.Tensor], row: SegmentRow, hidden: torch.Tensor,
                    token_valid: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        new_a, new_z = row.context["new_state"]
-        if any(a is None for a in new_a):
+        projected = row.context["projected"]
+        if any(p is None for p in projected):
             raise RuntimeError("associative memory: a backbone block ran without its write hook")  # engine bug
-        device = state["A"].device
-        return {"A": torch.stack(new_a, dim=1).to(device), "z": torch.stack(new_z, dim=1).to(device),
-                "written": state["written"] + 1}
+        return self._write(state, row.context["memory_outputs"], projected, row.context.get(MEMORY_PROBE), row.context)
 
     # ------------------------------------------------------------------ labels and edits
     def row_labels(self, token_labels: list[str], write: bool = True) -> list[str]:
@@ -469,3 +546,62 @@ class AssociativeMemory(MemoryType):
             out["written"] = np.maximum(out["written"], np.asarray(source["written"], dtype=np.float32))
             return out
         return super().edit_state(arrays, edit, part=part, source=source, seed=seed)
+
+
+class AssociativeHistory(StateHistory):
+    """The states an associative memory's forward wrote without grad (MemoryType.state_history), kept as
+    each segment's write terms (phi(k), beta, v - vbar, gamma of every layer: 0.4 MB a segment for the
+    shipped ARMT at batch 8, against 4.7 MB of state) and rebuilt on reading by add_writes, the update
+    the segment ran, in order from the nearest state held (the last segment's, the last one read, or
+    the state a segment was given): bit for bit the states forward carried. So the forward keeps one
+    state and writes each segment's into it (no copy of A per segment); reading states in order costs
+    one add_writes each."""
+
+    def __init__(self, memory: AssociativeMemory) -> None:
+        self._memory = memory
+        self._writes: list[tuple[tuple, torch.Tensor | None, dict | None]] = []  # (terms, keep, entering)
+        self._last: dict[str, torch.Tensor] | None = None  # the last segment's state (forward's own)
+        self._read: tuple[int, dict[str, torch.Tensor]] | None = None  # the last state rebuilt
+
+    def add(self, out: SegmentOutput, keep: torch.Tensor | None, entering: dict | None) -> None:
+        self._writes.append((out.row.context["write_terms"], keep, entering))
+        self._last = out.memory_out
+
+    def __len__(self) -> int:
+        return len(self._writes)
+
+    def __getitem__(self, index):  # noqa: ANN001 (int or slice, as a list)
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        n = len(self)
+        k = operator.index(index)
+        k = k + n if k < 0 else k
+        if not 0 <= k < n:
+            raise IndexError(f"segment {index} of {n} written")
+        if k == n - 1:
+            return self._last
+        if self._read is not None and self._read[0] == k:
+            return self._read[1]
+        with torch.no_grad():  # as forward ran them
+            state = self._rebuild(k)
+        self._read = (k, state)
+        return state
+
+    def _rebuild(self, k: int) -> dict[str, torch.Tensor]:
+        """Segment k's state, from the nearest state held at or before it."""
+        start, state = 0, None
+        for j in range(k, -1, -1):
+            if self._read is not None and self._read[0] == j:
+                start, state = j + 1, self._read[1]
+                break
+            if self._writes[j][2] is not None:
+                start, state = j, None
+                break
+        for j in range(start, k + 1):
+            terms, keep, entering = self._writes[j]
+            before = entering if entering is not None else state
+            A, z = add_writes(before["A"], before["z"], *terms)
+            state = {"A": A, "z": z, "written": before["written"] + 1}
+            if keep is not None:  # as run_segment: a sample whose segment is all padding keeps its state
+                state = self._memory.keep_where(keep, state, before)
+        return state

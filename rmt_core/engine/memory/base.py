@@ -31,6 +31,7 @@ config validated) and registers its learned parameters ON THE MODEL (``model.reg
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, ContextManager, Mapping
 
@@ -52,6 +53,7 @@ MEMORY_PROBE = "memory_probe"  # the key of SegmentRow.context that holds run_se
 # it reads into the row and writes from it), layer the backbone block, tensors named by the type
 # (batch first, on the model's device; views of what the segment computes: copy before keeping).
 MemoryProbe = Callable[[str, int, dict[str, torch.Tensor]], None]
+REUSE_STATE = "reuse_state"  # row.context key: True when read_state may write the new state into the old one's memory
 
 
 @dataclass
@@ -141,7 +143,8 @@ class MemoryType:
     Subclasses MUST implement: initial_state, state_spec, build_row, read_state, row_length.
     They MAY override: layer_hooks (memory inside the layers), detach / keep_where /
     state_to_arrays / state_from_arrays (when the state is not a tensor or a tuple / list /
-    dict of tensors), row_labels, parts, edit_state and supported_edits, keeps_state_on_padding.
+    dict of tensors), row_labels, parts, edit_state and supported_edits, keeps_state_on_padding,
+    state_history (how forward keeps its states: a large state may keep its writes and be written in place).
     Every method gets and returns tensors on the model's device in the model's dtype unless
     it says otherwise.
     """
@@ -280,6 +283,13 @@ class MemoryType:
         Samples whose segment is all padding are handled by run_segment (keep_where)."""
         raise NotImplementedError
 
+    def state_history(self) -> "StateHistory | None":
+        """How RMTModel.forward keeps the states its segments write (RMTOutput.memory_out). None (the
+        default): as a list of the states themselves. A type may return a StateHistory that keeps them
+        another way (smaller), rebuilding each exactly when it is read; forward then hands every state
+        its own segments wrote over to the next segment (run_segment(reuse_state=True))."""
+        return None
+
     def run_segment(
         self,
         state: State | None,
@@ -293,10 +303,14 @@ class MemoryType:
         inputs_embeds: torch.Tensor | None = None,
         compute_logits: bool = True,
         memory_probe: MemoryProbe | None = None,
+        reuse_state: bool = False,
     ) -> SegmentOutput:
         """Run one segment through the backbone with this memory (see RMTModel.run_segment).
 
-        memory_probe: given to the type's hooks as row.context[MEMORY_PROBE] (see MemoryProbe)."""
+        memory_probe: given to the type's hooks as row.context[MEMORY_PROBE] (see MemoryProbe).
+        reuse_state: the caller hands `state` over (nothing will read it again), so the type may
+            write the new state into its memory (row.context[REUSE_STATE], set only when every sample
+            has a token: a sample whose segment is all padding keeps its old state)."""
         model = self.model
         batch = token_ids.shape[0]
         if state is None:
@@ -306,6 +320,9 @@ class MemoryType:
         row = self.build_row(state, inputs_embeds, token_valid, write, segment_index)
         if memory_probe is not None:
             row.context[MEMORY_PROBE] = memory_probe
+        keep = segment_keeps(token_valid)
+        if reuse_state and keep is None:
+            row.context[REUSE_STATE] = True
         mask = additive_mask(row.allowed, row.embeds.dtype).expand(batch, -1, -1, -1)  # (batch, 1, n, n)
         kwargs: dict[str, Any] = {}
         if attention_probe is not None:
@@ -326,9 +343,9 @@ class MemoryType:
         token_hidden = hidden[:, row.tokens]  # (batch, L, d)
         logits = model.backbone.get_output_embeddings()(token_hidden) if compute_logits else None
         memory_out = self.read_state(state, row, hidden, token_valid) if row.write else None
-        if memory_out is not None and token_valid is not None:
+        if memory_out is not None and keep is not None:
             # A sample whose segment is all padding keeps the state it had.
-            memory_out = self.keep_where(token_valid.any(dim=1), memory_out, state)
+            memory_out = self.keep_where(keep, memory_out, state)
         hidden_states = tuple(h.to(device) for h in out.hidden_states) if output_hidden_states else None
         return SegmentOutput(logits=logits, memory_out=memory_out, token_hidden=token_hidden,
                              hidden_states=hidden_states, row=row)
@@ -374,6 +391,35 @@ class MemoryType:
         if edit == "zero":
             return {name: np.zeros_like(value) for name, value in arrays.items()}
         raise NotImplementedError(f"memory type {self.name!r} lists edit {edit!r} but does not implement it")
+
+
+def segment_keeps(token_valid: torch.Tensor | None) -> torch.Tensor | None:
+    """(batch,) bool, the samples whose segment has a real token (token_valid (batch, L) bool), or None when
+    every sample has one (no sample keeps its old state: MemoryType.run_segment skips keep_where)."""
+    if token_valid is None:
+        return None
+    keep = token_valid.any(dim=1)
+    return None if bool(keep.all()) else keep
+
+
+class StateHistory(Sequence):
+    """The states an RMTModel.forward's segments wrote, in order (RMTOutput.memory_out), as a memory
+    type keeps them (MemoryType.state_history): a read-only sequence; history[k] is the state segment
+    k wrote, equal to the one forward carried on (the type rebuilds it exactly).
+
+    forward calls add(out, keep, entering) once per writing segment, in order: out its SegmentOutput,
+    keep (batch,) bool of the samples whose segment had a token (None: all of them; the others kept the
+    state they had), entering the state the segment was given when it is not the previous segment's
+    write (the first segment, or after a memory reset), else None."""
+
+    def add(self, out: SegmentOutput, keep: torch.Tensor | None, entering: State | None) -> None:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, index):  # noqa: ANN001 (int or slice, as a list)
+        raise NotImplementedError
 
 
 # ---------------------------------------------------------------------- state trees
