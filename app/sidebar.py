@@ -330,7 +330,7 @@ def render():
             st.caption(literal(st.session_state[state.RUN_MESSAGE]))
         trace = st.session_state.get(state.TRACE)
         traced = st.session_state.get(state.DOCUMENT)
-        if trace is not None and traced is not None and document is not None and not busy and document.text != traced.text:
+        if trace is not None and traced is not None and document is not None and not busy and document.ask_body() != traced.ask_body():
             # the message above speaks of the traced run: say that the chosen document is not it
             st.caption(f"Not traced yet: {literal(document.name)}. The pages still show {literal(traced.name)}; "
                        "press Run to trace the new one.")

@@ -85,7 +85,7 @@ class OperatingRange:
         if self.max_segments is None:
             return text + "; its model card measured no accuracy, so no range can be given."
         per = "one fact" if self.facts == "one" else f"{self.facts} facts"
-        text += f", in documents up to {self.max_segments} segments holding {per} (as trained)"
+        text += f", in documents up to {self.max_segments} segments (as measured) holding {per} (as in training)"
         parts = []
         for where, table in self.accuracy.items():
             low = min(table.values())

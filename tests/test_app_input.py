@@ -234,3 +234,8 @@ def test_a_new_document_not_yet_run_is_said_to_be_untraced():
     _run_button(at).click().run()
     assert not any(c.value.startswith("Not traced yet") for c in at.caption)
     assert any(c.value.startswith("Traced ") and c.value.replace("\\", "").endswith(": second.txt.") for c in at.caption)
+    # asking a question of it traces "second.txt + question": still this document, not an untraced one
+    at.text_input(key=state.ASK_QUESTION).input("Where is John?")
+    next(b for b in at.button if b.label == "Ask").click().run()
+    assert at.session_state[state.ANSWER] is not None
+    assert not any(c.value.startswith("Not traced yet") for c in at.caption), [c.value for c in at.caption]

@@ -393,3 +393,30 @@ def test_options_that_need_the_backbone_are_refused_by_name():
         build("llama", wrap_pos=True)
     assert RMTConfig(memory="associative", num_mem_tokens=M, segment_size=S,
                      memory_options={"act_on": False}).memory_options == {"act_on": False}  # off is no variant
+
+
+def test_two_runs_at_once_on_one_model_give_each_its_own_numbers():
+    """Sessions share one loaded model: two traces of different documents in two threads at once give
+    exactly what each gives alone (the associative memory's layer hooks sit on the shared blocks)."""
+    import threading
+
+    model = build("gpt2")
+    docs = [ids(40 * S, seed=1), ids(40 * S, seed=2)]
+    alone = [model(x).logits for x in docs]
+    results: list = [None, None]
+    start = threading.Barrier(2)
+
+    def run(i: int) -> None:
+        start.wait()
+        for _ in range(3):
+            out = model(docs[i]).logits
+            if results[i] is None or not torch.equal(out, alone[i]):
+                results[i] = out
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(2):
+        assert torch.equal(results[i], alone[i]), f"document {i} changed when run beside the other"

@@ -74,3 +74,15 @@ def test_changing_the_data_changes_the_caption():
     blurred = captions.write_pattern_caption(0.2, 0.4, 0.3, 6)
     assert "attends mostly to one source token" in sharp and "absent" in blurred and "one source token" not in blurred
     assert captions.read_slots_caption(np.array([0.1, -2.0, 0.5]), ["R0", "R1", "R2"]).startswith("Slot R1")
+
+
+def test_the_state_size_caption_gives_the_growth_relative_to_where_it_started():
+    """A 13-fold jump at the last segment reads as +1243%, not as a share of the final value (+93%)."""
+    from rmt_core.viz.captions import state_size_caption
+
+    norms = np.array([[100.0], *[[1460.0]] * 19, [19604.0]])
+    text = state_size_caption(norms)
+    assert "went from 1,460 to 19,604 (+1243%)" in text
+    assert "largest change in one segment is in segment 20 (+18,144)" in text
+    flat = state_size_caption(np.full((8, 2), 5.0))
+    assert "(+0%): it has stopped growing." in flat

@@ -104,6 +104,11 @@ def read_slots_caption(scores: np.ndarray, slots: list[str]) -> str:
             "of the absolute attribution).")
 
 
+def _size(x: float) -> str:
+    """A state norm for a caption: whole numbers with thousands separators from 1,000 on."""
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
+
+
 def state_size_caption(norms: np.ndarray, ranks: np.ndarray | None = None, rank_bound: int | None = None) -> str:
     """What an associative memory's state-size figure shows. norms: (S, Y) |A_l|_F after each
     segment's write; ranks: (S, Y) effective ranks (None: not computed); rank_bound: A's largest rank."""
@@ -115,12 +120,16 @@ def state_size_caption(norms: np.ndarray, ranks: np.ndarray | None = None, rank_
             f"{norms[0, top]:.3g} after segment 0)")
     if steps >= 4:
         quarter = max(1, steps // 4)
-        late = norms[-1, top] - norms[-1 - quarter, top]
-        share = late / max(abs(norms[-1, top]), 1e-30)
-        text += (f"; over the last {quarter} segments it changed by {100 * share:+.0f}%"
-                 + (": it has stopped growing." if abs(share) < 0.05 else "."))
+        before = norms[-1 - quarter, top]
+        share = (norms[-1, top] - before) / max(abs(before), 1e-30)  # relative to where it stood then
+        text += (f"; over the last {quarter} segments it went from {_size(before)} to {_size(norms[-1, top])} "
+                 f"({100 * share:+.0f}%)" + (": it has stopped growing." if abs(share) < 0.05 else "."))
     else:
         text += "."
+    if steps >= 2:
+        jumps = np.diff(norms[:, top])
+        at = int(np.argmax(np.abs(jumps)))
+        text += f" Its largest change in one segment is in segment {at + 1} ({'+' if jumps[at] >= 0 else '−'}{_size(abs(jumps[at]))})."
     if layers > 1:
         text += f" Growth from segment 0 to the end per layer: {', '.join(f'{g:+.3g}' for g in grow)}."
     if ranks is not None:

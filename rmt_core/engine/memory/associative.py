@@ -52,6 +52,8 @@ import contextlib
 import dataclasses
 import functools
 import operator
+import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -306,6 +308,30 @@ def _written(state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, bool | None]
 
 
 # ---------------------------------------------------------------------- the memory type
+_SEGMENT_LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
+
+
+def _segment_lock(block: nn.Module) -> threading.RLock:
+    """The lock of one backbone (keyed by its first block, so a copied model gets its own)."""
+    with _LOCKS_LOCK:
+        lock = _SEGMENT_LOCKS.get(block)
+        if lock is None:
+            lock = _SEGMENT_LOCKS[block] = threading.RLock()
+        return lock
+
+
+def _this_thread_only(hook):
+    """`hook`, acting only when the block runs in the thread that registered it (None elsewhere:
+    the block's inputs and outputs pass unchanged)."""
+    owner = threading.get_ident()
+
+    def guarded(*args, **kwargs):
+        return hook(*args, **kwargs) if threading.get_ident() == owner else None
+
+    return guarded
+
+
 class AssociativeMemory(MemoryType):
     """ARMT: memory tokens after each segment, per-layer associative state (A_l, z_l); see the module docstring."""
 
@@ -411,6 +437,15 @@ class AssociativeMemory(MemoryType):
 
     @contextlib.contextmanager
     def _hooks(self, state: dict[str, torch.Tensor], row: SegmentRow) -> Iterator[None]:
+        # The hooks sit on the backbone's blocks, which every session sharing this model runs: one
+        # segment at a time holds them (_segment_lock), and they act only in the thread that set them,
+        # so two runs at once never read or write through each other's state.
+        with _segment_lock(self.blocks[0]):
+            with self._own_hooks(state, row):
+                yield
+
+    @contextlib.contextmanager
+    def _own_hooks(self, state: dict[str, torch.Tensor], row: SegmentRow) -> Iterator[None]:
         """Block l's input gets + Read_l (samples written to); its output's last M rows (the memory tokens'
         outputs) and their projections are kept in row.context["memory_outputs"][l] / ["projected"][l] while
         the backbone runs, and read_state writes every layer from them at once (against the OLD state)."""
@@ -423,11 +458,11 @@ class AssociativeMemory(MemoryType):
         try:
             for layer, block in enumerate(self.blocks):
                 if uniform is not False:  # some sample was written to: it reads
-                    handles.append(block.register_forward_pre_hook(
-                        functools.partial(self._read_hook, layer, state, written, uniform, probe), with_kwargs=True))
+                    handles.append(block.register_forward_pre_hook(_this_thread_only(
+                        functools.partial(self._read_hook, layer, state, written, uniform, probe)), with_kwargs=True))
                 if row.write:
-                    handles.append(block.register_forward_hook(
-                        functools.partial(self._write_hook, layer, outputs, projected)))
+                    handles.append(block.register_forward_hook(_this_thread_only(
+                        functools.partial(self._write_hook, layer, outputs, projected))))
             yield
         finally:
             for handle in handles:
