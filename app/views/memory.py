@@ -13,6 +13,7 @@ from app.views.common import guarded, literal, require_trace, show_figure, visib
 
 AUTO_RANK_SECONDS = 1.0  # the effective rank is computed with the page when it takes about this long at most
 AUTO_SPLIT_SECONDS = 0.3  # a read is split into the earlier writes with the page when that takes about this long
+# (the first token of a layer on a long trace walks its writes; later tokens reuse the walk: explain.associative)
 JUMP = "mem_armt_jump"  # set by a click that opens another segment: the whole app reruns (the view is a fragment)
 
 
@@ -181,10 +182,11 @@ def _retrieved_from(trace, segment: int, layer: int) -> None:
     cache = st.session_state.setdefault(state.ATTRIBUTION_CACHE, {})
     key = (id(trace), "retrieved from", segment, position, layer)
     if key not in cache:
-        seconds = associative.retrieval_seconds(trace, segment)
+        seconds = associative.retrieval_seconds(trace, segment, layer)
         if seconds > AUTO_SPLIT_SECONDS and not st.button(
                 f"Split this token's read into the writes of the {segment} earlier segments (about {seconds:.1f} s)",
-                key="mem_armt_split"):
+                key="mem_armt_split", help="The earlier writes of this layer are walked once: after this, any token "
+                                           "of this or an earlier segment is split with the page."):
             return
         with threads.heavy(), st.spinner("Splitting the read into the earlier writes…"):
             cache[key] = associative.retrieved_from(trace, segment, position, layer)

@@ -54,6 +54,15 @@ class StateRebuilder:
                              f"(it has {sorted(writes or {})}, the memory type writes {sorted(spec or {})}).")
         return writes
 
+    def steps_to(self, index: int) -> int:
+        """How many writes state_in(index) applies now: from the nearest state kept at or before
+        `index` (0 with memory reset: every segment enters the initial state)."""
+        if not self.trace.carries_memory:
+            return 0
+        with self._lock:
+            start = max((s for s in self._kept if s <= index), default=0)
+        return max(0, int(index) - start)
+
     @torch.no_grad()
     def state_in(self, index: int) -> Any:
         """The state entering segment `index` (0..S-1; with carried memory also S, the state after the
