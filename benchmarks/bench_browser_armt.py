@@ -132,22 +132,27 @@ def open_menu(page, label: str, option: str | None = None) -> None:
                 raise
 
 
+SPLIT_SHOWN = "() => [...document.querySelectorAll('button')].some(b => b.innerText.includes(\"Split this token\"))"
+
+
 def split_button(page):
     import browser_support as B
 
     return page.locator(B.MAIN).get_by_role("button", name="Split this token's read", exact=False)
 
 
-def timed_any(page, action) -> tuple[float, float, float]:
-    """(chart, idle, server) ms of an action that may or may not redraw a chart (chart NaN when none did)."""
+def timed_any(page, action, done_js: str | None = None) -> tuple[float, float, float]:
+    """(chart, idle, server) ms of an action that may or may not redraw a chart (chart NaN when none did).
+    done_js: a JavaScript predicate that is true once the action's result is on the page (a rerun
+    quicker than the page's rendering is never seen running)."""
     import browser_support as B
     from bench_browser import INSTRUMENT
 
     page.evaluate(INSTRUMENT)
     t0 = page.evaluate("() => { window.__bench.states = []; window.__bench.last = 0; return performance.now(); }")
     action()
-    page.wait_for_function("() => window.__bench.states.some(s => s[1] === 'running') || window.__bench.last > 0",
-                           timeout=B.RUN_MS)
+    page.wait_for_function("() => window.__bench.states.some(s => s[1] === 'running') || window.__bench.last > 0"
+                           + (f" || ({done_js})()" if done_js else ""), timeout=B.RUN_MS)
     B.wait_idle(page, timeout=B.RUN_MS * 5)
     idle = page.evaluate("() => performance.now()") - t0
     last = page.evaluate("() => window.__bench.last")
@@ -164,7 +169,7 @@ def retrieved_from(page, choose=None) -> tuple[float, float, float] | None:
     None when the token shown was split with the page (nothing to click)."""
     chart = idle = server = 0.0
     if choose is not None:
-        chosen = timed_any(page, choose)
+        chosen = timed_any(page, choose, done_js=SPLIT_SHOWN)
         if split_button(page).count() == 0:  # split with the page
             return chosen
         chart, idle, server = chosen[1], chosen[1], (0.0 if chosen[2] != chosen[2] else chosen[2])
@@ -259,10 +264,13 @@ def main() -> int:
             for r in range(repeats):
                 each(lambda t, pg: B.goto_page(pg, "Timeline"), r)
                 each(lambda t, pg: add(t, "open Memory at the last segment", page_open(pg, "Memory")), r)
-            report.note(f"load average at the end: {os.getloadavg()[0]:.2f} (1 min), {os.getloadavg()[1]:.2f} (5 min)")
     except OutcomeException as exc:  # browser_support skips / fails through pytest's exceptions
         report.note(f"browser benchmark not run: {exc}")
+    except Exception as exc:  # noqa: BLE001 - a step that failed: the steps measured so far are still printed
+        report.note(f"stopped early ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                    "the table has the steps measured before")
     finally:
+        report.note(f"load average at the end: {os.getloadavg()[0]:.2f} (1 min), {os.getloadavg()[1]:.2f} (5 min)")
         if manager is not None:
             manager.__exit__(None, None, None)
         for server in servers:

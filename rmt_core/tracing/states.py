@@ -11,7 +11,7 @@ about MAX_KEPT of them), so reaching any segment costs at most `every` updates a
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -83,6 +83,18 @@ class StateRebuilder:
                 with self._lock:
                     self._kept[s + 1] = state
         return state
+
+    def prepare(self) -> Iterator[int]:
+        """Rebuild ahead: the states kept anyway (every `every`-th) up to the last segment's, one chunk
+        of `every` writes at a time (yields the segment reached after each chunk), so that a front
+        end can do it in the background and let other work run between chunks. Afterwards reaching
+        any segment costs at most `every` updates. Nothing to do with memory reset."""
+        if not self.trace.carries_memory or not self.trace.segments:
+            return
+        every, last = self.every(), self.trace.num_segments - 1
+        for end in range(every, last + every, every):
+            self.state_in(min(end, last))
+            yield min(end, last)
 
     def arrays_in(self, index: int) -> dict[str, np.ndarray]:
         """state_in(index) as named float32 arrays (MemoryType.state_to_arrays)."""

@@ -366,13 +366,26 @@ def state_size_figure(norms: np.ndarray, z_norms: np.ndarray, ranks: np.ndarray 
                          y_format=NUMBER_FORMAT)
 
 
-def retrieved_from_figure(retrieval, title: str | None = None) -> go.Figure:
+RETRIEVAL_BARS = 200  # retrieved-from: up to this many earlier segments, a bar per segment stacked by memory token
+
+
+def retrieved_from_figure(retrieval, title: str | None = None, max_stacked: int = RETRIEVAL_BARS) -> go.Figure:
     """Where one token's read comes from (explain.associative.Retrieval): a bar per earlier segment,
     stacked by memory token P_i, of its share of the read (projection on y over |y|^2; the shares
-    sum to 1). Positive raises the read along y, negative points against it."""
+    sum to 1). Positive raises the read along y, negative points against it.
+
+    More than `max_stacked` earlier segments: the bars are each segment's total (its memory tokens
+    together) and a heatmap under them (memory token x segment, diverging colour) holds each memory
+    token's share: the same numbers, drawn as one bar per segment and one image instead of
+    segments x M stacked bars (12,500 at 50k tokens, which took Chromium several seconds to draw)."""
     shares = retrieval.shares  # (segment, M)
     segments, m = shares.shape
     x = np.arange(segments)
+    if title is None:
+        title = (f"Retrieved from: token {retrieval.position} “{token_label(retrieval.token)}” of segment "
+                 f"{retrieval.segment}, layer {retrieval.layer}")
+    if segments > max_stacked:
+        return _retrieved_from_long(shares, title)
     data = [go.Bar(x=x, y=shares[:, i], name=f"P{i}", marker_color=slot_color(i),
                    hovertemplate=f"segment %{{x}}, memory token P{i}<br>share %{{y:.3f}}<extra></extra>")
             for i in range(m)]
@@ -381,10 +394,30 @@ def retrieved_from_figure(retrieval, title: str | None = None) -> go.Figure:
     fig.update_xaxes(title_text="earlier segment (whose write is read)", tickmode="linear" if segments <= 40 else "auto",
                      range=[-0.5, max(segments, 1) - 0.5])
     fig.update_yaxes(title_text="share of the read", zeroline=True, tickformat=NUMBER_FORMAT)
-    if title is None:
-        title = (f"Retrieved from: token {retrieval.position} “{token_label(retrieval.token)}” of segment "
-                 f"{retrieval.segment}, layer {retrieval.layer}")
     return _style(fig, title, height=380)
+
+
+def _retrieved_from_long(shares: np.ndarray, title: str) -> go.Figure:
+    """retrieved_from_figure for many earlier segments: per-segment totals as bars, the memory tokens' shares
+    as a heatmap under them (shared x axis)."""
+    segments, m = shares.shape
+    x = np.arange(segments)
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1, row_heights=[0.55, 0.45],
+                        subplot_titles=["share of the read per earlier segment (its memory tokens together)",
+                                        "share per memory token"])
+    fig.add_trace(go.Bar(x=x, y=shares.sum(axis=1), name="segment", marker_color=slot_color(0), showlegend=False,
+                         hovertemplate="segment %{x}<br>share %{y:.3f}<extra></extra>"), row=1, col=1)
+    bound = float(max(np.abs(shares).max(), 1e-12))
+    fig.add_trace(go.Heatmap(z=shares.T, x=x, y=[f"P{i}" for i in range(m)], colorscale=DIVERGING, zmid=0,
+                             zmin=-bound, zmax=bound, colorbar={"title": "share", "tickformat": NUMBER_FORMAT,
+                                                                "len": 0.45, "y": 0.2},
+                             hovertemplate="segment %{x}, memory token %{y}<br>share %{z:.3f}<extra></extra>"),
+                  row=2, col=1)
+    fig.update_xaxes(range=[-0.5, segments - 0.5])
+    fig.update_xaxes(title_text="earlier segment (whose write is read)", row=2, col=1)
+    fig.update_yaxes(title_text="share of the read", zeroline=True, tickformat=NUMBER_FORMAT, row=1, col=1)
+    fig.update_yaxes(autorange="reversed", row=2, col=1)
+    return _style(fig, title, height=160 + 22 * m + 300)
 
 
 def capacity_figure(result: CapacityResult) -> go.Figure:
