@@ -168,7 +168,13 @@ def _open_bar(key: str) -> None:
         _open(int(points[0]["x"]))
 
 
+@st.fragment
+@guarded
 def _retrieved_from(trace, segment: int, layer: int) -> None:
+    """Its own fragment: another token (or a Split click) reruns and re-sends this part only, not the page's
+    other charts. A bar click that opens a segment reruns the whole app (JUMP)."""
+    if st.session_state.pop(JUMP, False):
+        st.rerun()
     st.subheader(f"Retrieved from: what a token of segment {segment} reads (layer {layer})")
     if segment == 0:
         st.info("Segment 0 reads nothing: the state is empty until the first segment has written. Select a later "
