@@ -4,8 +4,10 @@ Pages call these functions; they call rmt_core's public API. Nothing here draws.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -390,6 +392,41 @@ def open_trace(source: "str | os.PathLike | bytes", model, name: str | None = No
         return Trace.load(Path(source), model=model)
     except TraceError as exc:
         raise TraceError(app_message(exc)) from exc
+
+
+def prepare_in_background(trace) -> threading.Thread | None:
+    """For a trace read from a file whose states are rebuilt from its stored writes (the associative
+    memory's): rebuild, in a background thread, what the pages replay from (the states every
+    `every`-th segment: Trace.rebuilder().prepare()) and, for an associative memory, the last
+    layer's walk of the writes (explain.associative.layer_writes: the Memory page opens at that
+    layer's retrieved-from). One job place (app/threads.py) per chunk of `every` segments, so other
+    sessions' work runs between chunks; a page that needs a state first rebuilds it itself (the
+    same numbers). Returns the thread (None when there is nothing to rebuild)."""
+    if trace.model is None or not trace.stores_writes or not trace.carries_memory:
+        return None
+
+    def run() -> None:
+        from app import threads
+        from rmt_core.explain import associative
+
+        try:
+            steps = trace.rebuilder().prepare()
+            while True:
+                with threads.heavy():
+                    if next(steps, None) is None:
+                        break
+            if trace.memory_type == "associative":
+                writes = associative.layer_writes(trace, int(trace.model_info["num_layers"]) - 1)
+                every = trace.rebuilder().every()
+                for n in range(every, trace.num_segments + every, every):
+                    with threads.heavy():
+                        writes.upto(min(n, trace.num_segments))
+        except Exception:  # noqa: BLE001 - only ahead of time: the pages compute it themselves when asked
+            logging.getLogger("rmt_lens.app").exception("rebuilding a trace's states ahead failed")
+
+    thread = threading.Thread(target=run, name="rmt-lens-prepare-trace", daemon=True)
+    thread.start()
+    return thread
 
 
 def traced_document(trace) -> Document:

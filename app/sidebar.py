@@ -151,6 +151,7 @@ def _open_saved_trace(upload, model) -> None:
         st.error(literal(exc))
         return
     st.session_state[state.OPENED_TRACE] = ((upload.file_id, model.weights_hash()), None)
+    services.prepare_in_background(trace)  # an ARMT trace's states, rebuilt ahead for the pages that replay
     document = services.traced_document(trace)
     answer, answer_error = None, None
     if trace.complete:  # the answer when the document ends with a question, as after a run

@@ -162,8 +162,9 @@ COLUMNS = ["case", "change", "n", "chart p50 ms", "chart p90 ms", "idle p50 ms",
            "server p50 ms", "server share"]
 
 
-def in_browser(report: C.Report, prefix: str, body) -> None:
-    """Start the app's server (on a fresh temporary folder) and Chromium, run body(session, server)
+def in_browser(report: C.Report, prefix: str, body, extra_env: dict[str, str] | None = None) -> None:
+    """Start the app's server (on a fresh temporary folder; extra_env: its environment's additions)
+    and Chromium, run body(session, server)
     (browser_support's session and server), then close both; a skip (no Chromium, a server that does
     not start) becomes a note. Notes the load average and any blocked request at the end."""
     import browser_support as B
@@ -172,7 +173,7 @@ def in_browser(report: C.Report, prefix: str, body) -> None:
     server = manager = None
     try:
         with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
-            server = B.start_server(Path(tmp))
+            server = B.start_server(Path(tmp), extra_env)
             manager, browser = B.launch_browser()
             session = B.new_session(browser, server.url)
             body(session, server)

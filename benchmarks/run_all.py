@@ -18,6 +18,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = ("engine", "trace", "app", "pages", "attribution", "concurrency", "study")
 BENCHMARKS += ("compare",)  # bench_compare: patching sweep, compare()
 BENCHMARKS += ("armt",)  # bench_armt: the associative memory (ARMT) forward vs its bare backbone
+BENCHMARKS += ("browser_armt",)  # bench_browser_armt: ARMT pages' first render in Chromium (issue 25)
 MISSED_EXIT = 3  # what a benchmark exits with under --strict when it missed a target (_common.MISSED_EXIT)
 
 

@@ -249,6 +249,55 @@ def test_a_read_is_the_sum_of_the_earlier_writes(options, ids):
     assert not nothing.reads and nothing.top is None and nothing.contributions.shape == (0, M, model.hidden_size)
 
 
+def test_a_layers_walk_is_kept_and_any_order_gives_the_same_split(model, ids):
+    late_first = rmt_core.trace(model, ids)
+    fresh = rmt_core.trace(model, ids)
+    late = associative.retrieved_from(late_first, 6, 1, 1)  # walks layer 1's writes of segments 0..5
+    assert associative.layer_writes(late_first, 1).walked == 6
+    assert associative.layer_writes(late_first, 0).walked == 0  # another layer: not walked
+    early = associative.retrieved_from(late_first, 3, 4, 1)  # from the kept walk
+    early_fresh = associative.retrieved_from(fresh, 3, 4, 1)  # walks segments 0..2 only
+    assert associative.layer_writes(fresh, 1).walked == 3
+    assert np.array_equal(early.contributions, early_fresh.contributions)
+    assert np.array_equal(associative.retrieved_from(fresh, 6, 1, 1).contributions, late.contributions)  # walk extended
+    assert associative.layer_writes(fresh, 1).walked == 6
+
+
+def test_retrieval_seconds_counts_the_state_rebuild_and_the_walk_still_to_do(tmp_path):
+    model = make_model("gpt2", num_mem_tokens=M, segment_size=S, memory="associative", memory_options={"d_mem": 8},
+                       reset_positions=True)  # positions restart in every segment: a 20-segment document
+    recorded = rmt_core.trace(model, np.random.default_rng(4).integers(0, VOCAB, 20 * S))
+    last, kept = recorded.num_segments - 1, recorded.rebuilder().every()  # a state kept every 16 segments
+    loaded = rmt_core.Trace.load(recorded.save(tmp_path / "walk.rmtrace"), model=model)
+    assert recorded.rebuilder().steps_to(last) == last - kept  # the recorder kept the states as they ran
+    assert loaded.rebuilder().steps_to(last) == last  # a trace read from a file keeps none yet
+    before = associative.retrieval_seconds(loaded, last, 0)
+    assert before > associative.retrieval_seconds(recorded, last, 0)
+    associative.retrieved_from(loaded, last, 0, 0)
+    assert loaded.rebuilder().steps_to(last) == last - kept
+    after, other_layer = associative.retrieval_seconds(loaded, last, 0), associative.retrieval_seconds(loaded, last, 1)
+    assert after < other_layer < before  # layer 0's walk is done, layer 1's is still to do; the state was rebuilt
+
+
+def test_states_and_the_last_layers_walk_are_prepared_in_the_background(tmp_path):
+    from app import services
+
+    model = make_model("gpt2", num_mem_tokens=M, segment_size=S, memory="associative", memory_options={"d_mem": 8},
+                       reset_positions=True)
+    recorded = rmt_core.trace(model, np.random.default_rng(5).integers(0, VOCAB, 40 * S))  # 40 segments
+    loaded = rmt_core.Trace.load(recorded.save(tmp_path / "prepare.rmtrace"), model=model)
+    every, last = loaded.rebuilder().every(), loaded.num_segments - 1
+    assert loaded.rebuilder().steps_to(last) == last
+    services.prepare_in_background(loaded).join(timeout=120)
+    assert max(loaded.rebuilder().steps_to(s) for s in range(loaded.num_segments)) == every - 1
+    assert associative.layer_writes(loaded, 1).walked == loaded.num_segments  # the last layer's, for the Memory page
+    assert associative.layer_writes(loaded, 0).walked == 0
+    for name, array in loaded.state_in(last).items():  # the same states as the run kept
+        np.testing.assert_array_equal(array, recorded.state_in(last)[name])
+    assert services.prepare_in_background(recorded) is not None  # a recorded trace: only what is missing
+    assert services.prepare_in_background(rmt_core.trace(model, np.arange(12) % VOCAB, carry_memory=False)) is None
+
+
 def test_retrieved_from_checks_its_arguments(trace, model):
     with pytest.raises(rmt_core.TraceError):
         associative.retrieved_from(trace, 99, 0)
@@ -301,6 +350,12 @@ def test_figures_and_captions_draw_the_recorded_numbers(trace):
     result = associative.retrieved_from(trace, 5, 2, 0)
     bars = figures.retrieved_from_figure(result)
     assert len(bars.data) == M and np.allclose(np.sum([b.y for b in bars.data], axis=0), result.segment_shares)
+    # many earlier segments (here: more than 2): a bar per segment's total and the memory tokens as a heatmap,
+    # the same numbers
+    long = figures.retrieved_from_figure(result, max_stacked=2)
+    assert [d.type for d in long.data] == ["bar", "heatmap"]
+    assert np.allclose(long.data[0].y, result.segment_shares) and np.array_equal(np.asarray(long.data[1].z), result.shares.T)
+    assert list(long.data[1].y) == [f"P{i}" for i in range(M)] and long.layout.title.text == bars.layout.title.text
     text = captions.retrieved_from_caption(result.shares, 5, 2, trace.segments[5].tokens[2], 0, 0.1)
     assert f"retrieves most from segment {result.top_segment}" in text
     assert "reads nothing" in captions.retrieved_from_caption(np.zeros((0, M)), 0, 1, "x", 0)
@@ -355,6 +410,28 @@ def test_the_memory_page_shows_the_associative_charts(trace):
     assert at.session_state[state.SEGMENT] == target
     at.slider(key=state.SEGMENT).set_value(0).run()  # segment 0 reads nothing: said so
     assert any("Segment 0 reads nothing" in i.value for i in at.info)
+
+
+def test_after_one_split_the_next_token_is_split_with_the_page(model, ids, monkeypatch):
+    from app import state
+    from app.views import memory
+
+    probe = rmt_core.trace(model, ids)  # the same run, to learn the page's estimate before and after a first split
+    last = probe.num_segments - 1
+    before = associative.retrieval_seconds(probe, last, -1)
+    associative.retrieved_from(probe, last, 0, -1)
+    after = associative.retrieval_seconds(probe, last, -1)
+    monkeypatch.setattr(memory, "AUTO_SPLIT_SECONDS", (before + after) / 2)  # a first split waits for a click
+    at = _app(rmt_core.trace(model, ids))
+    at.slider(key=state.SEGMENT).set_value(last).run()
+    at.switch_page("screens/memory.py").run()
+    assert not any(t.startswith("Retrieved from: token") for t in _titles(at))
+    next(b for b in at.button if b.key == "mem_armt_split").click().run()
+    assert any(t.startswith("Retrieved from: token") for t in _titles(at))
+    at.selectbox(key=f"mem_armt_pos_{last}").set_value(1).run()  # another token: no click needed now
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(t.startswith("Retrieved from: token 1 ") for t in _titles(at)), _titles(at)
+    assert not any(b.key == "mem_armt_split" for b in at.button)
 
 
 def test_a_long_split_waits_for_a_click(model, ids, monkeypatch):

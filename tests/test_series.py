@@ -150,3 +150,38 @@ def test_the_template_as_plotly_default_gives_the_same_figures():
     finally:
         pio.templates.default = old
     assert after == before and after["layout"]["template"]["layout"]["plot_bgcolor"] == "white"
+
+
+@pytest.mark.parametrize("selected", [None, 2])
+def test_stacked_lines_are_the_figure_make_subplots_builds(selected):
+    """The quick build (a layout made once per shape, no validation again) gives the same figure as
+    make_subplots + add_trace + add_vline + update_layout, with the data as given (numpy arrays)."""
+    import json
+
+    import plotly.graph_objects as go
+    import plotly.io as pio
+    from plotly.subplots import make_subplots
+
+    x = np.arange(5)
+    rows = [("loss <b>", [{"x": x, "y": x * 1.5, "name": "one", "mode": "lines", "line": {"color": "#000000"}}]),
+            ("mass", [{"x": x, "y": -x, "name": "two", "hovertemplate": "%{y}"},
+                      {"x": x, "y": x ** 2.0, "name": "three", "showlegend": False}])]
+    quick = figures.stacked_lines(rows, "Summary & <i>more</i>", height=300, x_title="segment", spacing=0.05,
+                                  selected=selected, y_format=".3~g", layout={"showlegend": False})
+    reference = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.05,
+                              subplot_titles=["loss <b>", "mass"])
+    for row, (_, lines) in enumerate(rows, start=1):
+        for line in lines:
+            reference.add_trace(go.Scatter(**line), row=row, col=1)
+    if selected is not None:
+        reference.add_vline(x=selected, line={"color": "#D55E00", "dash": "dash"})
+    reference.update_xaxes(title_text="segment", row=2, col=1)
+    reference.update_yaxes(tickformat=".3~g")
+    reference.update_layout(showlegend=False)
+    reference.update_layout(figures._layout("Summary & <i>more</i>", 300))
+    reference.update_layout(template=figures.TEMPLATE)
+    assert json.loads(pio.to_json(quick, validate=False)) == json.loads(pio.to_json(reference, validate=False))
+    assert isinstance(quick.data[2].y, np.ndarray) and np.array_equal(quick.data[2].y, x ** 2.0)
+    assert quick.layout.title.text == "Summary &amp; &lt;i&gt;more&lt;/i&gt;"  # plain text, escaped
+    quick.update_layout(title_text="changed")  # a figure of its own: the next one is untouched
+    assert figures.stacked_lines(rows, "T", 300, "segment", 0.05).layout.title.text == "T"

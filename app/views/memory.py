@@ -13,6 +13,7 @@ from app.views.common import guarded, literal, require_trace, show_figure, visib
 
 AUTO_RANK_SECONDS = 1.0  # the effective rank is computed with the page when it takes about this long at most
 AUTO_SPLIT_SECONDS = 0.3  # a read is split into the earlier writes with the page when that takes about this long
+# (the first token of a layer on a long trace walks its writes; later tokens reuse the walk: explain.associative)
 JUMP = "mem_armt_jump"  # set by a click that opens another segment: the whole app reruns (the view is a fragment)
 
 
@@ -137,10 +138,13 @@ def _writes(trace, layer: int) -> None:
             gamma, "Novelty γ (what z adds of each key)", "γ", row_names=names, zrange=(0, 1),
             row_title="memory token")), key="mem_gamma")
     st.caption(literal(captions.write_caption(beta, gamma, layer)))
-    with st.expander("Overwrite |v − v̄| (how far each written value is from what the state already returned)"):
-        show_figure(services.per_trace(trace, ("memory: overwrite", layer), lambda: figures.slot_segment_heatmap(
-            series.associative_rows(trace, "overwrite")[:, layer], f"Overwrite |v − v̄| (layer {layer})", "|v − v̄|",
-            row_names=names, row_title="memory token")), key="mem_overwrite")
+    overwrite = st.expander("Overwrite |v − v̄| (how far each written value is from what the state already returned)",
+                            key="mem_armt_overwrite", on_change="rerun")
+    if overwrite.open:  # built and sent only when opened
+        with overwrite:
+            show_figure(services.per_trace(trace, ("memory: overwrite", layer), lambda: figures.slot_segment_heatmap(
+                series.associative_rows(trace, "overwrite")[:, layer], f"Overwrite |v − v̄| (layer {layer})",
+                "|v − v̄|", row_names=names, row_title="memory token")), key="mem_overwrite")
 
 
 def _default_position(trace, segment: int) -> int:
@@ -164,7 +168,13 @@ def _open_bar(key: str) -> None:
         _open(int(points[0]["x"]))
 
 
+@st.fragment
+@guarded
 def _retrieved_from(trace, segment: int, layer: int) -> None:
+    """Its own fragment: another token (or a Split click) reruns and re-sends this part only, not the page's
+    other charts. A bar click that opens a segment reruns the whole app (JUMP)."""
+    if st.session_state.pop(JUMP, False):
+        st.rerun()
     st.subheader(f"Retrieved from: what a token of segment {segment} reads (layer {layer})")
     if segment == 0:
         st.info("Segment 0 reads nothing: the state is empty until the first segment has written. Select a later "
@@ -181,23 +191,28 @@ def _retrieved_from(trace, segment: int, layer: int) -> None:
     cache = st.session_state.setdefault(state.ATTRIBUTION_CACHE, {})
     key = (id(trace), "retrieved from", segment, position, layer)
     if key not in cache:
-        seconds = associative.retrieval_seconds(trace, segment)
+        seconds = associative.retrieval_seconds(trace, segment, layer)
         if seconds > AUTO_SPLIT_SECONDS and not st.button(
                 f"Split this token's read into the writes of the {segment} earlier segments (about {seconds:.1f} s)",
-                key="mem_armt_split"):
+                key="mem_armt_split", help="The earlier writes of this layer are walked once: after this, any token "
+                                           "of this or an earlier segment is split with the page."):
             return
         with threads.heavy(), st.spinner("Splitting the read into the earlier writes…"):
-            cache[key] = associative.retrieved_from(trace, segment, position, layer)
-    result = cache[key]
+            result = associative.retrieved_from(trace, segment, position, layer)
+            cache[key] = (result, figures.retrieved_from_figure(result))  # the figure too: drawn again on each visit
+    result, fig = cache[key]
     ratio = float(seg.read_ratio[layer, position])
     st.caption(literal(captions.retrieved_from_caption(result.shares, segment, position, seg.tokens[position], layer,
                                                        ratio)))
     chart = f"mem_retrieved_{segment}_{position}_{layer}"
-    show_figure(figures.retrieved_from_figure(result), key=chart, on_select=lambda: _open_bar(chart),
-                selection_mode="points")
-    st.caption("The token's read y is exactly the sum of one term per earlier segment and memory token (A is a sum "
-               "of their rank-1 writes); a bar's height is its share of y (projection on y over |y|², all sum to 1). "
-               "Click a bar to open that segment.")
+    show_figure(fig, key=chart, on_select=lambda: _open_bar(chart), selection_mode="points")
+    how = ("a bar's height is its share of y (projection on y over |y|², all sum to 1), stacked by memory token"
+           if segment <= figures.RETRIEVAL_BARS else
+           f"with {segment} earlier segments, a bar is a segment's share of y (projection on y over |y|², all sum to "
+           "1; its memory tokens together) and the heatmap under the bars splits it by memory token (the same shares, "
+           f"drawn so because {segment} × {trace.num_mem_tokens} stacked bars take the browser seconds)")
+    st.caption(f"The token's read y is exactly the sum of one term per earlier segment and memory token (A is a sum "
+               f"of their rank-1 writes); {how}. Click a bar to open that segment.")
     top = result.top_segment
     if top is not None:
         st.button(f"Open segment {top} (it holds the largest share)", key="mem_armt_open",

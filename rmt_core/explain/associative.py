@@ -13,16 +13,23 @@ the stored writes with the engine's own write_terms (AssociativeLayer), the quer
 replay of the token's segment; their sum equals the engine's y within float rounding
 (tests/test_armt_trace.py). The share of a term is its projection on y over |y|^2: the shares
 of all terms sum to 1.
+
+The writes' side of a layer (each write's key k_si and weighted value beta_si * (v_si - vbar_si))
+depends on the trace only, not on the token: it is walked once per trace and layer (LayerWrites,
+kept in explain.per_trace) and every later token of any segment reuses it.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..checks import check_int
+from ..engine.memory.associative import features
 from ..errors import TraceArgumentError, TraceError
+from .per_trace import cached
 from ..tracing.capabilities import Needs
 from ..tracing.trace import Trace
 
@@ -96,12 +103,82 @@ def rank_seconds(trace: Trace) -> float:
     return missing * 5e-3 * layers * heads * f * e / (3 * 384 * 128)
 
 
-def retrieval_seconds(trace: Trace, segment: int) -> float:
-    """Rough seconds retrieved_from needs for a token of `segment` (measured here: about 0.4 ms per
-    earlier segment of the shipped size on one CPU core, plus a replay; benchmarks/bench_trace.py (d))."""
-    _check(trace)
+STEP_SECONDS = 4e-4  # one layer's write of the shipped size on one CPU core (benchmarks/bench_trace.py (d))
+
+
+def _step_seconds(trace: Trace) -> float:
+    """Rough seconds of one layer's write_terms + add_terms at this trace's state size."""
     layers, heads, f, e = trace.initial_state["A"].shape
-    return 0.02 + int(segment) * 4e-4 * heads * f * e / (384 * 128)
+    return STEP_SECONDS * heads * f * e / (384 * 128)
+
+
+def retrieval_seconds(trace: Trace, segment: int, layer: int = -1) -> float:
+    """Rough seconds retrieved_from needs now for a token of `segment` at `layer`: a replay of the
+    segment, the writes of every layer still to be applied to rebuild the state entering it (none
+    for a trace just recorded: it keeps those states as they ran), and the layer's writes not
+    walked yet (none after a first token of this or a later segment; LayerWrites). About 0.4 ms a
+    write of the shipped size on one CPU core (benchmarks/bench_trace.py (d))."""
+    _check(trace)
+    layers = int(trace.model_info["num_layers"])
+    layer = int(layer) % layers
+    step = _step_seconds(trace)
+    rebuild = trace.rebuilder().steps_to(int(segment)) if trace.stores_writes and trace.model is not None else 0
+    walked = layer_writes(trace, layer).walked if trace.model is not None else 0
+    return 0.02 + rebuild * layers * step + max(0, int(segment) - walked) * step
+
+
+class LayerWrites:
+    """Layer `layer`'s writes over a trace, walked from the start as far as asked (explain.per_trace
+    keeps one per trace and layer: layer_writes).
+
+    Per segment s: keys[s] = k_si = W_mk o_si (M, d_mem), the write keys before the feature map
+    (features(keys) is phi(k_si): elementwise, the same numbers whatever the batch), and
+    values[s] = beta_si * (v_si - vbar_si) (h, M, e), both as write_terms computes them (batch 1)
+    on the layer's state before segment s, rebuilt by the same walk (write_terms, add_terms: what
+    write() runs). Memory: S * M * (d_mem + d) numbers of the model's dtype (9.6 MB a layer for the
+    shipped ARMT on 50k tokens)."""
+
+    def __init__(self, trace: Trace, layer: int) -> None:
+        self.trace, self.layer = trace, int(layer)
+        self.walked = 0  # segments walked so far
+        self._keys: torch.Tensor | None = None
+        self._values: torch.Tensor | None = None
+        self._state: tuple | None = None  # (A, z, written) of the layer before segment `walked`
+        self._lock = threading.Lock()
+
+    @torch.no_grad()
+    def upto(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(keys (n, M, d_mem), values (n, h, M, e)) of segments 0..n-1 (walking those not walked yet)."""
+        model = self.trace.require_model("walking the memory's writes")
+        assoc = model.associative_layers[self.layer]
+        weight = assoc.W_mk.weight
+        with self._lock:
+            if self._keys is None:
+                S, m = self.trace.num_segments, self.trace.num_mem_tokens
+                heads = assoc.options.n_heads
+                self._keys = torch.empty(S, m, assoc.options.d_mem, dtype=weight.dtype, device=weight.device)
+                self._values = torch.empty(S, heads, m, model.hidden_size // heads, dtype=weight.dtype,
+                                           device=weight.device)
+                initial = model.memory.initial_state(1)
+                self._state = (initial["A"][:, self.layer].to(weight.device), initial["z"][:, self.layer].to(weight.device),
+                               initial["written"][:, 0].to(weight.device) > 0)
+            A, z, written = self._state
+            for s in range(self.walked, n):
+                outputs = self.trace.segments[s].state_write["memory_outputs"][self.layer]  # (M, d)
+                memory = torch.as_tensor(outputs, device=weight.device).to(weight.dtype).unsqueeze(0)
+                terms = assoc.write_terms(memory, A, z, written)
+                self._keys[s] = assoc.W_mk(memory)[0]  # k_i, as write_terms projects it
+                self._values[s] = (terms[1] * terms[2])[0]  # beta_i * (v_i - vbar_i)
+                A, z = assoc.add_terms(A, z, *terms)
+                written = torch.ones_like(written)
+            if n > self.walked:
+                self._state, self.walked = (A, z, written), n
+            return self._keys[:n], self._values[:n]
+
+
+def layer_writes(trace: Trace, layer: int) -> LayerWrites:
+    """The trace's LayerWrites of `layer` (0..Y-1), one per trace and layer (explain.per_trace)."""
+    return cached(trace, ("associative: layer writes", int(layer)), lambda: LayerWrites(trace, layer))
 
 
 # ---------------------------------------------------------------------- the state as per-layer features
@@ -220,9 +297,11 @@ def retrieved_from(trace: Trace, segment: int, position: int, layer: int = -1) -
     segment and memory token (see the module docstring).
 
     segment: the token's segment; position: its index in the segment (0..L-1); layer: the backbone
-    layer whose read is split (negative counts from the last). Costs a replay of `segment` and one
-    write_terms of that layer per earlier segment (its state rebuilt from the stored writes; about
-    1 s per 1,000 earlier segments of the shipped size on one CPU core: benchmarks/bench_trace.py (d)).
+    layer whose read is split (negative counts from the last). Costs a replay of `segment` (its state
+    rebuilt from the stored writes when the trace does not keep one near it) and, for the earlier
+    segments the layer's walk has not reached yet (LayerWrites: once per trace and layer), one
+    write_terms each: about 0.4 s per 1,000 of the shipped size on one CPU core; retrieval_seconds
+    estimates it (benchmarks/bench_browser_armt.py measures it in the app).
     Raises TraceError for another memory type or without the model, TraceArgumentError for a
     segment, position or layer out of range."""
     _check(trace, RETRIEVAL_NEEDS)
@@ -244,24 +323,14 @@ def retrieved_from(trace: Trace, segment: int, position: int, layer: int = -1) -
     phi_q, den = got["features"], got["denominator"]  # (h, f), (h,) or None
     assoc = model.associative_layers[layer]
     weight = assoc.W_mk.weight
-    # Layer `layer`'s state depends on that layer's writes only: rebuild it alone, by the engine's own
-    # write_terms / add_terms (what write() runs), keeping each write's terms.
-    initial = model.memory.initial_state(1)
-    A, z = initial["A"][:, layer].to(weight.device), initial["z"][:, layer].to(weight.device)
-    written = initial["written"][:, 0].to(weight.device) > 0
-    keys, values = [], []
-    for s in range(segment):
-        outputs = trace.segments[s].state_write["memory_outputs"][layer]  # (M, d)
-        memory = torch.as_tensor(outputs, device=weight.device).to(weight.dtype).unsqueeze(0)
-        terms = assoc.write_terms(memory, A, z, written)
-        keys.append(terms[0][0])  # (h, M, f) phi(k_i)
-        values.append(terms[1][0] * terms[2][0])  # (h, M, e) beta_i * (v_i - vbar_i)
-        A, z = assoc.add_terms(A, z, *terms)
-        written = torch.ones_like(written)
-    match = torch.einsum("hf,shmf->shm", phi_q.to(weight.device), torch.stack(keys).double())  # phi(q) . phi(k_si)
+    # Layer `layer`'s state depends on that layer's writes only: its walk (the engine's own write_terms /
+    # add_terms, what write() runs) is kept per trace and layer, with each write's terms.
+    keys, values = layer_writes(trace, layer).upto(segment)  # (S', M, d_mem), (S', h, M, e)
+    phi_k = features(keys, assoc.options)  # (S', h, M, f) phi(k_si)
+    match = torch.einsum("hf,shmf->shm", phi_q.to(weight.device), phi_k.double())  # phi(q) . phi(k_si)
     if den is not None:
         match = match / den.to(weight.device).view(1, -1, 1)
-    terms = match.unsqueeze(-1) * torch.stack(values).double()  # (S', h, M, e)
+    terms = match.unsqueeze(-1) * values.double()  # (S', h, M, e)
     contributions = terms.transpose(1, 2).reshape(segment, m, d).cpu().numpy()  # heads concatenated, as y
     return Retrieval(segment, position, layer, seg.tokens[position], got["read"].cpu().numpy(),
                      float(torch.linalg.vector_norm(got["hidden"])), contributions, True)

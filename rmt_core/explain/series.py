@@ -4,36 +4,22 @@ Pages rerun on every click; what they show about the whole document (memory stat
 slot norms and churn, block masses, the logit-lens hover text of each step) depends only
 on the trace. Each function here computes its result on first use and returns the same
 object afterwards (the hover text: step by step, for the steps asked for so far), until the
-trace grows (a streamed trace gets new segments): the key holds the number of segments. The cache lives beside the trace (a weak reference: it goes with it).
+trace grows (a streamed trace gets new segments): the key holds the number of segments
+(explain.per_trace.cached: the cache lives beside the trace, a weak reference that goes with it).
 Callers must not modify the arrays they get.
 """
 from __future__ import annotations
 
-import threading
-import weakref
-from typing import Any, Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 import torch
 
 from . import analysis, associative
+from .per_trace import LOCK as _LOCK
+from .per_trace import cached  # series.cached: the per-trace cache (its home: per_trace)
 from ..token_text import decode_distinct
 from ..tracing.trace import Trace
-
-_CACHE: "weakref.WeakKeyDictionary[Trace, dict[Any, Any]]" = weakref.WeakKeyDictionary()
-_LOCK = threading.Lock()  # the app's sessions run in threads
-
-
-def cached(trace: Trace, key: Any, compute: Callable[[], Any]) -> Any:
-    """compute() once per (trace, key, number of segments)."""
-    full_key = (key, trace.num_segments)
-    with _LOCK:
-        entry = _CACHE.setdefault(trace, {})
-        if full_key in entry:
-            return entry[full_key]
-    value = compute()
-    with _LOCK:
-        return entry.setdefault(full_key, value)
 
 
 def memory_states(trace: Trace) -> np.ndarray:

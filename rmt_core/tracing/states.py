@@ -11,7 +11,7 @@ about MAX_KEPT of them), so reaching any segment costs at most `every` updates a
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -54,6 +54,15 @@ class StateRebuilder:
                              f"(it has {sorted(writes or {})}, the memory type writes {sorted(spec or {})}).")
         return writes
 
+    def steps_to(self, index: int) -> int:
+        """How many writes state_in(index) applies now: from the nearest state kept at or before
+        `index` (0 with memory reset: every segment enters the initial state)."""
+        if not self.trace.carries_memory:
+            return 0
+        with self._lock:
+            start = max((s for s in self._kept if s <= index), default=0)
+        return max(0, int(index) - start)
+
     @torch.no_grad()
     def state_in(self, index: int) -> Any:
         """The state entering segment `index` (0..S-1; with carried memory also S, the state after the
@@ -74,6 +83,18 @@ class StateRebuilder:
                 with self._lock:
                     self._kept[s + 1] = state
         return state
+
+    def prepare(self) -> Iterator[int]:
+        """Rebuild ahead: the states kept anyway (every `every`-th) up to the last segment's, one chunk
+        of `every` writes at a time (yields the segment reached after each chunk), so that a front
+        end can do it in the background and let other work run between chunks. Afterwards reaching
+        any segment costs at most `every` updates. Nothing to do with memory reset."""
+        if not self.trace.carries_memory or not self.trace.segments:
+            return
+        every, last = self.every(), self.trace.num_segments - 1
+        for end in range(every, last + every, every):
+            self.state_in(min(end, last))
+            yield min(end, last)
 
     def arrays_in(self, index: int) -> dict[str, np.ndarray]:
         """state_in(index) as named float32 arrays (MemoryType.state_to_arrays)."""
