@@ -7,6 +7,7 @@ answer?) of shipped fact-recall checkpoints and write it into their cards; weigh
 from __future__ import annotations
 
 import argparse
+import json
 
 import torch
 
@@ -23,8 +24,6 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     for folder in args.folders:
         path = add_answer_mentions_to_card(folder, args.samples)
-        import json
-
         rows = json.loads((path / "config.json").read_text())["card"]["evaluation_results"]["answer_mentions"]
         print(f"{path}:\n{format_table(rows)}")
 

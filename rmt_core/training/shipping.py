@@ -275,6 +275,17 @@ def ship(run_dir: str | Path, name: str, samples: int = 500, lm_windows: int = 6
     return out
 
 
+def _write_card_files(here: Path, config: dict[str, Any], model, card: dict[str, Any]) -> Path:
+    """Rewrite checkpoint folder `here`'s config.json (`config`, whose card is `card`) and README.md
+    (the model card), each through a temporary file; the weights stay as they are. Returns `here`."""
+    for file, content in (("config.json", json.dumps(config, indent=2, sort_keys=True, default=str)),
+                          ("README.md", checkpoint.model_card(model, card))):
+        tmp = here / f".{file}.tmp"
+        tmp.write_text(content)
+        tmp.replace(here / file)
+    return here
+
+
 def _shipped_config(path: Path) -> dict[str, Any]:
     """config.json of RMT Lens checkpoint folder `path`; CheckpointError when it is not one."""
     from ..errors import CheckpointError
@@ -325,12 +336,7 @@ def add_comparison_to_card(folder: str | Path, shipped: str | Path) -> Path:
     card.setdefault("comparisons", {})[name] = {
         "weights_hash": checkpoint.load(there, device="cpu", dtype=torch.float32).weights_hash(),
         "memory": other.get("rmt", {}).get("memory", "tokens"), "this_model": own, "other_model": theirs}
-    for file, text in (("config.json", json.dumps(config, indent=2, sort_keys=True, default=str)),
-                       ("README.md", checkpoint.model_card(model, card))):
-        tmp = here / f".{file}.tmp"
-        tmp.write_text(text)
-        tmp.replace(here / file)
-    return here
+    return _write_card_files(here, config, model, card)
 
 
 def add_answer_mentions_to_card(folder: str | Path, samples: int = 200,
@@ -368,12 +374,7 @@ def add_answer_mentions_to_card(folder: str | Path, samples: int = 200,
     else:
         text += section
     card["evaluation"] = text
-    for file, content in (("config.json", json.dumps(config, indent=2, sort_keys=True, default=str)),
-                          ("README.md", checkpoint.model_card(model, card))):
-        tmp = here / f".{file}.tmp"
-        tmp.write_text(content)
-        tmp.replace(here / file)
-    return here
+    return _write_card_files(here, config, model, card)
 
 
 def refresh_card(folder: str | Path) -> Path:
